@@ -1,0 +1,243 @@
+/* cm.h -- corral's common library: errors, logging, buffers, arenas, time, config tables, wire batch.
+ *
+ * The one public header of common/. Everything the daemons and the embeddable libraries (tsdb/, later
+ * logship/ and dnsd/) share lives here: the negative-errno error convention, the logger, a growable byte
+ * buffer with a bounds-checked reader, a region allocator for request-shaped lifetimes, CRC32C, the
+ * Prometheus float and duration formats, the flag table every binary parses its command line with, and the
+ * wire batch codec (protobuf-c + zstd + frame) that is the only thing agent and aggregator share. The
+ * protobuf-c generated names never leave common/.
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef CM_H
+#define CM_H
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- errors: 0 on success, a negative CM_E* on failure -------------------------------------------- */
+
+#define CM_OK 0
+#define CM_ENOMEM (-ENOMEM)
+#define CM_EINVAL (-EINVAL)
+#define CM_EIO (-EIO)
+#define CM_ENOENT (-ENOENT)
+#define CM_E2BIG (-E2BIG)      /* a limit was exceeded */
+#define CM_EPROTO (-EPROTO)    /* bytes from outside do not follow the format */
+#define CM_AGAIN (-EAGAIN)     /* try again later */
+#define CM_ECORRUPT (-100000)  /* bytes we wrote ourselves fail a checksum or bound */
+
+const char *cm_strerror(int rc);
+
+/* A caller-owned message buffer that explains a failure in words a user can act on. */
+typedef struct cm_err {
+	char msg[256];
+} cm_err;
+
+/* Formats into err (if not NULL) and returns rc, so call sites read `return cm_errf(err, rc, ...)`. */
+int cm_errf(cm_err *err, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- logging --------------------------------------------------------------------------------------- */
+
+enum { CM_LOG_ERROR = 0, CM_LOG_WARN = 1, CM_LOG_INFO = 2, CM_LOG_DEBUG = 3 };
+
+/* The level is set once at start by main() and read by every thread. */
+void cm_log_set_level(int level);
+int cm_log_level(void);
+int cm_log_parse_level(const char *s, int *out);
+void cm_log_write(int level, const char *comp, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+#define CM_LOG(level, comp, ...)                                                                           \
+	do {                                                                                               \
+		if ((level) <= cm_log_level())                                                             \
+			cm_log_write((level), (comp), __VA_ARGS__);                                        \
+	} while (0)
+
+/* At most one message per interval per limiter; the count of suppressed ones rides on the next. */
+typedef struct cm_ratelimit {
+	int64_t next_ns;
+	uint64_t suppressed;
+} cm_ratelimit;
+
+int cm_ratelimit_ok(cm_ratelimit *rl, int64_t interval_ns, uint64_t *suppressed);
+
+#define CM_LOG_RL(rl, level, comp, fmt, ...)                                                               \
+	do {                                                                                               \
+		uint64_t cm__supp;                                                                         \
+		if ((level) <= cm_log_level() && cm_ratelimit_ok((rl), 10 * 1000000000LL, &cm__supp))      \
+			cm_log_write((level), (comp), fmt " (%llu similar suppressed)", __VA_ARGS__,       \
+				     (unsigned long long)cm__supp);                                        \
+	} while (0)
+
+/* ---- time ------------------------------------------------------------------------------------------ */
+
+int64_t cm_now_ms(void);   /* wall clock, Unix milliseconds */
+int64_t cm_mono_ns(void);  /* monotonic clock */
+
+/* Prometheus duration ("1h30m", "10s", "250ms") to milliseconds; a bare number is seconds. */
+int cm_parse_duration_ms(const char *s, int64_t *out_ms);
+
+/* Prometheus time parameter: RFC 3339 or Unix seconds with fraction, to milliseconds. */
+int cm_parse_time_ms(const char *s, int64_t *out_ms);
+
+/* Prometheus' float text: shortest round-trip digits, no exponent, "+Inf", "-Inf", "NaN". */
+#define CM_FMT_DOUBLE_MAX 400
+size_t cm_fmt_double(char *buf, size_t cap, double v);
+
+/* ---- buffers --------------------------------------------------------------------------------------- */
+
+typedef struct cm_buf {
+	uint8_t *data;
+	size_t len;
+	size_t cap;
+} cm_buf;
+
+void cm_buf_init(cm_buf *b);
+void cm_buf_close(cm_buf *b);
+int cm_buf_reserve(cm_buf *b, size_t extra);
+int cm_buf_append(cm_buf *b, const void *p, size_t n);
+int cm_buf_puts(cm_buf *b, const char *s);
+int cm_buf_printf(cm_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cm_buf_put_uvarint(cm_buf *b, uint64_t v);
+int cm_buf_put_u32le(cm_buf *b, uint32_t v);
+int cm_buf_put_f64le(cm_buf *b, double v);
+/* A JSON string literal, quotes included, with every control and non-ASCII-safe byte escaped. */
+int cm_buf_put_json_str(cm_buf *b, const char *s);
+/* Hands the bytes to the caller (who frees them) and leaves the buffer empty. */
+uint8_t *cm_buf_take(cm_buf *b, size_t *len);
+
+/* A bounds-checked cursor over bytes we did not write or do not trust; every read fails cleanly. */
+typedef struct cm_rd {
+	const uint8_t *p;
+	const uint8_t *end;
+} cm_rd;
+
+static inline void cm_rd_init(cm_rd *r, const void *p, size_t n)
+{
+	r->p = p;
+	r->end = r->p + n;
+}
+static inline size_t cm_rd_left(const cm_rd *r) { return (size_t)(r->end - r->p); }
+int cm_rd_uvarint(cm_rd *r, uint64_t *v);
+int cm_rd_u32le(cm_rd *r, uint32_t *v);
+int cm_rd_f64le(cm_rd *r, double *v);
+int cm_rd_bytes(cm_rd *r, size_t n, const uint8_t **out);
+
+static inline void cm_put_u32le(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16), p[3] = (uint8_t)(v >> 24);
+}
+static inline uint32_t cm_get_u32le(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+uint32_t cm_crc32c(uint32_t crc, const void *p, size_t n);
+
+/* ---- arena: one region per request-shaped lifetime ------------------------------------------------- */
+
+typedef struct cm_arena_block cm_arena_block;
+typedef struct cm_arena {
+	cm_arena_block *head;
+	size_t used;   /* bytes handed out, for limits */
+	size_t limit;  /* 0 = none; past it allocations fail */
+} cm_arena;
+
+void cm_arena_init(cm_arena *a, size_t limit);
+void cm_arena_close(cm_arena *a);
+void *cm_arena_alloc(cm_arena *a, size_t n);
+void *cm_arena_calloc(cm_arena *a, size_t count, size_t size);
+char *cm_arena_strndup(cm_arena *a, const char *s, size_t n);
+char *cm_arena_strdup(cm_arena *a, const char *s);
+
+/* ---- label sets and samples ------------------------------------------------------------------------ */
+
+typedef struct cm_label {
+	const char *name;
+	const char *value;
+} cm_label;
+
+typedef struct cm_sample {
+	int64_t t_ms;
+	double v;
+} cm_sample;
+
+typedef struct cm_series {
+	cm_label *labels;  /* __name__ first by convention, the rest in any order */
+	size_t nlabels;
+	cm_sample *samples;
+	size_t nsamples;
+} cm_series;
+
+int cm_label_name_valid(const char *s);
+int cm_utf8_valid(const char *s, size_t n);
+void cm_labels_sort(cm_label *labels, size_t n);
+
+/* ---- wire batch (see cm_wire.c for the frame layout) ------------------------------------------------ */
+
+typedef struct cm_batch {
+	const char *node;           /* node name, non-empty */
+	const char *boot_id;        /* the node's /proc/sys/kernel/random/boot_id */
+	const char *agent_version;
+	uint64_t seq;               /* strictly increasing per (node, boot_id) */
+	int64_t created_ms;
+	cm_series *series;
+	size_t nseries;
+} cm_batch;
+
+typedef struct cm_wire_limits {
+	size_t max_frame;         /* bytes on the wire, header included */
+	size_t max_decompressed;  /* protobuf bytes after zstd */
+	size_t max_series;
+	size_t max_samples;       /* over the whole batch */
+	size_t max_labels;        /* per series */
+	size_t max_label_bytes;   /* per name or value */
+} cm_wire_limits;
+
+extern const cm_wire_limits cm_wire_default_limits;
+
+#define CM_WIRE_HEADER 20
+
+int cm_wire_encode(const cm_batch *b, int zstd_level, cm_buf *out, cm_err *err);
+/* Decodes into arena-owned memory; on failure *out is untouched and err says why. */
+int cm_wire_decode(const void *frame, size_t n, const cm_wire_limits *lim, cm_arena *a, cm_batch *out,
+		   cm_err *err);
+
+/* ---- config tables ---------------------------------------------------------------------------------- */
+
+typedef enum cm_opt_type {
+	CM_OPT_STR,       /* const char *, points into argv or the default */
+	CM_OPT_INT,       /* long */
+	CM_OPT_DURATION,  /* int64_t milliseconds */
+	CM_OPT_SIZE,      /* uint64_t bytes, with K/M/G/Ki/Mi/Gi suffixes */
+	CM_OPT_BOOL,      /* int, flag without a value */
+	CM_OPT_LOGLEVEL,  /* int, error|warn|info|debug */
+} cm_opt_type;
+
+typedef struct cm_opt {
+	const char *name;  /* without the leading "--" */
+	cm_opt_type type;
+	const char *def;   /* default in the same text form as on the command line; NULL = none */
+	size_t offset;     /* into the component's config struct */
+	const char *help;
+	const char *env;   /* environment variable consulted when the flag is absent, or NULL */
+} cm_opt;
+
+/* Fills cfg from defaults, environment and argv. Positional arguments are returned through
+ * pos/npos (pointers into argv). --help prints usage and returns CM_AGAIN so main() exits 0. */
+int cm_opts_parse(const cm_opt *table, size_t n, void *cfg, int argc, char **argv, const char *usage,
+		  char ***pos, int *npos, cm_err *err);
+void cm_opts_usage(const cm_opt *table, size_t n, const char *usage);
+
+/* Reads a whole small file (token files, /proc and cgroup files) into buf, NUL-terminated. */
+int cm_read_file(const char *path, char *buf, size_t cap, size_t *len);
+/* Reads a secret: a file's first line, or the environment variable when path is NULL/empty. */
+int cm_read_secret(const char *path, const char *env, char *buf, size_t cap, cm_err *err);
+/* Compares secrets in time independent of where they differ. */
+int cm_secret_equal(const char *a, size_t alen, const char *b, size_t blen);
+
+#define CM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define CM_VERSION "0.1.0"
+
+#endif

@@ -1,0 +1,64 @@
+/* cm_fmt.c -- Prometheus' float text: the shortest digits that read back to the same double.
+ *
+ * Prometheus renders sample values with Go's strconv.FormatFloat(v, 'f', -1, 64): the fewest
+ * significant digits that round-trip, in positional notation (never an exponent), and "+Inf", "-Inf",
+ * "NaN". Clients compare these strings, so we produce exactly the same text.
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cm.h"
+
+/* Shortest round-trip mantissa digits (no dot) and decimal exponent of |v| (v finite, non-zero). */
+static int shortest_digits(double v, char *digits, int *exp10)
+{
+	char tmp[40];
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(tmp, sizeof(tmp), "%.*e", prec - 1, v);
+		if (strtod(tmp, NULL) == v || prec == 17)
+			break;
+	}
+	/* tmp is d[.ddd]e[+-]xx */
+	int n = 0;
+	const char *p = tmp;
+	for (; *p && *p != 'e'; p++)
+		if (*p != '.')
+			digits[n++] = *p;
+	while (n > 1 && digits[n - 1] == '0')
+		n--;
+	digits[n] = 0;
+	*exp10 = atoi(p + 1);
+	return n;
+}
+
+size_t cm_fmt_double(char *buf, size_t cap, double v)
+{
+	if (isnan(v))
+		return (size_t)snprintf(buf, cap, "NaN");
+	if (isinf(v))
+		return (size_t)snprintf(buf, cap, v > 0 ? "+Inf" : "-Inf");
+	if (v == 0)
+		return (size_t)snprintf(buf, cap, signbit(v) ? "-0" : "0");
+	char digits[24], out[CM_FMT_DOUBLE_MAX];
+	int e, n = shortest_digits(fabs(v), digits, &e);
+	size_t o = 0;
+	if (v < 0)
+		out[o++] = '-';
+	if (e < 0) {
+		out[o++] = '0', out[o++] = '.';
+		for (int i = 0; i < -e - 1; i++)
+			out[o++] = '0';
+		memcpy(out + o, digits, (size_t)n), o += (size_t)n;
+	} else {
+		for (int i = 0; i <= e || i < n; i++) {
+			if (i == e + 1)
+				out[o++] = '.';
+			out[o++] = i < n ? digits[i] : '0';
+		}
+	}
+	out[o] = 0;
+	return (size_t)snprintf(buf, cap, "%s", out);
+}

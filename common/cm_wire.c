@@ -1,0 +1,339 @@
+/* cm_wire.c -- the wire batch: protobuf-c message, zstd body, framed with magic, lengths and CRC32C.
+ *
+ * The agent encodes one cm_batch per interval and POSTs the frame to /api/v1/agent/push; the
+ * aggregator decodes it with limits. Nothing outside common/ sees the protobuf-c generated names: the
+ * codec converts to and from the plain cm_batch structs of cm.h.
+ *
+ * Frame layout, version 1 (all integers little-endian):
+ *
+ *   offset  size  field
+ *   0       4     magic "CRLB" (0x43 0x52 0x4C 0x42)
+ *   4       1     version, 1
+ *   5       1     body codec, 1 = zstd (the only one defined)
+ *   6       2     reserved, 0
+ *   8       4     decompressed length: exact byte size of the protobuf corral.wire.Batch
+ *   12      4     body length: byte size of the zstd frame that follows
+ *   16      4     CRC32C (Castagnoli) of bytes 0..15 followed by the body
+ *   20      n     body: one zstd frame whose content is the Batch (common/proto/corral.proto)
+ *
+ * A frame is valid when: it is exactly 20 + body length bytes; magic, version, codec and reserved
+ * match; the CRC matches; the body length and decompressed length are within the receiver's limits;
+ * the zstd frame decompresses to exactly the declared length (a longer output is refused as a
+ * decompression bomb before it is written); the protobuf parses; and the batch obeys the element limits
+ * and the label rules below. Anything else is rejected with CM_EPROTO or CM_E2BIG and a message.
+ *
+ * Batch rules: node is non-empty; every string is valid UTF-8; each series has a valid metric name in
+ * __name__ ([a-zA-Z_:][a-zA-Z0-9_:]*), valid and unique label names, and as many timestamps as values.
+ * Labels with an empty value are dropped, as Prometheus does (an empty label is an absent label).
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#include "cm.h"
+#include "corral.pb-c.h"
+
+#define WIRE_MAGIC "CRLB"
+#define WIRE_VERSION 1
+#define WIRE_CODEC_ZSTD 1
+
+const cm_wire_limits cm_wire_default_limits = {
+	.max_frame = 16u << 20,
+	.max_decompressed = 64u << 20,
+	.max_series = 200000,
+	.max_samples = 2000000,
+	.max_labels = 64,
+	.max_label_bytes = 4096,
+};
+
+/* ---- encode ---------------------------------------------------------------------------------------- */
+
+static int build_series(const cm_series *in, Corral__Wire__Series *out, cm_arena *a)
+{
+	corral__wire__series__init(out);
+	out->n_labels = in->nlabels;
+	out->labels = cm_arena_calloc(a, in->nlabels ? in->nlabels : 1, sizeof(*out->labels));
+	Corral__Wire__Label *labels = cm_arena_calloc(a, in->nlabels ? in->nlabels : 1, sizeof(*labels));
+	out->n_timestamps_ms = out->n_values = in->nsamples;
+	out->timestamps_ms = cm_arena_calloc(a, in->nsamples ? in->nsamples : 1, sizeof(int64_t));
+	out->values = cm_arena_calloc(a, in->nsamples ? in->nsamples : 1, sizeof(double));
+	if (!out->labels || !labels || !out->timestamps_ms || !out->values)
+		return CM_ENOMEM;
+	for (size_t i = 0; i < in->nlabels; i++) {
+		corral__wire__label__init(&labels[i]);
+		labels[i].name = (char *)in->labels[i].name;
+		labels[i].value = (char *)in->labels[i].value;
+		out->labels[i] = &labels[i];
+	}
+	for (size_t i = 0; i < in->nsamples; i++) {
+		out->timestamps_ms[i] = in->samples[i].t_ms;
+		out->values[i] = in->samples[i].v;
+	}
+	return CM_OK;
+}
+
+static int pack_batch(const cm_batch *b, cm_arena *a, uint8_t **out, size_t *outlen)
+{
+	Corral__Wire__Batch msg;
+	corral__wire__batch__init(&msg);
+	msg.node = (char *)(b->node ? b->node : "");
+	msg.boot_id = (char *)(b->boot_id ? b->boot_id : "");
+	msg.agent_version = (char *)(b->agent_version ? b->agent_version : "");
+	msg.seq = b->seq;
+	msg.created_ms = b->created_ms;
+	msg.n_series = b->nseries;
+	msg.series = cm_arena_calloc(a, b->nseries ? b->nseries : 1, sizeof(*msg.series));
+	Corral__Wire__Series *series = cm_arena_calloc(a, b->nseries ? b->nseries : 1, sizeof(*series));
+	if (!msg.series || !series)
+		return CM_ENOMEM;
+	for (size_t i = 0; i < b->nseries; i++) {
+		int rc = build_series(&b->series[i], &series[i], a);
+		if (rc)
+			return rc;
+		msg.series[i] = &series[i];
+	}
+	size_t n = corral__wire__batch__get_packed_size(&msg);
+	uint8_t *p = cm_arena_alloc(a, n);
+	if (!p)
+		return CM_ENOMEM;
+	corral__wire__batch__pack(&msg, p);
+	*out = p;
+	*outlen = n;
+	return CM_OK;
+}
+
+int cm_wire_encode(const cm_batch *b, int zstd_level, cm_buf *out, cm_err *err)
+{
+	cm_arena a;
+	cm_arena_init(&a, 0);
+	uint8_t *pb;
+	size_t pblen;
+	int rc = pack_batch(b, &a, &pb, &pblen);
+	if (rc)
+		goto fail;
+	if (pblen > UINT32_MAX) {
+		rc = cm_errf(err, CM_E2BIG, "batch of %zu bytes does not fit a frame", pblen);
+		goto fail;
+	}
+	size_t bound = ZSTD_compressBound(pblen), start = out->len;
+	rc = cm_buf_reserve(out, CM_WIRE_HEADER + bound);
+	if (rc)
+		goto fail;
+	uint8_t *h = out->data + start;
+	size_t clen = ZSTD_compress(h + CM_WIRE_HEADER, bound, pb, pblen, zstd_level);
+	if (ZSTD_isError(clen)) {
+		rc = cm_errf(err, CM_EIO, "zstd: %s", ZSTD_getErrorName(clen));
+		goto fail;
+	}
+	memcpy(h, WIRE_MAGIC, 4);
+	h[4] = WIRE_VERSION, h[5] = WIRE_CODEC_ZSTD, h[6] = h[7] = 0;
+	cm_put_u32le(h + 8, (uint32_t)pblen);
+	cm_put_u32le(h + 12, (uint32_t)clen);
+	cm_put_u32le(h + 16, cm_crc32c(cm_crc32c(0, h, 16), h + CM_WIRE_HEADER, clen));
+	out->len = start + CM_WIRE_HEADER + clen;
+	cm_arena_close(&a);
+	return CM_OK;
+fail:
+	cm_arena_close(&a);
+	if (rc == CM_ENOMEM)
+		cm_errf(err, rc, "out of memory encoding batch");
+	return rc;
+}
+
+/* ---- decode ---------------------------------------------------------------------------------------- */
+
+/* protobuf-c allocates through the caller's arena, capped so a small, dense message cannot expand
+ * into unbounded memory; free is a no-op because the arena is released as a whole. */
+typedef struct pb_alloc_ctx {
+	cm_arena *arena;
+	size_t start, cap;
+} pb_alloc_ctx;
+
+static void *pb_alloc(void *data, size_t size)
+{
+	pb_alloc_ctx *c = data;
+	if (c->arena->used - c->start + size > c->cap)
+		return NULL;
+	return cm_arena_alloc(c->arena, size);
+}
+
+static void pb_free(void *data, void *p)
+{
+	(void)data;
+	(void)p;
+}
+
+static int metric_name_valid(const char *s)
+{
+	if (!*s)
+		return 0;
+	for (const char *p = s; *p; p++) {
+		char c = *p;
+		if (!(c == '_' || c == ':' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (p != s && c >= '0' && c <= '9')))
+			return 0;
+	}
+	return 1;
+}
+
+static int check_string(const char *s, size_t max, const char *what, cm_err *err)
+{
+	size_t n = strlen(s);
+	if (n > max)
+		return cm_errf(err, CM_E2BIG, "%s is %zu bytes, limit %zu", what, n, max);
+	if (!cm_utf8_valid(s, n))
+		return cm_errf(err, CM_EPROTO, "%s is not valid UTF-8", what);
+	return CM_OK;
+}
+
+static int convert_labels(const Corral__Wire__Series *in, size_t idx, const cm_wire_limits *lim,
+			  cm_arena *a, cm_series *out, cm_err *err)
+{
+	if (in->n_labels > lim->max_labels)
+		return cm_errf(err, CM_E2BIG, "series %zu has %zu labels, limit %zu", idx, in->n_labels,
+			       lim->max_labels);
+	out->labels = cm_arena_calloc(a, in->n_labels ? in->n_labels : 1, sizeof(cm_label));
+	if (!out->labels)
+		return cm_errf(err, CM_ENOMEM, "out of memory decoding batch");
+	const char *metric = NULL;
+	size_t n = 0;
+	for (size_t i = 0; i < in->n_labels; i++) {
+		const Corral__Wire__Label *l = in->labels[i];
+		if (!cm_label_name_valid(l->name))
+			return cm_errf(err, CM_EPROTO, "series %zu: invalid label name", idx);
+		int rc = check_string(l->name, lim->max_label_bytes, "label name", err);
+		if (!rc)
+			rc = check_string(l->value, lim->max_label_bytes, "label value", err);
+		if (rc)
+			return rc;
+		for (size_t j = 0; j < i; j++)
+			if (!strcmp(in->labels[j]->name, l->name))
+				return cm_errf(err, CM_EPROTO, "series %zu: duplicate label %s", idx, l->name);
+		if (!strcmp(l->name, "__name__"))
+			metric = l->value;
+		if (*l->value)
+			out->labels[n++] = (cm_label){l->name, l->value};
+	}
+	if (!metric || !metric_name_valid(metric))
+		return cm_errf(err, CM_EPROTO, "series %zu: missing or invalid metric name", idx);
+	out->nlabels = n;
+	return CM_OK;
+}
+
+static int convert_series(const Corral__Wire__Series *in, size_t idx, const cm_wire_limits *lim,
+			  cm_arena *a, cm_series *out, size_t *total_samples, cm_err *err)
+{
+	if (in->n_timestamps_ms != in->n_values)
+		return cm_errf(err, CM_EPROTO, "series %zu: %zu timestamps but %zu values", idx,
+			       in->n_timestamps_ms, in->n_values);
+	if (in->n_values > lim->max_samples - *total_samples)
+		return cm_errf(err, CM_E2BIG, "batch has more than %zu samples", lim->max_samples);
+	*total_samples += in->n_values;
+	int rc = convert_labels(in, idx, lim, a, out, err);
+	if (rc)
+		return rc;
+	out->nsamples = in->n_values;
+	out->samples = cm_arena_calloc(a, in->n_values ? in->n_values : 1, sizeof(cm_sample));
+	if (!out->samples)
+		return cm_errf(err, CM_ENOMEM, "out of memory decoding batch");
+	for (size_t i = 0; i < in->n_values; i++)
+		out->samples[i] = (cm_sample){in->timestamps_ms[i], in->values[i]};
+	return CM_OK;
+}
+
+static int convert_batch(const Corral__Wire__Batch *m, const cm_wire_limits *lim, cm_arena *a,
+			 cm_batch *out, cm_err *err)
+{
+	int rc = check_string(m->node, lim->max_label_bytes, "node", err);
+	if (!rc)
+		rc = check_string(m->boot_id, lim->max_label_bytes, "boot_id", err);
+	if (!rc)
+		rc = check_string(m->agent_version, lim->max_label_bytes, "agent_version", err);
+	if (rc)
+		return rc;
+	if (!*m->node)
+		return cm_errf(err, CM_EPROTO, "batch has no node name");
+	if (m->n_series > lim->max_series)
+		return cm_errf(err, CM_E2BIG, "batch has %zu series, limit %zu", m->n_series, lim->max_series);
+	cm_batch b = {.node = m->node, .boot_id = m->boot_id, .agent_version = m->agent_version,
+		      .seq = m->seq, .created_ms = m->created_ms, .nseries = m->n_series};
+	b.series = cm_arena_calloc(a, m->n_series ? m->n_series : 1, sizeof(cm_series));
+	if (!b.series)
+		return cm_errf(err, CM_ENOMEM, "out of memory decoding batch");
+	size_t total = 0;
+	for (size_t i = 0; i < m->n_series; i++) {
+		rc = convert_series(m->series[i], i, lim, a, &b.series[i], &total, err);
+		if (rc)
+			return rc;
+	}
+	*out = b;
+	return CM_OK;
+}
+
+static int check_header(const uint8_t *p, size_t n, const cm_wire_limits *lim, uint32_t *rawlen, cm_err *err)
+{
+	if (n < CM_WIRE_HEADER)
+		return cm_errf(err, CM_EPROTO, "frame of %zu bytes is shorter than its %d-byte header", n,
+			       CM_WIRE_HEADER);
+	if (n > lim->max_frame)
+		return cm_errf(err, CM_E2BIG, "frame of %zu bytes exceeds the limit of %zu", n, lim->max_frame);
+	if (memcmp(p, WIRE_MAGIC, 4) != 0)
+		return cm_errf(err, CM_EPROTO, "not a corral batch (bad magic)");
+	if (p[4] != WIRE_VERSION)
+		return cm_errf(err, CM_EPROTO, "unsupported batch version %u", p[4]);
+	if (p[5] != WIRE_CODEC_ZSTD || p[6] || p[7])
+		return cm_errf(err, CM_EPROTO, "unsupported codec %u or non-zero reserved bytes", p[5]);
+	uint32_t body = cm_get_u32le(p + 12);
+	if ((size_t)body != n - CM_WIRE_HEADER)
+		return cm_errf(err, CM_EPROTO, "frame is %zu bytes but its header declares %zu (truncated?)", n,
+			       (size_t)body + CM_WIRE_HEADER);
+	if (cm_crc32c(cm_crc32c(0, p, 16), p + CM_WIRE_HEADER, body) != cm_get_u32le(p + 16))
+		return cm_errf(err, CM_EPROTO, "frame checksum mismatch (corrupted in transit?)");
+	*rawlen = cm_get_u32le(p + 8);
+	if (*rawlen > lim->max_decompressed)
+		return cm_errf(err, CM_E2BIG, "batch declares %u bytes decompressed, limit %zu", *rawlen,
+			       lim->max_decompressed);
+	return CM_OK;
+}
+
+static int decompress_body(const uint8_t *body, size_t blen, uint32_t rawlen, cm_arena *a, uint8_t **out,
+			   cm_err *err)
+{
+	unsigned long long content = ZSTD_getFrameContentSize(body, blen);
+	if (content == ZSTD_CONTENTSIZE_ERROR)
+		return cm_errf(err, CM_EPROTO, "body is not a zstd frame");
+	if (content != ZSTD_CONTENTSIZE_UNKNOWN && content != rawlen)
+		return cm_errf(err, CM_EPROTO, "zstd frame holds %llu bytes, header declares %u", content, rawlen);
+	uint8_t *raw = cm_arena_alloc(a, rawlen ? rawlen : 1);
+	if (!raw)
+		return cm_errf(err, CM_ENOMEM, "out of memory for a %u-byte batch", rawlen);
+	/* the output buffer is exactly the declared size: a bomb fails here without writing past it */
+	size_t got = ZSTD_decompress(raw, rawlen, body, blen);
+	if (ZSTD_isError(got))
+		return cm_errf(err, CM_EPROTO, "zstd: %s", ZSTD_getErrorName(got));
+	if (got != rawlen)
+		return cm_errf(err, CM_EPROTO, "body decompressed to %zu bytes, header declares %u", got, rawlen);
+	*out = raw;
+	return CM_OK;
+}
+
+int cm_wire_decode(const void *frame, size_t n, const cm_wire_limits *lim, cm_arena *a, cm_batch *out,
+		   cm_err *err)
+{
+	const uint8_t *p = frame;
+	uint32_t rawlen = 0;
+	uint8_t *raw = NULL;
+	int rc = check_header(p, n, lim, &rawlen, err);
+	if (!rc)
+		rc = decompress_body(p + CM_WIRE_HEADER, n - CM_WIRE_HEADER, rawlen, a, &raw, err);
+	if (rc)
+		return rc;
+	/* protobuf-c structs cost more than their encoding; 16x the bytes bounds any valid batch */
+	pb_alloc_ctx ctx = {a, a->used, 16 * (size_t)rawlen + 4096};
+	ProtobufCAllocator alloc = {pb_alloc, pb_free, &ctx};
+	Corral__Wire__Batch *m = corral__wire__batch__unpack(&alloc, rawlen, raw);
+	if (!m)
+		return cm_errf(err, CM_EPROTO, "batch is not a valid protobuf corral.wire.Batch");
+	return convert_batch(m, lim, a, out, err);
+}
