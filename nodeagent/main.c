@@ -1,0 +1,91 @@
+/* main.c -- corral-agent: parse flags, start the agent on the default libuv loop, stop on a signal.
+ *
+ * Only wiring lives here; see na.h for the agent and na_opts for every flag.
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <curl/curl.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "na.h"
+
+const cm_opt na_opts[] = {
+	{"node", CM_OPT_STR, NULL, offsetof(na_config, node), "node name (default: the host name)", "NODE_NAME"},
+	{"aggregator", CM_OPT_STR, "http://127.0.0.1:9300", offsetof(na_config, aggregator),
+	 "base URL of corral-aggregator", "CORRAL_AGGREGATOR"},
+	{"token-file", CM_OPT_STR, NULL, offsetof(na_config, token_file), "file holding the push token",
+	 NULL},
+	{"interval", CM_OPT_DURATION, "10s", offsetof(na_config, interval_ms), "collection and push interval", NULL},
+	{"cgroup-root", CM_OPT_STR, NULL, offsetof(na_config, cgroup_root),
+	 "cgroup v2 mount or directory of v1 controller mounts (default: autodetect under /sys/fs/cgroup)", NULL},
+	{"proc-root", CM_OPT_STR, "/proc", offsetof(na_config, proc_root), "procfs mount", NULL},
+	{"listen", CM_OPT_STR, "127.0.0.1:9301", offsetof(na_config, listen), "address for /metrics and /healthz",
+	 NULL},
+	{"max-pending", CM_OPT_INT, "360", offsetof(na_config, max_pending),
+	 "batches kept in memory while the aggregator is unreachable", NULL},
+	{"log-level", CM_OPT_LOGLEVEL, "info", offsetof(na_config, log_level), "error, warn, info or debug", NULL},
+};
+const size_t na_nopts = CM_ARRAY_LEN(na_opts);
+
+typedef struct signals {
+	na_agent *agent;
+	uv_signal_t sig[2];
+} signals;
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+	signals *sg = s->data;
+	CM_LOG(CM_LOG_INFO, "agent", "signal %d: stopping", signum);
+	na_agent_stop(sg->agent);
+	for (int i = 0; i < 2; i++)
+		uv_close((uv_handle_t *)&sg->sig[i], NULL);
+}
+
+int main(int argc, char **argv)
+{
+	na_config cfg = {0};
+	cm_err err = {{0}};
+	char host[256];
+	int rc = cm_opts_parse(na_opts, na_nopts, &cfg, argc, argv,
+			       "usage: corral-agent [flags]\n\nCollects cgroup and node metrics and pushes them to "
+			       "corral-aggregator.\nThe push token comes from --token-file or CORRAL_TOKEN.",
+			       NULL, NULL, &err);
+	if (rc == CM_AGAIN)
+		return 0;
+	if (rc) {
+		fprintf(stderr, "corral-agent: %s\n", err.msg);
+		return 2;
+	}
+	if (cfg.interval_ms < 100 || cfg.max_pending < 1) {
+		fprintf(stderr, "corral-agent: --interval must be at least 100ms and --max-pending at least 1\n");
+		return 2;
+	}
+	if (!cfg.node && gethostname(host, sizeof(host)) == 0)
+		host[sizeof(host) - 1] = 0, cfg.node = host;
+	cm_log_set_level(cfg.log_level);
+	signal(SIGPIPE, SIG_IGN);
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	uv_loop_t *loop = uv_default_loop();
+	na_agent *a;
+	if (na_agent_start(loop, &cfg, &a, &err)) {
+		CM_LOG(CM_LOG_ERROR, "agent", "%s", err.msg);
+		curl_global_cleanup();
+		return 1;
+	}
+	CM_LOG(CM_LOG_INFO, "agent", "node %s: pushing to %s every %lld ms, /metrics on http://%s", cfg.node,
+	       cfg.aggregator, (long long)cfg.interval_ms, cfg.listen);
+	signals sg = {.agent = a};
+	const int signums[2] = {SIGINT, SIGTERM};
+	for (int i = 0; i < 2; i++) {
+		uv_signal_init(loop, &sg.sig[i]);
+		sg.sig[i].data = &sg;
+		uv_signal_start(&sg.sig[i], on_signal, signums[i]);
+	}
+	uv_run(loop, UV_RUN_DEFAULT);
+	na_agent_free(a);
+	uv_loop_close(loop);
+	curl_global_cleanup();
+	return 0;
+}

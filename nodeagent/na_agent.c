@@ -1,0 +1,191 @@
+/* na_agent.c -- corral-agent's loop: collect every interval, hand batches to the sender, serve /metrics.
+ *
+ * Owns the timer, the collector (used only on a worker thread, one pass at a time), the sender and
+ * the HTTP server. A pass's results come back to the loop thread in after_work: the frame goes to the
+ * sender and the rendered text replaces the /metrics snapshot. A tick that finds the previous pass
+ * still running is skipped and counted. Batch sequence numbers start at the wall clock in
+ * microseconds, so they keep increasing across agent restarts within one boot (the aggregator
+ * dedupes on them); the spool issue makes them persistent.
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "na_int.h"
+
+struct na_agent {
+	na_config cfg;
+	uv_loop_t *loop;
+	uv_timer_t tick;
+	uv_work_t work;
+	na__collector *collector;
+	na__sender *sender;
+	na__http *http;
+	uint64_t next_seq;
+	int collecting, stopping, closing_parts;
+	/* the pass in flight (worker side) */
+	cm_buf frame, text;
+	na__collect_stats st;
+	int rc;
+	cm_err err;
+	/* loop side */
+	cm_buf metrics_text;
+	uint64_t passes, pass_errors, skipped_ticks;
+	double last_duration_s;
+	size_t last_series;
+	cm_ratelimit rl;
+};
+
+static void collect_work(uv_work_t *w)
+{
+	na_agent *a = w->data;
+	a->frame.len = a->text.len = 0;
+	a->rc = na__collect(a->collector, a->next_seq, &a->frame, &a->text, &a->st, &a->err);
+}
+
+static void collect_done(uv_work_t *w, int status)
+{
+	na_agent *a = w->data;
+	a->collecting = 0;
+	a->passes++;
+	if (status || a->rc) {
+		a->pass_errors++;
+		CM_LOG_RL(&a->rl, CM_LOG_ERROR, "agent", "collection failed: %s", status ? "cancelled" : a->err.msg);
+		return;
+	}
+	a->next_seq++;
+	a->last_duration_s = (double)a->st.duration_ns / 1e9;
+	a->last_series = a->st.series;
+	cm_buf tmp = a->metrics_text;
+	a->metrics_text = a->text;
+	a->text = tmp;
+	if (a->stopping)
+		return;
+	size_t len;
+	uint8_t *frame = cm_buf_take(&a->frame, &len);
+	na__sender_enqueue(a->sender, frame, len);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+	na_agent *a = t->data;
+	if (a->collecting) {
+		a->skipped_ticks++;
+		return;
+	}
+	a->collecting = 1;
+	a->work.data = a;
+	if (uv_queue_work(a->loop, &a->work, collect_work, collect_done))
+		a->collecting = 0;
+}
+
+static int render_self(na_agent *a, cm_buf *b)
+{
+	na__sender_stats s;
+	na__sender_stats_get(a->sender, &s);
+	return cm_buf_printf(b,
+		"# HELP corral_agent_collections_total Collection passes run.\n"
+		"# TYPE corral_agent_collections_total counter\ncorral_agent_collections_total %llu\n"
+		"# HELP corral_agent_collection_errors_total Collection passes that failed.\n"
+		"# TYPE corral_agent_collection_errors_total counter\ncorral_agent_collection_errors_total %llu\n"
+		"# HELP corral_agent_skipped_ticks_total Intervals skipped because a pass was still running.\n"
+		"# TYPE corral_agent_skipped_ticks_total counter\ncorral_agent_skipped_ticks_total %llu\n"
+		"# HELP corral_agent_collection_duration_seconds Duration of the last collection pass.\n"
+		"# TYPE corral_agent_collection_duration_seconds gauge\ncorral_agent_collection_duration_seconds %.9f\n"
+		"# HELP corral_agent_series Series collected in the last pass.\n"
+		"# TYPE corral_agent_series gauge\ncorral_agent_series %zu\n"
+		"# HELP corral_agent_batches_sent_total Batches acknowledged by the aggregator.\n"
+		"# TYPE corral_agent_batches_sent_total counter\ncorral_agent_batches_sent_total %llu\n"
+		"# HELP corral_agent_send_failures_total Push attempts that failed and will be retried.\n"
+		"# TYPE corral_agent_send_failures_total counter\ncorral_agent_send_failures_total %llu\n"
+		"# HELP corral_agent_batches_rejected_total Batches the aggregator refused as invalid.\n"
+		"# TYPE corral_agent_batches_rejected_total counter\ncorral_agent_batches_rejected_total %llu\n"
+		"# HELP corral_agent_batches_dropped_total Batches dropped because too many were waiting.\n"
+		"# TYPE corral_agent_batches_dropped_total counter\ncorral_agent_batches_dropped_total %llu\n"
+		"# HELP corral_agent_pending_batches Batches waiting to be sent.\n"
+		"# TYPE corral_agent_pending_batches gauge\ncorral_agent_pending_batches %llu\n"
+		"# HELP corral_agent_pending_bytes Bytes of batches waiting to be sent.\n"
+		"# TYPE corral_agent_pending_bytes gauge\ncorral_agent_pending_bytes %llu\n",
+		(unsigned long long)a->passes, (unsigned long long)a->pass_errors,
+		(unsigned long long)a->skipped_ticks, a->last_duration_s, a->last_series,
+		(unsigned long long)s.sent, (unsigned long long)s.failed_attempts, (unsigned long long)s.rejected,
+		(unsigned long long)s.dropped, (unsigned long long)s.pending, (unsigned long long)s.pending_bytes);
+}
+
+static int on_http(void *ctx, const char *path, cm_buf *body, const char **ctype)
+{
+	na_agent *a = ctx;
+	if (!strcmp(path, "/healthz"))
+		return cm_buf_puts(body, "ok\n") ? 500 : 200;
+	if (strcmp(path, "/metrics"))
+		return cm_buf_puts(body, "not found\n") ? 500 : 404;
+	*ctype = "text/plain; version=0.0.4; charset=utf-8";
+	if (cm_buf_append(body, a->metrics_text.data, a->metrics_text.len) || render_self(a, body))
+		return 500;
+	return 200;
+}
+
+int na_agent_start(uv_loop_t *loop, const na_config *cfg, na_agent **out, cm_err *err)
+{
+	char token[1024];
+	na_agent *a = calloc(1, sizeof(*a));
+	if (!a)
+		return cm_errf(err, CM_ENOMEM, "out of memory");
+	a->cfg = *cfg;
+	a->loop = loop;
+	a->next_seq = (uint64_t)cm_now_ms() * 1000;
+	int rc = cm_read_secret(cfg->token_file, "CORRAL_TOKEN", token, sizeof(token), err);
+	if (!rc)
+		rc = na__collector_create(cfg, &a->collector, err);
+	if (!rc)
+		rc = na__sender_create(loop, cfg->aggregator, token, (size_t)cfg->max_pending, &a->sender, err);
+	memset(token, 0, sizeof(token));
+	if (!rc)
+		rc = na__http_start(loop, cfg->listen, on_http, a, &a->http, err);
+	if (rc) {
+		if (a->sender) {
+			na__sender_close(a->sender, NULL, NULL);
+			uv_run(loop, UV_RUN_NOWAIT); /* let the sender's timer close before freeing it */
+		}
+		na_agent_free(a);
+		return rc;
+	}
+	uv_timer_init(loop, &a->tick);
+	a->tick.data = a;
+	uv_timer_start(&a->tick, on_tick, 0, (uint64_t)cfg->interval_ms);
+	*out = a;
+	return CM_OK;
+}
+
+static void part_closed(void *arg)
+{
+	na_agent *a = arg;
+	a->closing_parts--;
+}
+
+static void tick_closed(uv_handle_t *h) { part_closed(h->data); }
+
+void na_agent_stop(na_agent *a)
+{
+	if (a->stopping)
+		return;
+	a->stopping = 1;
+	a->closing_parts = 3;
+	uv_close((uv_handle_t *)&a->tick, tick_closed);
+	na__http_close(a->http, part_closed, a);
+	na__sender_close(a->sender, part_closed, a);
+}
+
+void na_agent_free(na_agent *a)
+{
+	if (!a)
+		return;
+	na__collector_destroy(a->collector);
+	na__sender_free(a->sender);
+	cm_buf_close(&a->frame);
+	cm_buf_close(&a->text);
+	cm_buf_close(&a->metrics_text);
+	free(a);
+}
