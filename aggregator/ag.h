@@ -1,0 +1,32 @@
+/* ag.h -- corral-aggregator as a library: configuration table, start and stop of the server.
+ *
+ * The one public header of aggregator/. main.c parses the command line with ag_opts into an
+ * ag_config, calls ag_server_start and waits for a signal; tests embed the same calls. Everything
+ * else (HTTP routes, ingest, query) is internal (ag_int.h).
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef AG_H
+#define AG_H
+
+#include <stdint.h>
+
+#include "cm.h"
+
+typedef struct ag_config {
+	const char *listen;      /* ADDR:PORT of the HTTP API */
+	const char *data_dir;    /* tsdb and state live here */
+	const char *token_file;  /* bearer token for /api/v1/agent/push (or CORRAL_TOKEN) */
+	long threads;            /* HTTP worker threads */
+	uint64_t max_push_bytes; /* largest accepted push body */
+	int log_level;
+} ag_config;
+
+extern const cm_opt ag_opts[];
+extern const size_t ag_nopts;
+
+typedef struct ag_server ag_server;
+
+int ag_server_start(const ag_config *cfg, ag_server **out, cm_err *err);
+void ag_server_stop(ag_server *s);
+
+#endif

@@ -1,0 +1,391 @@
+/* ag_http.c -- the aggregator's HTTP server: libmicrohttpd glue, request parsing, route table, start/stop.
+ *
+ * libmicrohttpd runs a pool of threads; each request is accumulated into an ag__req (method, URL,
+ * query-string and form parameters, body capped at max_push_bytes) and dispatched at its end to one
+ * route handler, which fills an ag__resp. Handlers may block (the tsdb fsync happens on these
+ * threads, by design: the answer waits for durability). Nothing here logs per request.
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ag_int.h"
+
+struct ag_server {
+	ag_config cfg;
+	int lock_fd;
+	ts_db *db;
+	ag__ingest *ingest;
+	ag__api api;
+	ag__metrics metrics;
+	struct MHD_Daemon *mhd;
+};
+
+typedef struct conn_ctx {
+	cm_arena arena;
+	cm_buf body;
+	int too_large;
+} conn_ctx;
+
+/* ---- parameters ------------------------------------------------------------------------------------ */
+
+const char *ag__param_get(const ag__req *r, const char *key)
+{
+	for (size_t i = 0; i < r->nparams; i++)
+		if (!strcmp(r->params[i].key, key))
+			return r->params[i].value;
+	return NULL;
+}
+
+static int add_param(ag__req *r, const char *k, size_t klen, const char *v, size_t vlen)
+{
+	if (r->nparams % 16 == 0) {
+		ag__param *np = cm_arena_alloc(r->arena, (r->nparams + 16) * sizeof(*np));
+		if (!np)
+			return CM_ENOMEM;
+		if (r->nparams)
+			memcpy(np, r->params, r->nparams * sizeof(*np));
+		r->params = np;
+	}
+	char *key = cm_arena_strndup(r->arena, k, klen), *val = cm_arena_strndup(r->arena, v, vlen);
+	if (!key || !val)
+		return CM_ENOMEM;
+	r->params[r->nparams++] = (ag__param){key, val};
+	return CM_OK;
+}
+
+static int hexdig(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decodes %XX and '+' in place; returns the new length. A malformed escape is kept as is. */
+static size_t url_decode(char *s, size_t n)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		int hi = i + 2 < n ? hexdig(s[i + 1]) : -1, lo = i + 2 < n ? hexdig(s[i + 2]) : -1;
+		if (s[i] == '+') {
+			s[o++] = ' ';
+		} else if (s[i] == '%' && hi >= 0 && lo >= 0) {
+			s[o++] = (char)(hi << 4 | lo);
+			i += 2;
+		} else {
+			s[o++] = s[i];
+		}
+	}
+	return o;
+}
+
+int ag__parse_form(ag__req *r, const char *s, size_t n)
+{
+	char *copy = cm_arena_strndup(r->arena, s, n);
+	if (!copy)
+		return CM_ENOMEM;
+	for (char *p = copy, *end = copy + n; p < end;) {
+		char *amp = memchr(p, '&', (size_t)(end - p));
+		char *stop = amp ? amp : end, *eq = memchr(p, '=', (size_t)(stop - p));
+		char *v = eq ? eq + 1 : stop;
+		size_t klen = url_decode(p, (size_t)((eq ? eq : stop) - p)), vlen = url_decode(v, (size_t)(stop - v));
+		if (klen && add_param(r, p, klen, v, vlen))
+			return CM_ENOMEM;
+		p = stop + 1;
+	}
+	return CM_OK;
+}
+
+static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	(void)kind;
+	ag__req *r = cls;
+	if (!value)
+		value = "";
+	return add_param(r, key, strlen(key), value, strlen(value)) ? MHD_NO : MHD_YES;
+}
+
+/* ---- responses ------------------------------------------------------------------------------------- */
+
+void ag__resp_error(ag__resp *resp, int status, const char *type, const char *msg)
+{
+	resp->status = status;
+	resp->content_type = "application/json";
+	resp->body.len = 0;
+	cm_buf_puts(&resp->body, "{\"status\":\"error\",\"errorType\":");
+	cm_buf_put_json_str(&resp->body, type);
+	cm_buf_puts(&resp->body, ",\"error\":");
+	cm_buf_put_json_str(&resp->body, msg);
+	cm_buf_puts(&resp->body, "}\n");
+}
+
+static enum MHD_Result send_resp(struct MHD_Connection *c, ag__resp *resp)
+{
+	size_t len;
+	uint8_t *data = cm_buf_take(&resp->body, &len);
+	struct MHD_Response *r = MHD_create_response_from_buffer(len, data ? data : (uint8_t *)"",
+								 data ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+	if (!r) {
+		free(data);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, "Content-Type", resp->content_type ? resp->content_type : "text/plain");
+	if (resp->status == 401)
+		MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"corral\"");
+	enum MHD_Result ret = MHD_queue_response(c, (unsigned)resp->status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* ---- routes ---------------------------------------------------------------------------------------- */
+
+static void route_healthz(ag_server *s, const ag__req *req, ag__resp *resp)
+{
+	(void)s, (void)req;
+	resp->status = 200;
+	cm_buf_puts(&resp->body, "ok\n");
+}
+
+static void route_metrics(ag_server *s, const ag__req *req, ag__resp *resp)
+{
+	(void)req;
+	resp->status = 200;
+	resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+	if (ag__metrics_render(&s->metrics, s->db, &resp->body))
+		ag__resp_error(resp, 500, "internal", "out of memory");
+}
+
+static void route_push(ag_server *s, const ag__req *req, ag__resp *resp) { ag__ingest_push(s->ingest, req, resp); }
+static void route_query(ag_server *s, const ag__req *req, ag__resp *resp) { ag__api_query(&s->api, req, resp); }
+static void route_series(ag_server *s, const ag__req *req, ag__resp *resp) { ag__api_series(&s->api, req, resp); }
+static void route_query_range(ag_server *s, const ag__req *req, ag__resp *resp)
+{
+	ag__api_query_range(&s->api, req, resp);
+}
+
+typedef void (*route_fn)(ag_server *s, const ag__req *req, ag__resp *resp);
+
+static const struct route {
+	const char *path;
+	int post_only;  /* 1: POST only; 0: GET, or POST with a form body */
+	route_fn fn;
+} routes[] = {
+	{"/healthz", 0, route_healthz},
+	{"/metrics", 0, route_metrics},
+	{"/api/v1/agent/push", 1, route_push},
+	{"/api/v1/query", 0, route_query},
+	{"/api/v1/query_range", 0, route_query_range},
+	{"/api/v1/series", 0, route_series},
+};
+
+static void dispatch(ag_server *s, ag__req *req, ag__resp *resp)
+{
+	const struct route *rt = NULL;
+	for (size_t i = 0; i < CM_ARRAY_LEN(routes); i++)
+		if (!strcmp(req->url, routes[i].path))
+			rt = &routes[i];
+	int is_post = !strcmp(req->method, "POST"), is_get = !strcmp(req->method, "GET");
+	if (!rt) {
+		ag__resp_error(resp, 404, "not_found", "no such endpoint");
+	} else if (rt->post_only ? !is_post : !(is_get || is_post)) {
+		ag__resp_error(resp, 405, "bad_data", "method not allowed");
+	} else if (req->body_too_large && !rt->post_only) {
+		ag__resp_error(resp, 413, "bad_data", "request body exceeds the size limit");
+	} else {
+		if (is_post && !rt->post_only && ag__parse_form(req, (const char *)req->body, req->body_len))
+			ag__resp_error(resp, 500, "internal", "out of memory");
+		else
+			rt->fn(s, req, resp);
+	}
+}
+
+/* ---- libmicrohttpd callbacks ----------------------------------------------------------------------- */
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+				  const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+	(void)version;
+	ag_server *s = cls;
+	conn_ctx *cc = *con_cls;
+	if (!cc) {
+		if (!(cc = calloc(1, sizeof(*cc))))
+			return MHD_NO;
+		cm_arena_init(&cc->arena, 0);
+		*con_cls = cc;
+		return MHD_YES;
+	}
+	if (*upload_size) {
+		if (cc->body.len + *upload_size > s->cfg.max_push_bytes)
+			cc->too_large = 1; /* keep reading to answer cleanly, but store nothing more */
+		else if (cm_buf_append(&cc->body, upload, *upload_size))
+			return MHD_NO;
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	atomic_fetch_add(&s->metrics.http_requests, 1);
+	ag__req req = {.method = method, .url = url, .arena = &cc->arena, .body = cc->body.data,
+		       .body_len = cc->body.len, .body_too_large = cc->too_large};
+	req.authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+	ag__resp resp = {.status = 200, .content_type = "text/plain"};
+	cm_buf_init(&resp.body);
+	if (MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_arg, &req) < 0)
+		ag__resp_error(&resp, 500, "internal", "out of memory");
+	else
+		dispatch(s, &req, &resp);
+	enum MHD_Result ret = send_resp(c, &resp);
+	cm_buf_close(&resp.body);
+	return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t)
+{
+	(void)cls, (void)c, (void)t;
+	conn_ctx *cc = *con_cls;
+	if (!cc)
+		return;
+	cm_arena_close(&cc->arena);
+	cm_buf_close(&cc->body);
+	free(cc);
+	*con_cls = NULL;
+}
+
+/* ---- start and stop -------------------------------------------------------------------------------- */
+
+/* "127.0.0.1:9300", "[::1]:9300" or ":9300" (all IPv4 addresses). */
+static int parse_listen(const char *s, struct sockaddr_storage *ss, cm_err *err)
+{
+	memset(ss, 0, sizeof(*ss));
+	const char *colon = strrchr(s, ':');
+	char host[64];
+	if (!colon || (size_t)(colon - s) >= sizeof(host))
+		return cm_errf(err, CM_EINVAL, "--listen %s: expected ADDR:PORT", s);
+	memcpy(host, s, (size_t)(colon - s));
+	host[colon - s] = 0;
+	char *end;
+	long port = strtol(colon + 1, &end, 10);
+	if (*end || end == colon + 1 || port < 0 || port > 65535)
+		return cm_errf(err, CM_EINVAL, "--listen %s: bad port", s);
+	struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+	size_t hl = strlen(host);
+	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+		host[hl - 1] = 0;
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons((uint16_t)port);
+		if (inet_pton(AF_INET6, host + 1, &in6->sin6_addr) != 1)
+			return cm_errf(err, CM_EINVAL, "--listen %s: bad IPv6 address", s);
+		return CM_OK;
+	}
+	in4->sin_family = AF_INET;
+	in4->sin_port = htons((uint16_t)port);
+	if (*host && inet_pton(AF_INET, host, &in4->sin_addr) != 1)
+		return cm_errf(err, CM_EINVAL, "--listen %s: bad IPv4 address", s);
+	return CM_OK;
+}
+
+static int lock_data_dir(const char *dir, int *out, cm_err *err)
+{
+	if (mkdir(dir, 0750) && errno != EEXIST)
+		return cm_errf(err, -errno, "cannot create data dir %s: %s", dir, strerror(errno));
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/LOCK", dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return cm_errf(err, -errno, "cannot open %s: %s", path, strerror(errno));
+	if (flock(fd, LOCK_EX | LOCK_NB)) {
+		close(fd);
+		return cm_errf(err, CM_AGAIN, "data dir %s is in use by another aggregator", dir);
+	}
+	*out = fd;
+	return CM_OK;
+}
+
+static int open_store(ag_server *s, cm_err *err)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/tsdb", s->cfg.data_dir);
+	ts_open_report rep;
+	int rc = ts_open(path, NULL, &s->db, &rep, err);
+	if (rc)
+		return rc;
+	CM_LOG(CM_LOG_INFO, "aggregator", "tsdb %s: replayed %llu records, %llu samples", path,
+	       (unsigned long long)rep.records, (unsigned long long)rep.samples);
+	if (rep.truncated_segments)
+		CM_LOG(CM_LOG_WARN, "aggregator", "tsdb: cut %llu bytes from %u damaged WAL segment(s), first: %s",
+		       (unsigned long long)rep.truncated_bytes, rep.truncated_segments, rep.first_problem);
+	char token[1024];
+	rc = cm_read_secret(s->cfg.token_file, "CORRAL_TOKEN", token, sizeof(token), err);
+	if (!rc)
+		rc = ag__ingest_create(s->db, &s->metrics, token, s->cfg.max_push_bytes, &s->ingest, err);
+	memset(token, 0, sizeof(token));
+	return rc;
+}
+
+static int start_http(ag_server *s, cm_err *err)
+{
+	struct sockaddr_storage ss;
+	int rc = parse_listen(s->cfg.listen, &ss, err);
+	if (rc)
+		return rc;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+	if (ss.ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &ss,
+				  MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg.threads, MHD_OPTION_NOTIFY_COMPLETED,
+				  on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, 60u, MHD_OPTION_CONNECTION_LIMIT,
+				  1000u, MHD_OPTION_END);
+	if (!s->mhd)
+		return cm_errf(err, CM_EIO, "cannot listen on %s (address in use?)", s->cfg.listen);
+	return CM_OK;
+}
+
+int ag_server_start(const ag_config *cfg, ag_server **out, cm_err *err)
+{
+	ag_server *s = calloc(1, sizeof(*s));
+	if (!s)
+		return cm_errf(err, CM_ENOMEM, "out of memory");
+	s->cfg = *cfg;
+	s->lock_fd = -1;
+	s->metrics.start_ms = cm_now_ms();
+	int rc = lock_data_dir(cfg->data_dir, &s->lock_fd, err);
+	if (!rc)
+		rc = open_store(s, err);
+	if (rc)
+		goto fail;
+	s->api = (ag__api){.db = s->db, .metrics = &s->metrics, .lookback_ms = 5 * 60 * 1000};
+	rc = start_http(s, err);
+	if (rc)
+		goto fail;
+	*out = s;
+	return CM_OK;
+fail:
+	ag_server_stop(s);
+	return rc;
+}
+
+void ag_server_stop(ag_server *s)
+{
+	if (!s)
+		return;
+	if (s->mhd)
+		MHD_stop_daemon(s->mhd);
+	if (s->ingest)
+		ag__ingest_destroy(s->ingest);
+	if (s->db)
+		ts_close(s->db);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd);
+	free(s);
+}

@@ -1,0 +1,249 @@
+/* ag_ingest.c -- POST /api/v1/agent/push: authenticate, decode, dedupe, store durably, acknowledge.
+ *
+ * A push is answered 200 only after its samples are in the tsdb WAL and fsynced. Retries are
+ * idempotent: each (node, boot id) remembers the last sequence number stored, and a batch whose seq
+ * is not greater is acknowledged without being stored again. That memory is itself durable: every
+ * batch is stored together with the sample corral_agent_batch_seq{node,boot_id} = seq in the same
+ * WAL record, and ag__ingest_create rebuilds the table from those series after a restart. Sequence
+ * numbers must therefore stay below 2^53 (exact in a double); the agent's are microseconds.
+ *
+ * Every stored series gets the label node="<batch node>" (unless the agent set one), so cgroup ids
+ * and node metrics from different nodes never collide. Pushes from different nodes run in parallel;
+ * pushes from one node are serialised by that node's entry lock.
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ag_int.h"
+
+#define SEQ_METRIC "corral_agent_batch_seq"
+#define NBUCKETS 1024
+
+typedef struct node_entry {
+	struct node_entry *next;
+	pthread_mutex_t lock;
+	uint64_t last_seq;
+	int64_t last_t;  /* timestamp of the last seq sample: strictly increasing, so none is dropped */
+	char *key;  /* node '\0' boot_id */
+	size_t keylen;
+} node_entry;
+
+struct ag__ingest {
+	ts_db *db;
+	ag__metrics *metrics;
+	char *token;
+	cm_wire_limits limits;
+	pthread_mutex_t table_lock;
+	node_entry *buckets[NBUCKETS];
+};
+
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+	return h;
+}
+
+/* Finds or creates the entry for (node, boot). */
+static node_entry *entry_get(ag__ingest *in, const char *node, const char *boot)
+{
+	size_t nl = strlen(node), bl = strlen(boot), kl = nl + 1 + bl;
+	char *key = malloc(kl + 1);
+	if (!key)
+		return NULL;
+	memcpy(key, node, nl + 1);
+	memcpy(key + nl + 1, boot, bl + 1);
+	node_entry **slot = &in->buckets[hash_bytes(key, kl) % NBUCKETS], *e;
+	pthread_mutex_lock(&in->table_lock);
+	for (e = *slot; e; e = e->next)
+		if (e->keylen == kl && !memcmp(e->key, key, kl))
+			break;
+	if (!e && (e = calloc(1, sizeof(*e)))) {
+		pthread_mutex_init(&e->lock, NULL);
+		e->key = key, e->keylen = kl, key = NULL;
+		e->next = *slot;
+		*slot = e;
+	}
+	pthread_mutex_unlock(&in->table_lock);
+	free(key);
+	return e;
+}
+
+static int restore_one(void *ctx, const cm_label *labels, size_t nlabels, const cm_sample *samples, size_t n)
+{
+	ag__ingest *in = ctx;
+	const char *node = NULL, *boot = "";
+	for (size_t i = 0; i < nlabels; i++) {
+		if (!strcmp(labels[i].name, "node"))
+			node = labels[i].value;
+		else if (!strcmp(labels[i].name, "boot_id"))
+			boot = labels[i].value;
+	}
+	node_entry *e = node ? entry_get(in, node, boot) : NULL;
+	if (e && n) {
+		e->last_seq = (uint64_t)samples[n - 1].v;
+		e->last_t = samples[n - 1].t_ms;
+	}
+	return 0;
+}
+
+int ag__ingest_create(ts_db *db, ag__metrics *m, const char *token, size_t max_push, ag__ingest **out,
+		      cm_err *err)
+{
+	ag__ingest *in = calloc(1, sizeof(*in));
+	if (!in || !(in->token = strdup(token))) {
+		free(in);
+		return cm_errf(err, CM_ENOMEM, "out of memory");
+	}
+	in->db = db;
+	in->metrics = m;
+	in->limits = cm_wire_default_limits;
+	if (max_push < in->limits.max_frame)
+		in->limits.max_frame = max_push;
+	pthread_mutex_init(&in->table_lock, NULL);
+	ts_matcher mt;
+	int rc = ts_matcher_init(&mt, TS_MATCH_EQ, "__name__", SEQ_METRIC, err);
+	if (rc) {
+		ag__ingest_destroy(in);
+		return rc;
+	}
+	ts_select(db, &mt, 1, INT64_MIN, INT64_MAX, restore_one, in);
+	ts_matcher_close(&mt);
+	*out = in;
+	return CM_OK;
+}
+
+void ag__ingest_destroy(ag__ingest *in)
+{
+	for (size_t i = 0; i < NBUCKETS; i++) {
+		for (node_entry *e = in->buckets[i], *next; e; e = next) {
+			next = e->next;
+			pthread_mutex_destroy(&e->lock);
+			free(e->key);
+			free(e);
+		}
+	}
+	pthread_mutex_destroy(&in->table_lock);
+	if (in->token) {
+		memset(in->token, 0, strlen(in->token));
+		free(in->token);
+	}
+	free(in);
+}
+
+static int authorized(const ag__ingest *in, const char *header)
+{
+	static const char prefix[] = "Bearer ";
+	if (!header || strncmp(header, prefix, sizeof(prefix) - 1) != 0)
+		return 0;
+	const char *t = header + sizeof(prefix) - 1;
+	return cm_secret_equal(t, strlen(t), in->token, strlen(in->token));
+}
+
+/* The batch's series with node="..." added where absent, plus the sequence series at time t, in the
+ * arena. */
+static int with_node_labels(const cm_batch *b, int64_t t, cm_arena *a, cm_series **out, size_t *nout)
+{
+	cm_series *s = cm_arena_calloc(a, b->nseries + 1, sizeof(*s));
+	if (!s)
+		return CM_ENOMEM;
+	size_t total = 0;
+	for (size_t i = 0; i < b->nseries; i++) {
+		const cm_series *src = &b->series[i];
+		int has_node = 0;
+		for (size_t j = 0; j < src->nlabels; j++)
+			has_node |= !strcmp(src->labels[j].name, "node");
+		s[i] = *src;
+		total += src->nsamples;
+		if (has_node)
+			continue;
+		s[i].labels = cm_arena_calloc(a, src->nlabels + 1, sizeof(cm_label));
+		if (!s[i].labels)
+			return CM_ENOMEM;
+		memcpy(s[i].labels, src->labels, src->nlabels * sizeof(cm_label));
+		s[i].labels[s[i].nlabels++] = (cm_label){"node", b->node};
+	}
+	cm_label *l = cm_arena_calloc(a, 3, sizeof(*l));
+	cm_sample *smp = cm_arena_calloc(a, 1, sizeof(*smp));
+	if (!l || !smp)
+		return CM_ENOMEM;
+	l[0] = (cm_label){"__name__", SEQ_METRIC}, l[1] = (cm_label){"node", b->node};
+	l[2] = (cm_label){"boot_id", b->boot_id};
+	*smp = (cm_sample){t, (double)b->seq};
+	s[b->nseries] = (cm_series){l, 3, smp, 1};
+	*out = s;
+	*nout = b->nseries + 1;
+	return CM_OK;
+}
+
+static void respond(ag__ingest *in, ag__resp *resp, int result, int status, const char *type, const char *msg)
+{
+	atomic_fetch_add(&in->metrics->push[result], 1);
+	if (status != 200) {
+		ag__resp_error(resp, status, type, msg);
+		return;
+	}
+	resp->status = 200;
+	resp->content_type = "application/json";
+	cm_buf_printf(&resp->body, "{\"status\":\"success\",\"duplicate\":%s}\n",
+		      result == AG_PUSH_DUPLICATE ? "true" : "false");
+}
+
+/* Stores a decoded batch unless its seq was already stored for (node, boot). */
+static void store(ag__ingest *in, const cm_batch *b, cm_arena *a, ag__resp *resp)
+{
+	cm_err err = {{0}};
+	node_entry *e = entry_get(in, b->node, b->boot_id);
+	cm_series *series;
+	size_t n;
+	if (!e) {
+		respond(in, resp, AG_PUSH_UNAVAILABLE, 503, "unavailable", "out of memory");
+		return;
+	}
+	pthread_mutex_lock(&e->lock);
+	if (b->seq <= e->last_seq) {
+		pthread_mutex_unlock(&e->lock);
+		respond(in, resp, AG_PUSH_DUPLICATE, 200, NULL, NULL);
+		return;
+	}
+	int64_t now = cm_now_ms(), t = now > e->last_t ? now : e->last_t + 1;
+	int rc = with_node_labels(b, t, a, &series, &n);
+	if (!rc)
+		rc = ts_append(in->db, series, n, &err);
+	if (!rc)
+		e->last_seq = b->seq, e->last_t = t;
+	pthread_mutex_unlock(&e->lock);
+	if (rc) {
+		respond(in, resp, AG_PUSH_UNAVAILABLE, 503, "unavailable", rc == CM_ENOMEM ? "out of memory" : err.msg);
+		return;
+	}
+	size_t samples = 0;
+	for (size_t i = 0; i < b->nseries; i++)
+		samples += b->series[i].nsamples;
+	atomic_fetch_add(&in->metrics->samples_ingested, samples);
+	respond(in, resp, AG_PUSH_OK, 200, NULL, NULL);
+}
+
+void ag__ingest_push(ag__ingest *in, const ag__req *req, ag__resp *resp)
+{
+	if (!authorized(in, req->authorization)) {
+		respond(in, resp, AG_PUSH_UNAUTHORIZED, 401, "unauthorized", "missing or wrong bearer token");
+		return;
+	}
+	if (req->body_too_large) {
+		respond(in, resp, AG_PUSH_BAD_REQUEST, 400, "bad_data", "push body exceeds the size limit");
+		return;
+	}
+	cm_batch b;
+	cm_err err = {{0}};
+	if (cm_wire_decode(req->body, req->body_len, &in->limits, req->arena, &b, &err)) {
+		char msg[320];
+		snprintf(msg, sizeof(msg), "bad batch: %s", err.msg);
+		respond(in, resp, AG_PUSH_BAD_REQUEST, 400, "bad_data", msg);
+		return;
+	}
+	store(in, &b, req->arena, resp);
+}

@@ -1,0 +1,64 @@
+/* main.c -- corral-aggregator: parse flags, start the server, wait for SIGINT/SIGTERM, stop.
+ *
+ * Only wiring lives here; see ag.h for the server and ag_opts for every flag.
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "ag.h"
+
+const cm_opt ag_opts[] = {
+	{"listen", CM_OPT_STR, "127.0.0.1:9300", offsetof(ag_config, listen), "HTTP API address", NULL},
+	{"data-dir", CM_OPT_STR, "./corral-data", offsetof(ag_config, data_dir), "directory for the tsdb and state",
+	 NULL},
+	{"token-file", CM_OPT_STR, NULL, offsetof(ag_config, token_file),
+	 "file holding the bearer token agents must push with", NULL},
+	{"http-threads", CM_OPT_INT, "4", offsetof(ag_config, threads), "HTTP worker threads", NULL},
+	{"max-push-bytes", CM_OPT_SIZE, "16Mi", offsetof(ag_config, max_push_bytes), "largest accepted push body",
+	 NULL},
+	{"log-level", CM_OPT_LOGLEVEL, "info", offsetof(ag_config, log_level), "error, warn, info or debug", NULL},
+};
+const size_t ag_nopts = CM_ARRAY_LEN(ag_opts);
+
+int main(int argc, char **argv)
+{
+	ag_config cfg = {0};
+	cm_err err = {{0}};
+	int rc = cm_opts_parse(ag_opts, ag_nopts, &cfg, argc, argv,
+			       "usage: corral-aggregator [flags]\n\nStores what corral agents push and answers the "
+			       "Prometheus HTTP API.\nThe push token comes from --token-file or CORRAL_TOKEN.",
+			       NULL, NULL, &err);
+	if (rc == CM_AGAIN)
+		return 0;
+	if (rc) {
+		fprintf(stderr, "corral-aggregator: %s\n", err.msg);
+		return 2;
+	}
+	cm_log_set_level(cfg.log_level);
+	if (cfg.threads < 1 || cfg.threads > 256) {
+		fprintf(stderr, "corral-aggregator: --http-threads must be 1..256\n");
+		return 2;
+	}
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &set, NULL); /* every thread inherits this; only sigwait sees them */
+	ag_server *s;
+	if ((rc = ag_server_start(&cfg, &s, &err))) {
+		CM_LOG(CM_LOG_ERROR, "aggregator", "%s", err.msg);
+		return 1;
+	}
+	CM_LOG(CM_LOG_INFO, "aggregator", "listening on http://%s, data in %s", cfg.listen, cfg.data_dir);
+	int sig;
+	do
+		sigwait(&set, &sig);
+	while (sig == SIGPIPE);
+	CM_LOG(CM_LOG_INFO, "aggregator", "signal %d: stopping", sig);
+	ag_server_stop(s);
+	return 0;
+}
