@@ -1,0 +1,265 @@
+/* itest.c -- integration test helpers: processes, loopback HTTP (libcurl), JSON (jansson), temp dirs.
+ *
+ * See itest.h. Children run in their own process group so a stop reaches anything they started.
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "itest.h"
+
+void itest_mkdtemp(char *out, size_t cap)
+{
+	snprintf(out, cap, "/tmp/corral-itest-XXXXXX");
+	if (!mkdtemp(out)) {
+		perror("mkdtemp");
+		abort();
+	}
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st, (void)flag, (void)ftw;
+	remove(path);
+	return 0;
+}
+
+void itest_rmtree(const char *dir) { nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS); }
+
+int itest_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) || getsockname(fd, (struct sockaddr *)&a, &len))
+		abort();
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+void itest_bin(char *out, size_t cap, const char *name)
+{
+	const char *bin = getenv("CORRAL_BIN");
+	snprintf(out, cap, "%s/%s", bin ? bin : ".", name);
+}
+
+int itest_spawn(itest_proc *p, const char *logdir, const char *tag, char *const argv[])
+{
+	snprintf(p->log, sizeof(p->log), "%s/%s.log", logdir, tag);
+	int fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -1;
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(fd);
+		return -1;
+	}
+	if (pid == 0) {
+		setpgid(0, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		int null = open("/dev/null", O_RDONLY);
+		dup2(null, 0);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	close(fd);
+	p->pid = pid;
+	return 0;
+}
+
+int itest_stop(itest_proc *p, int sig, int timeout_ms)
+{
+	int status = 0;
+	if (p->pid <= 0)
+		return 0;
+	kill(p->pid, sig);
+	for (int waited = 0; waited < timeout_ms; waited += 20) {
+		if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+			p->pid = 0;
+			return status;
+		}
+		itest_sleep_ms(20);
+	}
+	kill(p->pid, SIGKILL);
+	waitpid(p->pid, &status, 0);
+	p->pid = 0;
+	return status;
+}
+
+static char *read_log(const itest_proc *p)
+{
+	FILE *f = fopen(p->log, "r");
+	if (!f)
+		return NULL;
+	cm_buf b;
+	cm_buf_init(&b);
+	char chunk[4096];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		cm_buf_append(&b, chunk, n);
+	fclose(f);
+	if (!b.data)
+		cm_buf_append(&b, "", 0);
+	size_t len;
+	return (char *)cm_buf_take(&b, &len);
+}
+
+void itest_dump_log(const itest_proc *p)
+{
+	char *s = read_log(p);
+	fprintf(stderr, "---- %s ----\n%s---- end ----\n", p->log, s ? s : "(no log)\n");
+	free(s);
+}
+
+int itest_wait_log(const itest_proc *p, const char *needle, int timeout_ms)
+{
+	for (int waited = 0; waited <= timeout_ms; waited += 50) {
+		char *s = read_log(p);
+		int found = s && strstr(s, needle);
+		free(s);
+		if (found)
+			return 0;
+		itest_sleep_ms(50);
+	}
+	return -1;
+}
+
+int itest_log_line(const itest_proc *p, const char *prefix, char *out, size_t cap)
+{
+	char *s = read_log(p), *save, *line;
+	int rc = -1;
+	for (line = s ? strtok_r(s, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
+		if (!strncmp(line, prefix, strlen(prefix))) {
+			snprintf(out, cap, "%s", line + strlen(prefix));
+			rc = 0;
+			break;
+		}
+	}
+	free(s);
+	return rc;
+}
+
+static size_t on_data(char *p, size_t size, size_t n, void *ctx)
+{
+	return ctx && cm_buf_append(ctx, p, size * n) ? 0 : size * n;
+}
+
+long itest_http(const char *method, const char *url, const char *const *headers, const void *body, size_t blen,
+		cm_buf *reply)
+{
+	CURL *c = curl_easy_init();
+	struct curl_slist *h = curl_slist_append(NULL, "Expect:");
+	for (size_t i = 0; headers && headers[i]; i++)
+		h = curl_slist_append(h, headers[i]);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, reply);
+	if (body) {
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+	}
+	long status = -1;
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_slist_free_all(h);
+	curl_easy_cleanup(c);
+	return status;
+}
+
+int itest_wait_http(const char *url, int timeout_ms)
+{
+	for (int waited = 0; waited <= timeout_ms; waited += 50) {
+		if (itest_http("GET", url, NULL, NULL, 0, NULL) == 200)
+			return 0;
+		itest_sleep_ms(50);
+	}
+	return -1;
+}
+
+json_t *itest_get_json(const char *url, long *status)
+{
+	cm_buf b;
+	cm_buf_init(&b);
+	*status = itest_http("GET", url, NULL, NULL, 0, &b);
+	json_t *j = b.data ? json_loadb((const char *)b.data, b.len, 0, NULL) : NULL;
+	cm_buf_close(&b);
+	return j;
+}
+
+void itest_urlencode(char *out, size_t cap, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+	for (const unsigned char *p = (const unsigned char *)s; *p && o + 4 < cap; p++) {
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		    strchr("-_.~", *p)) {
+			out[o++] = (char)*p;
+		} else {
+			out[o++] = '%', out[o++] = hex[*p >> 4], out[o++] = hex[*p & 15];
+		}
+	}
+	out[o] = 0;
+}
+
+int64_t itest_now_ms(void) { return cm_now_ms(); }
+
+void itest_sleep_ms(int ms) { nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL); }
+
+void itest_write_file(const char *path, const char *s)
+{
+	FILE *f = fopen(path, "w");
+	if (!f || fputs(s, f) < 0 || fclose(f)) {
+		perror(path);
+		abort();
+	}
+}
+
+int itest_aggregator_start(itest_proc *p, const char *logdir, const char *data_dir, const char *token_file,
+			   const char *const *extra, char *url, size_t cap)
+{
+	char bin[4096], listen[64], health[128];
+	const char *argv[32];
+	int n = 0;
+	itest_bin(bin, sizeof(bin), "corral-aggregator");
+	if (strncmp(url, "http://", 7) != 0)
+		snprintf(url, cap, "http://127.0.0.1:%d", itest_port());
+	snprintf(listen, sizeof(listen), "%s", url + 7);
+	argv[n++] = bin, argv[n++] = "--listen", argv[n++] = listen, argv[n++] = "--data-dir", argv[n++] = data_dir;
+	argv[n++] = "--token-file", argv[n++] = token_file;
+	for (size_t i = 0; extra && extra[i] && n < 31; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	if (itest_spawn(p, logdir, "aggregator", (char *const *)argv))
+		return -1;
+	snprintf(health, sizeof(health), "%s/healthz", url);
+	if (itest_wait_http(health, 15000)) {
+		itest_dump_log(p);
+		return -1;
+	}
+	return 0;
+}
+
+long itest_push(const char *url, const char *token, const void *frame, size_t len, cm_buf *reply)
+{
+	char full[256], auth[256];
+	snprintf(full, sizeof(full), "%s/api/v1/agent/push", url);
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token ? token : "");
+	const char *headers[] = {auth, "Content-Type: application/x-corral-batch", NULL};
+	return itest_http("POST", full, token ? headers : headers + 1, frame, len, reply);
+}

@@ -1,0 +1,66 @@
+/* itest.h -- helpers for integration tests: real binaries as child processes, HTTP, JSON, temp dirs.
+ *
+ * Daemons come from $CORRAL_BIN (the build tree under test, set by ctest); every server listens on a
+ * loopback port picked here; children are stopped by PID. Nothing here talks to any other address.
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef ITEST_H
+#define ITEST_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cm.h"
+
+typedef struct itest_proc {
+	pid_t pid;
+	char log[4096];  /* stdout+stderr of the child */
+} itest_proc;
+
+/* A fresh directory under /tmp, removed (recursively) by itest_rmtree. */
+void itest_mkdtemp(char *out, size_t cap);
+void itest_rmtree(const char *dir);
+/* A free TCP port on 127.0.0.1. */
+int itest_port(void);
+/* Path of a binary in the build tree under test, e.g. "corral-aggregator" or "tests/corral-load". */
+void itest_bin(char *out, size_t cap, const char *name);
+
+/* Starts argv (argv[0] a path) with output to <logdir>/<tag>.log; returns 0 or -1. */
+int itest_spawn(itest_proc *p, const char *logdir, const char *tag, char *const argv[]);
+/* Sends sig and waits up to timeout_ms; SIGKILL after that. Returns the exit status word. */
+int itest_stop(itest_proc *p, int sig, int timeout_ms);
+/* Prints the child's log to stderr (on failure, to see why). */
+void itest_dump_log(const itest_proc *p);
+/* Waits until the log contains needle; 0 when found within timeout_ms. */
+int itest_wait_log(const itest_proc *p, const char *needle, int timeout_ms);
+/* Copies the first log line starting with prefix (prefix stripped, newline dropped) into out. */
+int itest_log_line(const itest_proc *p, const char *prefix, char *out, size_t cap);
+
+/* One HTTP exchange on loopback. headers: NULL-terminated "Name: value" strings, or NULL.
+ * Returns the status code, or -1 when no answer came. */
+long itest_http(const char *method, const char *url, const char *const *headers, const void *body, size_t blen,
+		cm_buf *reply);
+/* GETs url until it answers 200 or timeout_ms passes; 0 on success. */
+int itest_wait_http(const char *url, int timeout_ms);
+/* GETs url and parses the JSON answer (NULL on failure); *status gets the HTTP status. */
+json_t *itest_get_json(const char *url, long *status);
+
+/* Starts corral-aggregator on a free loopback port with the given data dir and token file, plus
+ * extra flags (NULL-terminated, or NULL), and waits for /healthz. url gets "http://127.0.0.1:PORT".
+ * On an existing data dir it keeps the port given in *url when one is there. 0 on success. */
+int itest_aggregator_start(itest_proc *p, const char *logdir, const char *data_dir, const char *token_file,
+			   const char *const *extra, char *url, size_t cap);
+/* POSTs a wire frame to <url>/api/v1/agent/push with the bearer token (none when token is NULL). */
+long itest_push(const char *url, const char *token, const void *frame, size_t len, cm_buf *reply);
+/* Writes s to path (truncating). */
+void itest_write_file(const char *path, const char *s);
+
+/* URL-encodes s into out. */
+void itest_urlencode(char *out, size_t cap, const char *s);
+
+int64_t itest_now_ms(void);
+void itest_sleep_ms(int ms);
+
+#endif

@@ -1,0 +1,619 @@
+/* test_na_cgroup.c -- the cgroup collector against fixture trees, broken trees and this host's cgroups.
+ *
+ * Fixtures (tests/data/cgroup-v1, cgroup-v2; see tests/data/README.md) are checked value by value
+ * against hand-computed tables. Broken trees are temp copies: corrupt files, a cgroup removed from the
+ * sink callback while the walk runs, symlinks, nesting past the depth bound and past PATH_MAX. The real-host
+ * tests create corral-test-<pid> in our own cpuacct (v1) and unified (v2) cgroups, move a CPU-burning
+ * child into it and watch its counter rise; they skip when not root or when the mount is not there, and
+ * teardown always kills the child and removes the cgroup.
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/statfs.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "na_test.h"
+
+#define GiB (1024.0 * 1024 * 1024)
+#define MiB (1024.0 * 1024)
+
+#define CPU(id) "container_cpu_usage_seconds_total{id=\"" id "\"}"
+#define MEM(id) "container_memory_usage_bytes{id=\"" id "\"}"
+#define WS(id) "container_memory_working_set_bytes{id=\"" id "\"}"
+
+/* ---- fixture paths and expectations ------------------------------------------------------------ */
+
+#define V1_POD "/kubepods/burstable/pod6f1c2a3b-0000-4000-8000-000000000001"
+#define V1_CTR V1_POD "/a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1"
+#define V1_DOCKER "/docker/d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0"
+
+/* cpuacct.usage ns / 1e9; memory.usage_in_bytes; minus total_inactive_file, clamped at 0 */
+static const want v1_want[] = {
+	{CPU("/"), 100},
+	{CPU("/kubepods"), 60},
+	{CPU("/kubepods/burstable"), 40},
+	{CPU(V1_POD), 30},
+	{CPU(V1_CTR), 25},
+	{CPU("/docker"), 10},
+	{CPU(V1_DOCKER), 7.5},
+	{CPU("/only-cpuacct"), 2.5},
+	{MEM("/"), 8 * GiB},
+	{WS("/"), 8 * GiB - 2 * GiB},
+	{MEM("/kubepods"), 4 * GiB},
+	{WS("/kubepods"), 4 * GiB - 1 * GiB},
+	{MEM("/kubepods/burstable"), 2 * GiB},
+	{WS("/kubepods/burstable"), 2 * GiB - 512 * MiB},
+	{MEM(V1_POD), 1 * GiB},
+	{WS(V1_POD), 1 * GiB - 256 * MiB},
+	{MEM(V1_CTR), 768 * MiB},
+	{WS(V1_CTR), 768 * MiB - 256 * MiB},
+	{MEM("/docker"), 200 * MiB},
+	{WS("/docker"), 200 * MiB - 100 * MiB},
+	{MEM(V1_DOCKER), 100 * MiB},
+	{WS(V1_DOCKER), 0}, /* total_inactive_file 200 MiB > usage 100 MiB */
+	{MEM("/only-memory"), 50 * MiB},
+	{WS("/only-memory"), 50 * MiB},
+};
+
+#define V2_KP "/kubepods.slice"
+#define V2_KB V2_KP "/kubepods-burstable.slice"
+#define V2_POD V2_KB "/kubepods-burstable-pod6f1c2a3b_0000_4000_8000_000000000001.slice"
+#define V2_CTR V2_POD "/cri-containerd-c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0.scope"
+
+/* cpu.stat usage_usec / 1e6; memory.current; minus memory.stat inactive_file, clamped at 0 */
+static const want v2_want[] = {
+	{CPU("/"), 500}, /* the root has no memory.current */
+	{CPU(V2_KP), 300},
+	{CPU(V2_KB), 200},
+	{CPU(V2_POD), 150},
+	{CPU(V2_CTR), 125},
+	{CPU("/system.slice"), 100},
+	{CPU("/system.slice/cron.service"), 50}, /* no memory controller there */
+	{MEM(V2_KP), 4 * GiB},
+	{WS(V2_KP), 4 * GiB - 1 * GiB},
+	{MEM(V2_KB), 2 * GiB},
+	{WS(V2_KB), 2 * GiB - 512 * MiB},
+	{MEM(V2_POD), 1 * GiB},
+	{WS(V2_POD), 1 * GiB - 256 * MiB},
+	{MEM(V2_CTR), 768 * MiB},
+	{WS(V2_CTR), 768 * MiB - 256 * MiB},
+	{MEM("/system.slice"), 100 * MiB},
+	{WS("/system.slice"), 0}, /* inactive_file 200 MiB > memory.current 100 MiB */
+};
+
+/* Opens root, checks the version, collects once into s. */
+static void collect_root(const char *root, int version, sink *s)
+{
+	na__cgroups *cg = NULL;
+	cm_err err = {{0}};
+	int rc = na__cgroups_open(root, &cg, &err);
+	if (rc)
+		fail_msg("open %s: %s", root ? root : "(default root)", err.msg);
+	assert_int_equal(na__cgroups_version(cg), version);
+	na_emit e = sink_emit(s);
+	assert_int_equal(na__cgroups_collect(cg, &e), 0);
+	na__cgroups_close(cg);
+}
+
+static void collect_fixture(const char *rel, int version, sink *s)
+{
+	char root[PATH_MAX];
+	data_path(root, rel);
+	collect_root(root, version, s);
+}
+
+/* ---- fixtures ------------------------------------------------------------------------------------ */
+
+static void test_v1_fixture_union(void **state)
+{
+	(void)state;
+	sink s = {0};
+	collect_fixture("cgroup-v1", 1, &s);
+	check_exact(&s, v1_want, CM_ARRAY_LEN(v1_want), NULL, 0);
+	sink_clear(&s);
+}
+
+static void test_v2_fixture(void **state)
+{
+	(void)state;
+	sink s = {0};
+	collect_fixture("cgroup-v2", 2, &s);
+	check_exact(&s, v2_want, CM_ARRAY_LEN(v2_want), NULL, 0);
+	sink_clear(&s);
+}
+
+static void test_collect_twice_same_result(void **state)
+{
+	(void)state;
+	char root[PATH_MAX];
+	na__cgroups *cg = NULL;
+	data_path(root, "cgroup-v2");
+	assert_int_equal(na__cgroups_open(root, &cg, NULL), 0);
+	for (int i = 0; i < 2; i++) {
+		sink s = {0};
+		na_emit e = sink_emit(&s);
+		assert_int_equal(na__cgroups_collect(cg, &e), 0);
+		check_exact(&s, v2_want, CM_ARRAY_LEN(v2_want), NULL, 0);
+		sink_clear(&s);
+	}
+	na__cgroups_close(cg);
+}
+
+static void test_emit_error_stops_walk(void **state)
+{
+	(void)state;
+	char root[PATH_MAX];
+	na__cgroups *cg = NULL;
+	sink s = {.stop_after = 3};
+	data_path(root, "cgroup-v1");
+	assert_int_equal(na__cgroups_open(root, &cg, NULL), 0);
+	na_emit e = sink_emit(&s);
+	assert_int_equal(na__cgroups_collect(cg, &e), SINK_STOP);
+	assert_int_equal(s.n, 3);
+	na__cgroups_close(cg);
+	sink_clear(&s);
+}
+
+/* ---- layout detection ---------------------------------------------------------------------------- */
+
+static void test_layout_errors(void **state)
+{
+	(void)state;
+	char dir[PATH_MAX], path[PATH_MAX], want_msg[PATH_MAX + 64];
+	na__cgroups *cg = NULL;
+	cm_err err = {{0}};
+	temp_dir(dir, "cg-none");
+	assert_int_equal(na__cgroups_open(dir, &cg, &err), CM_ENOENT);
+	fmt_into(want_msg, sizeof(want_msg), "no cgroup v1 or v2 hierarchy under %s", dir);
+	if (!strstr(err.msg, want_msg))
+		fail_msg("error was \"%s\"", err.msg);
+	assert_null(cg);
+
+	fmt_into(path, sizeof(path), "%s/missing", dir);
+	assert_int_equal(na__cgroups_open(path, &cg, &err), CM_ENOENT);
+	assert_non_null(strstr(err.msg, "cannot open cgroup root"));
+
+	fmt_into(path, sizeof(path), "%s/file", dir);
+	write_file(path, "x\n");
+	assert_int_equal(na__cgroups_open(path, &cg, &err), -ENOTDIR);
+	assert_int_equal(na__cgroups_open("", &cg, &err), CM_EINVAL);
+	assert_null(cg);
+	rm_tree(dir);
+}
+
+/* v1 spelled "cpu,cpuacct" (most distributions), and a hybrid host read as v1. */
+static void test_layout_v1_names_and_hybrid(void **state)
+{
+	(void)state;
+	char dir[PATH_MAX], path[PATH_MAX];
+	sink s = {0};
+	temp_dir(dir, "cg-hybrid");
+	fmt_into(path, sizeof(path), "%s/cpu,cpuacct", dir);
+	assert_int_equal(mkdir(path, 0755), 0);
+	fmt_into(path, sizeof(path), "%s/cpu,cpuacct/cpuacct.usage", dir);
+	write_file(path, "1500000000\n");
+	fmt_into(path, sizeof(path), "%s/unified", dir);
+	assert_int_equal(mkdir(path, 0755), 0);
+	fmt_into(path, sizeof(path), "%s/unified/cgroup.controllers", dir);
+	write_file(path, "\n");
+	fmt_into(path, sizeof(path), "%s/unified/cpu.stat", dir);
+	write_file(path, "usage_usec 99000000\n");
+	collect_root(dir, 1, &s);
+	const want w[] = {{CPU("/"), 1.5}};
+	check_exact(&s, w, CM_ARRAY_LEN(w), NULL, 0);
+	sink_clear(&s);
+	rm_tree(dir);
+}
+
+/* ---- broken trees -------------------------------------------------------------------------------- */
+
+typedef struct tmp_tree {
+	char dir[PATH_MAX];
+	const char *victim;  /* for the vanish hook */
+} tmp_tree;
+
+static int tmp_setup(void **state)
+{
+	*state = calloc(1, sizeof(tmp_tree));
+	return *state ? 0 : -1;
+}
+
+static int tmp_teardown(void **state)
+{
+	tmp_tree *t = *state;
+	if (t->dir[0])
+		rm_tree(t->dir);
+	free(t);
+	return 0;
+}
+
+static void tmp_copy(tmp_tree *t, const char *fixture)
+{
+	char src[PATH_MAX];
+	data_path(src, fixture);
+	temp_dir(t->dir, "cg");
+	copy_tree(src, t->dir);
+}
+
+static void tmp_write(const tmp_tree *t, const char *rel, const char *text)
+{
+	char path[PATH_MAX];
+	fmt_into(path, sizeof(path), "%s/%s", t->dir, rel);
+	write_file(path, text);
+}
+
+static void tmp_mkdir(const tmp_tree *t, const char *rel)
+{
+	char path[PATH_MAX];
+	fmt_into(path, sizeof(path), "%s/%s", t->dir, rel);
+	assert_int_equal(mkdir(path, 0755), 0);
+}
+
+/* Corrupt files cost exactly their own metric. */
+static void test_corrupt_files(void **state)
+{
+	tmp_tree *t = *state;
+	sink s = {0};
+	tmp_copy(t, "cgroup-v1");
+	tmp_write(t, "cpuacct/docker/cpuacct.usage", "garbage\n");
+	tmp_write(t, "cpuacct/kubepods/cpuacct.usage", "99999999999999999999999\n"); /* > UINT64_MAX */
+	tmp_write(t, "cpuacct/only-cpuacct/cpuacct.usage", "");
+	tmp_write(t, "memory/docker/memory.stat", "cache 0\ntotal_inactive_file 12x\n");
+	tmp_write(t, "memory/only-memory/memory.usage_in_bytes", "-5\n");
+	tmp_write(t, "memory/kubepods/memory.stat", "cache 0\ninactive_file 1\n"); /* no total_inactive_file */
+	collect_root(t->dir, 1, &s);
+	static const char *const gone[] = {CPU("/docker"),     CPU("/kubepods"),    CPU("/only-cpuacct"),
+					   WS("/docker"),      MEM("/only-memory"), WS("/only-memory"),
+					   WS("/kubepods")};
+	check_exact(&s, v1_want, CM_ARRAY_LEN(v1_want), gone, CM_ARRAY_LEN(gone));
+	sink_clear(&s);
+}
+
+/* The sink removes a cgroup (and its subtree) right after that cgroup's first series: its memory
+ * files and its children disappear mid-walk. */
+static void hook_remove_victim(sink *s, const char *key)
+{
+	tmp_tree *t = s->hook_ctx;
+	char want_key[PATH_MAX + 64], path[PATH_MAX];
+	fmt_into(want_key, sizeof(want_key), "container_cpu_usage_seconds_total{id=\"%s\"}", t->victim);
+	if (strcmp(key, want_key) != 0)
+		return;
+	fmt_into(path, sizeof(path), "%s%s", t->dir, t->victim);
+	rm_tree(path);
+}
+
+static void test_cgroup_removed_mid_walk(void **state)
+{
+	tmp_tree *t = *state;
+	sink s = {.hook = hook_remove_victim, .hook_ctx = t};
+	tmp_copy(t, "cgroup-v2");
+	t->victim = V2_KB;
+	collect_root(t->dir, 2, &s);
+	static const char *const gone[] = {MEM(V2_KB),  WS(V2_KB),  CPU(V2_POD), MEM(V2_POD),
+					   WS(V2_POD),  CPU(V2_CTR), MEM(V2_CTR), WS(V2_CTR)};
+	check_exact(&s, v2_want, CM_ARRAY_LEN(v2_want), gone, CM_ARRAY_LEN(gone));
+	sink_clear(&s);
+}
+
+/* Two siblings: whichever the walk reaches first deletes the other after readdir already listed it. */
+static void hook_remove_sibling(sink *s, const char *key)
+{
+	tmp_tree *t = s->hook_ctx;
+	char path[PATH_MAX];
+	const char *other = NULL;
+	if (strcmp(key, CPU("/system.slice/a.service")) == 0)
+		other = "b.service";
+	else if (strcmp(key, CPU("/system.slice/b.service")) == 0)
+		other = "a.service";
+	if (!other)
+		return;
+	fmt_into(path, sizeof(path), "%s/system.slice/%s", t->dir, other);
+	rm_tree(path);
+}
+
+static void test_sibling_removed_after_listing(void **state)
+{
+	tmp_tree *t = *state;
+	sink s = {.hook = hook_remove_sibling, .hook_ctx = t};
+	tmp_copy(t, "cgroup-v2");
+	tmp_mkdir(t, "system.slice/a.service");
+	tmp_mkdir(t, "system.slice/b.service");
+	tmp_write(t, "system.slice/a.service/cpu.stat", "usage_usec 1000000\n");
+	tmp_write(t, "system.slice/b.service/cpu.stat", "usage_usec 2000000\n");
+	collect_root(t->dir, 2, &s);
+	int a = sink_find(&s, CPU("/system.slice/a.service")) != NULL;
+	int b = sink_find(&s, CPU("/system.slice/b.service")) != NULL;
+	assert_true(a != b);
+	want w[CM_ARRAY_LEN(v2_want) + 1];
+	memcpy(w, v2_want, sizeof(v2_want));
+	w[CM_ARRAY_LEN(v2_want)] = a ? (want){CPU("/system.slice/a.service"), 1}
+				     : (want){CPU("/system.slice/b.service"), 2};
+	check_exact(&s, w, CM_ARRAY_LEN(w), NULL, 0);
+	sink_clear(&s);
+}
+
+static void test_symlink_not_followed(void **state)
+{
+	tmp_tree *t = *state;
+	char elsewhere[PATH_MAX], link[PATH_MAX];
+	sink s = {0};
+	tmp_copy(t, "cgroup-v2");
+	tmp_mkdir(t, "elsewhere");
+	tmp_write(t, "elsewhere/cpu.stat", "usage_usec 7000000\n");
+	fmt_into(elsewhere, sizeof(elsewhere), "%s/elsewhere", t->dir);
+	fmt_into(link, sizeof(link), "%s/system.slice/link.service", t->dir);
+	assert_int_equal(symlink(elsewhere, link), 0);
+	collect_root(t->dir, 2, &s);
+	assert_null(sink_find(&s, CPU("/system.slice/link.service")));
+	assert_non_null(sink_find(&s, CPU("/elsewhere"))); /* reached once, as itself */
+	assert_int_equal(s.n, CM_ARRAY_LEN(v2_want) + 1);
+	sink_clear(&s);
+}
+
+/* Keys match whole: real files have keys that extend others (workingset_refault vs _anon). */
+static void test_flat_keys_match_whole(void **state)
+{
+	tmp_tree *t = *state;
+	sink s = {0};
+	temp_dir(t->dir, "cg-keys");
+	tmp_write(t, "cgroup.controllers", "cpu memory\n");
+	tmp_write(t, "cpu.stat", "usage_usec_extra 1\nusage_usec 3000000\n");
+	tmp_mkdir(t, "a");
+	tmp_write(t, "a/cpu.stat", "xusage_usec 1\nusage_usec_total x\nusage_usec 2000000\n");
+	tmp_write(t, "a/memory.current", "1000\n");
+	tmp_write(t, "a/memory.stat", "active_inactive_file 7\ninactive_file_x y\ninactive_file 400\n");
+	collect_root(t->dir, 2, &s);
+	const want w[] = {{CPU("/"), 3}, {CPU("/a"), 2}, {MEM("/a"), 1000}, {WS("/a"), 600}};
+	check_exact(&s, w, CM_ARRAY_LEN(w), NULL, 0);
+	sink_clear(&s);
+}
+
+/* 40 nested cgroups: ids down to depth 32 are reported, deeper ones skipped. */
+static void test_depth_bound(void **state)
+{
+	tmp_tree *t = *state;
+	char rel[PATH_MAX] = "";
+	char id[PATH_MAX] = "";
+	sink s = {0};
+	temp_dir(t->dir, "cg-deep");
+	tmp_write(t, "cgroup.controllers", "cpu\n");
+	tmp_write(t, "cpu.stat", "usage_usec 1000000\n");
+	for (int depth = 1; depth <= 40; depth++) {
+		strcat(rel, depth == 1 ? "d" : "/d");
+		tmp_mkdir(t, rel);
+		char file[PATH_MAX];
+		fmt_into(file, sizeof(file), "%s/cpu.stat", rel);
+		tmp_write(t, file, "usage_usec 1000000\n");
+	}
+	collect_root(t->dir, 2, &s);
+	assert_int_equal(s.n, 33); /* the root and depths 1..32 */
+	for (int depth = 1; depth <= 32; depth++)
+		strcat(id, "/d");
+	char key[PATH_MAX + 64];
+	fmt_into(key, sizeof(key), "container_cpu_usage_seconds_total{id=\"%s\"}", id);
+	assert_non_null(sink_find(&s, key));
+	sink_clear(&s);
+}
+
+/* Paths past PATH_MAX: built fd-relative; the collector reports what fits and skips the rest. */
+static void test_path_too_long(void **state)
+{
+	tmp_tree *t = *state;
+	char name[201];
+	sink s = {0};
+	memset(name, 'x', 200);
+	name[200] = '\0';
+	temp_dir(t->dir, "cg-long");
+	tmp_write(t, "cgroup.controllers", "cpu\n");
+	tmp_write(t, "cpu.stat", "usage_usec 1000000\n");
+	int fd = open(t->dir, O_RDONLY | O_DIRECTORY);
+	assert_true(fd >= 0);
+	for (int level = 1; level <= 25; level++) {
+		assert_int_equal(mkdirat(fd, name, 0755), 0);
+		int next = openat(fd, name, O_RDONLY | O_DIRECTORY);
+		assert_true(next >= 0);
+		close(fd);
+		fd = next;
+		write_at(fd, "cpu.stat", "usage_usec 1000000\n");
+	}
+	close(fd);
+	collect_root(t->dir, 2, &s);
+	size_t fits = 0, len = strlen(t->dir);
+	for (int level = 0; level <= 25; level++)
+		if (len + 201 * (size_t)level + strlen("/cpu.stat") < PATH_MAX)
+			fits++;
+	assert_true(fits > 1 && fits < 26);
+	assert_int_equal(s.n, fits);
+	sink_clear(&s);
+}
+
+/* ---- this host's cgroups ------------------------------------------------------------------------- */
+
+#ifndef CGROUP_SUPER_MAGIC
+#define CGROUP_SUPER_MAGIC 0x27e0eb
+#endif
+#ifndef CGROUP2_SUPER_MAGIC
+#define CGROUP2_SUPER_MAGIC 0x63677270
+#endif
+
+typedef struct real_cg {
+	char dir[PATH_MAX];  /* the test cgroup, "" until made */
+	char id[PATH_MAX];   /* its id in the hierarchy */
+	pid_t child;         /* the CPU burner, 0 until forked */
+} real_cg;
+
+static int real_setup(void **state)
+{
+	*state = calloc(1, sizeof(real_cg));
+	return *state ? 0 : -1;
+}
+
+static int real_teardown(void **state)
+{
+	real_cg *r = *state;
+	if (r->child > 0) {
+		kill(r->child, SIGKILL);
+		waitpid(r->child, NULL, 0);
+	}
+	for (int i = 0; r->dir[0] && i < 100; i++) {
+		if (rmdir(r->dir) == 0 || errno == ENOENT)
+			break;
+		usleep(10000); /* the dead child may take a moment to leave the cgroup */
+	}
+	free(r);
+	return 0;
+}
+
+static int is_mount_of(const char *path, long magic)
+{
+	struct statfs sf;
+	return statfs(path, &sf) == 0 && (long)sf.f_type == magic;
+}
+
+/* Our path in the hierarchy whose /proc/self/cgroup controller list contains ctl ("" = the v2 line). */
+static int own_cgroup(const char *ctl, char *out)
+{
+	char text[8192];
+	if (cm_read_file("/proc/self/cgroup", text, sizeof(text), NULL))
+		return -1;
+	for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (!c2)
+			continue;
+		*c2 = '\0';
+		char *list = c1 + 1, *save = NULL;
+		int match = *ctl ? 0 : *list == '\0' && strncmp(line, "0:", 2) == 0;
+		for (char *tok = strtok_r(list, ",", &save); *ctl && tok; tok = strtok_r(NULL, ",", &save))
+			match |= strcmp(tok, ctl) == 0;
+		if (match) {
+			fmt_into(out, PATH_MAX, "%s", strcmp(c2 + 1, "/") == 0 ? "" : c2 + 1);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* Makes <mnt><own>/corral-test-<pid>, or skips the test when that is not possible here. */
+static void real_make(real_cg *r, const char *mnt, const char *ctl)
+{
+	char own[PATH_MAX], parent[PATH_MAX];
+	struct stat st;
+	if (own_cgroup(ctl, own) < 0) {
+		print_message("no %s line in /proc/self/cgroup\n", *ctl ? ctl : "v2");
+		skip();
+	}
+	fmt_into(parent, sizeof(parent), "%s%s", mnt, own);
+	if (stat(parent, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		print_message("our cgroup %s is not visible under %s\n", own, mnt);
+		skip();
+	}
+	fmt_into(r->id, sizeof(r->id), "%s/corral-test-%ld", own, (long)getpid());
+	fmt_into(r->dir, sizeof(r->dir), "%s%s", mnt, r->id);
+	if (mkdir(r->dir, 0755) < 0)
+		fail_msg("mkdir %s: %s", r->dir, strerror(errno));
+}
+
+/* Forks a child that spins until killed (or its parent dies) and moves it into the test cgroup. */
+static void real_burn(real_cg *r)
+{
+	char path[PATH_MAX], pid[32];
+	r->child = fork();
+	assert_true(r->child >= 0);
+	if (r->child == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		alarm(60);
+		for (volatile unsigned long spin = 0;; spin++)
+			;
+	}
+	fmt_into(path, sizeof(path), "%s/cgroup.procs", r->dir);
+	fmt_into(pid, sizeof(pid), "%ld\n", (long)r->child);
+	write_file(path, pid);
+}
+
+static double real_collect(const char *root, int version, const char *id)
+{
+	char key[PATH_MAX + 64];
+	sink s = {0};
+	collect_root(root, version, &s);
+	fmt_into(key, sizeof(key), "container_cpu_usage_seconds_total{id=\"%s\"}", id);
+	const sink_rec *rec = sink_find(&s, key);
+	if (!rec)
+		fail_msg("no %s among %zu series", key, s.n);
+	assert_int_equal(s.dups, 0);
+	double v = rec->v;
+	sink_clear(&s);
+	return v;
+}
+
+static void real_check(real_cg *r, const char *root, int version)
+{
+	real_burn(r);
+	sleep_ms(300);
+	double first = real_collect(root, version, r->id);
+	sleep_ms(200);
+	double second = real_collect(root, version, r->id);
+	print_message("%s: %s used %.3f s, then %.3f s\n", root ? root : "/sys/fs/cgroup", r->id, first, second);
+	assert_true(first > 0);
+	assert_true(second > first);
+}
+
+static void test_real_v1_cpuacct(void **state)
+{
+	real_cg *r = *state;
+	if (geteuid() != 0 || !is_mount_of("/sys/fs/cgroup/cpuacct", CGROUP_SUPER_MAGIC)) {
+		print_message("needs root and a cgroup v1 mount at /sys/fs/cgroup/cpuacct\n");
+		skip();
+	}
+	real_make(r, "/sys/fs/cgroup/cpuacct", "cpuacct");
+	real_check(r, NULL, 1);
+}
+
+static void test_real_v2_unified(void **state)
+{
+	real_cg *r = *state;
+	if (geteuid() != 0 || !is_mount_of("/sys/fs/cgroup/unified", CGROUP2_SUPER_MAGIC)) {
+		print_message("needs root and a cgroup v2 mount at /sys/fs/cgroup/unified\n");
+		skip();
+	}
+	real_make(r, "/sys/fs/cgroup/unified", "");
+	real_check(r, "/sys/fs/cgroup/unified", 2);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_v1_fixture_union),
+		cmocka_unit_test(test_v2_fixture),
+		cmocka_unit_test(test_collect_twice_same_result),
+		cmocka_unit_test(test_emit_error_stops_walk),
+		cmocka_unit_test(test_layout_errors),
+		cmocka_unit_test(test_layout_v1_names_and_hybrid),
+		cmocka_unit_test_setup_teardown(test_corrupt_files, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_cgroup_removed_mid_walk, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_sibling_removed_after_listing, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_symlink_not_followed, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_flat_keys_match_whole, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_depth_bound, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_path_too_long, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_real_v1_cpuacct, real_setup, real_teardown),
+		cmocka_unit_test_setup_teardown(test_real_v2_unified, real_setup, real_teardown),
+	};
+	cm_log_set_level(CM_LOG_ERROR); /* the broken-tree tests provoke warnings on purpose */
+	return cmocka_run_group_tests_name("na_cgroup", tests, NULL, NULL);
+}

@@ -1,0 +1,7 @@
+# unit tests: corral_test(test_x SOURCES unit/test_x.c LIBS lib)
+corral_test(test_ts SOURCES unit/test_ts.c LIBS ts)
+corral_test(test_na_cgroup SOURCES unit/test_na_cgroup.c LIBS na_collectors)
+corral_test(test_na_node SOURCES unit/test_na_node.c LIBS na_collectors)
+corral_test(test_cm SOURCES unit/test_cm.c LIBS cm PkgConfig::ZSTD)
+corral_test(test_ag_promql SOURCES unit/test_ag_promql.c LIBS ag)
+corral_test(test_na_http SOURCES unit/test_na_http.c LIBS na)
