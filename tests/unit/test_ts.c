@@ -344,6 +344,68 @@ static void test_bounds(void **state)
 	tmpdir_free(dir);
 }
 
+/* Enough series to grow the hash table several times; series with no samples are not created. */
+typedef struct order {
+	char last[32];
+	size_t n;
+	int unordered;
+} order;
+
+static int check_series_order(void *ctx, const cm_label *l, size_t nl, const cm_sample *s, size_t ns)
+{
+	(void)s, (void)ns;
+	order *o = ctx;
+	if (nl != 2 || strcmp(l[1].value, o->last) <= 0)
+		o->unordered++;
+	snprintf(o->last, sizeof(o->last), "%s", l[1].value);
+	o->n++;
+	return 0;
+}
+
+static void check_many(ts_db *db, size_t want)
+{
+	order o = {"", 0, 0};
+	ts_stats st;
+	assert_int_equal(ts_select(db, NULL, 0, INT64_MIN, INT64_MAX, check_series_order, &o), 0);
+	assert_int_equal(o.n, want);
+	assert_int_equal(o.unordered, 0);
+	ts_get_stats(db, &st);
+	assert_int_equal(st.series, want);
+	assert_int_equal(st.samples, want);
+}
+
+static void test_many_series(void **state)
+{
+	(void)state;
+	enum { N = 5000 };
+	char *dir = tmpdir_new();
+	ts_db *db = db_open(dir, &(ts_opts){.no_fsync = 1}, NULL);
+	cm_label *l = calloc(2 * N, sizeof(*l));
+	cm_series *ser = calloc(N + 1, sizeof(*ser));
+	char (*vals)[8] = calloc(N, sizeof(*vals));
+	cm_sample smp = {1, 1};
+	assert_true(l && ser && vals);
+	for (size_t i = 0; i < N; i++) {
+		size_t k = (i * 7919) % N; /* insert out of label order */
+		snprintf(vals[i], sizeof(vals[i]), "%05zu", k);
+		l[2 * i] = (cm_label){"__name__", "m"};
+		l[2 * i + 1] = (cm_label){"i", vals[i]};
+		ser[i] = (cm_series){&l[2 * i], 2, &smp, 1};
+	}
+	cm_label empty[] = {{"__name__", "no_samples"}};
+	ser[N] = (cm_series){empty, 1, NULL, 0};
+	assert_int_equal(ts_append(db, ser, N + 1, NULL), 0);
+	check_many(db, N);
+	ts_close(db);
+	db = db_open(dir, &(ts_opts){.no_fsync = 1}, NULL);
+	check_many(db, N);
+	ts_close(db);
+	free(l);
+	free(ser);
+	free(vals);
+	tmpdir_free(dir);
+}
+
 /* ---- repair --------------------------------------------------------------------------------------- */
 
 /* Appends records k..k+n-1, each one series {__name__="r", i="<k>"} with one sample. */
@@ -691,6 +753,7 @@ int main(void)
 		cmocka_unit_test(test_matchers),
 		cmocka_unit_test(test_select_order_and_stop),
 		cmocka_unit_test(test_bounds),
+		cmocka_unit_test(test_many_series),
 		cmocka_unit_test(test_torn_tail),
 		cmocka_unit_test(test_bit_flip_last_record),
 		cmocka_unit_test(test_bad_crc_middle_segment),
