@@ -81,6 +81,10 @@ int cm_parse_duration_ms(const char *s, int64_t *out_ms);
 /* Prometheus time parameter: RFC 3339 or Unix seconds with fraction, to milliseconds. */
 int cm_parse_time_ms(const char *s, int64_t *out_ms);
 
+/* Skips blanks (space, tab), then reads a decimal uint64 at *pp (before end) and advances *pp past
+ * its digits; CM_EPROTO when there is no digit or it overflows. What follows is the caller's to check. */
+int cm_scan_u64(const char **pp, const char *end, uint64_t *out);
+
 /* Prometheus' float text: shortest round-trip digits, no exponent, "+Inf", "-Inf", "NaN". */
 #define CM_FMT_DOUBLE_MAX 400
 size_t cm_fmt_double(char *buf, size_t cap, double v);

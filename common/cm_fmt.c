@@ -1,4 +1,5 @@
-/* cm_fmt.c -- Prometheus' float text: the shortest digits that read back to the same double.
+/* cm_fmt.c -- number text: Prometheus' float format (the shortest digits that read back to the same
+ * double) and a strict decimal scanner for kernel files.
  *
  * Prometheus renders sample values with Go's strconv.FormatFloat(v, 'f', -1, 64): the fewest
  * significant digits that round-trip, in positional notation (never an exponent), and "+Inf", "-Inf",
@@ -61,4 +62,23 @@ size_t cm_fmt_double(char *buf, size_t cap, double v)
 	}
 	out[o] = 0;
 	return (size_t)snprintf(buf, cap, "%s", out);
+}
+
+int cm_scan_u64(const char **pp, const char *end, uint64_t *out)
+{
+	const char *p = *pp;
+	while (p < end && (*p == ' ' || *p == '\t'))
+		p++;
+	if (p == end || *p < '0' || *p > '9')
+		return CM_EPROTO;
+	uint64_t v = 0;
+	for (; p < end && *p >= '0' && *p <= '9'; p++) {
+		unsigned d = (unsigned)(*p - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return CM_EPROTO;
+		v = v * 10 + d;
+	}
+	*pp = p;
+	*out = v;
+	return CM_OK;
 }

@@ -71,17 +71,9 @@ typedef struct cg_walk {
 /* A decimal with optional blanks around it and a trailing newline: exactly [p, end) must be used. */
 static int cg_parse_u64(const char *p, const char *end, uint64_t *out)
 {
-	while (p < end && (*p == ' ' || *p == '\t'))
-		p++;
-	if (p == end || *p < '0' || *p > '9')
+	uint64_t v;
+	if (cm_scan_u64(&p, end, &v))
 		return CM_EPROTO;
-	uint64_t v = 0;
-	for (; p < end && *p >= '0' && *p <= '9'; p++) {
-		unsigned d = (unsigned)(*p - '0');
-		if (v > (UINT64_MAX - d) / 10)
-			return CM_EPROTO;
-		v = v * 10 + d;
-	}
 	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n'))
 		p++;
 	if (p != end)

@@ -38,18 +38,8 @@ typedef int (*node_line_fn)(const char *line, const char *eol, double hz, const 
 static int node_next_u64(const char **pp, const char *end, uint64_t *out)
 {
 	const char *p = *pp;
-	while (p < end && (*p == ' ' || *p == '\t'))
-		p++;
-	if (p == end || *p < '0' || *p > '9')
-		return CM_EPROTO;
-	uint64_t v = 0;
-	for (; p < end && *p >= '0' && *p <= '9'; p++) {
-		unsigned d = (unsigned)(*p - '0');
-		if (v > (UINT64_MAX - d) / 10)
-			return CM_EPROTO;
-		v = v * 10 + d;
-	}
-	if (p < end && *p != ' ' && *p != '\t')
+	uint64_t v;
+	if (cm_scan_u64(&p, end, &v) || (p < end && *p != ' ' && *p != '\t'))
 		return CM_EPROTO;
 	*pp = p;
 	*out = v;
