@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -67,6 +68,7 @@ int itest_spawn(itest_proc *p, const char *logdir, const char *tag, char *const 
 	}
 	if (pid == 0) {
 		setpgid(0, 0);
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a test that crashed or failed */
 		dup2(fd, 1);
 		dup2(fd, 2);
 		int null = open("/dev/null", O_RDONLY);

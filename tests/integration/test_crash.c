@@ -155,7 +155,17 @@ static void verify(crash *c)
 
 static void test_kill9_loses_nothing_acknowledged(void **state)
 {
-	(void)state;
+	crash *c = *state;
+	unsigned seed = (unsigned)itest_now_ms();
+	fprintf(stderr, "seed %u\n", seed);
+	crash_between_pushes(c);
+	for (int i = 1; i < ITERATIONS; i++)
+		crash_during_pushes(c, &seed);
+	verify(c);
+}
+
+static int setup(void **state)
+{
 	crash *c = calloc(1, sizeof(*c));
 	itest_mkdtemp(c->dir, sizeof(c->dir));
 	snprintf(c->token, sizeof(c->token), "%s/token", c->dir);
@@ -163,19 +173,23 @@ static void test_kill9_loses_nothing_acknowledged(void **state)
 	itest_write_file(c->token, TOKEN "\n");
 	c->base = (itest_now_ms() / 1000) * 1000 - (int64_t)MAX_SEQ * 1000;
 	c->next_seq = 1;
-	unsigned seed = (unsigned)itest_now_ms();
-	fprintf(stderr, "seed %u\n", seed);
-	crash_between_pushes(c);
-	for (int i = 1; i < ITERATIONS; i++)
-		crash_during_pushes(c, &seed);
-	verify(c);
+	*state = c;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	crash *c = *state;
 	itest_stop(&c->agg, SIGKILL, 1000);
 	itest_rmtree(c->dir);
 	free(c);
+	return 0;
 }
 
 int main(void)
 {
-	const struct CMUnitTest tests[] = {cmocka_unit_test(test_kill9_loses_nothing_acknowledged)};
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_kill9_loses_nothing_acknowledged, setup, teardown),
+	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
