@@ -216,6 +216,10 @@ static void store(ag__ingest *in, const cm_batch *b, cm_arena *a, ag__resp *resp
 	if (!rc)
 		e->last_seq = b->seq, e->last_t = t;
 	pthread_mutex_unlock(&e->lock);
+	if (rc == CM_EINVAL) { /* the store refuses it for good: a retry would not help */
+		respond(in, resp, AG_PUSH_BAD_REQUEST, 400, "bad_data", err.msg);
+		return;
+	}
 	if (rc) {
 		respond(in, resp, AG_PUSH_UNAVAILABLE, 503, "unavailable", rc == CM_ENOMEM ? "out of memory" : err.msg);
 		return;

@@ -39,7 +39,8 @@ void ts_close(ts_db *db);
 
 /* Durably appends every sample of every series (one WAL record), then publishes them to readers.
  * Samples older than a series' newest are inserted in order; an exact duplicate timestamp keeps the
- * first value. Returns 0 only after fsync. */
+ * first value. Returns 0 only after fsync; CM_EINVAL (nothing written) for a batch that breaks the
+ * label rules (names valid and unique, values UTF-8, at most 256 labels of 64 KiB, one non-empty). */
 int ts_append(ts_db *db, const cm_series *series, size_t nseries, cm_err *err);
 
 typedef enum ts_match_type { TS_MATCH_EQ, TS_MATCH_NE, TS_MATCH_RE, TS_MATCH_NRE } ts_match_type;
@@ -59,7 +60,9 @@ void ts_matcher_close(ts_matcher *m);
 int ts_matcher_matches(const ts_matcher *m, const char *value);
 
 /* Called once per series that matches every matcher and has samples in [mint, maxt]; samples holds
- * exactly those, in time order. Pointers are valid only during the call; return non-zero to stop. */
+ * exactly those, in time order. Pointers are valid only during the call; return non-zero to stop.
+ * The callback runs under the head's read lock: it must not call ts_append or ts_select on the same db.
+ * ts_select returns 0, CM_ENOMEM, CM_EINVAL for bad arguments, or the callback's non-zero value. */
 typedef int (*ts_series_fn)(void *ctx, const cm_label *labels, size_t nlabels, const cm_sample *samples,
 			    size_t nsamples);
 
