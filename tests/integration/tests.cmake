@@ -12,3 +12,5 @@ corral_test(test_crash SOURCES integration/test_crash.c LIBS itest LABELS integr
 add_dependencies(test_push_query corral-agent corral-aggregator corralctl corral-load)
 add_dependencies(test_push_reject corral-aggregator)
 add_dependencies(test_crash corral-aggregator)
+corral_test(test_agent_retry SOURCES integration/test_agent_retry.c LIBS itest LABELS integration)
+add_dependencies(test_agent_retry corral-agent corral-aggregator)
