@@ -6,10 +6,9 @@
  * threads, by design: the answer waits for durability). Nothing here logs per request.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <microhttpd.h>
-#include <netinet/in.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,38 +262,6 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 
 /* ---- start and stop -------------------------------------------------------------------------------- */
 
-/* "127.0.0.1:9300", "[::1]:9300" or ":9300" (all IPv4 addresses). */
-static int parse_listen(const char *s, struct sockaddr_storage *ss, cm_err *err)
-{
-	memset(ss, 0, sizeof(*ss));
-	const char *colon = strrchr(s, ':');
-	char host[64];
-	if (!colon || (size_t)(colon - s) >= sizeof(host))
-		return cm_errf(err, CM_EINVAL, "--listen %s: expected ADDR:PORT", s);
-	memcpy(host, s, (size_t)(colon - s));
-	host[colon - s] = 0;
-	char *end;
-	long port = strtol(colon + 1, &end, 10);
-	if (*end || end == colon + 1 || port < 0 || port > 65535)
-		return cm_errf(err, CM_EINVAL, "--listen %s: bad port", s);
-	struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-	size_t hl = strlen(host);
-	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
-		host[hl - 1] = 0;
-		in6->sin6_family = AF_INET6;
-		in6->sin6_port = htons((uint16_t)port);
-		if (inet_pton(AF_INET6, host + 1, &in6->sin6_addr) != 1)
-			return cm_errf(err, CM_EINVAL, "--listen %s: bad IPv6 address", s);
-		return CM_OK;
-	}
-	in4->sin_family = AF_INET;
-	in4->sin_port = htons((uint16_t)port);
-	if (*host && inet_pton(AF_INET, host, &in4->sin_addr) != 1)
-		return cm_errf(err, CM_EINVAL, "--listen %s: bad IPv4 address", s);
-	return CM_OK;
-}
-
 static int lock_data_dir(const char *dir, int *out, cm_err *err)
 {
 	if (mkdir(dir, 0750) && errno != EEXIST)
@@ -336,7 +303,7 @@ static int open_store(ag_server *s, cm_err *err)
 static int start_http(ag_server *s, cm_err *err)
 {
 	struct sockaddr_storage ss;
-	int rc = parse_listen(s->cfg.listen, &ss, err);
+	int rc = cm_parse_listen("listen", s->cfg.listen, &ss, err);
 	if (rc)
 		return rc;
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;

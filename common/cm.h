@@ -234,6 +234,11 @@ int cm_opts_parse(const cm_opt *table, size_t n, void *cfg, int argc, char **arg
 		  char ***pos, int *npos, cm_err *err);
 void cm_opts_usage(const cm_opt *table, size_t n, const char *usage);
 
+/* Parses a listen address: "127.0.0.1:9300", "[::1]:9300" or ":9300" (all IPv4 addresses); the
+ * flag name is only for the message. */
+struct sockaddr_storage;
+int cm_parse_listen(const char *flag, const char *s, struct sockaddr_storage *out, cm_err *err);
+
 /* Reads a whole small file (token files, /proc and cgroup files) into buf, NUL-terminated. */
 int cm_read_file(const char *path, char *buf, size_t cap, size_t *len);
 /* Reads a secret: a file's first line, or the environment variable when path is NULL/empty. */

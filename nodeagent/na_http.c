@@ -5,7 +5,6 @@
  * a pure function (fuzzed); everything that reaches it comes from the network. Never blocks the loop.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
-#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,28 +180,13 @@ static void on_connection(uv_stream_t *server, int status)
 
 /* ---- server -------------------------------------------------------------------------------------------- */
 
-static int parse_addr(const char *listen, struct sockaddr_storage *ss)
-{
-	char host[64];
-	const char *colon = strrchr(listen, ':');
-	if (!colon || (size_t)(colon - listen) >= sizeof(host))
-		return CM_EINVAL;
-	memcpy(host, listen, (size_t)(colon - listen));
-	host[colon - listen] = 0;
-	int port = atoi(colon + 1);
-	if (host[0] == '[') {
-		host[strlen(host) - 1] = 0;
-		return uv_ip6_addr(host + 1, port, (struct sockaddr_in6 *)ss) ? CM_EINVAL : CM_OK;
-	}
-	return uv_ip4_addr(*host ? host : "0.0.0.0", port, (struct sockaddr_in *)ss) ? CM_EINVAL : CM_OK;
-}
-
 int na__http_start(uv_loop_t *loop, const char *listen, na__http_handler fn, void *ctx, na__http **out,
 		   cm_err *err)
 {
 	struct sockaddr_storage ss;
-	if (parse_addr(listen, &ss))
-		return cm_errf(err, CM_EINVAL, "--listen %s: expected ADDR:PORT", listen);
+	int rc = cm_parse_listen("listen", listen, &ss, err);
+	if (rc)
+		return rc;
 	na__http *h = calloc(1, sizeof(*h));
 	if (!h)
 		return cm_errf(err, CM_ENOMEM, "out of memory");
@@ -210,7 +194,7 @@ int na__http_start(uv_loop_t *loop, const char *listen, na__http_handler fn, voi
 	h->ctx = ctx;
 	uv_tcp_init(loop, &h->server);
 	h->server.data = h;
-	int rc = uv_tcp_bind(&h->server, (struct sockaddr *)&ss, 0);
+	rc = uv_tcp_bind(&h->server, (struct sockaddr *)&ss, 0);
 	if (!rc)
 		rc = uv_listen((uv_stream_t *)&h->server, 128, on_connection);
 	if (rc) {

@@ -9,7 +9,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
+#include <arpa/inet.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -444,6 +446,30 @@ static void test_opts_table(void **state)
 	assert_int_equal(cm_opts_parse(test_opts, 5, &c, 2, argv6, "u", NULL, NULL, &err), CM_EINVAL);
 }
 
+static void test_parse_listen(void **state)
+{
+	(void)state;
+	struct sockaddr_storage ss;
+	cm_err err;
+	assert_int_equal(cm_parse_listen("listen", "127.0.0.1:9300", &ss, &err), 0);
+	struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+	assert_int_equal(in4->sin_family, AF_INET);
+	assert_int_equal(ntohs(in4->sin_port), 9300);
+	assert_int_equal(ntohl(in4->sin_addr.s_addr), 0x7f000001);
+	assert_int_equal(cm_parse_listen("listen", ":80", &ss, &err), 0);
+	assert_int_equal(in4->sin_addr.s_addr, 0);
+	assert_int_equal(cm_parse_listen("listen", "[::1]:53", &ss, &err), 0);
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+	assert_int_equal(in6->sin6_family, AF_INET6);
+	assert_int_equal(ntohs(in6->sin6_port), 53);
+	assert_true(IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr));
+	const char *bad[] = {"9300", "127.0.0.1:", "127.0.0.1:70000", "localhost:9300", "[::1:53", "1.2.3:4", "::1:53"};
+	for (size_t i = 0; i < CM_ARRAY_LEN(bad); i++) {
+		assert_int_equal(cm_parse_listen("listen", bad[i], &ss, &err), CM_EINVAL);
+		assert_non_null(strstr(err.msg, "--listen"));
+	}
+}
+
 static void test_arena_limit(void **state)
 {
 	(void)state;
@@ -464,6 +490,7 @@ int main(void)
 		cmocka_unit_test(test_fmt_double),         cmocka_unit_test(test_durations_and_times),
 		cmocka_unit_test(test_crc32c),             cmocka_unit_test(test_buf_and_reader),
 		cmocka_unit_test(test_opts_table),         cmocka_unit_test(test_arena_limit),
+		cmocka_unit_test(test_parse_listen),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
