@@ -146,10 +146,13 @@ typedef struct cm_arena {
 	cm_arena_block *head;
 	size_t used;   /* bytes handed out, for limits */
 	size_t limit;  /* 0 = none; past it allocations fail */
+	cm_arena_block *spare;  /* blocks kept by cm_arena_reset for the next round */
 } cm_arena;
 
 void cm_arena_init(cm_arena *a, size_t limit);
 void cm_arena_close(cm_arena *a);
+/* Forgets every allocation but keeps the blocks, so a loop that resets per round stops calling malloc. */
+void cm_arena_reset(cm_arena *a);
 void *cm_arena_alloc(cm_arena *a, size_t n);
 void *cm_arena_calloc(cm_arena *a, size_t count, size_t size);
 char *cm_arena_strndup(cm_arena *a, const char *s, size_t n);

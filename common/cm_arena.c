@@ -22,16 +22,48 @@ void cm_arena_init(cm_arena *a, size_t limit)
 	a->head = NULL;
 	a->used = 0;
 	a->limit = limit;
+	a->spare = NULL;
+}
+
+static void arena_free_list(cm_arena_block *b)
+{
+	for (cm_arena_block *next; b; b = next) {
+		next = b->next;
+		free(b);
+	}
 }
 
 void cm_arena_close(cm_arena *a)
 {
+	arena_free_list(a->head);
+	arena_free_list(a->spare);
+	a->head = a->spare = NULL;
+	a->used = 0;
+}
+
+void cm_arena_reset(cm_arena *a)
+{
 	for (cm_arena_block *b = a->head, *next; b; b = next) {
 		next = b->next;
-		free(b);
+		b->used = 0;
+		b->next = a->spare;
+		a->spare = b;
 	}
 	a->head = NULL;
 	a->used = 0;
+}
+
+/* A spare block with room for n bytes, unlinked, or NULL. */
+static cm_arena_block *arena_take_spare(cm_arena *a, size_t n)
+{
+	for (cm_arena_block **pp = &a->spare; *pp; pp = &(*pp)->next) {
+		cm_arena_block *b = *pp;
+		if (b->cap >= n) {
+			*pp = b->next;
+			return b;
+		}
+	}
+	return NULL;
 }
 
 void *cm_arena_alloc(cm_arena *a, size_t n)
@@ -48,10 +80,12 @@ void *cm_arena_alloc(cm_arena *a, size_t n)
 			cap = 1u << 20;
 		if (cap < n)
 			cap = n;
-		b = malloc(sizeof(*b) + cap);
+		cm_arena_block *spare = arena_take_spare(a, n);
+		b = spare ? spare : malloc(sizeof(*b) + cap);
 		if (!b)
 			return NULL;
-		b->cap = cap;
+		if (!spare)
+			b->cap = cap;
 		b->used = 0;
 		b->next = a->head;
 		a->head = b;
