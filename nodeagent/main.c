@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "na.h"
@@ -66,6 +67,11 @@ int main(int argc, char **argv)
 		host[sizeof(host) - 1] = 0, cfg.node = host;
 	cm_log_set_level(cfg.log_level);
 	signal(SIGPIPE, SIG_IGN);
+	struct rlimit rl; /* the cgroup collector keeps about 20 files open per cgroup */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	uv_loop_t *loop = uv_default_loop();
 	na_agent *a;

@@ -1,176 +1,248 @@
-/* na_cgroup.c -- the cgroup collector: CPU and memory per cgroup under cAdvisor's container_* names.
+/* na_cgroup.c -- cgroup discovery: layout detection, the table of known cgroups, their open files.
  *
- * Owns layout detection (cgroup v2 unified, or cgroup v1 controller mounts side by side) and the walk of
- * each hierarchy. The batch builder (na_collect.c) calls na__cgroups_collect once per interval and gets
- * one na_emit call per series. This file only reads small kernel files: it never writes to the cgroup
- * tree, never follows a symlink below a hierarchy root, and never lets one cgroup fail the walk. Cgroups
- * come and go while we read (containers exit), so ENOENT or ENODEV mid-walk is normal and silent; a file
- * that exists but does not parse costs that one metric and a rate-limited warning.
+ * Owns the cgroup collector's state: which hierarchies there are (cgroup v2 unified, or v1 controller
+ * mounts side by side), one node per cgroup path with its directory descriptors and its kernel files
+ * kept open (re-read with pread, so a steady pass opens and allocates nothing), and the identity and
+ * labels of each cgroup. na__cgroups_collect rescans every hierarchy (a bounded walk of directory
+ * descriptors with getdents64: a cgroup made or removed is seen at the next pass, so within one
+ * interval), then hands each node to na_cgstat.c for its metrics. Runs on the agent's worker thread,
+ * one pass at a time. Never writes to the cgroup tree, never follows a symlink below a hierarchy
+ * root, never lets one cgroup fail the walk: ENOENT or ENODEV mid-walk is a cgroup that went away.
  *
  * Layout, for a root R:
  *   v2  R/cgroup.controllers exists: R is the unified hierarchy.
- *   v1  otherwise: cpuacct at R/cpuacct, R/cpu,cpuacct or R/cpuacct,cpu; memory at R/memory; at least
- *       one of them must exist. A hybrid host (v1 controllers plus a v2 mount at R/unified) is read as
- *       v1, as cAdvisor does: the v2 mount there holds no cpu or memory controller.
- * A cgroup's id is its path below its hierarchy root: "/" for the root, "/a/b" below it. On v1 the CPU
- * series come from the cpuacct walk and the memory series from the memory walk, so a path present in
- * both hierarchies gets both under the same id and a path present in one gets that one's metrics.
+ *   v1  otherwise: each of cpuacct, cpu, memory, blkio, pids, hugetlb at R/<name> (cpu and cpuacct also
+ *       as R/cpu,cpuacct or R/cpuacct,cpu); at least cpuacct or memory must exist. Two names for the
+ *       same mount (a symlink) are walked once. A hybrid host (v1 plus a v2 mount at R/unified) is
+ *       read as v1, as cAdvisor does.
+ * A cgroup's id is its path below its hierarchy root: "/" for the root, "/a/b" below it. On v1 a path
+ * present in several hierarchies is one node with the files of each.
  *
- * Files read in a cgroup directory D, as the kernel writes them:
- *   v2  D/cpu.stat                 flat-keyed "key value\n" lines; usage_usec = CPU time in microseconds
- *       D/memory.current           one decimal and "\n", bytes; absent in the root cgroup and wherever
- *                                  the parent did not enable the memory controller
- *       D/memory.stat              flat-keyed, bytes; inactive_file
- *   v1  D/cpuacct.usage            one decimal, CPU time in nanoseconds (hierarchical)
- *       D/memory.usage_in_bytes    one decimal, bytes
- *       D/memory.stat              flat-keyed, bytes; total_inactive_file (hierarchical)
- * Series, each with the single label id:
- *   container_cpu_usage_seconds_total   usage_usec / 1e6, or cpuacct.usage / 1e9
- *   container_memory_usage_bytes        memory.current, or memory.usage_in_bytes
- *   container_memory_working_set_bytes  usage - inactive file pages, clamped at 0 (cAdvisor); only when
- *                                       memory.stat has the key (cAdvisor would report usage instead)
+ * Bounds: cgroups nested deeper than NA__CG_MAX_DEPTH or with ids past PATH_MAX are skipped with a
+ * rate-limited warning. Each node keeps up to one descriptor per file it reads (about 20): the agent
+ * raises its soft RLIMIT_NOFILE to the hard limit at start.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "na_int.h"
 
 #define NA__CG_DEFAULT_ROOT "/sys/fs/cgroup"
-#define NA__CG_MAX_DEPTH 32       /* cgroups nested deeper than this below a hierarchy root are skipped */
-#define NA__CG_TEXT_MAX 16384     /* memory.stat is ~1.5 KiB on v1 and ~4 KiB on v2 */
 #define NA__CG_ROOT_MAX (PATH_MAX - 64)
 
-struct na__cgroups {
-	int version;
-	char v2[PATH_MAX];       /* the unified hierarchy (version 2) */
-	char cpuacct[PATH_MAX];  /* v1 cpuacct hierarchy, "" when absent */
-	char memory[PATH_MAX];   /* v1 memory hierarchy, "" when absent */
-	/* scratch for one collection: the directory being walked, a file in it, that file's bytes */
-	char dir[PATH_MAX];
-	char file[PATH_MAX];
-	char text[NA__CG_TEXT_MAX];
-	cm_ratelimit rl_read;   /* a file exists but cannot be read */
-	cm_ratelimit rl_parse;  /* a file or key does not parse */
-	cm_ratelimit rl_walk;   /* a directory cannot be listed, is nested too deep or has too long a path */
+struct linux_dirent64 {
+	uint64_t d_ino;
+	int64_t d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
 };
 
-typedef struct cg_walk {
-	na__cgroups *cg;
-	const na_emit *emit;
-	int (*visit)(struct cg_walk *w, const char *id);  /* reads cg->dir; returns emit's code */
-	size_t rootlen;                                   /* cg->dir + rootlen is the id, "" at the root */
-} cg_walk;
+/* ---- the file table -------------------------------------------------------------------------------- */
 
-/* ---- parsing ------------------------------------------------------------------------------------- */
+const na__cg_fdef na__cg_files[NA__F_COUNT] = {
+	[NA__F_PROCS] = {NA__R_ANY, "cgroup.procs"},
+	[NA__F2_CPU_STAT] = {NA__R_UNIFIED, "cpu.stat"},
+	[NA__F2_CPU_MAX] = {NA__R_UNIFIED, "cpu.max"},
+	[NA__F2_CPU_WEIGHT] = {NA__R_UNIFIED, "cpu.weight"},
+	[NA__F2_CPU_PRESSURE] = {NA__R_UNIFIED, "cpu.pressure"},
+	[NA__F2_MEM_CURRENT] = {NA__R_UNIFIED, "memory.current"},
+	[NA__F2_MEM_STAT] = {NA__R_UNIFIED, "memory.stat"},
+	[NA__F2_MEM_EVENTS] = {NA__R_UNIFIED, "memory.events"},
+	[NA__F2_MEM_MAX] = {NA__R_UNIFIED, "memory.max"},
+	[NA__F2_MEM_LOW] = {NA__R_UNIFIED, "memory.low"},
+	[NA__F2_MEM_PEAK] = {NA__R_UNIFIED, "memory.peak"},
+	[NA__F2_SWAP_CURRENT] = {NA__R_UNIFIED, "memory.swap.current"},
+	[NA__F2_SWAP_MAX] = {NA__R_UNIFIED, "memory.swap.max"},
+	[NA__F2_MEM_PRESSURE] = {NA__R_UNIFIED, "memory.pressure"},
+	[NA__F2_IO_STAT] = {NA__R_UNIFIED, "io.stat"},
+	[NA__F2_IO_PRESSURE] = {NA__R_UNIFIED, "io.pressure"},
+	[NA__F2_PIDS_CURRENT] = {NA__R_UNIFIED, "pids.current"},
+	[NA__F2_PIDS_MAX] = {NA__R_UNIFIED, "pids.max"},
+	[NA__F1_CPUACCT_USAGE] = {NA__R_CPUACCT, "cpuacct.usage"},
+	[NA__F1_CPUACCT_STAT] = {NA__R_CPUACCT, "cpuacct.stat"},
+	[NA__F1_CPU_STAT] = {NA__R_CPU, "cpu.stat"},
+	[NA__F1_CPU_SHARES] = {NA__R_CPU, "cpu.shares"},
+	[NA__F1_CPU_QUOTA] = {NA__R_CPU, "cpu.cfs_quota_us"},
+	[NA__F1_CPU_PERIOD] = {NA__R_CPU, "cpu.cfs_period_us"},
+	[NA__F1_MEM_USAGE] = {NA__R_MEMORY, "memory.usage_in_bytes"},
+	[NA__F1_MEM_STAT] = {NA__R_MEMORY, "memory.stat"},
+	[NA__F1_MEM_MAX_USAGE] = {NA__R_MEMORY, "memory.max_usage_in_bytes"},
+	[NA__F1_MEM_FAILCNT] = {NA__R_MEMORY, "memory.failcnt"},
+	[NA__F1_MEM_LIMIT] = {NA__R_MEMORY, "memory.limit_in_bytes"},
+	[NA__F1_MEM_SOFT_LIMIT] = {NA__R_MEMORY, "memory.soft_limit_in_bytes"},
+	[NA__F1_MEMSW_LIMIT] = {NA__R_MEMORY, "memory.memsw.limit_in_bytes"},
+	[NA__F1_MEM_OOM_CONTROL] = {NA__R_MEMORY, "memory.oom_control"},
+	[NA__F1_BLKIO_BYTES] = {NA__R_BLKIO, "blkio.throttle.io_service_bytes"},
+	[NA__F1_BLKIO_OPS] = {NA__R_BLKIO, "blkio.throttle.io_serviced"},
+	[NA__F1_PIDS_CURRENT] = {NA__R_PIDS, "pids.current"},
+	[NA__F1_PIDS_MAX] = {NA__R_PIDS, "pids.max"},
+	/* hugetlb files are named per page size at open: na__cg_file_name */
+};
 
-/* A decimal with optional blanks around it and a trailing newline: exactly [p, end) must be used. */
-static int cg_parse_u64(const char *p, const char *end, uint64_t *out)
+const char *na__cg_file_name(const na__cgroups *cg, int f, char *buf, size_t cap)
 {
-	uint64_t v;
-	if (cm_scan_u64(&p, end, &v))
-		return CM_EPROTO;
-	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n'))
-		p++;
-	if (p != end)
-		return CM_EPROTO;
-	*out = v;
+	if (f < NA__F_HUGE0)
+		return na__cg_files[f].name;
+	int i = (f - NA__F_HUGE0) / 3, k = (f - NA__F_HUGE0) % 3;
+	static const char *const v2[] = {"current", "max", "events"};
+	static const char *const v1[] = {"usage_in_bytes", "max_usage_in_bytes", "failcnt"};
+	snprintf(buf, cap, "hugetlb.%s.%s", cg->huge[i], cg->version == 2 ? v2[k] : v1[k]);
+	return buf;
+}
+
+static int cg_file_role(int f) { return f < NA__F_HUGE0 ? na__cg_files[f].role : NA__R_HUGETLB; }
+
+/* ---- nodes and the hash table ---------------------------------------------------------------------- */
+
+static uint64_t cg_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return h;
+}
+
+static na__cg_node *cg_lookup(const na__cgroups *cg, const char *id, uint64_t h)
+{
+	if (!cg->tcap)
+		return NULL;
+	for (size_t i = h & (cg->tcap - 1);; i = (i + 1) & (cg->tcap - 1)) {
+		na__cg_node *n = cg->table[i];
+		if (!n)
+			return NULL;
+		if (n->hash == h && !strcmp(n->id, id))
+			return n;
+	}
+}
+
+static void cg_table_put(na__cg_node **table, size_t cap, na__cg_node *n)
+{
+	size_t i = n->hash & (cap - 1);
+	while (table[i])
+		i = (i + 1) & (cap - 1);
+	table[i] = n;
+}
+
+/* Rebuilds the table from the node list at a size with room for one more node. */
+static int cg_table_rebuild(na__cgroups *cg, size_t want)
+{
+	size_t cap = 64;
+	while (cap < 2 * want)
+		cap *= 2;
+	na__cg_node **t = calloc(cap, sizeof(*t));
+	if (!t)
+		return CM_ENOMEM;
+	for (size_t i = 0; i < cg->nnodes; i++)
+		cg_table_put(t, cap, cg->nodes[i]);
+	free(cg->table);
+	cg->table = t;
+	cg->tcap = cap;
 	return CM_OK;
 }
 
-/* The value of key in a flat-keyed file; CM_ENOENT when no line has that key. */
-static int cg_flat_key(const char *text, const char *key, uint64_t *out)
+static void cg_node_free(na__cg_node *n)
 {
-	size_t klen = strlen(key);
-	const char *line = text;
-	while (*line) {
-		const char *eol = strchr(line, '\n');
-		if (!eol)
-			eol = line + strlen(line);
-		if ((size_t)(eol - line) > klen && memcmp(line, key, klen) == 0 && line[klen] == ' ')
-			return cg_parse_u64(line + klen + 1, eol, out);
-		line = *eol ? eol + 1 : eol;
+	for (int f = 0; f < NA__F_COUNT; f++)
+		if (n->fd[f] >= 0)
+			close(n->fd[f]);
+	for (int m = 0; m < NA__CG_MOUNTS; m++)
+		if (n->dfd[m] >= 0)
+			close(n->dfd[m]);
+	free(n);
+}
+
+/* Forgets every descriptor of n: its directory was removed and a new one made with the same name. */
+static void cg_node_renew(na__cgroups *cg, na__cg_node *n)
+{
+	for (int f = 0; f < NA__F_COUNT; f++) {
+		if (n->fd[f] >= 0)
+			close(n->fd[f]);
+		n->fd[f] = -1;
 	}
-	return CM_ENOENT;
-}
-
-/* ---- reading one value ------------------------------------------------------------------------- */
-
-/* Reads cg->dir/name: the whole file as one decimal (key NULL) or key's line of a flat-keyed file.
- * Non-zero means skip the metric; the reason is already logged unless the cgroup simply is not there. */
-static int cg_read_u64(na__cgroups *cg, const char *name, const char *key, uint64_t *out)
-{
-	int n = snprintf(cg->file, sizeof(cg->file), "%s/%s", cg->dir, name);
-	if (n < 0 || (size_t)n >= sizeof(cg->file)) {
-		CM_LOG_RL(&cg->rl_walk, CM_LOG_WARN, "cgroup", "path too long: %s/%s", cg->dir, name);
-		return CM_E2BIG;
+	for (int m = 0; m < NA__CG_MOUNTS; m++) {
+		if (n->dfd[m] >= 0)
+			close(n->dfd[m]);
+		n->dfd[m] = -1;
 	}
-	int rc = cm_read_file(cg->file, cg->text, sizeof(cg->text), NULL);
-	if (rc) {
-		if (rc != CM_ENOENT && rc != -ENODEV)
-			CM_LOG_RL(&cg->rl_read, CM_LOG_WARN, "cgroup", "cannot read %s: %s", cg->file,
-				  cm_strerror(rc));
-		return rc;
+	n->stale = 0;
+	n->born_gen = cg->gen;
+	n->start_s = 0;
+}
+
+/* A new node for id (len bytes): identity parsed, labels set, descriptors not yet open. */
+static na__cg_node *cg_node_new(na__cgroups *cg, const char *id, size_t len, uint64_t h)
+{
+	if (cg->nnodes == cg->ncap) {
+		size_t cap = cg->ncap ? 2 * cg->ncap : 64;
+		na__cg_node **v = realloc(cg->nodes, cap * sizeof(*v));
+		if (!v)
+			return NULL;
+		cg->nodes = v, cg->ncap = cap;
 	}
-	rc = key ? cg_flat_key(cg->text, key, out) : cg_parse_u64(cg->text, cg->text + strlen(cg->text), out);
-	if (rc)
-		CM_LOG_RL(&cg->rl_parse, CM_LOG_WARN, "cgroup", "%s: %s %s", cg->file, key ? key : "value",
-			  rc == CM_ENOENT ? "missing" : "does not parse");
-	return rc;
+	if (2 * (cg->nnodes + 1) > cg->tcap && cg_table_rebuild(cg, cg->nnodes + 1))
+		return NULL;
+	na__cg_node *n = calloc(1, sizeof(*n) + len + 1);
+	if (!n)
+		return NULL;
+	memcpy(n->id, id, len + 1);
+	n->hash = h;
+	for (int f = 0; f < NA__F_COUNT; f++)
+		n->fd[f] = -1;
+	for (int m = 0; m < NA__CG_MOUNTS; m++)
+		n->dfd[m] = -1;
+	na__ident_parse(id, &n->ident);
+	n->born_gen = cg->gen;
+	cg->nodes[cg->nnodes++] = n;
+	cg_table_put(cg->table, cg->tcap, n);
+	return n;
 }
 
-/* ---- metrics ------------------------------------------------------------------------------------- */
+/* ---- the walk ------------------------------------------------------------------------------------- */
 
-static int cg_emit(const cg_walk *w, const char *metric, const char *id, double v)
+/* Marks node n seen in mount m, with its directory descriptor dfd (taken), and walks its children.
+ * cg->idbuf holds n's id ("" for the root). */
+static void cg_walk(na__cgroups *cg, int m, na__cg_node *n, size_t idlen, int depth);
+
+static void cg_child(na__cgroups *cg, int m, na__cg_node *parent, const char *name, size_t idlen, int depth)
 {
-	cm_label id_label = {"id", id};
-	return w->emit->series(w->emit->ctx, metric, &id_label, 1, v);
+	size_t nlen = strlen(name);
+	if (depth >= NA__CG_MAX_DEPTH || idlen + 1 + nlen >= sizeof(cg->idbuf)) {
+		CM_LOG_RL(&cg->rl_walk, CM_LOG_WARN, "cgroup", "skipping %s/%s: %s", cg->idbuf, name,
+			  depth >= NA__CG_MAX_DEPTH ? "nested too deep" : "path too long");
+		return;
+	}
+	cg->idbuf[idlen] = '/';
+	memcpy(cg->idbuf + idlen + 1, name, nlen + 1);
+	uint64_t h = cg_hash(cg->idbuf);
+	na__cg_node *c = cg_lookup(cg, cg->idbuf, h);
+	if (c && c->stale)
+		cg_node_renew(cg, c); /* removed and made again under the same name */
+	if (!c || c->dfd[m] < 0) {
+		int fd = openat(parent->dfd[m], name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			goto out; /* gone since the listing, or a symlink */
+		if (!c && !(c = cg_node_new(cg, cg->idbuf, idlen + 1 + nlen, h))) {
+			close(fd);
+			CM_LOG_RL(&cg->rl_walk, CM_LOG_WARN, "cgroup", "out of memory for cgroup %s", cg->idbuf);
+			goto out;
+		}
+		c->dfd[m] = fd;
+	}
+	cg_walk(cg, m, c, idlen + 1 + nlen, depth + 1);
+out:
+	cg->idbuf[idlen] = '\0';
 }
 
-static int cg_cpu(cg_walk *w, const char *id, const char *name, const char *key, double per_second)
-{
-	uint64_t v;
-	if (cg_read_u64(w->cg, name, key, &v))
-		return CM_OK;
-	return cg_emit(w, "container_cpu_usage_seconds_total", id, (double)v / per_second);
-}
-
-static int cg_memory(cg_walk *w, const char *id, const char *usage_name, const char *inactive_key)
-{
-	uint64_t usage, inactive;
-	if (cg_read_u64(w->cg, usage_name, NULL, &usage))
-		return CM_OK;
-	int rc = cg_emit(w, "container_memory_usage_bytes", id, (double)usage);
-	if (rc || cg_read_u64(w->cg, "memory.stat", inactive_key, &inactive))
-		return rc;
-	uint64_t working_set = usage > inactive ? usage - inactive : 0;
-	return cg_emit(w, "container_memory_working_set_bytes", id, (double)working_set);
-}
-
-static int cg_visit_v2(cg_walk *w, const char *id)
-{
-	int rc = cg_cpu(w, id, "cpu.stat", "usage_usec", 1e6);
-	return rc ? rc : cg_memory(w, id, "memory.current", "inactive_file");
-}
-
-static int cg_visit_v1_cpuacct(cg_walk *w, const char *id)
-{
-	return cg_cpu(w, id, "cpuacct.usage", NULL, 1e9);
-}
-
-static int cg_visit_v1_memory(cg_walk *w, const char *id)
-{
-	return cg_memory(w, id, "memory.usage_in_bytes", "total_inactive_file");
-}
-
-/* ---- the walk ------------------------------------------------------------------------------------ */
-
-/* A real subdirectory: not "." or "..", not a symlink. */
-static int cg_is_subdir(DIR *d, const struct dirent *de)
+static int cg_is_dir(int dfd, const struct linux_dirent64 *de)
 {
 	const char *n = de->d_name;
 	if (n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0')))
@@ -178,123 +250,305 @@ static int cg_is_subdir(DIR *d, const struct dirent *de)
 	if (de->d_type != DT_UNKNOWN)
 		return de->d_type == DT_DIR;
 	struct stat st;
-	return fstatat(dirfd(d), n, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+	return fstatat(dfd, n, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* Visits cg->dir (len bytes), then each subdirectory depth first. Fails only when emit says stop or the
- * hierarchy root (depth 0) cannot be listed; a cgroup that vanished is skipped with its subtree. */
-static int cg_walk_dir(cg_walk *w, size_t len, int depth)
+static void cg_walk(na__cgroups *cg, int m, na__cg_node *n, size_t idlen, int depth)
 {
-	na__cgroups *cg = w->cg;
-	int rc = w->visit(w, len > w->rootlen ? cg->dir + w->rootlen : "/");
-	if (rc)
-		return rc;
-	DIR *d = opendir(cg->dir);
-	if (!d) {
-		rc = -errno;
-		if (depth == 0)
-			return rc;
-		if (rc != CM_ENOENT && rc != -ENODEV)
-			CM_LOG_RL(&cg->rl_walk, CM_LOG_WARN, "cgroup", "cannot list %s: %s", cg->dir, cm_strerror(rc));
-		return CM_OK;
+	_Alignas(8) char buf[4096];
+	n->mgen[m] = cg->gen;
+	if (lseek(n->dfd[m], 0, SEEK_SET) < 0)
+		return;
+	for (;;) {
+		long nr = syscall(SYS_getdents64, n->dfd[m], buf, sizeof(buf));
+		if (nr <= 0)
+			return; /* end, or the directory went away (ENOENT/ENODEV): its subtree is gone */
+		for (long off = 0; off < nr;) {
+			struct linux_dirent64 *de = (struct linux_dirent64 *)(buf + off);
+			off += de->d_reclen;
+			if (cg_is_dir(n->dfd[m], de))
+				cg_child(cg, m, n, de->d_name, idlen, depth);
+		}
 	}
-	struct dirent *de;
-	while (rc == CM_OK && (de = readdir(d)) != NULL) {
-		if (!cg_is_subdir(d, de))
-			continue;
-		size_t n = strlen(de->d_name);
-		if (depth >= NA__CG_MAX_DEPTH || len + 1 + n >= sizeof(cg->dir)) {
-			CM_LOG_RL(&cg->rl_walk, CM_LOG_WARN, "cgroup", "skipping %s/%s: %s", cg->dir, de->d_name,
-				  depth >= NA__CG_MAX_DEPTH ? "nested too deep" : "path too long");
+}
+
+/* Drops descriptors of mounts where a node was not seen this pass, and nodes seen nowhere. */
+static void cg_sweep(na__cgroups *cg, const na_event_sink *ev, int64_t now_ms)
+{
+	size_t kept = 0, removed = 0;
+	for (size_t i = 0; i < cg->nnodes; i++) {
+		na__cg_node *n = cg->nodes[i];
+		int seen = 0;
+		for (int m = 0; m < cg->nmounts; m++) {
+			if (n->mgen[m] == cg->gen) {
+				seen = 1;
+				continue;
+			}
+			if (n->dfd[m] >= 0)
+				close(n->dfd[m]), n->dfd[m] = -1;
+			for (int f = 0; f < NA__F_COUNT; f++)
+				if (n->fd[f] >= 0 && n->fmount[f] == m)
+					close(n->fd[f]), n->fd[f] = -1;
+		}
+		if (seen) {
+			cg->nodes[kept++] = n;
 			continue;
 		}
-		cg->dir[len] = '/';
-		memcpy(cg->dir + len + 1, de->d_name, n + 1);
-		rc = cg_walk_dir(w, len + 1 + n, depth + 1);
-		cg->dir[len] = '\0';
+		if (ev && n->ident.kind == NA_KIND_CONTAINER)
+			ev->event(ev->ctx, NA_EVENT_STOPPED, n->id, &n->ident, now_ms, 0);
+		cg_node_free(n);
+		removed++;
+	}
+	cg->nnodes = kept;
+	if (removed && cg_table_rebuild(cg, kept))
+		CM_LOG_RL(&cg->rl_walk, CM_LOG_WARN, "cgroup", "%s", "out of memory rebuilding the cgroup table");
+}
+
+/* ---- reading files ------------------------------------------------------------------------------- */
+
+/* Opens file f of node n on first use; -1 when the node has no such file (remembered until the node is
+ * rediscovered in that mount). */
+static int cg_fd(na__cgroups *cg, na__cg_node *n, int f)
+{
+	if (n->fd[f] >= 0 || n->fd[f] == -2)
+		return n->fd[f];
+	int role = cg_file_role(f);
+	for (int m = 0; m < cg->nmounts; m++) {
+		if (!(cg->mounts[m].roles & role) || n->dfd[m] < 0 || n->mgen[m] != cg->gen)
+			continue;
+		char name[96];
+		int fd = openat(n->dfd[m], na__cg_file_name(cg, f, name, sizeof(name)), O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			n->fd[f] = fd;
+			n->fmount[f] = (signed char)m;
+			return fd;
+		}
+		if (errno == ENOENT && role != NA__R_ANY)
+			n->fd[f] = -2;
+		if (errno == ENOENT)
+			continue;
+		int rc = -errno;
+		if (rc != -ENODEV)
+			CM_LOG_RL(&cg->rl_read, CM_LOG_WARN, "cgroup", "cannot open %s/%s: %s", n->id, name,
+				  cm_strerror(rc));
+		return -1;
+	}
+	return -1;
+}
+
+int na__cg_read(na__cgroups *cg, na__cg_node *n, int f, const char **text)
+{
+	int fd = cg_fd(cg, n, f);
+	if (fd < 0)
+		return CM_ENOENT;
+	ssize_t r = pread(fd, cg->text, sizeof(cg->text) - 1, 0);
+	if (r < 0) {
+		int rc = -errno;
+		if (rc == -ENODEV || rc == CM_ENOENT)
+			n->stale = 1;
+		else {
+			char name[96];
+			CM_LOG_RL(&cg->rl_read, CM_LOG_WARN, "cgroup", "cannot read %s/%s: %s", n->id,
+				  na__cg_file_name(cg, f, name, sizeof(name)), cm_strerror(rc));
+		}
+		return rc;
+	}
+	if ((size_t)r == sizeof(cg->text) - 1)
+		return CM_E2BIG;
+	cg->text[r] = '\0';
+	*text = cg->text;
+	return CM_OK;
+}
+
+void na__cg_parse_warn(na__cgroups *cg, const na__cg_node *n, int f, const char *what)
+{
+	char name[96];
+	CM_LOG_RL(&cg->rl_parse, CM_LOG_WARN, "cgroup", "%s/%s: %s does not parse", n->id,
+		  na__cg_file_name(cg, f, name, sizeof(name)), what);
+}
+
+/* ---- the pass ------------------------------------------------------------------------------------- */
+
+static void cg_root_node(na__cgroups *cg)
+{
+	na__cg_node *root = cg_lookup(cg, "/", cg_hash("/"));
+	if (!root)
+		root = cg_node_new(cg, "/", 1, cg_hash("/"));
+	if (!root)
+		return;
+	for (int m = 0; m < cg->nmounts; m++) {
+		if (root->dfd[m] < 0)
+			root->dfd[m] = fcntl(cg->mounts[m].fd, F_DUPFD_CLOEXEC, 0);
+		if (root->dfd[m] < 0)
+			continue;
+		cg->idbuf[0] = '\0';
+		cg_walk(cg, m, root, 0, 0);
+	}
+}
+
+int na__cgroups_collect(na__cgroups *cg, const na_emit *emit, const na_event_sink *ev, int64_t now_ms)
+{
+	cg->gen++;
+	cg_root_node(cg);
+	cg_sweep(cg, ev, now_ms);
+	int rc = na__cg_stats_begin(cg, now_ms);
+	for (size_t i = 0; i < cg->nnodes && rc == CM_OK; i++) {
+		na__cg_node *n = cg->nodes[i];
+		if (ev && n->born_gen == cg->gen && cg->gen > 1 && n->ident.kind == NA_KIND_CONTAINER)
+			ev->event(ev->ctx, NA_EVENT_STARTED, n->id, &n->ident, now_ms, 0);
+		na__cg_labels(cg, n);
+		rc = na__cg_stats_node(cg, n, emit, ev, now_ms);
+	}
+	return rc ? rc : na__cg_stats_end(cg, emit);
+}
+
+na__cg_node *na__cg_find(const na__cgroups *cg, const char *id) { return cg_lookup(cg, id, cg_hash(id)); }
+
+size_t na__cgroups_count(const na__cgroups *cg) { return cg->nnodes; }
+
+/* ---- labels ------------------------------------------------------------------------------------------ */
+
+/* Sets n's label set: id, then name, container, pod, namespace, image when a metadata provider knows
+ * them (a path alone gives only id, as cAdvisor's raw cgroups). Redone only when the metadata changed since the node's last labels. */
+void na__cg_labels(na__cgroups *cg, na__cg_node *n)
+{
+	uint64_t mg = cg->meta ? na__meta_generation(cg->meta) : 0;
+	if (n->labels_set && n->labels_gen == mg)
+		return;
+	na__meta_labels *ml = &n->meta;
+	memset(ml, 0, sizeof(*ml));
+	if (!cg->meta || na__meta_lookup(cg->meta, &n->ident, ml) != CM_OK)
+		memset(ml, 0, sizeof(*ml));
+	size_t k = 0;
+	n->labels[k++] = (cm_label){"id", n->id};
+	const struct {
+		const char *name, *value;
+	} opt[] = {{"name", ml->name}, {"container", ml->container}, {"pod", ml->pod},
+		   {"namespace", ml->namespace_}, {"image", ml->image}};
+	for (size_t i = 0; i < CM_ARRAY_LEN(opt); i++)
+		if (opt[i].value[0])
+			n->labels[k++] = (cm_label){opt[i].name, opt[i].value};
+	n->nlabels = k;
+	n->labels_gen = mg;
+	n->labels_set = 1;
+}
+
+/* ---- layout detection ------------------------------------------------------------------------------ */
+
+static int cg_add_mount(na__cgroups *cg, const char *root, const char *name, int role)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int n = snprintf(path, sizeof(path), "%s/%s", root, name);
+	if (n < 0 || (size_t)n >= sizeof(path) || stat(path, &st) < 0 || !S_ISDIR(st.st_mode))
+		return 0;
+	for (int m = 0; m < cg->nmounts; m++) {
+		if (cg->mounts[m].dev == st.st_dev && cg->mounts[m].ino == st.st_ino) {
+			cg->mounts[m].roles |= role;
+			return 1;
+		}
+	}
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || cg->nmounts == NA__CG_MOUNTS) {
+		if (fd >= 0)
+			close(fd);
+		return 0;
+	}
+	cg->mounts[cg->nmounts++] = (na__cg_mount){fd, role | NA__R_ANY, st.st_dev, st.st_ino};
+	return 1;
+}
+
+/* Page sizes of the hugetlb controller: names "hugetlb.<size>.<suffix>" in dir (the root cgroup). */
+static void cg_huge_sizes(na__cgroups *cg, int dfd, const char *suffix)
+{
+	int fd = fcntl(dfd, F_DUPFD_CLOEXEC, 0);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	struct dirent *de;
+	size_t sl = strlen(suffix);
+	while ((de = readdir(d)) != NULL && cg->nhuge < NA__CG_HUGE_MAX) {
+		const char *nm = de->d_name;
+		size_t n = strlen(nm);
+		if (n <= 8 + sl || strncmp(nm, "hugetlb.", 8) || strcmp(nm + n - sl, suffix) || n - 8 - sl >= 16)
+			continue;
+		memcpy(cg->huge[cg->nhuge], nm + 8, n - 8 - sl);
+		cg->huge[cg->nhuge][n - 8 - sl] = '\0';
+		if (!strchr(cg->huge[cg->nhuge], '.'))
+			cg->nhuge++;
 	}
 	closedir(d);
-	return rc;
-}
-
-static int cg_walk_tree(na__cgroups *cg, const na_emit *emit, const char *root,
-			int (*visit)(cg_walk *w, const char *id))
-{
-	size_t len = strlen(root);
-	memcpy(cg->dir, root, len + 1);
-	cg_walk w = {.cg = cg, .emit = emit, .visit = visit, .rootlen = len};
-	return cg_walk_dir(&w, len, 0);
-}
-
-/* Fails only with emit's code or when a hierarchy root cannot be listed (unmounted under us). */
-int na__cgroups_collect(na__cgroups *cg, const na_emit *emit)
-{
-	if (cg->version == 2)
-		return cg_walk_tree(cg, emit, cg->v2, cg_visit_v2);
-	int rc = CM_OK;
-	if (cg->cpuacct[0])
-		rc = cg_walk_tree(cg, emit, cg->cpuacct, cg_visit_v1_cpuacct);
-	if (rc == CM_OK && cg->memory[0])
-		rc = cg_walk_tree(cg, emit, cg->memory, cg_visit_v1_memory);
-	return rc;
-}
-
-/* ---- layout detection ---------------------------------------------------------------------------- */
-
-/* Sets out to root/name and returns 1 when that is a directory (want_dir) or a regular file; else
- * out is "". stat() follows a symlink here on purpose: v1 hosts often link cpuacct -> cpu,cpuacct. */
-static int cg_probe(char *out, const char *root, const char *name, int want_dir)
-{
-	struct stat st;
-	int n = snprintf(out, PATH_MAX, "%s/%s", root, name);
-	if (n > 0 && n < PATH_MAX && stat(out, &st) == 0 && (want_dir ? S_ISDIR(st.st_mode) : S_ISREG(st.st_mode)))
-		return 1;
-	out[0] = '\0';
-	return 0;
 }
 
 static int cg_detect(na__cgroups *cg, const char *root, cm_err *err)
 {
-	static const char *const cpuacct_names[] = {"cpuacct", "cpu,cpuacct", "cpuacct,cpu"};
 	struct stat st;
+	char path[PATH_MAX];
 	if (stat(root, &st) < 0)
 		return cm_errf(err, -errno, "cannot open cgroup root %s: %s", root, strerror(errno));
 	if (!S_ISDIR(st.st_mode))
 		return cm_errf(err, -ENOTDIR, "cgroup root %s is not a directory", root);
-	if (cg_probe(cg->v2, root, "cgroup.controllers", 0)) {
-		memcpy(cg->v2, root, strlen(root) + 1);
+	snprintf(path, sizeof(path), "%s/cgroup.controllers", root);
+	if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
 		cg->version = 2;
+		if (!cg_add_mount(cg, root, ".", NA__R_UNIFIED | NA__R_HUGETLB))
+			return cm_errf(err, CM_EIO, "cannot open cgroup root %s", root);
+		cg_huge_sizes(cg, cg->mounts[0].fd, ".current");
 		return CM_OK;
 	}
-	for (size_t i = 0; i < CM_ARRAY_LEN(cpuacct_names) && !cg->cpuacct[0]; i++)
-		cg_probe(cg->cpuacct, root, cpuacct_names[i], 1);
-	cg_probe(cg->memory, root, "memory", 1);
-	if (!cg->cpuacct[0] && !cg->memory[0])
+	static const char *const cpuacct[] = {"cpuacct", "cpu,cpuacct", "cpuacct,cpu"};
+	static const char *const cpu[] = {"cpu", "cpu,cpuacct", "cpuacct,cpu"};
+	int have = 0;
+	for (size_t i = 0; i < CM_ARRAY_LEN(cpuacct) && !have; i++)
+		have = cg_add_mount(cg, root, cpuacct[i], NA__R_CPUACCT);
+	int mem = cg_add_mount(cg, root, "memory", NA__R_MEMORY);
+	if (!have && !mem)
 		return cm_errf(err, CM_ENOENT,
 			       "no cgroup v1 or v2 hierarchy under %s (neither cgroup.controllers nor a cpuacct "
 			       "or memory directory)", root);
+	for (size_t i = 0, done = 0; i < CM_ARRAY_LEN(cpu) && !done; i++)
+		done = (size_t)cg_add_mount(cg, root, cpu[i], NA__R_CPU);
+	cg_add_mount(cg, root, "blkio", NA__R_BLKIO);
+	cg_add_mount(cg, root, "pids", NA__R_PIDS);
+	if (cg_add_mount(cg, root, "hugetlb", NA__R_HUGETLB))
+		cg_huge_sizes(cg, cg->mounts[cg->nmounts - 1].fd, ".usage_in_bytes");
 	cg->version = 1;
 	return CM_OK;
 }
 
-int na__cgroups_open(const char *root, na__cgroups **out, cm_err *err)
+int na__cgroups_open(const na__cgroups_opts *o, na__cgroups **out, cm_err *err)
 {
-	if (!root)
-		root = NA__CG_DEFAULT_ROOT;
+	const char *root = o->root ? o->root : NA__CG_DEFAULT_ROOT;
 	if (!*root || strlen(root) >= NA__CG_ROOT_MAX)
 		return cm_errf(err, CM_EINVAL, "cgroup root path is empty or too long");
 	na__cgroups *cg = calloc(1, sizeof(*cg));
 	if (!cg)
 		return cm_errf(err, CM_ENOMEM, "out of memory for the cgroup collector");
+	snprintf(cg->proc_root, sizeof(cg->proc_root), "%s", o->proc_root ? o->proc_root : "/proc");
+	cg->meta = o->meta;
 	int rc = cg_detect(cg, root, err);
 	if (rc) {
-		free(cg);
+		na__cgroups_close(cg);
 		return rc;
 	}
 	*out = cg;
 	return CM_OK;
 }
 
-void na__cgroups_close(na__cgroups *cg) { free(cg); }
+void na__cgroups_close(na__cgroups *cg)
+{
+	if (!cg)
+		return;
+	for (size_t i = 0; i < cg->nnodes; i++)
+		cg_node_free(cg->nodes[i]);
+	for (int m = 0; m < cg->nmounts; m++)
+		close(cg->mounts[m].fd);
+	free(cg->nodes);
+	free(cg->table);
+	free(cg);
+}
 
 int na__cgroups_version(const na__cgroups *cg) { return cg->version; }

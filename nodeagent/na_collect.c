@@ -12,16 +12,26 @@
 
 #include "na_int.h"
 
+/* One pass's series; two alternate so the next pass can tell which series vanished. */
+typedef struct na_gen {
+	cm_arena arena;       /* label strings, reset (blocks kept) at the start of the pass that reuses it */
+	cm_series *series;    /* [0, n) collected, then stale markers appended for the batch */
+	cm_sample *samples;
+	uint64_t *hash;       /* per collected series, over its labels */
+	size_t n, cap;
+} na_gen;
+
 struct na__collector {
 	na__cgroups *cgroups;
 	const char *proc_root;
 	char node[256];
 	char boot_id[64];
-	cm_arena arena;       /* labels of the current pass */
-	cm_series *series;    /* reused between passes */
-	cm_sample *samples;
-	size_t n, cap;
+	na_gen gen[2];
+	int cur;
+	size_t *table;        /* open addressing over the current pass: index + 1, 0 = empty */
+	size_t tcap;
 	int64_t now_ms;
+	uint64_t events;
 	cm_ratelimit rl_cgroup, rl_node;
 };
 
@@ -48,12 +58,14 @@ int na__collector_create(const na_config *cfg, na__collector **out, cm_err *err)
 		return cm_errf(err, rc, "cannot read %s/sys/kernel/random/boot_id: %s", cfg->proc_root,
 			       cm_strerror(rc));
 	}
-	rc = na__cgroups_open(cfg->cgroup_root, &c->cgroups, err);
+	na__cgroups_opts co = {.root = cfg->cgroup_root, .proc_root = cfg->proc_root, .meta = NULL};
+	rc = na__cgroups_open(&co, &c->cgroups, err);
 	if (rc) {
 		free(c);
 		return rc;
 	}
-	cm_arena_init(&c->arena, 0);
+	cm_arena_init(&c->gen[0].arena, 0);
+	cm_arena_init(&c->gen[1].arena, 0);
 	*out = c;
 	return CM_OK;
 }
@@ -63,45 +75,157 @@ void na__collector_destroy(na__collector *c)
 	if (!c)
 		return;
 	na__cgroups_close(c->cgroups);
-	cm_arena_close(&c->arena);
-	free(c->series);
-	free(c->samples);
+	for (int i = 0; i < 2; i++) {
+		cm_arena_close(&c->gen[i].arena);
+		free(c->gen[i].series);
+		free(c->gen[i].samples);
+		free(c->gen[i].hash);
+	}
+	free(c->table);
 	free(c);
 }
 
-static int grow(na__collector *c)
+static int grow(na_gen *g, size_t want)
 {
-	size_t cap = c->cap ? c->cap * 2 : 256;
-	cm_series *s = realloc(c->series, cap * sizeof(*s));
+	if (want <= g->cap)
+		return CM_OK;
+	size_t cap = g->cap ? g->cap : 256;
+	while (cap < want)
+		cap *= 2;
+	cm_series *s = realloc(g->series, cap * sizeof(*s));
 	if (!s)
 		return CM_ENOMEM;
-	c->series = s;
-	cm_sample *smp = realloc(c->samples, cap * sizeof(*smp));
+	g->series = s;
+	cm_sample *smp = realloc(g->samples, cap * sizeof(*smp));
 	if (!smp)
 		return CM_ENOMEM;
-	c->samples = smp;
-	c->cap = cap;
+	g->samples = smp;
+	uint64_t *h = realloc(g->hash, cap * sizeof(*h));
+	if (!h)
+		return CM_ENOMEM;
+	g->hash = h;
+	g->cap = cap;
 	return CM_OK;
+}
+
+static uint64_t hash_str(uint64_t h, const char *s)
+{
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return (h ^ 0xff) * 1099511628211ULL;
+}
+
+static uint64_t hash_labels(const cm_label *l, size_t n)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (size_t i = 0; i < n; i++)
+		h = hash_str(hash_str(h, l[i].name), l[i].value);
+	return h;
 }
 
 static int emit_series(void *ctx, const char *metric, const cm_label *labels, size_t nlabels, double value)
 {
 	na__collector *c = ctx;
-	if (c->n == c->cap && grow(c))
+	na_gen *g = &c->gen[c->cur];
+	if (grow(g, g->n + 1))
 		return CM_ENOMEM;
-	cm_label *l = cm_arena_alloc(&c->arena, (nlabels + 1) * sizeof(*l));
+	cm_label *l = cm_arena_alloc(&g->arena, (nlabels + 1) * sizeof(*l));
 	if (!l)
 		return CM_ENOMEM;
-	l[0] = (cm_label){"__name__", cm_arena_strdup(&c->arena, metric)};
+	l[0] = (cm_label){"__name__", cm_arena_strdup(&g->arena, metric)};
 	for (size_t i = 0; i < nlabels; i++)
-		l[i + 1] = (cm_label){cm_arena_strdup(&c->arena, labels[i].name),
-				      cm_arena_strdup(&c->arena, labels[i].value)};
+		l[i + 1] = (cm_label){cm_arena_strdup(&g->arena, labels[i].name),
+				      cm_arena_strdup(&g->arena, labels[i].value)};
 	for (size_t i = 0; i <= nlabels; i++)
 		if (!l[i].name || !l[i].value)
 			return CM_ENOMEM;
-	c->samples[c->n] = (cm_sample){c->now_ms, value};
-	c->series[c->n] = (cm_series){l, nlabels + 1, NULL, 1};
-	c->n++;
+	g->samples[g->n] = (cm_sample){c->now_ms, value};
+	g->series[g->n] = (cm_series){l, nlabels + 1, NULL, 1};
+	g->hash[g->n] = hash_labels(l, nlabels + 1);
+	g->n++;
+	return CM_OK;
+}
+
+/* ---- events ------------------------------------------------------------------------------------- */
+
+/* Container lifecycle as the cgroup collector saw it; logged (rare by nature: one line per container
+ * start, stop or OOM kill) and counted. */
+static void on_event(void *ctx, int type, const char *id, const na__ident *ident, int64_t t_ms, uint64_t count)
+{
+	na__collector *c = ctx;
+	static const char *const what[] = {"?", "started", "stopped", "OOM-killed"};
+	(void)t_ms;
+	c->events++;
+	CM_LOG(CM_LOG_INFO, "event", "container %s %s (runtime %s%s%s, count %llu)", id, what[type > 0 && type < 4 ? type : 0],
+	       *ident->runtime ? ident->runtime : "none", ident->pod_uid[0] ? ", pod " : "", ident->pod_uid,
+	       (unsigned long long)count);
+}
+
+/* ---- staleness ------------------------------------------------------------------------------------ */
+
+static int same_labels(const cm_series *a, const cm_series *b)
+{
+	if (a->nlabels != b->nlabels)
+		return 0;
+	for (size_t i = 0; i < a->nlabels; i++)
+		if (strcmp(a->labels[i].name, b->labels[i].name) || strcmp(a->labels[i].value, b->labels[i].value))
+			return 0;
+	return 1;
+}
+
+static int index_current(na__collector *c, const na_gen *g)
+{
+	size_t cap = 64;
+	while (cap < 2 * g->n)
+		cap *= 2;
+	if (cap > c->tcap) {
+		size_t *t = realloc(c->table, cap * sizeof(*t));
+		if (!t)
+			return CM_ENOMEM;
+		c->table = t, c->tcap = cap;
+	}
+	memset(c->table, 0, c->tcap * sizeof(*c->table));
+	for (size_t i = 0; i < g->n; i++) {
+		size_t j = g->hash[i] & (c->tcap - 1);
+		while (c->table[j])
+			j = (j + 1) & (c->tcap - 1);
+		c->table[j] = i + 1;
+	}
+	return CM_OK;
+}
+
+static int in_current(const na__collector *c, const na_gen *g, const cm_series *s, uint64_t h)
+{
+	for (size_t j = h & (c->tcap - 1); c->table[j]; j = (j + 1) & (c->tcap - 1)) {
+		size_t i = c->table[j] - 1;
+		if (g->hash[i] == h && same_labels(&g->series[i], s))
+			return 1;
+	}
+	return 0;
+}
+
+/* Appends to the current pass, after its collected series, one Prometheus stale marker (NaN with
+ * the bits 0x7ff0000000000002) for each series of the previous pass that this pass did not see; the
+ * labels stay in the previous pass's arena, untouched until the next pass. Returns how many. */
+static int add_stale(na__collector *c, size_t *nstale)
+{
+	na_gen *g = &c->gen[c->cur], *p = &c->gen[!c->cur];
+	uint64_t bits = 0x7ff0000000000002ULL;
+	double stale;
+	memcpy(&stale, &bits, sizeof(stale));
+	*nstale = 0;
+	if (index_current(c, g))
+		return CM_ENOMEM;
+	for (size_t i = 0; i < p->n; i++) {
+		if (in_current(c, g, &p->series[i], p->hash[i]))
+			continue;
+		size_t k = g->n + *nstale;
+		if (grow(g, k + 1))
+			return CM_ENOMEM;
+		g->samples[k] = (cm_sample){c->now_ms, stale};
+		g->series[k] = (cm_series){p->series[i].labels, p->series[i].nlabels, NULL, 1};
+		(*nstale)++;
+	}
 	return CM_OK;
 }
 
@@ -110,10 +234,57 @@ static int emit_series(void *ctx, const char *metric, const cm_label *labels, si
 static const struct {
 	const char *name, *type, *help;
 } families[] = {
+	/* cAdvisor's help texts */
 	{"container_cpu_usage_seconds_total", "counter", "Cumulative cpu time consumed in seconds."},
+	{"container_cpu_user_seconds_total", "counter", "Cumulative user cpu time consumed in seconds."},
+	{"container_cpu_system_seconds_total", "counter", "Cumulative system cpu time consumed in seconds."},
+	{"container_cpu_cfs_periods_total", "counter", "Number of elapsed enforcement period intervals."},
+	{"container_cpu_cfs_throttled_periods_total", "counter", "Number of throttled period intervals."},
+	{"container_cpu_cfs_throttled_seconds_total", "counter", "Total time duration the container has been throttled."},
 	{"container_memory_usage_bytes", "gauge", "Current memory usage in bytes, including all memory regardless of "
 						  "when it was accessed"},
 	{"container_memory_working_set_bytes", "gauge", "Current working set in bytes."},
+	{"container_memory_rss", "gauge", "Size of RSS in bytes."},
+	{"container_memory_cache", "gauge", "Number of bytes of page cache memory."},
+	{"container_memory_mapped_file", "gauge", "Size of memory mapped files in bytes."},
+	{"container_memory_swap", "gauge", "Container swap usage in bytes."},
+	{"container_memory_max_usage_bytes", "gauge", "Maximum memory usage recorded in bytes"},
+	{"container_memory_failcnt", "gauge", "Number of memory usage hits limits"},
+	{"container_memory_failures_total", "counter", "Cumulative count of memory allocation failures."},
+	{"container_oom_events_total", "counter", "Count of out of memory events observed for the container"},
+	{"container_pressure_cpu_waiting_seconds_total", "counter", "Total time duration tasks in the container have waited due to CPU congestion."},
+	{"container_pressure_cpu_stalled_seconds_total", "counter", "Total time duration no tasks in the container could make progress due to CPU congestion."},
+	{"container_pressure_memory_waiting_seconds_total", "counter", "Total time duration tasks in the container have waited due to memory congestion."},
+	{"container_pressure_memory_stalled_seconds_total", "counter", "Total time duration no tasks in the container could make progress due to memory congestion."},
+	{"container_pressure_io_waiting_seconds_total", "counter", "Total time duration tasks in the container have waited due to IO congestion."},
+	{"container_pressure_io_stalled_seconds_total", "counter", "Total time duration no tasks in the container could make progress due to IO congestion."},
+	{"container_fs_reads_bytes_total", "counter", "Cumulative count of bytes read"},
+	{"container_fs_writes_bytes_total", "counter", "Cumulative count of bytes written"},
+	{"container_fs_reads_total", "counter", "Cumulative count of reads completed"},
+	{"container_fs_writes_total", "counter", "Cumulative count of writes completed"},
+	{"container_threads", "gauge", "Number of threads running inside the container"},
+	{"container_threads_max", "gauge", "Maximum number of threads allowed inside the container, infinity if value is zero"},
+	{"container_hugetlb_usage_bytes", "gauge", "Hugepage usage in bytes, per page size."},
+	{"container_hugetlb_max_usage_bytes", "gauge", "Maximum hugepage usage in bytes, per page size (cgroup v1)."},
+	{"container_hugetlb_failcnt", "gauge", "Number of hugepage allocations refused at the limit, per page size."},
+	{"container_spec_cpu_shares", "gauge", "CPU share of the container."},
+	{"container_spec_cpu_quota", "gauge", "CPU quota of the container."},
+	{"container_spec_cpu_period", "gauge", "CPU period of the container."},
+	{"container_spec_memory_limit_bytes", "gauge", "Memory limit for the container."},
+	{"container_spec_memory_reservation_limit_bytes", "gauge", "Memory reservation limit for the container."},
+	{"container_spec_memory_swap_limit_bytes", "gauge", "Memory swap limit for the container."},
+	{"container_start_time_seconds", "gauge", "Start time of the container since unix epoch in seconds."},
+	{"container_last_seen", "gauge", "Last time a container was seen by the exporter"},
+	{"container_network_receive_bytes_total", "counter", "Cumulative count of bytes received"},
+	{"container_network_receive_packets_total", "counter", "Cumulative count of packets received"},
+	{"container_network_receive_errors_total", "counter", "Cumulative count of errors encountered while receiving"},
+	{"container_network_receive_packets_dropped_total", "counter", "Cumulative count of packets dropped while receiving"},
+	{"container_network_transmit_bytes_total", "counter", "Cumulative count of bytes transmitted"},
+	{"container_network_transmit_packets_total", "counter", "Cumulative count of packets transmitted"},
+	{"container_network_transmit_errors_total", "counter", "Cumulative count of errors encountered while transmitting"},
+	{"container_network_transmit_packets_dropped_total", "counter", "Cumulative count of packets dropped while transmitting"},
+	{"machine_cpu_cores", "gauge", "Number of logical CPU cores."},
+	{"machine_memory_bytes", "gauge", "Amount of memory installed on the machine."},
 	{"node_cpu_seconds_total", "counter", "Seconds the CPUs spent in each mode."},
 };
 
@@ -165,16 +336,16 @@ static int render_one(const cm_series *s, cm_buf *out)
 	return rc ? rc : cm_buf_printf(out, "%s %s\n", s->nlabels > 1 ? "}" : "", v);
 }
 
-static int render_text(na__collector *c, cm_buf *out)
+static int render_text(const na_gen *g, cm_buf *out)
 {
-	cm_series **order = malloc((c->n ? c->n : 1) * sizeof(*order));
+	cm_series **order = malloc((g->n ? g->n : 1) * sizeof(*order));
 	if (!order)
 		return CM_ENOMEM;
-	for (size_t i = 0; i < c->n; i++)
-		order[i] = &c->series[i];
-	qsort(order, c->n, sizeof(*order), cmp_by_name);
+	for (size_t i = 0; i < g->n; i++)
+		order[i] = &g->series[i];
+	qsort(order, g->n, sizeof(*order), cmp_by_name);
 	int rc = CM_OK;
-	for (size_t i = 0; i < c->n && !rc; i++) {
+	for (size_t i = 0; i < g->n && !rc; i++) {
 		const char *name = order[i]->labels[0].value, *type, *help;
 		if (!i || strcmp(name, order[i - 1]->labels[0].value)) {
 			family_of(name, &type, &help);
@@ -192,13 +363,17 @@ int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, cm_buf *text, na_
 		cm_err *err)
 {
 	int64_t t0 = cm_mono_ns();
-	cm_arena_close(&c->arena);
-	c->n = 0;
+	c->cur = !c->cur;
+	na_gen *g = &c->gen[c->cur];
+	cm_arena_reset(&g->arena);
+	g->n = 0;
 	c->now_ms = cm_now_ms();
 	na_emit emit = {emit_series, c};
 	cm_err cerr = {{0}};
+	size_t nstale = 0;
 	memset(st, 0, sizeof(*st));
-	if (na__cgroups_collect(c->cgroups, &emit)) {
+	na_event_sink ev = {on_event, c};
+	if (na__cgroups_collect(c->cgroups, &emit, &ev, c->now_ms)) {
 		st->cgroup_errors++;
 		CM_LOG_RL(&c->rl_cgroup, CM_LOG_WARN, "agent", "%s", "cgroup collection incomplete");
 	}
@@ -206,14 +381,17 @@ int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, cm_buf *text, na_
 		st->node_errors++;
 		CM_LOG_RL(&c->rl_node, CM_LOG_WARN, "agent", "node collection: %s", cerr.msg);
 	}
-	for (size_t i = 0; i < c->n; i++)
-		c->series[i].samples = &c->samples[i]; /* after the last realloc */
+	if (add_stale(c, &nstale))
+		return cm_errf(err, CM_ENOMEM, "out of memory marking vanished series");
+	for (size_t i = 0; i < g->n + nstale; i++)
+		g->series[i].samples = &g->samples[i]; /* after the last realloc */
 	cm_batch b = {.node = c->node, .boot_id = c->boot_id, .agent_version = CM_VERSION, .seq = seq,
-		      .created_ms = c->now_ms, .series = c->series, .nseries = c->n};
+		      .created_ms = c->now_ms, .series = g->series, .nseries = g->n + nstale};
 	int rc = cm_wire_encode(&b, 3, frame, err);
-	if (!rc && render_text(c, text))
+	if (!rc && render_text(g, text))
 		rc = cm_errf(err, CM_ENOMEM, "out of memory rendering /metrics");
-	st->series = c->n;
+	st->series = g->n;
+	st->stale = nstale;
 	st->duration_ns = cm_mono_ns() - t0;
 	return rc;
 }

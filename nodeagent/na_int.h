@@ -8,6 +8,8 @@
 #ifndef NA_INT_H
 #define NA_INT_H
 
+#include <limits.h>
+#include <sys/types.h>
 #include <uv.h>
 
 #include "cm.h"
@@ -19,24 +21,171 @@ typedef struct na_emit {
 	void *ctx;
 } na_emit;
 
-/* ---- cgroups (na_cgroup.c) ---------------------------------------------------------------------- */
+/* ---- container identity from cgroup paths (na_ident.c) ------------------------------------------ */
+
+enum { NA_KIND_RAW = 0, NA_KIND_POD, NA_KIND_CONTAINER, NA_KIND_SERVICE };
+
+typedef struct na__ident {
+	int kind;            /* NA_KIND_* */
+	const char *runtime; /* "kubepods", "docker", "containerd", "crio", "systemd" or "" */
+	char qos[16];        /* kubepods: "guaranteed", "burstable", "besteffort" */
+	char pod_uid[40];    /* kubepods: the pod UID with dashes ("" when not a pod or below one) */
+	char container_id[72]; /* a runtime's 64-hex container id, or "" */
+	char unit[128];      /* systemd: the unit name ("cron.service") */
+} na__ident;
+
+/* Recognises a cgroup id ("/kubepods/burstable/pod<uid>/<id>", "/system.slice/docker-<id>.scope", ...).
+ * Never fails: an id it does not know is a raw cgroup. */
+void na__ident_parse(const char *id, na__ident *out);
+
+/* ---- metadata providers (na_meta.c) ---------------------------------------------------------------- */
+
+/* What a provider knows about one container (or pod, when container_id is empty). Strings are
+ * NUL-terminated and may be empty. */
+typedef struct na__meta_labels {
+	char name[128], container[128], pod[254], namespace_[64], image[256];
+} na__meta_labels;
+
+typedef struct na__meta na__meta;
+
+/* ---- cgroups (na_cgroup.c, na_cgstat.c) ----------------------------------------------------------- */
 
 typedef struct na__cgroups na__cgroups;
 
+typedef struct na__cgroups_opts {
+	const char *root;       /* v2 mount, directory of v1 mounts, or NULL for /sys/fs/cgroup */
+	const char *proc_root;  /* for /proc/<pid>/net/dev and /proc/partitions; NULL = /proc */
+	na__meta *meta;         /* label source, or NULL */
+} na__cgroups_opts;
+
+/* Container lifecycle seen by the collector, reported through an na_event sink. */
+enum { NA_EVENT_STARTED = 1, NA_EVENT_STOPPED, NA_EVENT_OOM_KILLED };
+
+typedef struct na_event_sink {
+	void (*event)(void *ctx, int type, const char *id, const na__ident *ident, int64_t t_ms, uint64_t count);
+	void *ctx;
+} na_event_sink;
+
 /* root: a cgroup v2 mount (has cgroup.controllers), or a directory holding v1 controller mounts
- * (cpuacct or "cpu,cpuacct", memory, ...), or NULL for /sys/fs/cgroup. Fixture trees use the same
- * layouts. */
-int na__cgroups_open(const char *root, na__cgroups **out, cm_err *err);
+ * (cpuacct or "cpu,cpuacct", cpu, memory, blkio, pids, hugetlb), or NULL for /sys/fs/cgroup.
+ * Fixture trees use the same layouts. */
+int na__cgroups_open(const na__cgroups_opts *o, na__cgroups **out, cm_err *err);
 void na__cgroups_close(na__cgroups *cg);
 int na__cgroups_version(const na__cgroups *cg); /* 1 or 2 */
+size_t na__cgroups_count(const na__cgroups *cg);  /* cgroups known after the last collection */
 
-/* Walks every cgroup and emits, labelled id="<path from the hierarchy root>" ("/" for the root):
- *   container_cpu_usage_seconds_total   v2 cpu.stat usage_usec / 1e6; v1 cpuacct.usage / 1e9
- *   container_memory_usage_bytes        v2 memory.current; v1 memory.usage_in_bytes
- *   container_memory_working_set_bytes  usage - inactive_file (v2 memory.stat inactive_file,
- *                                       v1 memory.stat total_inactive_file), clamped at 0
- * A cgroup that vanishes mid-walk or a file that cannot be parsed costs that metric only. */
-int na__cgroups_collect(na__cgroups *cg, const na_emit *emit);
+/* Rescans the hierarchies, then emits every metric of every cgroup (see na_cgstat.c for the list),
+ * labelled id="<path from the hierarchy root>" ("/" for the root) plus name, container, pod,
+ * namespace, image when known. now_ms stamps container_last_seen. Events (new, removed, OOM-killed
+ * cgroups) go to ev when not NULL. A cgroup that vanishes mid-walk or a file that cannot be parsed
+ * costs that metric only. */
+int na__cgroups_collect(na__cgroups *cg, const na_emit *emit, const na_event_sink *ev, int64_t now_ms);
+
+/* ---- inside the cgroup collector (na_cgroup.c: discovery and files; na_cgstat.c: metrics) ----------- */
+
+#define NA__CG_MAX_DEPTH 32 /* cgroups nested deeper than this below a hierarchy root are skipped */
+#define NA__CG_MOUNTS 8
+#define NA__CG_HUGE_MAX 4
+#define NA__CG_TEXT_MAX 16384 /* memory.stat is ~1.5 KiB on v1 and ~4 KiB on v2 */
+
+/* Which controller a file belongs to; a v1 mount serves one or more roles. */
+enum {
+	NA__R_ANY = 1 << 0, NA__R_UNIFIED = 1 << 1, NA__R_CPUACCT = 1 << 2, NA__R_CPU = 1 << 3,
+	NA__R_MEMORY = 1 << 4, NA__R_BLKIO = 1 << 5, NA__R_PIDS = 1 << 6, NA__R_HUGETLB = 1 << 7,
+};
+
+enum {
+	NA__F_PROCS,
+	NA__F2_CPU_STAT, NA__F2_CPU_MAX, NA__F2_CPU_WEIGHT, NA__F2_CPU_PRESSURE, NA__F2_MEM_CURRENT,
+	NA__F2_MEM_STAT, NA__F2_MEM_EVENTS, NA__F2_MEM_MAX, NA__F2_MEM_LOW, NA__F2_MEM_PEAK,
+	NA__F2_SWAP_CURRENT, NA__F2_SWAP_MAX, NA__F2_MEM_PRESSURE, NA__F2_IO_STAT, NA__F2_IO_PRESSURE,
+	NA__F2_PIDS_CURRENT, NA__F2_PIDS_MAX,
+	NA__F1_CPUACCT_USAGE, NA__F1_CPUACCT_STAT, NA__F1_CPU_STAT, NA__F1_CPU_SHARES, NA__F1_CPU_QUOTA,
+	NA__F1_CPU_PERIOD, NA__F1_MEM_USAGE, NA__F1_MEM_STAT, NA__F1_MEM_MAX_USAGE, NA__F1_MEM_FAILCNT,
+	NA__F1_MEM_LIMIT, NA__F1_MEM_SOFT_LIMIT, NA__F1_MEMSW_LIMIT, NA__F1_MEM_OOM_CONTROL,
+	NA__F1_BLKIO_BYTES, NA__F1_BLKIO_OPS, NA__F1_PIDS_CURRENT, NA__F1_PIDS_MAX,
+	NA__F_HUGE0, /* then 3 per page size: usage, max usage (v2: limit, unused), failures */
+	NA__F_COUNT = NA__F_HUGE0 + 3 * NA__CG_HUGE_MAX
+};
+
+typedef struct na__cg_fdef {
+	int role;
+	const char *name;
+} na__cg_fdef;
+
+extern const na__cg_fdef na__cg_files[NA__F_COUNT];
+
+typedef struct na__cg_mount {
+	int fd;     /* the hierarchy root directory */
+	int roles;  /* NA__R_* served by this mount */
+	dev_t dev;
+	ino_t ino;
+} na__cg_mount;
+
+typedef struct na__cg_node {
+	uint64_t hash;
+	uint64_t mgen[NA__CG_MOUNTS]; /* pass in which each mount last listed this cgroup */
+	uint64_t born_gen;            /* pass that discovered it */
+	int dfd[NA__CG_MOUNTS];       /* directory per mount, -1 = not in that mount */
+	int fd[NA__F_COUNT];          /* -1 = not opened yet, -2 = absent */
+	signed char fmount[NA__F_COUNT];
+	int stale;                    /* a read said the directory is gone */
+	na__ident ident;
+	na__meta_labels meta;
+	cm_label labels[6];
+	size_t nlabels;
+	uint64_t labels_gen;
+	int labels_set;
+	double start_s;               /* container_start_time_seconds, 0 until known */
+	uint64_t oom_kills;           /* last oom_kill count seen */
+	int oom_known;
+	int net_pid;                  /* pods: a member process found this pass, 0 = none */
+	uint64_t net_gen;
+	char id[];
+} na__cg_node;
+
+typedef struct na__cg_dev {
+	unsigned major, minor;
+	char name[32];
+} na__cg_dev;
+
+struct na__cgroups {
+	int version;
+	char proc_root[PATH_MAX];
+	na__meta *meta;
+	na__cg_mount mounts[NA__CG_MOUNTS];
+	int nmounts;
+	char huge[NA__CG_HUGE_MAX][16]; /* hugetlb page sizes ("2MB") */
+	int nhuge;
+	na__cg_node **nodes;
+	size_t nnodes, ncap;
+	na__cg_node **table; /* open addressing on id */
+	size_t tcap;
+	uint64_t gen;
+	char idbuf[PATH_MAX];
+	char text[NA__CG_TEXT_MAX];
+	na__cg_dev devs[64]; /* from <proc>/partitions */
+	size_t ndevs;
+	int64_t devs_loaded_ms;
+	int64_t now_ms;
+	cm_ratelimit rl_read, rl_parse, rl_walk;
+};
+
+na__cg_node *na__cg_find(const na__cgroups *cg, const char *id);
+const char *na__cg_file_name(const na__cgroups *cg, int f, char *buf, size_t cap);
+/* pread of file f into cg->text; CM_ENOENT when the node has no such file. */
+int na__cg_read(na__cgroups *cg, na__cg_node *n, int f, const char **text);
+void na__cg_parse_warn(na__cgroups *cg, const na__cg_node *n, int f, const char *what);
+void na__cg_labels(na__cgroups *cg, na__cg_node *n);
+int na__cg_stats_begin(na__cgroups *cg, int64_t now_ms);
+int na__cg_stats_node(na__cgroups *cg, na__cg_node *n, const na_emit *emit, const na_event_sink *ev,
+		      int64_t now_ms);
+int na__cg_stats_end(na__cgroups *cg, const na_emit *emit);
+
+/* Metadata (na_meta.c): a generation that changes when any provider's data changed, and lookup by
+ * identity (container first, then pod); CM_ENOENT when no provider knows it. */
+uint64_t na__meta_generation(const na__meta *m);
+int na__meta_lookup(na__meta *m, const na__ident *id, na__meta_labels *out);
 
 /* ---- node (na_node.c) --------------------------------------------------------------------------- */
 
@@ -51,6 +200,7 @@ typedef struct na__collector na__collector;
 
 typedef struct na__collect_stats {
 	size_t series;
+	size_t stale;       /* stale markers sent for series that vanished since the last pass */
 	int64_t duration_ns;
 	int cgroup_errors;  /* collector failures this pass (the rest was still collected) */
 	int node_errors;

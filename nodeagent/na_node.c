@@ -15,6 +15,7 @@
  *   without one -- node_exporter's names: HugePages_Total is a page count, not bytes. In Field "(" becomes
  *   "_" and ")" is dropped ("Active(anon)" -> "Active_anon"); any other character outside [A-Za-z0-9_]
  *   skips the line, as does a unit other than kB.
+ * Then cAdvisor's machine_cpu_cores (the number of cpuN lines) and machine_memory_bytes (MemTotal).
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <limits.h>
@@ -163,13 +164,36 @@ static int node_file(const char *proc_root, const char *name, node_line_fn fn, d
 	return CM_OK;
 }
 
+/* cAdvisor's machine_* gauges ride along: the emit sink is wrapped to count CPUs and see MemTotal. */
+typedef struct node_machine {
+	const na_emit *inner;
+	double cpus, mem;
+} node_machine;
+
+static int node_machine_series(void *ctx, const char *metric, const cm_label *labels, size_t n, double v)
+{
+	node_machine *m = ctx;
+	if (!strcmp(metric, "node_cpu_seconds_total") && n == 2 && !strcmp(labels[1].value, "user"))
+		m->cpus++;
+	else if (!strcmp(metric, "node_memory_MemTotal_bytes"))
+		m->mem = v;
+	return m->inner->series(m->inner->ctx, metric, labels, n, v);
+}
+
 int na__node_collect(const char *proc_root, const na_emit *emit, cm_err *err)
 {
 	long hz = sysconf(_SC_CLK_TCK);
+	node_machine m = {emit, 0, 0};
+	na_emit wrap = {node_machine_series, &m};
+	cm_label none = {NULL, NULL};
 	if (!proc_root)
 		proc_root = "/proc";
-	int rc = node_file(proc_root, "stat", node_cpu_line, hz > 0 ? (double)hz : 100.0, emit, err);
+	int rc = node_file(proc_root, "stat", node_cpu_line, hz > 0 ? (double)hz : 100.0, &wrap, err);
 	if (rc == CM_OK)
-		rc = node_file(proc_root, "meminfo", node_mem_line, 0, emit, err);
+		rc = node_file(proc_root, "meminfo", node_mem_line, 0, &wrap, err);
+	if (rc == CM_OK && m.cpus > 0)
+		rc = emit->series(emit->ctx, "machine_cpu_cores", &none, 0, m.cpus);
+	if (rc == CM_OK && m.mem > 0)
+		rc = emit->series(emit->ctx, "machine_memory_bytes", &none, 0, m.mem);
 	return rc;
 }
