@@ -36,6 +36,7 @@ typedef struct sink {
 	size_t dups;
 	size_t stop_after;                             /* 0 = never; else return SINK_STOP at that record */
 	void (*hook)(struct sink *s, const char *key);  /* after each record */
+	const char *const *only;                       /* NULL-terminated metric names to record, or NULL */
 	void *hook_ctx;
 } sink;
 
@@ -51,6 +52,13 @@ static inline int sink_series(void *ctx, const char *metric, const cm_label *lab
 {
 	sink *s = ctx;
 	char key[PATH_MAX + 512];
+	if (s->only) {
+		size_t i = 0;
+		while (s->only[i] && strcmp(s->only[i], metric))
+			i++;
+		if (!s->only[i])
+			return 0;
+	}
 	int n = snprintf(key, sizeof(key), "%s{", metric);
 	for (size_t i = 0; i < nlabels && n > 0 && (size_t)n < sizeof(key); i++)
 		n += snprintf(key + n, sizeof(key) - (size_t)n, "%s%s=\"%s\"", i ? "," : "", labels[i].name,

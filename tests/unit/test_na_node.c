@@ -92,6 +92,9 @@ static void test_fixture_meminfo(void **state)
 			fail_msg("%s = %.17g, want %.17g", mem_want[i].key, r->v, mem_want[i].v);
 	}
 	assert_null(sink_find(&s, "node_memory_HugePages_Total_bytes{}"));
+	assert_non_null(sink_find(&s, "machine_cpu_cores{}"));
+	assert_true(sink_find(&s, "machine_cpu_cores{}")->v == 4); /* cpu0..cpu3 in tests/data/proc/stat */
+	assert_true(sink_find(&s, "machine_memory_bytes{}")->v == mem_want[0].v); /* MemTotal */
 	assert_null(sink_find(&s, "node_memory_Active(anon)_bytes{}"));
 	/* one series per meminfo line */
 	data_path(path, "proc/meminfo");

@@ -1,0 +1,119 @@
+/* test_na_collect.c -- the batch builder: stale markers for vanished series, steady passes reuse memory.
+ *
+ * Runs na__collect on a temp copy of tests/data/cgroup-v2 (with tests/data/proc), removes a cgroup
+ * between passes and decodes the second pass's wire frame: every series of the removed cgroup must be
+ * there once with Prometheus' stale marker (NaN bits 0x7ff0000000000002), /metrics text must no longer
+ * list it, and a third pass must not repeat the markers.
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "na_test.h"
+
+#define GONE "/system.slice/cron.service"
+
+typedef struct pass {
+	cm_buf frame, text;
+	cm_arena arena;
+	cm_batch b;
+} pass;
+
+static void run_pass(na__collector *c, uint64_t seq, pass *p)
+{
+	na__collect_stats st;
+	cm_err err = {{0}};
+	cm_buf_init(&p->frame);
+	cm_buf_init(&p->text);
+	cm_arena_init(&p->arena, 0);
+	if (na__collect(c, seq, &p->frame, &p->text, &st, &err))
+		fail_msg("collect: %s", err.msg);
+	assert_int_equal(cm_wire_decode(p->frame.data, p->frame.len, &cm_wire_default_limits, &p->arena, &p->b, &err), 0);
+	cm_buf_append(&p->text, "", 1);
+}
+
+static void pass_close(pass *p)
+{
+	cm_buf_close(&p->frame);
+	cm_buf_close(&p->text);
+	cm_arena_close(&p->arena);
+}
+
+static int is_stale(double v)
+{
+	uint64_t bits;
+	memcpy(&bits, &v, sizeof(bits));
+	return bits == 0x7ff0000000000002ULL;
+}
+
+static const char *label(const cm_series *s, const char *name)
+{
+	for (size_t i = 0; i < s->nlabels; i++)
+		if (!strcmp(s->labels[i].name, name))
+			return s->labels[i].value;
+	return NULL;
+}
+
+/* Series of the batch whose id is GONE: how many, and how many carry the stale marker. */
+static void count_gone(const cm_batch *b, size_t *n, size_t *stale, size_t *stale_elsewhere)
+{
+	*n = *stale = *stale_elsewhere = 0;
+	for (size_t i = 0; i < b->nseries; i++) {
+		const char *id = label(&b->series[i], "id");
+		int st = b->series[i].nsamples == 1 && is_stale(b->series[i].samples[0].v);
+		if (id && !strcmp(id, GONE))
+			(*n)++, *stale += (size_t)st;
+		else
+			*stale_elsewhere += (size_t)st;
+	}
+}
+
+static void test_vanished_series_get_stale_markers(void **state)
+{
+	(void)state;
+	char src[PATH_MAX], tmp[PATH_MAX], proc[PATH_MAX], gone[PATH_MAX];
+	data_path(src, "cgroup-v2");
+	data_path(proc, "proc");
+	temp_dir(tmp, "collect");
+	copy_tree(src, tmp);
+	na_config cfg = {.node = "n1", .cgroup_root = tmp, .proc_root = proc};
+	na__collector *c = NULL;
+	cm_err err = {{0}};
+	if (na__collector_create(&cfg, &c, &err))
+		fail_msg("create: %s", err.msg);
+	pass p1, p2, p3;
+	size_t n, stale, other;
+	run_pass(c, 1, &p1);
+	count_gone(&p1.b, &n, &stale, &other);
+	assert_true(n >= 3); /* cpu usage, user, system, last seen, ... */
+	assert_int_equal(stale + other, 0);
+	size_t had = n;
+	fmt_into(gone, sizeof(gone), "%s%s", tmp, GONE);
+	rm_tree(gone);
+	run_pass(c, 2, &p2);
+	count_gone(&p2.b, &n, &stale, &other);
+	assert_int_equal(n, had);     /* every series of the removed cgroup, once */
+	assert_int_equal(stale, had); /* each as a stale marker */
+	assert_int_equal(other, 0);
+	assert_null(strstr((char *)p2.text.data, "id=\"" GONE "\""));
+	assert_non_null(strstr((char *)p1.text.data, "id=\"" GONE "\""));
+	run_pass(c, 3, &p3);
+	count_gone(&p3.b, &n, &stale, &other);
+	assert_int_equal(n + stale + other, 0); /* markers are sent once */
+	assert_int_equal(p3.b.nseries, p2.b.nseries - had);
+	pass_close(&p1), pass_close(&p2), pass_close(&p3);
+	na__collector_destroy(c);
+	rm_tree(tmp);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_vanished_series_get_stale_markers),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
