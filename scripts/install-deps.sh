@@ -9,7 +9,8 @@ set -eu
 PKGS="build-essential cmake pkg-config clang
 libuv1-dev libprotobuf-c-dev protobuf-c-compiler libzstd-dev libmicrohttpd-dev
 libjansson-dev libsqlite3-dev libcurl4-openssl-dev libsnappy-dev libcmocka-dev
-curl ca-certificates procps"
+curl ca-certificates procps
+prometheus"
 
 missing=""
 for p in $PKGS; do
