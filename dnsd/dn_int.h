@@ -1,0 +1,75 @@
+/* dn_int.h -- internals shared by the files of dnsd/ (never included outside it).
+ *
+ * dn_zone.c lays a snapshot out as one block: a hash table of nodes keyed by lowercase wire names, each
+ * node with its records sorted by type, and every name and rdata in one byte area. dn_answer.c reads
+ * it through dn__zone_find. dn_rrl.c is the per-thread response rate limiter used by dn_server.c.
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef DN_INT_H
+#define DN_INT_H
+
+#include <stdint.h>
+
+#include "dn.h"
+
+typedef struct dn__rr {
+	uint16_t type;
+	uint16_t rdlen;
+	uint32_t rdata; /* offset into z->bytes; names inside are uncompressed wire form */
+} dn__rr;
+
+enum { DN__NODE_APEX = 1 };
+
+typedef struct dn__node {
+	uint32_t name; /* offset into z->bytes of the lowercase wire name */
+	uint16_t name_len;
+	uint16_t flags;
+	uint32_t hash;
+	uint32_t rr_first, rr_count; /* into z->rrs, sorted by type; count 0 = empty non-terminal */
+	uint32_t zone;               /* index of the zone (apex) this node belongs to */
+} dn__node;
+
+#define DN__NZONES 3 /* the cluster domain, in-addr.arpa, ip6.arpa */
+
+struct dn_zone {
+	uint32_t ttl, serial;
+	dn__node *nodes;
+	size_t nnodes;
+	uint32_t *slots; /* open addressing: node index + 1, 0 = empty */
+	size_t nslots;   /* power of two */
+	dn__rr *rrs;
+	size_t nrrs;
+	uint8_t *bytes;
+	size_t nbytes;
+	uint32_t apex[DN__NZONES]; /* node index of each zone apex */
+};
+
+uint32_t dn__name_hash(const uint8_t *lname, size_t len);
+/* Lowercases an uncompressed wire name (ASCII only, as DNS specifies). */
+void dn__name_lower(uint8_t *dst, const uint8_t *src, size_t len);
+/* The node for a lowercase wire name, or NULL. */
+const dn__node *dn__zone_find(const dn_zone *z, const uint8_t *lname, size_t len);
+
+/* ---- response rate limiting (dn_rrl.c): one table per serving thread, no lock ----------------------- */
+
+#define DN__RRL_SLOTS 4096
+typedef struct dn__rrl_slot {
+	uint64_t key; /* client prefix + 1, 0 = empty */
+	int64_t last_ns;
+	uint32_t tokens;  /* scaled by 1000 */
+	uint32_t limited; /* limited answers since the slot last had tokens, for slip */
+} dn__rrl_slot;
+
+typedef struct dn__rrl {
+	uint32_t rate, slip;
+	dn__rrl_slot slots[DN__RRL_SLOTS];
+} dn__rrl;
+
+enum { DN__RRL_PASS, DN__RRL_DROP, DN__RRL_SLIP };
+struct sockaddr;
+/* Charges one response to the client's prefix (/24 for IPv4, /56 for IPv6). */
+int dn__rrl_check(dn__rrl *r, const struct sockaddr *sa, int64_t now_ns);
+/* A truncated (TC) version of the answer in buf, in place; returns its length. */
+size_t dn__truncate(uint8_t *buf, size_t len);
+
+#endif
