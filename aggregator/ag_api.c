@@ -296,7 +296,7 @@ void ag__api_series(ag__api *api, const ag__req *req, ag__resp *resp)
 		one.params = &req->params[i], one.nparams = 1;
 		if (parse_query(&one, resp, "match[]", &sel))
 			goto out;
-		ts_select(api->db, sel.matchers, sel.nmatchers, start, end, series_one, &c);
+		ts_select_series(api->db, sel.matchers, sel.nmatchers, start, end, series_one, &c);
 		ag__selector_close(&sel);
 	}
 	atomic_fetch_add(&api->metrics->queries, 1);

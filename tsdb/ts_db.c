@@ -2,8 +2,10 @@
  *
  * Ties the WAL (ts_wal.c) to the head (ts_head.c). ts_open takes an exclusive flock on <dir>/LOCK (two
  * handles on one directory would interleave segments), replays the WAL into a fresh head and leaves the
- * WAL ready for appends. ts_append checks its input, encodes it as one WAL record, writes it, waits for
- * the group commit to make it durable, and only then publishes it to the head, so readers never see a
+ * WAL ready for appends. ts_append checks its input, finds or creates each series in the head (which
+ * gives it its id), encodes a WAL series record for the series no written record defines yet and one
+ * samples record by id, writes both at once, waits for the group commit to make them durable, and only
+ * then publishes the samples to the head, so readers never see a
  * sample that a crash could take back. Records are published in the order they were written to the WAL
  * (a ticket wait on `published`), so the head always equals what a replay would rebuild, duplicate
  * timestamps included (the first written wins in both).
@@ -25,16 +27,6 @@
 #include <unistd.h>
 
 #include "ts_int.h"
-
-struct ts_db {
-	ts__head *head;
-	ts__wal *wal;
-	int lock_fd;
-	pthread_mutex_t pub_mu;
-	pthread_cond_t pub_cv;
-	uint64_t published;  /* highest WAL record number handed to the head (or given up on) */
-	atomic_uint_least64_t appends;
-};
 
 /* ---- open and close -------------------------------------------------------------------------------- */
 
@@ -65,7 +57,42 @@ static int db_lock(ts_db *db, const char *dir, cm_err *err)
 	return cm_errf(err, -errno, "locking %s: %s", path, strerror(errno));
 }
 
-static int replay_one(void *ctx, const cm_series *s) { return ts__head_append(ctx, s, 1); }
+/* ---- replay ---------------------------------------------------------------------------------------- */
+
+static int replay_batch(void *ctx, const cm_series *in)
+{
+	cm_label canon[TS__MAX_LABELS];
+	ts__series *s;
+	if (in->nsamples == 0)
+		return CM_OK;
+	size_t n = ts__labels_canon(in->labels, in->nlabels, canon);
+	int rc = ts__head_get(ctx, canon, n, &s);
+	if (!rc)
+		ts__series_set_logged(s); /* the next segment is version 2: defined again there when used */
+	return rc ? rc : ts__head_add(ctx, s, in->samples, in->nsamples);
+}
+
+static int replay_define(void *ctx, uint64_t id, const cm_label *l, size_t n, int dry)
+{
+	return ts__head_define(ctx, id, l, n, dry);
+}
+
+static int replay_samples(void *ctx, uint64_t id, const cm_sample *x, size_t n, int dry)
+{
+	return ts__head_add_id(ctx, id, x, n, dry);
+}
+
+/* The head's time range after replay, for the storage thread's first decision. */
+static int replay_range(void *ctx, const cm_label *l, size_t nl, const cm_sample *x, size_t n)
+{
+	ts_db *db = ctx;
+	(void)l, (void)nl;
+	if (x[0].t_ms < atomic_load(&db->mint))
+		atomic_store(&db->mint, x[0].t_ms);
+	if (x[n - 1].t_ms > atomic_load(&db->maxt))
+		atomic_store(&db->maxt, x[n - 1].t_ms);
+	return 0;
+}
 
 int ts_open(const char *dir, const ts_opts *opts, ts_db **out, ts_open_report *report, cm_err *err)
 {
@@ -80,14 +107,38 @@ int ts_open(const char *dir, const ts_opts *opts, ts_db **out, ts_open_report *r
 	db->lock_fd = -1;
 	pthread_mutex_init(&db->pub_mu, NULL);
 	pthread_cond_init(&db->pub_cv, NULL);
+	pthread_rwlockattr_t wpref; /* a waiting cut stops new appends (no starvation); see ts_cut.c */
+	pthread_rwlockattr_init(&wpref);
+	pthread_rwlockattr_setkind_np(&wpref, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&db->barrier, &wpref);
+	pthread_rwlockattr_destroy(&wpref);
+	pthread_rwlock_init(&db->blocks_lock, NULL);
+	pthread_mutex_init(&db->cut_mu, NULL);
+	pthread_mutex_init(&db->st_mu, NULL);
+	pthread_cond_init(&db->st_cv, NULL);
 	atomic_init(&db->appends, 0);
-	if ((rc = db_mkdir(dir, err)) || (rc = db_lock(db, dir, err)))
+	atomic_init(&db->maxt, INT64_MIN);
+	atomic_init(&db->mint, INT64_MAX);
+	atomic_init(&db->cut_before, INT64_MIN);
+	opts = opts ? opts : &defaults;
+	db->opts = *opts;
+	int64_t ooo = opts->ooo_window_ms ? opts->ooo_window_ms : TS__DEFAULT_OOO_MS;
+	db->ooo_ms = ooo < 0 ? 0 : ooo;
+	if (!(db->dir = strdup(dir))) {
+		rc = cm_errf(err, CM_ENOMEM, "out of memory");
 		goto fail;
-	if ((rc = ts__head_create(&db->head))) {
+	}
+	if ((rc = db_mkdir(dir, err)) || (rc = db_lock(db, dir, err)) || (rc = ts__blocks_load(db, &rep, err)))
+		goto fail;
+	if ((rc = ts__head_create(db->ooo_ms, &db->head))) {
 		cm_errf(err, rc, "out of memory");
 		goto fail;
 	}
-	if ((rc = ts__wal_open(dir, opts ? opts : &defaults, replay_one, db->head, &rep, &db->wal, err)))
+	ts__replay_ops ops = {db->head, replay_batch, replay_define, replay_samples};
+	if ((rc = ts__wal_open(dir, opts, &ops, &rep, &db->wal, err)))
+		goto fail;
+	ts__head_select(db->head, NULL, 0, INT64_MIN, INT64_MAX, replay_range, db);
+	if (!opts->manual_cut && (rc = ts__storage_start(db, err)))
 		goto fail;
 	if (report)
 		*report = rep;
@@ -102,8 +153,16 @@ void ts_close(ts_db *db)
 {
 	if (!db)
 		return;
+	ts__storage_stop(db);
 	ts__wal_close(db->wal);
 	ts__head_destroy(db->head);
+	ts__blocks_unload(db);
+	free(db->dir);
+	pthread_rwlock_destroy(&db->barrier);
+	pthread_rwlock_destroy(&db->blocks_lock);
+	pthread_mutex_destroy(&db->cut_mu);
+	pthread_mutex_destroy(&db->st_mu);
+	pthread_cond_destroy(&db->st_cv);
 	if (db->lock_fd >= 0)
 		close(db->lock_fd); /* drops the flock */
 	pthread_cond_destroy(&db->pub_cv);
@@ -126,15 +185,23 @@ static int append_check(const cm_series *series, size_t nseries, cm_err *err)
 	return CM_OK;
 }
 
-/* Hands record seq to the head once every earlier record has been handed over; series NULL skips it. */
-static int publish(ts_db *db, uint64_t seq, const cm_series *series, size_t nseries, cm_err *err)
+/* One series' part of a batch: its head series (NULL = nothing to store) and samples. */
+typedef struct ts__app {
+	ts__series *s;
+	const cm_sample *x;
+	size_t n;
+} ts__app;
+
+/* Hands record seq to the head once every earlier record has been handed over; app NULL skips it. */
+static int publish(ts_db *db, uint64_t seq, const ts__app *app, size_t napp, cm_err *err)
 {
 	int rc = CM_OK;
 	pthread_mutex_lock(&db->pub_mu);
 	while (db->published + 1 != seq)
 		pthread_cond_wait(&db->pub_cv, &db->pub_mu);
-	if (series)
-		rc = ts__head_append(db->head, series, nseries);
+	for (size_t i = 0; app && i < napp && !rc; i++)
+		if (app[i].s)
+			rc = ts__head_add(db->head, app[i].s, app[i].x, app[i].n);
 	db->published = seq;
 	pthread_cond_broadcast(&db->pub_cv);
 	pthread_mutex_unlock(&db->pub_mu);
@@ -143,44 +210,183 @@ static int publish(ts_db *db, uint64_t seq, const cm_series *series, size_t nser
 	return CM_OK;
 }
 
-int ts_append(ts_db *db, const cm_series *series, size_t nseries, cm_err *err)
+/* Encodes a series record for the series no written record defines yet (if any), then the samples. */
+static int append_encode(const ts__app *app, size_t napp, cm_buf *rec, cm_err *err)
+{
+	size_t start, n, defs = 0;
+	int rc = ts__wal_begin(rec, TS__REC_SERIES, &start);
+	for (size_t i = 0; i < napp && !rc; i++) {
+		if (!app[i].s || ts__series_logged(app[i].s))
+			continue;
+		const cm_label *l = ts__series_labels(app[i].s, &n);
+		rc = ts__wal_put_series(rec, ts__series_id(app[i].s), l, n);
+		defs++;
+	}
+	if (!rc && defs && (rc = ts__wal_end(rec, start, err)))
+		return rc;
+	if (!rc && !defs)
+		rec->len = start;
+	size_t body = rec->len;
+	if (!rc)
+		rc = ts__wal_begin(rec, TS__REC_SAMPLES, &start);
+	for (size_t i = 0; i < napp && !rc; i++)
+		if (app[i].s)
+			rc = ts__wal_put_samples(rec, ts__series_id(app[i].s), app[i].x, app[i].n);
+	if (rc)
+		return cm_errf(err, rc, "encoding WAL record: %s", cm_strerror(rc));
+	if (rec->len == body + 9) {
+		rec->len = 0; /* no samples at all: nothing to write */
+		return CM_OK;
+	}
+	return ts__wal_end(rec, start, err);
+}
+
+static int append_locked(ts_db *db, const ts__app *app, size_t napp, cm_err *err)
 {
 	cm_buf rec;
-	uint64_t seq;
+	uint64_t seq = 0;
+	cm_buf_init(&rec);
+	int rc = append_encode(app, napp, &rec, err);
+	if (!rc && rec.len)
+		rc = ts__wal_write(db->wal, rec.data, rec.len, &seq, err);
+	cm_buf_close(&rec);
+	for (size_t i = 0; !rc && seq && i < napp; i++)
+		if (app[i].s)
+			ts__series_set_logged(app[i].s);
+	if (!rc && seq) {
+		rc = ts__wal_sync(db->wal, seq, err);
+		int prc = publish(db, seq, rc ? NULL : app, napp, rc ? NULL : err);
+		rc = rc ? rc : prc;
+	}
+	atomic_fetch_add(&db->appends, 1);
+	return rc;
+}
+
+static void apps_range(const ts__app *app, size_t napp, int64_t *mint, int64_t *maxt)
+{
+	*mint = INT64_MAX, *maxt = INT64_MIN;
+	for (size_t i = 0; i < napp; i++) {
+		for (size_t j = 0; app[i].s && j < app[i].n; j++) {
+			int64_t t = app[i].x[j].t_ms;
+			*maxt = t > *maxt ? t : *maxt;
+			*mint = t < *mint ? t : *mint;
+		}
+	}
+}
+
+/* Writes the batch to the WAL, waits until it is durable and publishes it to the head; holds the cut
+ * barrier shared throughout, so a cut's snapshot never falls between the WAL and the head. */
+static int append_apps(ts_db *db, const ts__app *app, size_t napp, cm_err *err)
+{
+	pthread_rwlock_rdlock(&db->barrier);
+	int rc = append_locked(db, app, napp, err);
+	pthread_rwlock_unlock(&db->barrier);
+	int64_t mint, maxt;
+	apps_range(app, napp, &mint, &maxt);
+	if (!rc)
+		ts__storage_poke(db, mint, maxt);
+	return rc;
+}
+
+/* Finds (or creates) the head series of every series with samples. */
+static int append_resolve(ts_db *db, const cm_series *series, size_t nseries, ts__app *app, cm_err *err)
+{
+	cm_label canon[TS__MAX_LABELS];
+	for (size_t i = 0; i < nseries; i++) {
+		app[i] = (ts__app){NULL, series[i].samples, series[i].nsamples};
+		if (series[i].nsamples == 0)
+			continue;
+		size_t n = ts__labels_canon(series[i].labels, series[i].nlabels, canon);
+		int rc = ts__head_get(db->head, canon, n, &app[i].s);
+		if (rc)
+			return cm_errf(err, rc, "out of memory");
+	}
+	return CM_OK;
+}
+
+int ts_append(ts_db *db, const cm_series *series, size_t nseries, cm_err *err)
+{
 	if (nseries == 0)
 		return CM_OK;
 	int rc = append_check(series, nseries, err);
 	if (rc)
 		return rc;
-	cm_buf_init(&rec);
-	rc = ts__wal_encode(series, nseries, &rec, err);
+	ts__app *app = malloc(nseries * sizeof(*app));
+	if (!app)
+		return cm_errf(err, CM_ENOMEM, "out of memory");
+	rc = append_resolve(db, series, nseries, app, err);
 	if (!rc)
-		rc = ts__wal_write(db->wal, rec.data, rec.len, &seq, err);
-	cm_buf_close(&rec);
+		rc = append_apps(db, app, nseries, err);
+	free(app);
+	return rc;
+}
+
+int ts_series_ref(ts_db *db, const cm_label *labels, size_t nlabels, uint64_t *ref, cm_err *err)
+{
+	cm_label canon[TS__MAX_LABELS];
+	ts__series *s;
+	cm_series one = {(cm_label *)labels, nlabels, NULL, 0};
+	int rc = append_check(&one, 1, err);
 	if (rc)
 		return rc;
-	rc = ts__wal_sync(db->wal, seq, err);
-	int prc = publish(db, seq, rc ? NULL : series, nseries, rc ? NULL : err);
-	atomic_fetch_add(&db->appends, 1);
-	return rc ? rc : prc;
+	size_t n = ts__labels_canon(labels, nlabels, canon);
+	if ((rc = ts__head_get(db->head, canon, n, &s)))
+		return cm_errf(err, rc, "out of memory");
+	*ref = ts__series_id(s);
+	return CM_OK;
+}
+
+int ts_append_ref(ts_db *db, const ts_ref_series *series, size_t nseries, cm_err *err)
+{
+	if (nseries == 0)
+		return CM_OK;
+	ts__app *app = malloc(nseries * sizeof(*app));
+	if (!app)
+		return cm_errf(err, CM_ENOMEM, "out of memory");
+	int rc = CM_OK;
+	for (size_t i = 0; i < nseries && !rc; i++) {
+		app[i] = (ts__app){NULL, series[i].samples, series[i].nsamples};
+		if (series[i].nsamples && !series[i].samples)
+			rc = cm_errf(err, CM_EINVAL, "series %zu has samples but no sample array", i);
+		else if (series[i].nsamples && !(app[i].s = ts__head_find(db->head, series[i].ref)))
+			rc = cm_errf(err, CM_EINVAL, "series %zu: unknown reference", i);
+	}
+	if (!rc)
+		rc = append_apps(db, app, nseries, err);
+	free(app);
+	return rc;
+}
+
+int ts_flush(ts_db *db, cm_err *err)
+{
+	int rc = ts__cut(db, INT64_MAX, err);
+	if (!rc && !db->storage_started && !(rc = ts__compact(db, err)))
+		ts__retain(db);
+	if (rc || !db->storage_started)
+		return rc;
+	ts__storage_wake(db); /* compaction runs off the caller's path */
+	return CM_OK;
 }
 
 /* ---- select and stats ------------------------------------------------------------------------------ */
 
-int ts_select(ts_db *db, const ts_matcher *m, size_t nm, int64_t mint, int64_t maxt, ts_series_fn fn,
-	      void *ctx)
-{
-	if (!fn || (nm && !m))
-		return CM_EINVAL;
-	return ts__head_select(db->head, m, nm, mint, maxt, fn, ctx);
-}
-
 void ts_get_stats(ts_db *db, ts_stats *out)
 {
 	ts_stats st = {0};
-	ts__head_stats(db->head, &st.series, &st.samples);
+	ts__head_stats(db->head, &st);
 	ts__wal_stats(db->wal, &st.fsyncs, &st.wal_bytes);
 	st.appends = atomic_load(&db->appends);
+	st.cuts = atomic_load(&db->cuts);
+	st.compactions = atomic_load(&db->compactions);
+	st.blocks_dropped = atomic_load(&db->blocks_dropped);
+	pthread_rwlock_rdlock(&db->blocks_lock);
+	for (size_t i = 0; i < db->nblocks; i++) {
+		const ts__block_meta *m = ts__block_meta_get(db->blocks[i]);
+		st.blocks += !m->resolution_ms;
+		st.tier_blocks += m->resolution_ms != 0;
+		st.block_samples += m->resolution_ms ? 0 : m->samples;
+	}
+	pthread_rwlock_unlock(&db->blocks_lock);
 	*out = st;
 }
 

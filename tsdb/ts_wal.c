@@ -1,18 +1,19 @@
 /* ts_wal.c -- the write-ahead log: segment files, group commit, replay and repair.
  *
- * Owns <dir>/wal/. ts_db.c encodes each ts_append() call as one record (ts__wal_encode), writes it
- * (ts__wal_write) and waits for it to be durable (ts__wal_sync); at open it replays every segment into
- * the head (ts__wal_open). Replay treats the files as untrusted bytes: every length and count is checked
+ * Owns <dir>/wal/. ts_db.c encodes each ts_append() call as a series record for the series the WAL has
+ * not seen yet and one samples record (ts__wal_put_*), writes them with one write (ts__wal_write) and
+ * waits for them to be durable (ts__wal_sync); at open it replays every segment into the head
+ * (ts__wal_open, through ts__replay_ops). Replay treats the files as untrusted bytes: every length and count is checked
  * against what is left, a torn or corrupt record is cut off and reported, and only I/O errors and
  * out-of-memory are fatal. This file never touches the head and never prints.
  *
- * ---- on-disk format, version 1 -------------------------------------------------------------------------
+ * ---- on-disk format, version 2 (version 1 segments are still replayed) ---------------------------------
  *
  * <dir>/wal/ holds segment files named by their number in decimal, zero-padded to eight digits
  * ("00000001", "00000002", ...), replayed in numeric order. Other names are ignored. A segment is
  *
  *   offset 0   4 bytes   magic "CRLW"
- *   offset 4   4 bytes   u32le format version = 1
+ *   offset 4   4 bytes   u32le format version: 2 (written now) or 1 (replayed only)
  *   offset 8   records, back to back, up to the end of the file
  *
  * A record is a 9-byte header and a payload:
@@ -22,7 +23,32 @@
  *   1 byte    type
  *   n bytes   payload
  *
- * Type 1, samples batch: everything one ts_append() call wrote, so a batch is replayed whole or not at all.
+ * Version 2 segments hold records of types 2 and 3; version 1 segments only records of type 1.
+ *
+ * Type 2, series: defines series ids, entries back to back up to the end of the payload:
+ *
+ *     uvarint   id                               the head's series id (ts_head.c)
+ *     uvarint   nlabels                          1 to 256
+ *     nlabels times:
+ *       uvarint   name length, then the name     at most 65536 bytes, [a-zA-Z_][a-zA-Z0-9_]*
+ *       uvarint   value length, then the value   1 to 65536 bytes, UTF-8
+ *     Labels are canonical: sorted by name (bytewise), names unique, no empty value. An id defined again
+ *     must carry the same labels.
+ *
+ * Type 3, samples: entries back to back up to the end of the payload:
+ *
+ *     uvarint   id                               defined by an earlier type 2 record (in this or an
+ *                                                earlier segment)
+ *     uvarint   nsamples                         at least 1
+ *     nsamples times:
+ *       varint    t_ms delta   as in type 1 below
+ *       8 bytes   f64le value
+ *
+ * One ts_append() writes at most one type 2 record (the series no earlier record defined) followed by
+ * one type 3 record with all its samples, in one write, so a batch is replayed whole or not at all; a
+ * type 2 record whose type 3 record was torn off defines series that simply have no samples.
+ *
+ * Type 1 (version 1 only), samples batch: everything one ts_append() call wrote.
  *
  *   uvarint   nseries
  *   nseries times:
@@ -40,10 +66,11 @@
  * 0, -1, 1, -2, ... to 0, 1, 2, 3, .... Labels appear in the order the caller gave them.
  *
  * Validity. A record is valid when its header and whole payload lie inside the file, its length is within
- * the limit, its CRC matches, its type is 1 and its payload decodes exactly: every count is bounded by the
- * bytes left (a series takes at least 2 bytes, a sample at least 9), no string holds a NUL byte, no bytes
- * are left over, and every series passes ts__series_check (label names valid and unique, values UTF-8, at
- * least one non-empty value). The first invalid record ends its segment: replay truncates the file at
+ * the limit, its CRC matches, its type belongs to the segment's version and its payload decodes exactly:
+ * every count is bounded by the bytes left (a series takes at least 2 bytes, a sample at least 9), no
+ * string holds a NUL byte, no bytes are left over, every series passes ts__series_check (label names valid
+ * and unique, values UTF-8, at least one non-empty value), type 2 labels are canonical and agree with
+ * earlier definitions, and every type 3 id is defined. The first invalid record ends its segment: replay truncates the file at
  * that record's offset, fsyncs it, reports it, and goes on with the next segment. A segment shorter than
  * 8 bytes or with a wrong magic or version is renamed to "<name>.corrupt", reported and skipped. A
  * segment that holds no record after replay is removed.
@@ -77,10 +104,12 @@
 #include "ts_int.h"
 
 #define WAL_MAGIC "CRLW"
-#define WAL_VERSION 1u
+#define WAL_VERSION 2u
 #define SEG_HEADER 8u
 #define REC_HEADER 9u
-#define REC_SAMPLES 1u
+#define REC_SAMPLES 1u  /* version 1 */
+#define REC_SERIES 2u   /* version 2 */
+#define REC_IDS 3u      /* version 2 */
 #define DEFAULT_SEGMENT_BYTES (128ull << 20)
 
 struct ts__wal {
@@ -113,8 +142,8 @@ typedef struct rec_dec {
 /* State of one replay. */
 typedef struct replay {
 	ts__wal *w;
-	ts__replay_fn fn;
-	void *ctx;
+	const ts__replay_ops *ops;
+	uint32_t version;  /* of the segment being replayed */
 	ts_open_report *rep;
 	rec_dec dec;
 	cm_buf payload;
@@ -199,38 +228,48 @@ static int put_str(cm_buf *b, const char *s)
 	return rc ? rc : cm_buf_append(b, s, n);
 }
 
-static int put_series(cm_buf *b, const cm_series *s)
+static int put_samples(cm_buf *b, const cm_sample *x, size_t n)
 {
-	int rc = cm_buf_put_uvarint(b, s->nlabels);
-	for (size_t i = 0; i < s->nlabels && !rc; i++) {
-		rc = put_str(b, s->labels[i].name);
-		if (!rc)
-			rc = put_str(b, s->labels[i].value);
-	}
-	if (!rc)
-		rc = cm_buf_put_uvarint(b, s->nsamples);
 	uint64_t prev = 0;
-	for (size_t i = 0; i < s->nsamples && !rc; i++) {
-		uint64_t t = (uint64_t)s->samples[i].t_ms;
+	int rc = cm_buf_put_uvarint(b, n);
+	for (size_t i = 0; i < n && !rc; i++) {
+		uint64_t t = (uint64_t)x[i].t_ms;
 		rc = cm_buf_put_uvarint(b, zigzag((int64_t)(t - prev)));
 		if (!rc)
-			rc = cm_buf_put_f64le(b, s->samples[i].v);
+			rc = cm_buf_put_f64le(b, x[i].v);
 		prev = t;
 	}
 	return rc;
 }
 
-int ts__wal_encode(const cm_series *series, size_t nseries, cm_buf *out, cm_err *err)
+int ts__wal_begin(cm_buf *out, uint8_t type, size_t *start)
 {
-	static const uint8_t header[REC_HEADER] = {0, 0, 0, 0, 0, 0, 0, 0, REC_SAMPLES};
-	size_t start = out->len;
-	int rc = cm_buf_append(out, header, sizeof(header));
+	uint8_t header[REC_HEADER] = {0, 0, 0, 0, 0, 0, 0, 0, type};
+	*start = out->len;
+	return cm_buf_append(out, header, sizeof(header));
+}
+
+int ts__wal_put_series(cm_buf *out, uint64_t id, const cm_label *l, size_t n)
+{
+	int rc = cm_buf_put_uvarint(out, id);
 	if (!rc)
-		rc = cm_buf_put_uvarint(out, nseries);
-	for (size_t i = 0; i < nseries && !rc; i++)
-		rc = put_series(out, &series[i]);
-	if (rc)
-		return cm_errf(err, rc, "encoding WAL record: %s", cm_strerror(rc));
+		rc = cm_buf_put_uvarint(out, n);
+	for (size_t i = 0; i < n && !rc; i++) {
+		rc = put_str(out, l[i].name);
+		if (!rc)
+			rc = put_str(out, l[i].value);
+	}
+	return rc;
+}
+
+int ts__wal_put_samples(cm_buf *out, uint64_t id, const cm_sample *x, size_t n)
+{
+	int rc = cm_buf_put_uvarint(out, id);
+	return rc ? rc : put_samples(out, x, n);
+}
+
+int ts__wal_end(cm_buf *out, size_t start, cm_err *err)
+{
 	size_t len = out->len - start - REC_HEADER;
 	if (len > TS__MAX_RECORD)
 		return cm_errf(err, CM_E2BIG, "batch encodes to %zu bytes, over the %u-byte WAL record limit", len,
@@ -316,10 +355,10 @@ static int dec_series(cm_rd *r, rec_dec *d, cm_series *s, cm_err *err)
 	return rc;
 }
 
-/* Decodes a samples payload, passing each series to fn (when not NULL); *nsamples counts samples.
- * Fails with CM_ECORRUPT (err says why), CM_ENOMEM, or whatever fn returned. */
-static int rec_decode(const uint8_t *p, size_t n, rec_dec *d, ts__replay_fn fn, void *ctx, uint64_t *nsamples,
-		      cm_err *err)
+/* Decodes a version 1 samples payload, passing each series to ops (when not NULL); *nsamples counts
+ * samples. Fails with CM_ECORRUPT (err says why), CM_ENOMEM, or whatever ops returned. */
+static int rec_decode_v1(const uint8_t *p, size_t n, rec_dec *d, const ts__replay_ops *ops, uint64_t *nsamples,
+			 cm_err *err)
 {
 	cm_rd r;
 	uint64_t nseries;
@@ -330,8 +369,8 @@ static int rec_decode(const uint8_t *p, size_t n, rec_dec *d, ts__replay_fn fn, 
 	for (uint64_t i = 0; i < nseries; i++) {
 		cm_series s;
 		int rc = dec_series(&r, d, &s, err);
-		if (!rc && fn)
-			rc = fn(ctx, &s);
+		if (!rc && ops)
+			rc = ops->batch(ops->ctx, &s);
 		if (rc)
 			return rc;
 		*nsamples += s.nsamples;
@@ -339,6 +378,77 @@ static int rec_decode(const uint8_t *p, size_t n, rec_dec *d, ts__replay_fn fn, 
 	if (cm_rd_left(&r))
 		return cm_errf(err, CM_ECORRUPT, "%zu bytes after the last series", cm_rd_left(&r));
 	return CM_OK;
+}
+
+/* Checks that decoded labels are canonical: sorted by name, names unique, no empty value. */
+static int labels_canonical(const cm_series *s, cm_err *err)
+{
+	cm_err why;
+	if (ts__series_check(s, &why))
+		return cm_errf(err, CM_ECORRUPT, "%s", why.msg);
+	for (size_t i = 0; i < s->nlabels; i++) {
+		if (!s->labels[i].value[0] || (i && strcmp(s->labels[i - 1].name, s->labels[i].name) >= 0))
+			return cm_errf(err, CM_ECORRUPT, "series labels not in canonical form");
+	}
+	return CM_OK;
+}
+
+/* Decodes a series payload; dry only checks it (against the head's existing ids too). */
+static int rec_decode_series(const uint8_t *p, size_t n, rec_dec *d, const ts__replay_ops *ops, int dry,
+			     cm_err *err)
+{
+	cm_rd r;
+	cm_rd_init(&r, p, n);
+	while (cm_rd_left(&r)) {
+		uint64_t id;
+		cm_series s = {0};
+		if (cm_rd_uvarint(&r, &id))
+			return cm_errf(err, CM_ECORRUPT, "bad series id");
+		int rc = dec_labels(&r, d, &s, err);
+		if (!rc)
+			rc = labels_canonical(&s, err);
+		if (!rc && (rc = ops->define(ops->ctx, id, s.labels, s.nlabels, dry)) == CM_ECORRUPT)
+			cm_errf(err, rc, "series id %llu defined again with other labels", (unsigned long long)id);
+		if (rc)
+			return rc;
+	}
+	return CM_OK;
+}
+
+/* Decodes a samples payload of ids; dry only checks it. *nsamples counts samples. */
+static int rec_decode_ids(const uint8_t *p, size_t n, rec_dec *d, const ts__replay_ops *ops, int dry,
+			  uint64_t *nsamples, cm_err *err)
+{
+	cm_rd r;
+	cm_rd_init(&r, p, n);
+	*nsamples = 0;
+	while (cm_rd_left(&r)) {
+		uint64_t id;
+		cm_series s = {0};
+		if (cm_rd_uvarint(&r, &id))
+			return cm_errf(err, CM_ECORRUPT, "bad series id");
+		int rc = dec_samples(&r, d, &s, err);
+		if (!rc && s.nsamples == 0)
+			rc = cm_errf(err, CM_ECORRUPT, "series id %llu without samples", (unsigned long long)id);
+		if (!rc && (rc = ops->samples(ops->ctx, id, s.samples, s.nsamples, dry)) == CM_ECORRUPT)
+			cm_errf(err, rc, "samples for undefined series id %llu", (unsigned long long)id);
+		if (rc)
+			return rc;
+		*nsamples += s.nsamples;
+	}
+	return CM_OK;
+}
+
+/* Decodes a payload of the given type; dry validates only (nothing reaches the head). */
+static int rec_decode(replay *rp, uint8_t type, const uint8_t *p, size_t n, int dry, uint64_t *nsamples,
+		      cm_err *err)
+{
+	*nsamples = 0;
+	if (type == REC_SAMPLES)
+		return rec_decode_v1(p, n, &rp->dec, dry ? NULL : rp->ops, nsamples, err);
+	if (type == REC_SERIES)
+		return rec_decode_series(p, n, &rp->dec, rp->ops, dry, err);
+	return rec_decode_ids(p, n, &rp->dec, rp->ops, dry, nsamples, err);
 }
 
 /* ---- replay ---------------------------------------------------------------------------------------- */
@@ -381,7 +491,7 @@ static int record_read(replay *rp, int fd, uint64_t size, uint64_t off, size_t *
 		return cm_errf(err, rc, "reading WAL: %s", cm_strerror(rc));
 	if (cm_crc32c(0, rp->payload.data, (size_t)n + 1) != crc)
 		return cm_errf(err, CM_ECORRUPT, "checksum mismatch");
-	if (h[8] != REC_SAMPLES)
+	if (rp->version == 1 ? h[8] != REC_SAMPLES : h[8] != REC_SERIES && h[8] != REC_IDS)
 		return cm_errf(err, CM_ECORRUPT, "unknown record type %u", h[8]);
 	*len = n;
 	return CM_OK;
@@ -395,16 +505,17 @@ static int record_replay(replay *rp, int fd, uint64_t size, uint64_t *off, cm_er
 	int rc = record_read(rp, fd, size, *off, &n, err);
 	if (rc)
 		return rc;
+	uint8_t type = rp->payload.data[0];
 	const uint8_t *p = rp->payload.data + 1;
-	rc = rec_decode(p, n, &rp->dec, NULL, NULL, &nsamples, err); /* validate before applying any of it */
+	rc = rec_decode(rp, type, p, n, 1, &nsamples, err); /* validate before applying any of it */
 	if (!rc) {
-		rc = rec_decode(p, n, &rp->dec, rp->fn, rp->ctx, &nsamples, err);
+		rc = rec_decode(rp, type, p, n, 0, &nsamples, err);
 		if (rc == CM_ECORRUPT)
 			rc = CM_EIO; /* cannot happen: the first pass accepted it */
 	}
 	if (rc)
 		return rc;
-	rp->rep->records++;
+	rp->rep->records += type != REC_SERIES; /* one per ts_append batch */
 	rp->rep->samples += nsamples;
 	*off += REC_HEADER + n;
 	return CM_OK;
@@ -464,7 +575,8 @@ static int seg_replay(replay *rp, uint32_t seg, cm_err *err)
 		rc = cm_errf(err, rc, "reading WAL segment %s: %s", path, cm_strerror(rc));
 		goto out;
 	}
-	if (size < SEG_HEADER || memcmp(h, WAL_MAGIC, 4) || cm_get_u32le(h + 4) != WAL_VERSION) {
+	rp->version = size < SEG_HEADER ? 0 : cm_get_u32le(h + 4);
+	if (size < SEG_HEADER || memcmp(h, WAL_MAGIC, 4) || (rp->version != 1 && rp->version != WAL_VERSION)) {
 		rc = seg_quarantine(rp, path, size, err);
 		goto out;
 	}
@@ -523,9 +635,9 @@ static int seg_list(const ts__wal *w, uint32_t **out, size_t *nout, uint32_t *ma
 	return CM_OK;
 }
 
-static int wal_replay(ts__wal *w, ts__replay_fn fn, void *ctx, ts_open_report *rep, uint32_t *max, cm_err *err)
+static int wal_replay(ts__wal *w, const ts__replay_ops *ops, ts_open_report *rep, uint32_t *max, cm_err *err)
 {
-	replay rp = {.w = w, .fn = fn, .ctx = ctx, .rep = rep};
+	replay rp = {.w = w, .ops = ops, .rep = rep};
 	uint32_t *segs = NULL;
 	size_t n = 0;
 	cm_buf_init(&rp.dec.strs);
@@ -682,6 +794,72 @@ int ts__wal_sync(ts__wal *w, uint64_t seq, cm_err *err)
 	return rc;
 }
 
+int ts__wal_cut(ts__wal *w, uint32_t *seg, cm_err *err)
+{
+	int rc = CM_OK;
+	pthread_mutex_lock(&w->mu);
+	while (w->syncing)
+		pthread_cond_wait(&w->cv, &w->mu);
+	if (w->broken)
+		rc = cm_errf(err, w->broken, "%s", w->broken_why.msg);
+	else if (w->size > SEG_HEADER)
+		rc = wal_roll(w, err);
+	if (!rc)
+		*seg = w->seg;
+	pthread_mutex_unlock(&w->mu);
+	return rc;
+}
+
+/* Writes the checkpoint as segment n (replacing it atomically), durable. */
+static int ckpt_write(ts__wal *w, uint32_t n, const uint8_t *p, size_t len, cm_err *err)
+{
+	char tmp[4200], path[4096];
+	uint8_t h[SEG_HEADER];
+	memcpy(h, WAL_MAGIC, 4);
+	cm_put_u32le(h + 4, WAL_VERSION);
+	snprintf(tmp, sizeof(tmp), "%s/checkpoint.tmp", w->path);
+	seg_path(w, n, path, sizeof(path));
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	int rc = fd < 0 ? -errno : write_full(fd, h, SEG_HEADER, 0);
+	rc = rc ? rc : write_full(fd, p, len, SEG_HEADER);
+	if (!rc && !w->no_fsync && fdatasync(fd) != 0)
+		rc = -errno;
+	if (fd >= 0)
+		close(fd);
+	if (!rc && rename(tmp, path) != 0)
+		rc = -errno;
+	if (!rc && !w->no_fsync)
+		rc = dir_sync(w->path);
+	return rc ? cm_errf(err, rc, "writing WAL checkpoint %s: %s", path, cm_strerror(rc)) : CM_OK;
+}
+
+int ts__wal_truncate(ts__wal *w, uint32_t seg, const uint8_t *ckpt, size_t len, cm_err *err)
+{
+	uint32_t *segs = NULL, max;
+	size_t n = 0;
+	char path[4096];
+	struct stat st;
+	uint32_t keep = len ? seg - 1 : seg; /* the first segment kept */
+	int rc = len ? ckpt_write(w, seg - 1, ckpt, len, err) : CM_OK;
+	rc = rc ? rc : seg_list(w, &segs, &n, &max, err);
+	for (size_t i = 0; i < n && !rc; i++) {
+		if (segs[i] >= keep)
+			continue;
+		seg_path(w, segs[i], path, sizeof(path));
+		if (stat(path, &st) == 0 && unlink(path) == 0) {
+			pthread_mutex_lock(&w->mu);
+			w->bytes -= (uint64_t)st.st_size < w->bytes ? (uint64_t)st.st_size : w->bytes;
+			pthread_mutex_unlock(&w->mu);
+		} else {
+			rc = cm_errf(err, -errno, "removing WAL segment %s: %s", path, strerror(errno));
+		}
+	}
+	free(segs);
+	if (!rc && !w->no_fsync && (rc = dir_sync(w->path)))
+		cm_errf(err, rc, "syncing %s: %s", w->path, cm_strerror(rc));
+	return rc;
+}
+
 void ts__wal_stats(ts__wal *w, uint64_t *fsyncs, uint64_t *bytes)
 {
 	pthread_mutex_lock(&w->mu);
@@ -698,7 +876,7 @@ static int wal_mkdir(ts__wal *w, const char *dir, cm_err *err)
 	return rc ? cm_errf(err, rc, "syncing %s: %s", dir, cm_strerror(rc)) : CM_OK;
 }
 
-int ts__wal_open(const char *dir, const ts_opts *opts, ts__replay_fn fn, void *ctx, ts_open_report *rep,
+int ts__wal_open(const char *dir, const ts_opts *opts, const ts__replay_ops *ops, ts_open_report *rep,
 		 ts__wal **out, cm_err *err)
 {
 	uint32_t max = 0;
@@ -717,7 +895,7 @@ int ts__wal_open(const char *dir, const ts_opts *opts, ts__replay_fn fn, void *c
 		goto fail;
 	}
 	snprintf(w->path, len, "%s/wal", dir);
-	if ((rc = wal_mkdir(w, dir, err)) || (rc = wal_replay(w, fn, ctx, rep, &max, err)))
+	if ((rc = wal_mkdir(w, dir, err)) || (rc = wal_replay(w, ops, rep, &max, err)))
 		goto fail;
 	if (max == UINT32_MAX) {
 		rc = cm_errf(err, CM_E2BIG, "WAL segment numbers exhausted in %s", w->path);

@@ -1,6 +1,7 @@
 /* fuzz_wal.c -- libFuzzer harness for WAL replay (tsdb/ts_wal.c): segment files are untrusted bytes.
  *
- * The first input byte picks how the rest becomes <dir>/wal/: 0 = one segment, a valid header followed
+ * The first input byte picks how the rest becomes <dir>/wal/; modulo 8, values 4-7 write version 2
+ * segment headers (series and samples-by-id records) and 0-3 version 1 ones, and modulo 4: 0 = one segment, a valid header followed
  * by the bytes as the record stream; 1 = one segment, the bytes raw (header included); 2 = two
  * segments with valid headers, split where the second byte says; 3 = like 0, but with the CRC of every
  * record whose length fits recomputed, so mutations reach the payload decoder. The harness opens the store, selects
@@ -20,7 +21,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static const uint8_t seg_header[8] = {'C', 'R', 'L', 'W', 1, 0, 0, 0};
+static uint8_t seg_header[8] = {'C', 'R', 'L', 'W', 1, 0, 0, 0};
 
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -56,7 +57,9 @@ static void fix_crcs(uint8_t *p, size_t n)
 
 static void put_segments(const char *dir, const uint8_t *data, size_t size)
 {
-	uint8_t mode = size ? data[0] % 4 : 0;
+	uint8_t mode = size ? data[0] % 8 : 0;
+	seg_header[4] = mode >= 4 ? 2 : 1; /* WAL format version */
+	mode %= 4;
 	data += size != 0, size -= size != 0;
 	if (mode == 0) {
 		put_file(dir, 1, 1, data, size);
@@ -104,7 +107,7 @@ static void probe(ts_db *db)
 /* Opens twice: the second replay must see a clean WAL holding the first state plus the probe. */
 static void check(const char *dir)
 {
-	ts_opts opts = {.no_fsync = 1};
+	ts_opts opts = {.no_fsync = 1, .manual_cut = 1}; /* no background cut between the two replays */
 	ts_open_report r1, r2;
 	ts_stats s1, s2;
 	ts_db *db;

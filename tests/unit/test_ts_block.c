@@ -1,0 +1,534 @@
+/* test_ts_block.c -- unit tests of blocks (tsdb/ts_block.c), cuts (ts_cut.c) and select over both (ts_query.c).
+ *
+ * The index's matcher algebra is checked against a brute-force oracle on random label sets, in the head
+ * and in blocks; cuts must keep every sample (random in-order and out-of-order appends compared with a
+ * model, before and after a reopen, and after compaction merged them per day); a bit flip in a block's index or meta leaves that block out with
+ * the file and offset reported while the rest opens, and a flip in its chunks fails only that series.
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <dirent.h>
+#include <math.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "ts_int.h"
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+static uint64_t rnd(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st, (void)flag, (void)ftw;
+	return remove(path);
+}
+
+static char *tmpdir_new(void)
+{
+	char *d = strdup("/tmp/test_ts_block-XXXXXX");
+	assert_non_null(mkdtemp(d));
+	return d;
+}
+
+static void tmpdir_free(char *d)
+{
+	nftw(d, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	free(d);
+}
+
+static ts_db *db_open(const char *dir, ts_open_report *rep)
+{
+	ts_db *db = NULL;
+	ts_open_report local;
+	ts_opts opts = {.no_fsync = 1, .manual_cut = 1};
+	cm_err err = {{0}};
+	if (ts_open(dir, &opts, &db, rep ? rep : &local, &err))
+		fail_msg("ts_open: %s", err.msg);
+	return db;
+}
+
+/* ---- matcher algebra against a brute-force oracle ---------------------------------------------------- */
+
+#define NSER 300
+static const char *names[] = {"job", "env", "zone"};
+static const char *vals[] = {"", "a", "b", "ab", "ba", "c"};
+
+typedef struct rseries {
+	char v[3][4];  /* values of job, env, zone ("" = absent) */
+	char id[16];
+} rseries;
+
+static rseries S[NSER];
+
+static void make_series(ts_db *db)
+{
+	for (int i = 0; i < NSER; i++) {
+		cm_label l[5];
+		size_t n = 0;
+		snprintf(S[i].id, sizeof(S[i].id), "%d", i);
+		l[n++] = (cm_label){"__name__", "m"};
+		l[n++] = (cm_label){"i", S[i].id};
+		for (int k = 0; k < 3; k++) {
+			snprintf(S[i].v[k], sizeof(S[i].v[k]), "%s", vals[rnd() % 6]);
+			if (S[i].v[k][0] || rnd() % 2) /* an empty value given explicitly or left out: the same */
+				l[n++] = (cm_label){names[k], S[i].v[k]};
+		}
+		cm_sample x = {1000 + i, i};
+		cm_series s = {l, n, &x, 1};
+		assert_int_equal(ts_append(db, &s, 1, NULL), 0);
+	}
+}
+
+typedef struct seen {
+	int hit[NSER];
+	int count;
+} seen;
+
+static int collect(void *ctx, const cm_label *l, size_t nl, const cm_sample *x, size_t n)
+{
+	seen *s = ctx;
+	assert_int_equal(n, 1);
+	for (size_t i = 0; i < nl; i++)
+		if (!strcmp(l[i].name, "i"))
+			s->hit[atoi(l[i].value)]++;
+	assert_int_equal((int)x[0].v + 1000, x[0].t_ms);
+	s->count++;
+	return 0;
+}
+
+static int collect_labels(void *ctx, const cm_label *l, size_t nl, const cm_sample *x, size_t n)
+{
+	seen *s = ctx;
+	assert_null(x);
+	assert_int_equal(n, 0);
+	for (size_t i = 0; i < nl; i++)
+		if (!strcmp(l[i].name, "i"))
+			s->hit[atoi(l[i].value)]++;
+	s->count++;
+	return 0;
+}
+
+static void check_matchers(ts_db *db, int rounds)
+{
+	static const char *res[] = {"a.*", "b", "", ".*", "a|c", "(ab|ba)", ".+"};
+	for (int r = 0; r < rounds; r++) {
+		ts_matcher m[3];
+		size_t nm = 1 + rnd() % 3;
+		int which[3];
+		for (size_t k = 0; k < nm; k++) {
+			ts_match_type t = (ts_match_type)(rnd() % 4);
+			which[k] = (int)(rnd() % 3);
+			const char *v = t < TS_MATCH_RE ? vals[rnd() % 6] : res[rnd() % 7];
+			assert_int_equal(ts_matcher_init(&m[k], t, names[which[k]], v, NULL), 0);
+		}
+		seen got = {{0}, 0}, names_only = {{0}, 0};
+		assert_int_equal(ts_select(db, m, nm, INT64_MIN, INT64_MAX, collect, &got), 0);
+		assert_int_equal(ts_select_series(db, m, nm, INT64_MIN, INT64_MAX, collect_labels, &names_only), 0);
+		assert_memory_equal(got.hit, names_only.hit, sizeof(got.hit));
+		int want = 0;
+		for (int i = 0; i < NSER; i++) {
+			int ok = 1;
+			for (size_t k = 0; k < nm; k++)
+				ok &= ts_matcher_matches(&m[k], S[i].v[which[k]]);
+			want += ok;
+			assert_int_equal(got.hit[i], ok);
+		}
+		assert_int_equal(got.count, want);
+		for (size_t k = 0; k < nm; k++)
+			ts_matcher_close(&m[k]);
+	}
+}
+
+static void test_matcher_oracle(void **state)
+{
+	(void)state;
+	char *dir = tmpdir_new();
+	ts_db *db = db_open(dir, NULL);
+	make_series(db);
+	check_matchers(db, 300); /* the head */
+	assert_int_equal(ts_flush(db, NULL), 0);
+	ts_stats st;
+	ts_get_stats(db, &st);
+	assert_int_equal(st.blocks, 1);
+	assert_int_equal(st.block_samples, NSER);
+	assert_int_equal(st.samples, 0);
+	check_matchers(db, 300); /* the block's postings */
+	ts_close(db);
+	db = db_open(dir, NULL);
+	check_matchers(db, 100); /* reopened from disk */
+	ts_close(db);
+	tmpdir_free(dir);
+}
+
+/* ---- cuts keep every sample ---------------------------------------------------------------------- */
+
+#define NS 20
+#define HOUR (3600 * 1000LL)
+
+typedef struct model {
+	cm_sample *x[NS];
+	size_t n[NS];
+} model;
+
+static void model_add(model *m, int s, cm_sample x)
+{
+	size_t i = 0;
+	while (i < m->n[s] && m->x[s][i].t_ms < x.t_ms)
+		i++;
+	if (i < m->n[s] && m->x[s][i].t_ms == x.t_ms)
+		return;
+	m->x[s] = realloc(m->x[s], (m->n[s] + 1) * sizeof(cm_sample));
+	memmove(m->x[s] + i + 1, m->x[s] + i, (m->n[s] - i) * sizeof(cm_sample));
+	m->x[s][i] = x;
+	m->n[s]++;
+}
+
+typedef struct cmp_ctx {
+	model *m;
+	int seen;
+} cmp_ctx;
+
+static int compare(void *ctx, const cm_label *l, size_t nl, const cm_sample *x, size_t n)
+{
+	cmp_ctx *c = ctx;
+	int s = -1;
+	for (size_t i = 0; i < nl; i++)
+		if (!strcmp(l[i].name, "s"))
+			s = atoi(l[i].value);
+	assert_true(s >= 0 && s < NS);
+	if (n != c->m->n[s])
+		fail_msg("series %d: %zu samples, want %zu", s, n, c->m->n[s]);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(x[i].t_ms, c->m->x[s][i].t_ms);
+		assert_memory_equal(&x[i].v, &c->m->x[s][i].v, sizeof(double)); /* NaN payloads too */
+	}
+	c->seen++;
+	return 0;
+}
+
+static void check_model(ts_db *db, model *m)
+{
+	cmp_ctx c = {m, 0};
+	assert_int_equal(ts_select(db, NULL, 0, INT64_MIN, INT64_MAX, compare, &c), 0);
+	assert_int_equal(c.seen, NS);
+}
+
+static void append_one(ts_db *db, model *m, int s, int64_t t)
+{
+	char v[16];
+	snprintf(v, sizeof(v), "%d", s);
+	cm_label l[] = {{"__name__", "cut"}, {"s", v}};
+	cm_sample x = {t, (double)(rnd() % 1000)};
+	cm_series ser = {l, 2, &x, 1};
+	assert_int_equal(ts_append(db, &ser, 1, NULL), 0);
+	ts_stats st;
+	ts_get_stats(db, &st);
+	model_add(m, s, x);
+}
+
+static void test_cut_keeps_samples(void **state)
+{
+	(void)state;
+	char *dir = tmpdir_new();
+	static model m;
+	memset(&m, 0, sizeof(m));
+	ts_db *db = db_open(dir, NULL);
+	int64_t t = 0;
+	for (int step = 0; step < 1500; step++) {
+		t += 10000 + (int64_t)(rnd() % 30000);
+		for (int s = 0; s < NS; s++) {
+			int64_t at = rnd() % 10 == 0 ? t - (int64_t)(rnd() % 500000) : t; /* some out of order */
+			append_one(db, &m, s, at);
+		}
+		if (step % 300 == 299) { /* a cut at the last whole window, as the storage thread does */
+			cm_err err;
+			int64_t b = (t - 600000) / TS__BLOCK_MS * TS__BLOCK_MS;
+			assert_int_equal(ts__cut(db, b, &err), 0);
+			check_model(db, &m);
+		}
+	}
+	check_model(db, &m);
+	ts_close(db); /* the checkpoint and later segments must replay to the same */
+	db = db_open(dir, NULL);
+	check_model(db, &m);
+	assert_int_equal(ts_flush(db, NULL), 0);
+	check_model(db, &m);
+	ts_stats st;
+	ts_get_stats(db, &st);
+	assert_true(st.cuts >= 1);
+	assert_true(st.compactions >= 1); /* the 2 h blocks of each day merged: every sample still there */
+	assert_true(st.blocks <= 2);
+	assert_int_equal(st.samples, 0);
+	ts_close(db);
+	db = db_open(dir, NULL);
+	check_model(db, &m);
+	ts_close(db);
+	for (int s = 0; s < NS; s++)
+		free(m.x[s]);
+	tmpdir_free(dir);
+}
+
+/* ---- damaged blocks -------------------------------------------------------------------------------- */
+
+/* Fills out with the paths of the block directories, sorted. */
+static int list_blocks(const char *dir, char out[][512], int max)
+{
+	char path[200];
+	snprintf(path, sizeof(path), "%s/blocks", dir);
+	DIR *d = opendir(path);
+	int n = 0;
+	assert_non_null(d);
+	for (struct dirent *e; (e = readdir(d)) && n < max;)
+		if (e->d_name[0] != '.')
+			snprintf(out[n++], 512, "%s/%.250s", path, e->d_name);
+	closedir(d);
+	qsort(out, (size_t)n, 512, (int (*)(const void *, const void *))strcmp);
+	return n;
+}
+
+static void flip(const char *path, off_t off)
+{
+	int fd = open(path, O_RDWR);
+	unsigned char c;
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &c, 1, off), 1);
+	c ^= 0x10;
+	assert_int_equal(pwrite(fd, &c, 1, off), 1);
+	close(fd);
+}
+
+static int count_fn(void *ctx, const cm_label *l, size_t nl, const cm_sample *x, size_t n)
+{
+	(void)l, (void)nl, (void)x;
+	*(size_t *)ctx += n;
+	return 0;
+}
+
+static size_t count_all(ts_db *db, int *rc)
+{
+	size_t n = 0;
+	*rc = ts_select(db, NULL, 0, INT64_MIN, INT64_MAX, count_fn, &n);
+	return n;
+}
+
+static void test_damaged_blocks(void **state)
+{
+	(void)state;
+	char *dir = tmpdir_new(), blocks[4][512], path[600];
+	static model m;
+	int rc;
+	memset(&m, 0, sizeof(m));
+	ts_db *db = db_open(dir, NULL);
+	for (int w = 0; w < 3; w++) /* three days: three blocks, even after compaction */
+		for (int s = 0; s < NS; s++)
+			append_one(db, &m, s, w * 24 * HOUR + 1000 * s);
+	assert_int_equal(ts_flush(db, NULL), 0);
+	ts_close(db);
+	assert_int_equal(list_blocks(dir, blocks, 4), 3);
+
+	snprintf(path, sizeof(path), "%s/index", blocks[0]);
+	flip(path, 20);
+	snprintf(path, sizeof(path), "%s/meta", blocks[1]);
+	flip(path, 9);
+	ts_open_report rep;
+	db = db_open(dir, &rep);
+	assert_int_equal(rep.blocks, 1);
+	assert_int_equal(rep.bad_blocks, 2);
+	assert_non_null(strstr(rep.first_problem, "offset"));
+	assert_int_equal(count_all(db, &rc), NS);
+	assert_int_equal(rc, 0);
+	ts_close(db);
+
+	snprintf(path, sizeof(path), "%s/chunks", blocks[2]);
+	flip(path, 12); /* inside the first series' frame */
+	db = db_open(dir, &rep);
+	assert_int_equal(count_all(db, &rc), 0);
+	assert_int_equal(rc, CM_ECORRUPT); /* the walk stops at the damaged series and says so */
+	ts_close(db);
+	for (int s = 0; s < NS; s++)
+		free(m.x[s]);
+	tmpdir_free(dir);
+}
+
+/* ---- retention ------------------------------------------------------------------------------------- */
+
+static int min_time(void *ctx, const cm_label *l, size_t nl, const cm_sample *x, size_t n)
+{
+	(void)l, (void)nl;
+	int64_t *min = ctx;
+	if (n && x[0].t_ms < *min)
+		*min = x[0].t_ms;
+	return 0;
+}
+
+/* Five days, one sample per series per hour; returns the store after a flush with opts. */
+static ts_db *five_days(const char *dir, ts_opts *opts, model *m)
+{
+	ts_db *db = NULL;
+	assert_int_equal(ts_open(dir, opts, &db, NULL, NULL), 0);
+	for (int h = 0; h < 5 * 24; h++)
+		for (int s = 0; s < NS; s++)
+			append_one(db, m, s, h * HOUR + s);
+	assert_int_equal(ts_flush(db, NULL), 0);
+	return db;
+}
+
+static void test_retention(void **state)
+{
+	(void)state;
+	static model m;
+	ts_stats st;
+	int64_t min = INT64_MAX;
+	char *dir = tmpdir_new();
+	memset(&m, 0, sizeof(m));
+	ts_opts age = {.no_fsync = 1, .manual_cut = 1, .retention_ms = 2 * 24 * HOUR, .downsample = 1};
+	ts_db *db = five_days(dir, &age, &m);
+	ts_get_stats(db, &st);
+	/* newest sample at 119 h: the days ending before 71 h go (days 0 and 1), days 2..4 stay */
+	assert_int_equal(st.blocks, 3);
+	/* raw and tier blocks of days 0 and 1, and the tiers of day 2, whose last bucket starts at 71 h */
+	assert_int_equal(st.blocks_dropped, 8);
+	assert_int_equal(st.tier_blocks, 4);
+	assert_int_equal(ts_select(db, NULL, 0, INT64_MIN, INT64_MAX, min_time, &min), 0);
+	assert_int_equal(min, 2 * 24 * HOUR);
+	ts_close(db);
+	tmpdir_free(dir);
+
+	dir = tmpdir_new();
+	ts_opts size = {.no_fsync = 1, .manual_cut = 1, .retention_bytes = 1, .downsample = 1};
+	db = five_days(dir, &size, &m);
+	ts_get_stats(db, &st);
+	assert_int_equal(st.blocks, 0); /* every block is over a 1-byte budget */
+	assert_int_equal(st.tier_blocks, 0);
+	assert_int_equal(st.blocks_dropped, 15);
+	ts_close(db);
+	tmpdir_free(dir);
+	for (int s = 0; s < NS; s++)
+		free(m.x[s]);
+}
+
+/* ---- downsampled tiers against a brute-force computation -------------------------------------------- */
+
+typedef struct agg_ctx {
+	model *m;
+	int64_t res;
+	ts_agg agg;
+	int seen;
+} agg_ctx;
+
+static double brute(const model *m, int s, int64_t b, int64_t res, ts_agg agg, size_t *count)
+{
+	double v = agg == TS_AGG_MIN ? INFINITY : agg == TS_AGG_MAX ? -INFINITY : 0, last = 0;
+	size_t n = 0, real = 0;
+	for (size_t i = 0; i < m->n[s]; i++) {
+		const cm_sample *x = &m->x[s][i];
+		if (x->t_ms < b || x->t_ms >= b + res)
+			continue;
+		n++, last = x->v;
+		if (isnan(x->v))
+			continue;
+		real++;
+		v = agg == TS_AGG_MIN ? fmin(v, x->v) : agg == TS_AGG_MAX ? fmax(v, x->v) : v + x->v;
+	}
+	*count = n;
+	if (agg == TS_AGG_COUNT)
+		return (double)n;
+	if (agg == TS_AGG_LAST)
+		return last;
+	return real ? v : NAN;
+}
+
+static int check_agg(void *ctx, const cm_label *l, size_t nl, const cm_sample *x, size_t n)
+{
+	agg_ctx *c = ctx;
+	int s = -1;
+	size_t buckets = 0, count;
+	for (size_t i = 0; i < nl; i++) {
+		assert_string_not_equal(l[i].name, "__ds__");
+		if (!strcmp(l[i].name, "s"))
+			s = atoi(l[i].value);
+	}
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(x[i].t_ms % c->res, 0);
+		double want = brute(c->m, s, x[i].t_ms, c->res, c->agg, &count);
+		assert_true(count > 0);
+		if (!(isnan(want) ? isnan(x[i].v) : want == x[i].v))
+			fail_msg("series %d agg %d bucket %lld: %g, want %g", s, (int)c->agg, (long long)x[i].t_ms, x[i].v,
+				 want);
+	}
+	for (int64_t b = 0; b < 2 * 24 * HOUR; b += c->res) /* every bucket with samples has its point */
+		buckets += brute(c->m, s, b, c->res, TS_AGG_COUNT, &count) > 0;
+	assert_int_equal(n, buckets);
+	c->seen++;
+	return 0;
+}
+
+static void test_downsampling(void **state)
+{
+	(void)state;
+	static model m;
+	char *dir = tmpdir_new();
+	memset(&m, 0, sizeof(m));
+	ts_db *db = NULL;
+	ts_opts opts = {.no_fsync = 1, .manual_cut = 1, .downsample = 1};
+	assert_int_equal(ts_open(dir, &opts, &db, NULL, NULL), 0);
+	for (int64_t t = 0; t < 2 * 24 * HOUR; t += 15000 + (int64_t)(rnd() % 60000)) /* irregular, two days */
+		for (int s = 0; s < NS; s++) {
+			append_one(db, &m, s, t + s);
+			if (rnd() % 50 == 0) { /* a NaN now and then, and a bucket of only NaN */
+				char v[16];
+				snprintf(v, sizeof(v), "%d", s);
+				cm_label l[] = {{"__name__", "cut"}, {"s", v}};
+				cm_sample x = {t + s + 1, NAN};
+				cm_series ser = {l, 2, &x, 1};
+				assert_int_equal(ts_append(db, &ser, 1, NULL), 0);
+				model_add(&m, s, x);
+			}
+		}
+	assert_int_equal(ts_flush(db, NULL), 0);
+	ts_stats st;
+	ts_get_stats(db, &st);
+	assert_int_equal(st.tier_blocks, 4); /* two days, two resolutions */
+	static const int64_t res[] = {5 * 60 * 1000, HOUR};
+	for (int r = 0; r < 2; r++)
+		for (int a = 0; a < TS_AGG_N; a++) {
+			agg_ctx c = {&m, res[r], (ts_agg)a, 0};
+			assert_int_equal(ts_select_agg(db, NULL, 0, INT64_MIN, INT64_MAX, res[r], (ts_agg)a, check_agg, &c), 0);
+			assert_int_equal(c.seen, NS);
+		}
+	cmp_ctx raw = {&m, 0}; /* raw selects do not see the tiers */
+	assert_int_equal(ts_select(db, NULL, 0, INT64_MIN, INT64_MAX, compare, &raw), 0);
+	assert_int_equal(raw.seen, NS);
+	ts_close(db);
+	for (int s = 0; s < NS; s++)
+		free(m.x[s]);
+	tmpdir_free(dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_matcher_oracle),
+		cmocka_unit_test(test_cut_keeps_samples),
+		cmocka_unit_test(test_damaged_blocks),
+		cmocka_unit_test(test_retention),
+		cmocka_unit_test(test_downsampling),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
