@@ -1,0 +1,247 @@
+/* test_ls_store.c -- the log store on a real directory: append and select, heads cut into zstd blocks,
+ * WAL replay after a close without a flush, a torn WAL tail, idempotent replays of the same (origin,
+ * seq), WAL restart, retention by size and by age, and bad labels refused.
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ls.h"
+
+typedef struct fx {
+	char dir[256];
+	ls_store *s;
+	ls_store_opts o;
+} fx;
+
+static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st, (void)flag, (void)ftw;
+	return remove(p);
+}
+
+static void reopen(fx *f)
+{
+	ls_store_close(f->s);
+	f->s = NULL;
+	cm_err err = {{0}};
+	if (ls_store_open(&f->o, &f->s, &err))
+		fail_msg("open: %s", err.msg);
+}
+
+static int setup(void **state)
+{
+	fx *f = calloc(1, sizeof(*f));
+	snprintf(f->dir, sizeof(f->dir), "/tmp/test_ls_store.XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	f->o = (ls_store_opts){.dir = f->dir, .block_bytes = 4096, .no_fsync = 1};
+	reopen(f);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fx *f = *state;
+	ls_store_close(f->s);
+	nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return 0;
+}
+
+/* Appends n entries "line <i>" at t = base + i ms to stream {app=<app>, pod=p}. */
+static int push(fx *f, const char *app, int base, int n, const char *origin, uint64_t seq)
+{
+	cm_label l[2] = {{"pod", "p"}, {"app", app}};
+	ls_entry *e = calloc((size_t)n, sizeof(*e));
+	char(*lines)[32] = calloc((size_t)n, 32);
+	for (int i = 0; i < n; i++) {
+		snprintf(lines[i], 32, "line %d", base + i);
+		e[i] = (ls_entry){(int64_t)(base + i) * 1000000, lines[i], strlen(lines[i])};
+	}
+	ls_push_stream st = {l, 2, e, (size_t)n};
+	cm_err err = {{0}};
+	int rc = ls_store_append(f->s, origin, seq, &st, 1, &err);
+	free(e);
+	free(lines);
+	return rc;
+}
+
+typedef struct acc {
+	int n;
+	int64_t sum, last;
+	int ordered;
+	char key[128];
+} acc;
+
+static int want_app(void *arg, const ls_stream_info *st)
+{
+	const char *app = arg;
+	for (size_t i = 0; i < st->nlabels; i++)
+		if (!strcmp(st->labels[i].name, "app"))
+			return !app || !strcmp(st->labels[i].value, app);
+	return 0;
+}
+
+static int count_entry(void *arg, const ls_stream_info *st, int64_t ts, const char *line, size_t len)
+{
+	acc *a = arg;
+	char want[32];
+	snprintf(want, sizeof(want), "line %d", (int)(ts / 1000000));
+	if (len != strlen(want) || memcmp(line, want, len))
+		fail_msg("entry at %lld is '%.*s'", (long long)ts, (int)len, line);
+	if (a->n && ts < a->last)
+		a->ordered = 0;
+	a->n++, a->sum += ts / 1000000, a->last = ts;
+	snprintf(a->key, sizeof(a->key), "%s", st->key);
+	return 0;
+}
+
+static acc query(fx *f, const char *app, int64_t from_ms, int64_t to_ms)
+{
+	acc a = {.ordered = 1};
+	assert_int_equal(ls_store_select(f->s, from_ms * 1000000, to_ms * 1000000, want_app, (void *)app, count_entry, &a),
+			 0);
+	return a;
+}
+
+static void test_append_select_blocks(void **state)
+{
+	fx *f = *state;
+	assert_int_equal(push(f, "web", 0, 1000, NULL, 0), 0);
+	assert_int_equal(push(f, "db", 0, 10, NULL, 0), 0);
+	acc a = query(f, "web", 0, 999);
+	assert_int_equal(a.n, 1000);
+	assert_int_equal(a.sum, 999 * 1000 / 2);
+	assert_true(a.ordered);
+	assert_string_equal(a.key, "{app=\"web\", pod=\"p\"}");
+	a = query(f, "web", 100, 199);
+	assert_int_equal(a.n, 100);
+	a = query(f, NULL, 0, 5);
+	assert_int_equal(a.n, 12);
+	ls_store_stats st;
+	ls_store_stats_get(f->s, &st);
+	assert_true(st.blocks >= 1); /* 1000 entries are past 4 KiB */
+	assert_int_equal(st.entries, 1010);
+	assert_true(st.disk_bytes > 8);
+	/* after a restart: blocks from the index, the rest of the heads from the WAL, nothing twice */
+	reopen(f);
+	a = query(f, "web", 0, 999);
+	assert_int_equal(a.n, 1000);
+	assert_int_equal(a.sum, 999 * 1000 / 2);
+	ls_store_stats_get(f->s, &st);
+	assert_true(st.wal_replayed < 1010);
+}
+
+static void test_dedupe(void **state)
+{
+	fx *f = *state;
+	assert_int_equal(push(f, "web", 0, 10, "node-a/boot1", 5), 0);
+	assert_int_equal(push(f, "web", 0, 10, "node-a/boot1", 5), 0); /* a retry */
+	assert_int_equal(push(f, "web", 0, 10, "node-a/boot1", 4), 0); /* older */
+	assert_int_equal(push(f, "web", 10, 10, "node-b/boot1", 5), 0);
+	assert_int_equal(query(f, "web", 0, 100).n, 20);
+	reopen(f);
+	assert_int_equal(push(f, "web", 0, 10, "node-a/boot1", 5), 0); /* remembered across a restart */
+	assert_int_equal(query(f, "web", 0, 100).n, 20);
+	f->o.wal_bytes = 1; /* every append restarts the WAL: positions move to the index */
+	reopen(f);
+	assert_int_equal(push(f, "web", 20, 10, "node-a/boot1", 6), 0);
+	reopen(f);
+	assert_int_equal(push(f, "web", 20, 10, "node-a/boot1", 6), 0);
+	assert_int_equal(query(f, "web", 0, 100).n, 30);
+	ls_store_stats st;
+	ls_store_stats_get(f->s, &st);
+	assert_int_equal(st.wal_replayed, 0);
+	assert_int_equal(st.duplicates, 1);
+}
+
+static void test_torn_wal(void **state)
+{
+	fx *f = *state;
+	assert_int_equal(push(f, "web", 0, 10, NULL, 0), 0);
+	assert_int_equal(push(f, "web", 10, 10, NULL, 0), 0);
+	ls_store_close(f->s);
+	f->s = NULL;
+	char path[512];
+	snprintf(path, sizeof(path), "%s/wal", f->dir);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(truncate(path, st.st_size - 3), 0); /* the second record loses its end */
+	reopen(f);
+	assert_int_equal(query(f, "web", 0, 100).n, 10);
+	ls_store_stats s;
+	ls_store_stats_get(f->s, &s);
+	assert_true(s.wal_truncated > 0);
+	assert_int_equal(push(f, "web", 10, 10, NULL, 0), 0);
+	reopen(f);
+	assert_int_equal(query(f, "web", 0, 100).n, 20);
+	/* a WAL with a wrong magic fails the open: it is not ours to truncate */
+	int fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, "XXXX", 4, 0), 4);
+	close(fd);
+	ls_store_close(f->s);
+	f->s = NULL;
+	cm_err err = {{0}};
+	assert_int_equal(ls_store_open(&f->o, &f->s, &err), CM_ECORRUPT);
+}
+
+static void test_retention(void **state)
+{
+	fx *f = *state;
+	f->o.chunk_file_bytes = 2048;
+	f->o.retention_bytes = 6000;
+	reopen(f);
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(push(f, "web", i * 1000, 1000, NULL, 0), 0);
+	assert_int_equal(ls_store_retain(f->s, 0), 0);
+	ls_store_stats st;
+	ls_store_stats_get(f->s, &st);
+	assert_true(st.disk_bytes <= 6000);
+	acc a = query(f, "web", 0, 1000000);
+	assert_true(a.n > 0 && a.n < 20000);
+	assert_int_equal(query(f, "web", 19000, 19999).n, 1000); /* the newest stay */
+	/* by age: everything is from 1970 */
+	f->o.retention_bytes = 0;
+	f->o.retention_ms = 1000;
+	reopen(f);
+	assert_int_equal(push(f, "web", 30000, 1000, NULL, 0), 0);
+	assert_int_equal(ls_store_retain(f->s, 1000000000000LL), 0);
+	assert_true(query(f, "web", 0, 29999).n < a.n);
+}
+
+static void test_bad_labels(void **state)
+{
+	fx *f = *state;
+	cm_label bad[][2] = {{{"1x", "v"}, {"a", "b"}}, {{"a", "v"}, {"a", "w"}}, {{"a", "\xff"}, {"b", "c"}}};
+	ls_entry e = {1, "x", 1};
+	cm_err err = {{0}};
+	for (size_t i = 0; i < 3; i++) {
+		ls_push_stream st = {bad[i], 2, &e, 1};
+		assert_int_equal(ls_store_append(f->s, NULL, 0, &st, 1, &err), CM_EINVAL);
+	}
+	ls_push_stream none = {bad[0], 0, &e, 1};
+	assert_int_equal(ls_store_append(f->s, NULL, 0, &none, 1, &err), CM_EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_append_select_blocks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dedupe, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_torn_wal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_labels, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
