@@ -18,8 +18,10 @@
  * another inode (kubelet rename rotation) or none (deletion) leaves the old file open as "rotated": it is
  * drained to its end and closed rotate_wait_ms later. A file shorter than its position, or whose head
  * changed, was truncated (copytruncate): the copy next to it with the same head is drained from the
- * position first, then the file is read from 0. A physical line longer than max_line is cut there and
- * the rest skipped up to its newline; nothing ever stops a file. Nothing here prints.
+ * position first, then the file is read from 0; a scan never reads such a copy on its own, not even
+ * while it is still being written (shorter than the head, so compared with the head's bytes). A
+ * physical line longer than max_line is cut there and the rest skipped up to its newline; nothing ever
+ * stops a file. Nothing here prints.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <dirent.h>
@@ -42,6 +44,8 @@ typedef struct ls__file {
 	char path[1024];
 	uint64_t dev, ino;
 	uint32_t fp_len, fp;
+	uint8_t head[LS__FP_MAX]; /* the first fp_len bytes themselves, once head_ok */
+	int head_ok;
 	int fd, format;
 	uint64_t read_off;   /* next byte to read: everything before it is parsed or open in the joiner */
 	uint64_t done_off;   /* end of the last record emitted */
@@ -51,6 +55,7 @@ typedef struct ls__file {
 	int rotated, at_eof, dirty, longline;
 	int finished;        /* rotated and drained: closed, kept so scans do not reopen it */
 	uint64_t seen_gen;   /* the last scan that found it on disk */
+	uint64_t finished_gen; /* the scan of the read that finished it */
 	int64_t rotated_ms;
 	uint64_t long_start; /* offset of the physical line being skipped past max_line */
 	cm_buf longbuf;      /* its first max_line bytes */
@@ -283,10 +288,10 @@ static int read_file(ls_tail *t, ls__file *f, rdctx *rd)
 
 /* ---- files --------------------------------------------------------------------------------------------- */
 
-/* CRC32C of the first min(size, 256) bytes. */
-static int fingerprint(int fd, uint64_t size, uint32_t len_old, uint32_t *crc_old, uint32_t *len, uint32_t *crc)
+/* CRC32C of the first min(size, 256) bytes, which are left in head (LS__FP_MAX bytes). */
+static int fingerprint(int fd, uint64_t size, uint32_t len_old, uint32_t *crc_old, uint32_t *len, uint32_t *crc,
+		       uint8_t *head)
 {
-	uint8_t head[LS__FP_MAX];
 	size_t want = size < LS__FP_MAX ? (size_t)size : LS__FP_MAX;
 	ssize_t n = pread(fd, head, want, 0);
 	if (n < 0)
@@ -329,7 +334,7 @@ static void restore_position(ls_tail *t, ls__file *f)
 			continue;
 		f->fp_len = p->fp_len, f->fp = p->fp;
 		f->read_off = p->resume_off, f->skip_upto = p->done_off, f->done_off = p->done_off;
-		f->last_size = UINT64_MAX; /* check the head at the first read */
+		f->last_size = UINT64_MAX; /* check the head (and learn its bytes) at the first read */
 		t->stored[i] = t->stored[--t->nstored];
 		return;
 	}
@@ -363,20 +368,32 @@ static void file_insert_rotated(ls_tail *t, ls__file *f)
 	t->st.files++;
 }
 
-/* Whether new file c has the head of a file we track in its directory (a copy of it, or the same
- * bytes: shipping it would duplicate them). */
+/* Whether a file whose first n bytes are h starts with f's head, or is a prefix of it: a copy still
+ * being written (logrotate creates it empty and fills it) cannot be told from a finished one until it
+ * holds fp_len bytes. A head not read since a restart is not known: such a file may be a copy too. */
+static int head_matches(const ls__file *f, const uint8_t *h, uint32_t n)
+{
+	if (n >= f->fp_len)
+		return cm_crc32c(0, h, f->fp_len) == f->fp;
+	return !f->head_ok || memcmp(h, f->head, n) == 0;
+}
+
+/* Whether new file c has the head of a file we track in its directory, or part of it (a copy of it,
+ * maybe unfinished, or the same bytes: shipping it would duplicate them). Not tracked now, a copy is
+ * drained by on_truncate from the original's position; anything else is looked at again next scan. */
 static int is_copy_of_tracked(ls_tail *t, const ls__file *c)
 {
 	const char *slash = strrchr(c->path, '/');
 	size_t dl = slash ? (size_t)(slash - c->path) : 0;
 	struct stat st;
-	if (fstat(c->fd, &st))
+	uint8_t head[LS__FP_MAX];
+	uint32_t len, crc, crc_old;
+	if (fstat(c->fd, &st) || fingerprint(c->fd, (uint64_t)st.st_size, 0, &crc_old, &len, &crc, head))
 		return 0;
 	for (ls__file *f = t->files; f; f = f->next) {
-		uint32_t len, crc, crc_old;
 		if (f->rotated || !f->fp_len || strncmp(f->path, c->path, dl) || f->path[dl] != '/')
 			continue;
-		if (fingerprint(c->fd, (uint64_t)st.st_size, f->fp_len, &crc_old, &len, &crc) == 0 && crc_old == f->fp)
+		if (head_matches(f, head, len))
 			return 1;
 	}
 	return 0;
@@ -580,10 +597,11 @@ static int copy_matches(const struct stat *st, int fd, void *arg)
 {
 	const ls__file *f = arg;
 	uint32_t len, crc, crc_old;
+	uint8_t head[LS__FP_MAX];
 	if ((uint64_t)st->st_ino == f->ino || (uint64_t)st->st_size < f->read_off)
 		return 0;
-	return fingerprint(fd, (uint64_t)st->st_size, f->fp_len, &crc_old, &len, &crc) == 0 && crc_old == f->fp &&
-	       f->fp_len > 0;
+	return fingerprint(fd, (uint64_t)st->st_size, f->fp_len, &crc_old, &len, &crc, head) == 0 &&
+	       crc_old == f->fp && f->fp_len > 0;
 }
 
 /* *pp was truncated: hand its state to a rotated entry for the copy, inserted before it so the copy is
@@ -616,7 +634,7 @@ static int on_truncate(ls_tail *t, ls__file **pp)
 	ls__join_reset(&f->j);
 	f->longline = 0;
 	f->read_off = f->done_off = f->skip_upto = 0;
-	f->fp_len = f->fp = 0;
+	f->fp_len = f->fp = 0, f->head_ok = 1;
 	f->last_size = 0;
 	f->dirty = 1;
 	return 0;
@@ -644,13 +662,16 @@ static int check_file(ls_tail *t, ls__file **pp)
 		return on_truncate(t, pp);
 	f->last_size = size, f->last_mtime_ns = mtime;
 	uint32_t len, crc, crc_old;
-	int rc = fingerprint(f->fd, size, f->fp_len, &crc_old, &len, &crc);
+	uint8_t head[LS__FP_MAX];
+	int rc = fingerprint(f->fd, size, f->fp_len, &crc_old, &len, &crc, head);
 	if (rc)
 		return rc;
 	if (f->fp_len && crc_old != f->fp)
 		return on_truncate(t, pp); /* truncated and rewritten past our position */
 	if (len != f->fp_len)
 		f->fp_len = len, f->fp = crc, f->dirty = 1;
+	memcpy(f->head, head, f->fp_len);
+	f->head_ok = 1;
 	return 0;
 }
 
@@ -683,11 +704,13 @@ static int end_read(ls_tail *t, uint64_t batch)
 		ls__file *f = *pp;
 		if (!f->finished && f->rotated && f->at_eof && !f->longline && now - f->rotated_ms >= t->o.rotate_wait_ms) {
 			close(f->fd);
-			f->fd = -1, f->finished = 1, f->dirty = 1;
+			f->fd = -1, f->finished = 1, f->dirty = 1, f->finished_gen = t->scan_gen;
 			ls__join_reset(&f->j);
 			t->st.files--;
 		}
-		int vanished = f->finished && f->seen_gen != t->scan_gen;
+		/* Gone when a scan that began after it finished did not find it: a readdir that races with
+		 * the rename that rotated it may see neither name (ext4 orders entries by hash). */
+		int vanished = f->finished && f->seen_gen != t->scan_gen && f->finished_gen != t->scan_gen;
 		if ((f->dirty || vanished) && snapshot(t, f, batch, vanished))
 			return CM_ENOMEM;
 		f->dirty = 0;

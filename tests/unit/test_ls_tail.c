@@ -77,14 +77,16 @@ static int teardown(void **state)
 	return 0;
 }
 
-static void open_tail(fx *f, size_t max_line, size_t max_unacked)
+static void open_tail_wait(fx *f, size_t max_line, size_t max_unacked, int64_t rotate_wait_ms)
 {
-	ls_tail_opts o = {.log_root = f->root, .db_path = f->db, .max_line = max_line, .rotate_wait_ms = -1,
-			  .max_unacked_bytes = max_unacked};
+	ls_tail_opts o = {.log_root = f->root, .db_path = f->db, .max_line = max_line,
+			  .rotate_wait_ms = rotate_wait_ms, .max_unacked_bytes = max_unacked};
 	cm_err err = {{0}};
 	if (ls_tail_open(&o, &f->t, &err))
 		fail_msg("open: %s", err.msg);
 }
+
+static void open_tail(fx *f, size_t max_line, size_t max_unacked) { open_tail_wait(f, max_line, max_unacked, -1); }
 
 static void append(const char *path, const char *s)
 {
@@ -366,6 +368,79 @@ static void test_copytruncate(void **state)
 	assert_true(st.truncations >= 1);
 }
 
+static void append_seq(const char *path, int from, int to)
+{
+	char line[128];
+	for (int i = from; i < to; i++) {
+		snprintf(line, sizeof(line), "2024-05-01T10:00:00Z stdout F seq=%08d tail\n", i);
+		append(path, line);
+	}
+}
+
+/* Reads once and checks the batch holds exactly seq from..to-1, in order. */
+static void read_seq(fx *f, int from, int to)
+{
+	char want[64];
+	assert_int_equal(ls_tail_read(f->t, &f->b, 0, 0), 0);
+	if (f->b.nrecords != (size_t)(to - from))
+		fail_msg("%zu records, want seq %d..%d", f->b.nrecords, from, to - 1);
+	for (int i = from; i < to; i++) {
+		snprintf(want, sizeof(want), "seq=%08d tail", i);
+		rec_is(&f->b, (size_t)(i - from), want);
+	}
+	assert_int_equal(ls_tail_commit(f->t, f->b.id), 0);
+}
+
+/* A scan that sees the copy while logrotate is still writing it (empty, then shorter than the head
+ * fingerprint) must not take it for a new rotated file and ship it from 0; once the live file is
+ * truncated, the finished copy is drained from the position, exactly once. */
+static void test_copytruncate_copy_seen_while_copying(void **state)
+{
+	fx *f = *state;
+	char rot[700];
+	snprintf(rot, sizeof(rot), "%s.1", f->log);
+	append_seq(f->log, 0, 10);
+	open_tail_wait(f, 0, 0, 0); /* the default 5 s: a rotated file stays open while it is written */
+	read_seq(f, 0, 10);
+	append_seq(f->log, 10, 12);
+	append(rot, ""); /* the copy exists, empty */
+	read_seq(f, 10, 12);
+	int in = open(f->log, O_RDONLY), out = open(rot, O_WRONLY);
+	char head[40];
+	assert_int_equal(read(in, head, sizeof(head)), (ssize_t)sizeof(head));
+	assert_int_equal(write(out, head, sizeof(head)), (ssize_t)sizeof(head));
+	read_seq(f, 12, 12); /* the copy: 40 bytes, a prefix of the head */
+	append_seq(f->log, 12, 15); /* unread when the copy completes */
+	close(in);
+	close(out);
+	copy_file(f->log, rot);
+	assert_int_equal(truncate(f->log, 0), 0);
+	append_seq(f->log, 15, 18);
+	read_seq(f, 12, 18);
+	read_seq(f, 18, 18);
+	ls_tail_stats st;
+	ls_tail_stats_get(f->t, &st);
+	assert_int_equal(st.truncations, 1);
+}
+
+/* The truncation seen in the same read as the finished copy, with the live file already longer than
+ * the position again: the copy is drained from the position, the live file from 0. */
+static void test_copytruncate_regrown_past_position(void **state)
+{
+	fx *f = *state;
+	char rot[700];
+	snprintf(rot, sizeof(rot), "%s.1", f->log);
+	append_seq(f->log, 0, 5);
+	open_tail_wait(f, 0, 0, 0);
+	read_seq(f, 0, 5);
+	append_seq(f->log, 5, 7);
+	copy_file(f->log, rot);
+	assert_int_equal(truncate(f->log, 0), 0);
+	append_seq(f->log, 7, 20);
+	read_seq(f, 5, 20);
+	read_seq(f, 20, 20);
+}
+
 static void test_restarts_while_writing(void **state)
 {
 	fx *f = *state;
@@ -457,6 +532,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_docker_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rename_rotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copytruncate, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copytruncate_copy_seen_while_copying, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copytruncate_regrown_past_position, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restarts_while_writing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deleted_mid_read, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stage_replay, setup, teardown),
