@@ -183,6 +183,38 @@ void cm_labels_sort(cm_label *labels, size_t n);
 
 /* ---- wire batch (see cm_wire.c for the frame layout) ------------------------------------------------ */
 
+/* Inventory and events (wire fields 11 and 12; corral.proto documents each field). Strings never NULL
+ * after decoding. */
+typedef struct cm_container {
+	const char *name, *id, *image, *cgroup, *req_cpu, *req_mem, *lim_cpu, *lim_mem;
+} cm_container;
+
+typedef struct cm_pod {
+	const char *name, *namespace_, *uid, *status;
+	int ready;
+	const cm_label *labels;
+	size_t nlabels;
+	const char *const *ips;
+	size_t nips;
+	const cm_container *containers;
+	size_t ncontainers;
+} cm_pod;
+
+typedef struct cm_inventory {
+	int64_t collected_ms;
+	const cm_pod *pods;
+	size_t npods;
+	const cm_label *node;
+	size_t nnode;
+} cm_inventory;
+
+typedef struct cm_event {
+	int64_t t_ms;
+	const char *type; /* "started", "stopped", "oom_killed" */
+	const char *cgroup, *container_id, *container, *pod, *namespace_;
+	uint64_t count;
+} cm_event;
+
 typedef struct cm_batch {
 	const char *node;           /* node name, non-empty */
 	const char *boot_id;        /* the node's /proc/sys/kernel/random/boot_id */
@@ -191,6 +223,9 @@ typedef struct cm_batch {
 	int64_t created_ms;
 	cm_series *series;
 	size_t nseries;
+	const cm_inventory *inventory; /* NULL: not in this batch */
+	const cm_event *events;
+	size_t nevents;
 } cm_batch;
 
 typedef struct cm_wire_limits {
@@ -200,6 +235,9 @@ typedef struct cm_wire_limits {
 	size_t max_samples;       /* over the whole batch */
 	size_t max_labels;        /* per series */
 	size_t max_label_bytes;   /* per name or value */
+	size_t max_pods;          /* in the inventory */
+	size_t max_pod_items;     /* labels, IPs or containers per pod */
+	size_t max_events;
 } cm_wire_limits;
 
 extern const cm_wire_limits cm_wire_default_limits;

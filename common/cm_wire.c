@@ -25,6 +25,9 @@
  * Batch rules: node is non-empty; every string is valid UTF-8; each series has a valid metric name in
  * __name__ ([a-zA-Z_:][a-zA-Z0-9_:]*), valid and unique label names, and as many timestamps as values.
  * Labels with an empty value are dropped, as Prometheus does (an empty label is an absent label).
+ * Inventory (field 11) and events (field 12): every string valid UTF-8 within max_label_bytes, at most
+ * max_pods pods of at most max_pod_items labels, IPs and containers each, at most max_events events,
+ * event type one of "started", "stopped", "oom_killed".
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <stdlib.h>
@@ -45,6 +48,9 @@ const cm_wire_limits cm_wire_default_limits = {
 	.max_samples = 2000000,
 	.max_labels = 64,
 	.max_label_bytes = 4096,
+	.max_pods = 20000,
+	.max_pod_items = 1024,
+	.max_events = 100000,
 };
 
 /* ---- encode ---------------------------------------------------------------------------------------- */
@@ -73,6 +79,89 @@ static int build_series(const cm_series *in, Corral__Wire__Series *out, cm_arena
 	return CM_OK;
 }
 
+/* ---- encode: inventory and events (fields 11, 12) ------------------------------------------------ */
+
+static char *s_(const char *s) { return (char *)(s ? s : ""); }
+
+static Corral__Wire__Label **build_labels(const cm_label *in, size_t n, cm_arena *a)
+{
+	Corral__Wire__Label **out = cm_arena_calloc(a, n ? n : 1, sizeof(*out));
+	Corral__Wire__Label *l = cm_arena_calloc(a, n ? n : 1, sizeof(*l));
+	if (!out || !l)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		corral__wire__label__init(&l[i]);
+		l[i].name = s_(in[i].name), l[i].value = s_(in[i].value);
+		out[i] = &l[i];
+	}
+	return out;
+}
+
+static int build_pod(const cm_pod *in, Corral__Wire__Pod *p, cm_arena *a)
+{
+	corral__wire__pod__init(p);
+	p->name = s_(in->name), p->namespace_ = s_(in->namespace_), p->uid = s_(in->uid), p->status = s_(in->status);
+	p->ready = in->ready != 0;
+	p->n_labels = in->nlabels, p->n_ips = in->nips, p->n_containers = in->ncontainers;
+	p->labels = build_labels(in->labels, in->nlabels, a);
+	p->ips = cm_arena_calloc(a, in->nips ? in->nips : 1, sizeof(char *));
+	p->containers = cm_arena_calloc(a, in->ncontainers ? in->ncontainers : 1, sizeof(*p->containers));
+	Corral__Wire__Container *c = cm_arena_calloc(a, in->ncontainers ? in->ncontainers : 1, sizeof(*c));
+	if (!p->labels || !p->ips || !p->containers || !c)
+		return CM_ENOMEM;
+	for (size_t i = 0; i < in->nips; i++)
+		p->ips[i] = s_(in->ips[i]);
+	for (size_t i = 0; i < in->ncontainers; i++) {
+		const cm_container *x = &in->containers[i];
+		corral__wire__container__init(&c[i]);
+		c[i].name = s_(x->name), c[i].id = s_(x->id), c[i].image = s_(x->image), c[i].cgroup = s_(x->cgroup);
+		c[i].request_cpu = s_(x->req_cpu), c[i].request_memory = s_(x->req_mem);
+		c[i].limit_cpu = s_(x->lim_cpu), c[i].limit_memory = s_(x->lim_mem);
+		p->containers[i] = &c[i];
+	}
+	return CM_OK;
+}
+
+static int build_inventory(const cm_inventory *in, Corral__Wire__Batch *msg, cm_arena *a)
+{
+	Corral__Wire__Inventory *inv = cm_arena_calloc(a, 1, sizeof(*inv));
+	Corral__Wire__Pod *pods = cm_arena_calloc(a, in->npods ? in->npods : 1, sizeof(*pods));
+	if (!inv || !pods)
+		return CM_ENOMEM;
+	corral__wire__inventory__init(inv);
+	inv->collected_ms = in->collected_ms;
+	inv->n_pods = in->npods, inv->n_node = in->nnode;
+	inv->pods = cm_arena_calloc(a, in->npods ? in->npods : 1, sizeof(*inv->pods));
+	inv->node = build_labels(in->node, in->nnode, a);
+	if (!inv->pods || !inv->node)
+		return CM_ENOMEM;
+	for (size_t i = 0; i < in->npods; i++) {
+		int rc = build_pod(&in->pods[i], &pods[i], a);
+		if (rc)
+			return rc;
+		inv->pods[i] = &pods[i];
+	}
+	msg->inventory = inv;
+	return CM_OK;
+}
+
+static int build_events(const cm_event *in, size_t n, Corral__Wire__Batch *msg, cm_arena *a)
+{
+	Corral__Wire__Event *e = cm_arena_calloc(a, n ? n : 1, sizeof(*e));
+	msg->events = cm_arena_calloc(a, n ? n : 1, sizeof(*msg->events));
+	if (!e || !msg->events)
+		return CM_ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		corral__wire__event__init(&e[i]);
+		e[i].time_ms = in[i].t_ms, e[i].type = s_(in[i].type), e[i].cgroup = s_(in[i].cgroup);
+		e[i].container_id = s_(in[i].container_id), e[i].container = s_(in[i].container);
+		e[i].pod = s_(in[i].pod), e[i].namespace_ = s_(in[i].namespace_), e[i].count = in[i].count;
+		msg->events[i] = &e[i];
+	}
+	msg->n_events = n;
+	return CM_OK;
+}
+
 static int pack_batch(const cm_batch *b, cm_arena *a, uint8_t **out, size_t *outlen)
 {
 	Corral__Wire__Batch msg;
@@ -93,6 +182,10 @@ static int pack_batch(const cm_batch *b, cm_arena *a, uint8_t **out, size_t *out
 			return rc;
 		msg.series[i] = &series[i];
 	}
+	if (b->inventory && build_inventory(b->inventory, &msg, a))
+		return CM_ENOMEM;
+	if (b->nevents && build_events(b->events, b->nevents, &msg, a))
+		return CM_ENOMEM;
 	size_t n = corral__wire__batch__get_packed_size(&msg);
 	uint8_t *p = cm_arena_alloc(a, n);
 	if (!p)
@@ -242,6 +335,107 @@ static int convert_series(const Corral__Wire__Series *in, size_t idx, const cm_w
 	return CM_OK;
 }
 
+/* ---- decode: inventory and events (fields 11, 12) ------------------------------------------------ */
+
+static int check_strings(const char *const *s, size_t n, const cm_wire_limits *lim, const char *what, cm_err *err)
+{
+	int rc = CM_OK;
+	for (size_t i = 0; i < n && !rc; i++)
+		rc = check_string(s[i], lim->max_label_bytes, what, err);
+	return rc;
+}
+
+static int convert_kv(Corral__Wire__Label **in, size_t n, const cm_wire_limits *lim, cm_arena *a,
+		      const cm_label **out, cm_err *err)
+{
+	cm_label *l = cm_arena_calloc(a, n ? n : 1, sizeof(*l));
+	if (!l)
+		return cm_errf(err, CM_ENOMEM, "out of memory decoding inventory");
+	for (size_t i = 0; i < n; i++) {
+		const char *kv[2] = {in[i]->name, in[i]->value};
+		int rc = check_strings(kv, 2, lim, "inventory label", err);
+		if (rc)
+			return rc;
+		l[i] = (cm_label){kv[0], kv[1]};
+	}
+	*out = l;
+	return CM_OK;
+}
+
+static int convert_pod(const Corral__Wire__Pod *in, const cm_wire_limits *lim, cm_arena *a, cm_pod *p, cm_err *err)
+{
+	if (in->n_labels > lim->max_pod_items || in->n_ips > lim->max_pod_items || in->n_containers > lim->max_pod_items)
+		return cm_errf(err, CM_E2BIG, "inventory pod has more than %zu labels, IPs or containers",
+			       lim->max_pod_items);
+	const char *f[] = {in->name, in->namespace_, in->uid, in->status};
+	int rc = check_strings(f, 4, lim, "inventory pod field", err);
+	rc = rc ? rc : check_strings((const char *const *)in->ips, in->n_ips, lim, "inventory pod IP", err);
+	rc = rc ? rc : convert_kv(in->labels, in->n_labels, lim, a, &p->labels, err);
+	cm_container *c = cm_arena_calloc(a, in->n_containers ? in->n_containers : 1, sizeof(*c));
+	if (!rc && !c)
+		rc = cm_errf(err, CM_ENOMEM, "out of memory decoding inventory");
+	for (size_t i = 0; i < in->n_containers && !rc; i++) {
+		const Corral__Wire__Container *x = in->containers[i];
+		c[i] = (cm_container){x->name, x->id, x->image, x->cgroup, x->request_cpu, x->request_memory,
+				      x->limit_cpu, x->limit_memory};
+		const char *f8[] = {x->name, x->id, x->image, x->cgroup, x->request_cpu, x->request_memory,
+				    x->limit_cpu, x->limit_memory};
+		rc = check_strings(f8, 8, lim, "inventory container field", err);
+	}
+	if (rc)
+		return rc;
+	p->name = in->name, p->namespace_ = in->namespace_, p->uid = in->uid, p->status = in->status;
+	p->ready = in->ready, p->nlabels = in->n_labels;
+	p->ips = (const char *const *)in->ips, p->nips = in->n_ips;
+	p->containers = c, p->ncontainers = in->n_containers;
+	return CM_OK;
+}
+
+static int convert_inventory(const Corral__Wire__Inventory *in, const cm_wire_limits *lim, cm_arena *a,
+			     const cm_inventory **out, cm_err *err)
+{
+	if (in->n_pods > lim->max_pods)
+		return cm_errf(err, CM_E2BIG, "inventory has %zu pods, limit %zu", in->n_pods, lim->max_pods);
+	if (in->n_node > lim->max_pod_items)
+		return cm_errf(err, CM_E2BIG, "inventory has %zu node facts, limit %zu", in->n_node, lim->max_pod_items);
+	cm_inventory *inv = cm_arena_calloc(a, 1, sizeof(*inv));
+	cm_pod *pods = cm_arena_calloc(a, in->n_pods ? in->n_pods : 1, sizeof(*pods));
+	if (!inv || !pods)
+		return cm_errf(err, CM_ENOMEM, "out of memory decoding inventory");
+	int rc = convert_kv(in->node, in->n_node, lim, a, &inv->node, err);
+	for (size_t i = 0; i < in->n_pods && !rc; i++)
+		rc = convert_pod(in->pods[i], lim, a, &pods[i], err);
+	if (rc)
+		return rc;
+	inv->collected_ms = in->collected_ms, inv->nnode = in->n_node;
+	inv->pods = pods, inv->npods = in->n_pods;
+	*out = inv;
+	return CM_OK;
+}
+
+static int convert_events(const Corral__Wire__Batch *m, const cm_wire_limits *lim, cm_arena *a, cm_batch *b,
+			  cm_err *err)
+{
+	if (m->n_events > lim->max_events)
+		return cm_errf(err, CM_E2BIG, "batch has %zu events, limit %zu", m->n_events, lim->max_events);
+	cm_event *e = cm_arena_calloc(a, m->n_events ? m->n_events : 1, sizeof(*e));
+	if (!e)
+		return cm_errf(err, CM_ENOMEM, "out of memory decoding events");
+	for (size_t i = 0; i < m->n_events; i++) {
+		const Corral__Wire__Event *x = m->events[i];
+		e[i] = (cm_event){x->time_ms, x->type, x->cgroup, x->container_id, x->container, x->pod, x->namespace_,
+				  x->count};
+		const char *f6[] = {x->type, x->cgroup, x->container_id, x->container, x->pod, x->namespace_};
+		int rc = check_strings(f6, 6, lim, "event field", err);
+		if (rc)
+			return rc;
+		if (strcmp(x->type, "started") && strcmp(x->type, "stopped") && strcmp(x->type, "oom_killed"))
+			return cm_errf(err, CM_EPROTO, "event %zu has unknown type", i);
+	}
+	b->events = e, b->nevents = m->n_events;
+	return CM_OK;
+}
+
 static int convert_batch(const Corral__Wire__Batch *m, const cm_wire_limits *lim, cm_arena *a,
 			 cm_batch *out, cm_err *err)
 {
@@ -267,6 +461,10 @@ static int convert_batch(const Corral__Wire__Batch *m, const cm_wire_limits *lim
 		if (rc)
 			return rc;
 	}
+	if (m->inventory && (rc = convert_inventory(m->inventory, lim, a, &b.inventory, err)))
+		return rc;
+	if ((rc = convert_events(m, lim, a, &b, err)))
+		return rc;
 	*out = b;
 	return CM_OK;
 }

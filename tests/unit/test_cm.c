@@ -300,6 +300,90 @@ static void test_wire_batch_rules(void **state)
 
 /* ---- formats --------------------------------------------------------------------------------------- */
 
+/* ---- wire: inventory and events (fields 11, 12) -------------------------------------------------- */
+
+static void inv_encode_decode(const cm_batch *in, cm_buf *f, cm_arena *a, cm_batch *out)
+{
+	cm_err err = {{0}};
+	f->len = 0;
+	assert_int_equal(cm_wire_encode(in, 1, f, &err), 0);
+	assert_int_equal(decode(f, NULL, out, a, &err), 0);
+}
+
+static void test_wire_inventory_and_events(void **state)
+{
+	(void)state;
+	cm_label pl[2] = {{"app", "web"}, {"tier", "front"}}, nf[1] = {{"cpu_cores", "4"}};
+	const char *ips[2] = {"10.0.0.5", "fd00::5"};
+	cm_container c[2] = {{"nginx", "c0c0", "nginx:1.25", "/demo/web", "250m", "64Mi", "1", "128Mi"},
+			     {"side", "", "envoy", "", "", "", "", ""}};
+	cm_pod pods[2] = {{"web", "shop", "uid-1", "Running", 1, pl, 2, ips, 2, c, 2},
+			  {"job", "batch", "", "", 0, NULL, 0, NULL, 0, NULL, 0}};
+	cm_inventory inv = {1700000000000, pods, 2, nf, 1};
+	cm_event ev[2] = {{1700000000001, "started", "/demo/web", "c0c0", "nginx", "web", "shop", 0},
+			  {1700000000002, "oom_killed", "/demo/hog", "", "", "", "", 3}};
+	cm_batch b = {.node = "n", .boot_id = "b", .seq = 7, .inventory = &inv, .events = ev, .nevents = 2}, d;
+	cm_buf f;
+	cm_buf_init(&f);
+	cm_arena a;
+	cm_arena_init(&a, 0);
+	inv_encode_decode(&b, &f, &a, &d);
+	assert_non_null(d.inventory);
+	assert_int_equal(d.inventory->collected_ms, 1700000000000);
+	assert_int_equal(d.inventory->npods, 2);
+	assert_int_equal(d.inventory->nnode, 1);
+	assert_string_equal(d.inventory->node[0].value, "4");
+	const cm_pod *p = &d.inventory->pods[0];
+	assert_string_equal(p->name, "web");
+	assert_string_equal(p->namespace_, "shop");
+	assert_string_equal(p->status, "Running");
+	assert_int_equal(p->ready, 1);
+	assert_int_equal(p->nlabels, 2);
+	assert_string_equal(p->labels[1].value, "front");
+	assert_int_equal(p->nips, 2);
+	assert_string_equal(p->ips[1], "fd00::5");
+	assert_int_equal(p->ncontainers, 2);
+	assert_string_equal(p->containers[0].cgroup, "/demo/web");
+	assert_string_equal(p->containers[0].req_mem, "64Mi");
+	assert_string_equal(p->containers[0].lim_cpu, "1");
+	assert_string_equal(p->containers[1].id, "");
+	assert_int_equal(d.inventory->pods[1].ncontainers, 0);
+	assert_int_equal(d.nevents, 2);
+	assert_string_equal(d.events[0].type, "started");
+	assert_string_equal(d.events[0].pod, "web");
+	assert_string_equal(d.events[1].type, "oom_killed");
+	assert_int_equal(d.events[1].count, 3);
+	/* absent inventory stays absent; no events is zero events */
+	cm_batch plain = {.node = "n", .boot_id = "b", .seq = 8};
+	inv_encode_decode(&plain, &f, &a, &d);
+	assert_null(d.inventory);
+	assert_int_equal(d.nevents, 0);
+	/* limits and rules */
+	cm_wire_limits lim = cm_wire_default_limits;
+	f.len = 0;
+	cm_err err = {{0}};
+	assert_int_equal(cm_wire_encode(&b, 1, &f, &err), 0);
+	lim.max_pods = 1;
+	expect_reject(&f, &lim, CM_E2BIG, "pods");
+	lim = cm_wire_default_limits;
+	lim.max_pod_items = 1;
+	expect_reject(&f, &lim, CM_E2BIG, "labels, IPs or containers");
+	lim = cm_wire_default_limits;
+	lim.max_events = 1;
+	expect_reject(&f, &lim, CM_E2BIG, "events");
+	ev[1].type = "exploded";
+	f.len = 0;
+	assert_int_equal(cm_wire_encode(&b, 1, &f, &err), 0);
+	expect_reject(&f, NULL, CM_EPROTO, "unknown type");
+	ev[1].type = "oom_killed";
+	c[0].image = "bad\xff";
+	f.len = 0;
+	assert_int_equal(cm_wire_encode(&b, 1, &f, &err), 0);
+	expect_reject(&f, NULL, CM_EPROTO, "UTF-8");
+	cm_arena_close(&a);
+	cm_buf_close(&f);
+}
+
 static void test_fmt_double(void **state)
 {
 	(void)state;
@@ -491,6 +575,7 @@ int main(void)
 		cmocka_unit_test(test_crc32c),             cmocka_unit_test(test_buf_and_reader),
 		cmocka_unit_test(test_opts_table),         cmocka_unit_test(test_arena_limit),
 		cmocka_unit_test(test_parse_listen),
+		cmocka_unit_test(test_wire_inventory_and_events),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
