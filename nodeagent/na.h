@@ -21,7 +21,17 @@ typedef struct na_config {
 	const char *token_file;   /* push token file (or CORRAL_TOKEN) */
 	const char *listen;       /* ADDR:PORT for /metrics and /healthz */
 	int64_t interval_ms;      /* collection and shipping interval */
-	long max_pending;         /* batches kept in memory while the aggregator is unreachable */
+	long max_pending;         /* batches kept while the aggregator is unreachable */
+	const char *state_dir;    /* spool and seq file; NULL keeps batches in memory only */
+	uint64_t spool_max_bytes; /* bound on the spooled payload bytes, 0 = none */
+	const char *pods_dir;     /* JSON pod manifests (metadata), or NULL */
+	const char *docker_root;  /* docker's data root for container configs, or NULL */
+	const char *label_allowlist; /* pod label keys copied (comma-separated) */
+	int64_t meta_refresh_ms;  /* how often metadata sources are re-read */
+	int64_t inventory_interval_ms; /* full inventory at least this often (and on every change) */
+	const char *kubelet_url;  /* kubelet base URL for GET /pods, or NULL */
+	const char *kubelet_token_file;
+	const char *kubelet_ca_file;
 	int log_level;
 } na_config;
 

@@ -1,11 +1,12 @@
 /* na_agent.c -- corral-agent's loop: collect every interval, hand batches to the sender, serve /metrics.
  *
- * Owns the timer, the collector (used only on a worker thread, one pass at a time), the sender and
- * the HTTP server. A pass's results come back to the loop thread in after_work: the frame goes to the
- * sender and the rendered text replaces the /metrics snapshot. A tick that finds the previous pass
- * still running is skipped and counted. Batch sequence numbers start at the wall clock in
- * microseconds, so they keep increasing across agent restarts within one boot (the aggregator
- * dedupes on them); the spool issue makes them persistent.
+ * Owns the timer, the collector (used only on a worker thread, one pass at a time), the spool, the
+ * sender and the HTTP server. A pass runs on a worker and puts its frame in the spool there (disk
+ * writes never touch the loop thread); back on the loop thread the sender is kicked and the rendered
+ * text replaces the /metrics snapshot. A tick that finds the previous pass still running is skipped
+ * and counted. Batch sequence numbers start at the larger of the wall clock in microseconds and the
+ * last seq the spool remembers plus one, so they keep increasing across agent restarts (the aggregator
+ * dedupes on them) even if the clock steps back.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <curl/curl.h>
@@ -21,6 +22,7 @@ struct na_agent {
 	uv_timer_t tick;
 	uv_work_t work;
 	na__collector *collector;
+	na__spool *spool;
 	na__sender *sender;
 	na__http *http;
 	uint64_t next_seq;
@@ -28,11 +30,12 @@ struct na_agent {
 	/* the pass in flight (worker side) */
 	cm_buf frame, text;
 	na__collect_stats st;
-	int rc;
+	int rc, put_rc;
 	cm_err err;
 	/* loop side */
 	cm_buf metrics_text;
 	uint64_t passes, pass_errors, skipped_ticks;
+	uint64_t err_cgroup, err_node, err_meta, events, inventories;
 	double last_duration_s;
 	size_t last_series;
 	cm_ratelimit rl;
@@ -43,6 +46,11 @@ static void collect_work(uv_work_t *w)
 	na_agent *a = w->data;
 	a->frame.len = a->text.len = 0;
 	a->rc = na__collect(a->collector, a->next_seq, &a->frame, &a->text, &a->st, &a->err);
+	if (a->rc)
+		return;
+	size_t len;
+	uint8_t *frame = cm_buf_take(&a->frame, &len);
+	a->put_rc = na__spool_put(a->spool, a->next_seq, frame, len);
 }
 
 static void collect_done(uv_work_t *w, int status)
@@ -56,16 +64,21 @@ static void collect_done(uv_work_t *w, int status)
 		return;
 	}
 	a->next_seq++;
+	a->err_cgroup += (uint64_t)a->st.cgroup_errors;
+	a->err_node += (uint64_t)a->st.node_errors;
+	a->err_meta += (uint64_t)a->st.meta_errors;
+	a->events += a->st.events;
+	a->inventories += (uint64_t)a->st.inventory;
 	a->last_duration_s = (double)a->st.duration_ns / 1e9;
 	a->last_series = a->st.series;
 	cm_buf tmp = a->metrics_text;
 	a->metrics_text = a->text;
 	a->text = tmp;
-	if (a->stopping)
-		return;
-	size_t len;
-	uint8_t *frame = cm_buf_take(&a->frame, &len);
-	na__sender_enqueue(a->sender, frame, len);
+	if (a->put_rc)
+		CM_LOG_RL(&a->rl, CM_LOG_ERROR, "agent", "cannot spool batch %llu: %s (batch lost)",
+			  (unsigned long long)(a->next_seq - 1), cm_strerror(a->put_rc));
+	if (!a->stopping)
+		na__sender_kick(a->sender);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -84,7 +97,9 @@ static void on_tick(uv_timer_t *t)
 static int render_self(na_agent *a, cm_buf *b)
 {
 	na__sender_stats s;
+	na__spool_stats sp;
 	na__sender_stats_get(a->sender, &s);
+	na__spool_stats_get(a->spool, &sp);
 	return cm_buf_printf(b,
 		"# HELP corral_agent_collections_total Collection passes run.\n"
 		"# TYPE corral_agent_collections_total counter\ncorral_agent_collections_total %llu\n"
@@ -107,11 +122,37 @@ static int render_self(na_agent *a, cm_buf *b)
 		"# HELP corral_agent_pending_batches Batches waiting to be sent.\n"
 		"# TYPE corral_agent_pending_batches gauge\ncorral_agent_pending_batches %llu\n"
 		"# HELP corral_agent_pending_bytes Bytes of batches waiting to be sent.\n"
-		"# TYPE corral_agent_pending_bytes gauge\ncorral_agent_pending_bytes %llu\n",
+		"# TYPE corral_agent_pending_bytes gauge\ncorral_agent_pending_bytes %llu\n"
+		"# HELP corral_agent_spool_dropped_bytes_total Bytes of batches dropped because the spool was full.\n"
+		"# TYPE corral_agent_spool_dropped_bytes_total counter\ncorral_agent_spool_dropped_bytes_total %llu\n"
+		"# HELP corral_agent_spool_corrupt_total Spool files found invalid and deleted.\n"
+		"# TYPE corral_agent_spool_corrupt_total counter\ncorral_agent_spool_corrupt_total %llu\n"
+		"# HELP corral_agent_spool_errors_total Batches lost because they could not be spooled.\n"
+		"# TYPE corral_agent_spool_errors_total counter\ncorral_agent_spool_errors_total %llu\n"
+		"# HELP corral_agent_next_seq Sequence number of the next batch.\n"
+		"# TYPE corral_agent_next_seq gauge\ncorral_agent_next_seq %llu\n",
 		(unsigned long long)a->passes, (unsigned long long)a->pass_errors,
 		(unsigned long long)a->skipped_ticks, a->last_duration_s, a->last_series,
 		(unsigned long long)s.sent, (unsigned long long)s.failed_attempts, (unsigned long long)s.rejected,
-		(unsigned long long)s.dropped, (unsigned long long)s.pending, (unsigned long long)s.pending_bytes);
+		(unsigned long long)s.dropped, (unsigned long long)s.pending, (unsigned long long)s.pending_bytes,
+		(unsigned long long)sp.dropped_bytes, (unsigned long long)sp.corrupt, (unsigned long long)sp.errors,
+		(unsigned long long)a->next_seq);
+}
+
+static int render_collectors(na_agent *a, cm_buf *b)
+{
+	return cm_buf_printf(b,
+		"# HELP corral_agent_collector_errors_total Collection passes in which a collector lost part of its data.\n"
+		"# TYPE corral_agent_collector_errors_total counter\n"
+		"corral_agent_collector_errors_total{collector=\"cgroup\"} %llu\n"
+		"corral_agent_collector_errors_total{collector=\"node\"} %llu\n"
+		"corral_agent_collector_errors_total{collector=\"meta\"} %llu\n"
+		"# HELP corral_agent_events_total Container events (started, stopped, OOM-killed) put in batches.\n"
+		"# TYPE corral_agent_events_total counter\ncorral_agent_events_total %llu\n"
+		"# HELP corral_agent_inventories_total Batches that carried the full inventory.\n"
+		"# TYPE corral_agent_inventories_total counter\ncorral_agent_inventories_total %llu\n",
+		(unsigned long long)a->err_cgroup, (unsigned long long)a->err_node, (unsigned long long)a->err_meta,
+		(unsigned long long)a->events, (unsigned long long)a->inventories);
 }
 
 static int on_http(void *ctx, const char *path, cm_buf *body, const char **ctype)
@@ -122,7 +163,8 @@ static int on_http(void *ctx, const char *path, cm_buf *body, const char **ctype
 	if (strcmp(path, "/metrics"))
 		return cm_buf_puts(body, "not found\n") ? 500 : 404;
 	*ctype = "text/plain; version=0.0.4; charset=utf-8";
-	if (cm_buf_append(body, a->metrics_text.data, a->metrics_text.len) || render_self(a, body))
+	if (cm_buf_append(body, a->metrics_text.data, a->metrics_text.len) || render_self(a, body) ||
+	    render_collectors(a, body))
 		return 500;
 	return 200;
 }
@@ -135,12 +177,18 @@ int na_agent_start(uv_loop_t *loop, const na_config *cfg, na_agent **out, cm_err
 		return cm_errf(err, CM_ENOMEM, "out of memory");
 	a->cfg = *cfg;
 	a->loop = loop;
-	a->next_seq = (uint64_t)cm_now_ms() * 1000;
+	uint64_t last_seq = 0;
 	int rc = cm_read_secret(cfg->token_file, "CORRAL_TOKEN", token, sizeof(token), err);
+	if (!rc)
+		rc = na__spool_open(cfg->state_dir, (size_t)cfg->max_pending, cfg->spool_max_bytes, &a->spool, &last_seq,
+				    err);
+	a->next_seq = (uint64_t)cm_now_ms() * 1000;
+	if (a->next_seq <= last_seq)
+		a->next_seq = last_seq + 1;
 	if (!rc)
 		rc = na__collector_create(cfg, &a->collector, err);
 	if (!rc)
-		rc = na__sender_create(loop, cfg->aggregator, token, (size_t)cfg->max_pending, &a->sender, err);
+		rc = na__sender_create(loop, cfg->aggregator, token, a->spool, &a->sender, err);
 	memset(token, 0, sizeof(token));
 	if (!rc)
 		rc = na__http_start(loop, cfg->listen, on_http, a, &a->http, err);
@@ -155,6 +203,7 @@ int na_agent_start(uv_loop_t *loop, const na_config *cfg, na_agent **out, cm_err
 	uv_timer_init(loop, &a->tick);
 	a->tick.data = a;
 	uv_timer_start(&a->tick, on_tick, 0, (uint64_t)cfg->interval_ms);
+	na__sender_kick(a->sender); /* batches a previous run left in the spool */
 	*out = a;
 	return CM_OK;
 }
@@ -184,6 +233,7 @@ void na_agent_free(na_agent *a)
 		return;
 	na__collector_destroy(a->collector);
 	na__sender_free(a->sender);
+	na__spool_close(a->spool);
 	cm_buf_close(&a->frame);
 	cm_buf_close(&a->text);
 	cm_buf_close(&a->metrics_text);

@@ -3,9 +3,13 @@
  * Owns the cgroup collector's state: which hierarchies there are (cgroup v2 unified, or v1 controller
  * mounts side by side), one node per cgroup path with its directory descriptors and its kernel files
  * kept open (re-read with pread, so a steady pass opens and allocates nothing), and the identity and
- * labels of each cgroup. na__cgroups_collect rescans every hierarchy (a bounded walk of directory
+ * labels of each cgroup. na__cgroups_collect rescans a hierarchy (a bounded walk of directory
  * descriptors with getdents64: a cgroup made or removed is seen at the next pass, so within one
- * interval), then hands each node to na_cgstat.c for its metrics. Runs on the agent's worker thread,
+ * interval) when it may have changed, then hands each node to na_cgstat.c for its metrics. "May have
+ * changed": each hierarchy has an inotify descriptor watching every directory the walk visited
+ * (IN_CREATE, IN_DELETE, moves, removal of the directory itself); a pass that finds no event queued
+ * (and no overflow) skips the walk and keeps the nodes of the last one. Without inotify (no descriptor,
+ * or a watch refused at the user's limit) every pass walks, as before. Runs on the agent's worker thread,
  * one pass at a time. Never writes to the cgroup tree, never follows a symlink below a hierarchy
  * root, never lets one cgroup fail the walk: ENOENT or ENODEV mid-walk is a cgroup that went away.
  *
@@ -29,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -253,10 +258,26 @@ static int cg_is_dir(int dfd, const struct linux_dirent64 *de)
 	return fstatat(dfd, n, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
 }
 
+#define CG_WATCH_MASK                                                                                      \
+	(IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+
+/* Watches n's directory in mount m so that a change below it makes the next pass walk. */
+static void cg_watch(na__cgroups *cg, int m, const na__cg_node *n)
+{
+	na__cg_mount *mt = &cg->mounts[m];
+	char path[64];
+	if (mt->ino_fd < 0 || !mt->ino_ok)
+		return;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", n->dfd[m]);
+	if (inotify_add_watch(mt->ino_fd, path, CG_WATCH_MASK) < 0)
+		mt->ino_ok = 0; /* at the watch limit (or no /proc): walk every pass */
+}
+
 static void cg_walk(na__cgroups *cg, int m, na__cg_node *n, size_t idlen, int depth)
 {
 	_Alignas(8) char buf[4096];
 	n->mgen[m] = cg->gen;
+	cg_watch(cg, m, n);
 	if (lseek(n->dfd[m], 0, SEEK_SET) < 0)
 		return;
 	for (;;) {
@@ -345,7 +366,7 @@ int na__cg_read(na__cgroups *cg, na__cg_node *n, int f, const char **text)
 	if (r < 0) {
 		int rc = -errno;
 		if (rc == -ENODEV || rc == CM_ENOENT)
-			n->stale = 1;
+			n->stale = 1, cg->any_stale = 1;
 		else {
 			char name[96];
 			CM_LOG_RL(&cg->rl_read, CM_LOG_WARN, "cgroup", "cannot read %s/%s: %s", n->id,
@@ -369,6 +390,26 @@ void na__cg_parse_warn(na__cgroups *cg, const na__cg_node *n, int f, const char 
 
 /* ---- the pass ------------------------------------------------------------------------------------- */
 
+/* Reads every queued event of mount m's inotify descriptor; 1 when there was any. */
+static int cg_changed(na__cg_mount *mt)
+{
+	_Alignas(8) char buf[4096];
+	int any = 0;
+	while (read(mt->ino_fd, buf, sizeof(buf)) > 0)
+		any = 1;
+	return any;
+}
+
+/* No change in mount m since the last walk: every node that walk saw is seen again. */
+static void cg_keep(na__cgroups *cg, int m)
+{
+	for (size_t i = 0; i < cg->nnodes; i++) {
+		na__cg_node *n = cg->nodes[i];
+		if (n->dfd[m] >= 0 && n->mgen[m] == cg->gen - 1 && !n->stale)
+			n->mgen[m] = cg->gen;
+	}
+}
+
 static void cg_root_node(na__cgroups *cg)
 {
 	na__cg_node *root = cg_lookup(cg, "/", cg_hash("/"));
@@ -381,9 +422,19 @@ static void cg_root_node(na__cgroups *cg)
 			root->dfd[m] = fcntl(cg->mounts[m].fd, F_DUPFD_CLOEXEC, 0);
 		if (root->dfd[m] < 0)
 			continue;
+		na__cg_mount *mt = &cg->mounts[m];
+		int changed = mt->ino_fd < 0 || !mt->ino_ok || !mt->walked || cg_changed(mt) || cg->any_stale;
+		if (!changed) {
+			cg_keep(cg, m);
+			continue;
+		}
+		mt->ino_ok = mt->ino_fd >= 0;
 		cg->idbuf[0] = '\0';
 		cg_walk(cg, m, root, 0, 0);
+		mt->walked = 1;
+		cg->walks++;
 	}
+	cg->any_stale = 0;
 }
 
 int na__cgroups_collect(na__cgroups *cg, const na_emit *emit, const na_event_sink *ev, int64_t now_ms)
@@ -417,7 +468,7 @@ void na__cg_labels(na__cgroups *cg, na__cg_node *n)
 		return;
 	na__meta_labels *ml = &n->meta;
 	memset(ml, 0, sizeof(*ml));
-	if (!cg->meta || na__meta_lookup(cg->meta, &n->ident, ml) != CM_OK)
+	if (!cg->meta || na__meta_lookup(cg->meta, n->id, &n->ident, ml) != CM_OK)
 		memset(ml, 0, sizeof(*ml));
 	size_t k = 0;
 	n->labels[k++] = (cm_label){"id", n->id};
@@ -454,7 +505,8 @@ static int cg_add_mount(na__cgroups *cg, const char *root, const char *name, int
 			close(fd);
 		return 0;
 	}
-	cg->mounts[cg->nmounts++] = (na__cg_mount){fd, role | NA__R_ANY, st.st_dev, st.st_ino};
+	int ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	cg->mounts[cg->nmounts++] = (na__cg_mount){fd, role | NA__R_ANY, st.st_dev, st.st_ino, ino, ino >= 0, 0};
 	return 1;
 }
 
@@ -544,8 +596,11 @@ void na__cgroups_close(na__cgroups *cg)
 		return;
 	for (size_t i = 0; i < cg->nnodes; i++)
 		cg_node_free(cg->nodes[i]);
-	for (int m = 0; m < cg->nmounts; m++)
+	for (int m = 0; m < cg->nmounts; m++) {
 		close(cg->mounts[m].fd);
+		if (cg->mounts[m].ino_fd >= 0)
+			close(cg->mounts[m].ino_fd);
+	}
 	free(cg->nodes);
 	free(cg->table);
 	free(cg);

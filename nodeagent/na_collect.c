@@ -6,6 +6,7 @@
  * the same samples as Prometheus text for the agent's own /metrics.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@ typedef struct na_gen {
 
 struct na__collector {
 	na__cgroups *cgroups;
+	na__meta *meta;
 	const char *proc_root;
 	char node[256];
 	char boot_id[64];
@@ -32,8 +34,18 @@ struct na__collector {
 	size_t tcap;
 	int64_t now_ms;
 	uint64_t events;
+	/* events of this pass (strings in the pass's arena), shipped in its batch */
+	cm_event *ev;
+	size_t nev, evcap;
+	uint64_t events_dropped;
+	/* inventory: sent when the metadata changed and every inventory_ms */
+	int64_t inventory_ms, inventory_sent_ms;
+	uint64_t inventory_gen;
+	int inventory_sent;
 	cm_ratelimit rl_cgroup, rl_node;
 };
+
+#define MAX_EVENTS_PER_PASS 1024
 
 static int read_boot_id(const char *proc_root, char *out, size_t cap)
 {
@@ -51,6 +63,7 @@ int na__collector_create(const na_config *cfg, na__collector **out, cm_err *err)
 	if (!c)
 		return cm_errf(err, CM_ENOMEM, "out of memory");
 	c->proc_root = cfg->proc_root;
+	c->inventory_ms = cfg->inventory_interval_ms > 0 ? cfg->inventory_interval_ms : 60000;
 	snprintf(c->node, sizeof(c->node), "%s", cfg->node);
 	int rc = read_boot_id(cfg->proc_root, c->boot_id, sizeof(c->boot_id));
 	if (rc) {
@@ -58,9 +71,20 @@ int na__collector_create(const na_config *cfg, na__collector **out, cm_err *err)
 		return cm_errf(err, rc, "cannot read %s/sys/kernel/random/boot_id: %s", cfg->proc_root,
 			       cm_strerror(rc));
 	}
-	na__cgroups_opts co = {.root = cfg->cgroup_root, .proc_root = cfg->proc_root, .meta = NULL};
+	if (cfg->pods_dir || cfg->docker_root || cfg->kubelet_url) {
+		na__meta_opts mo = {.pods_dir = cfg->pods_dir, .docker_root = cfg->docker_root,
+				    .label_allowlist = cfg->label_allowlist, .kubelet_url = cfg->kubelet_url,
+				    .kubelet_token_file = cfg->kubelet_token_file, .kubelet_ca_file = cfg->kubelet_ca_file,
+				    .refresh_ms = cfg->meta_refresh_ms};
+		if ((rc = na__meta_create(&mo, &c->meta, err))) {
+			free(c);
+			return rc;
+		}
+	}
+	na__cgroups_opts co = {.root = cfg->cgroup_root, .proc_root = cfg->proc_root, .meta = c->meta};
 	rc = na__cgroups_open(&co, &c->cgroups, err);
 	if (rc) {
+		na__meta_destroy(c->meta);
 		free(c);
 		return rc;
 	}
@@ -75,6 +99,7 @@ void na__collector_destroy(na__collector *c)
 	if (!c)
 		return;
 	na__cgroups_close(c->cgroups);
+	na__meta_destroy(c->meta);
 	for (int i = 0; i < 2; i++) {
 		cm_arena_close(&c->gen[i].arena);
 		free(c->gen[i].series);
@@ -82,6 +107,7 @@ void na__collector_destroy(na__collector *c)
 		free(c->gen[i].hash);
 	}
 	free(c->table);
+	free(c->ev);
 	free(c);
 }
 
@@ -148,17 +174,96 @@ static int emit_series(void *ctx, const char *metric, const cm_label *labels, si
 
 /* ---- events ------------------------------------------------------------------------------------- */
 
+/* Keeps one event for this pass's batch, with the names the metadata gives; past
+ * MAX_EVENTS_PER_PASS they are counted and dropped. */
+static void keep_event(na__collector *c, const char *type, const char *id, const na__ident *ident, int64_t t_ms,
+		       uint64_t count)
+{
+	cm_arena *a = &c->gen[c->cur].arena;
+	na__meta_labels ml;
+	memset(&ml, 0, sizeof(ml));
+	if (c->meta && na__meta_lookup(c->meta, id, ident, &ml))
+		memset(&ml, 0, sizeof(ml));
+	if (c->nev == MAX_EVENTS_PER_PASS) {
+		c->events_dropped++;
+		return;
+	}
+	if (c->nev == c->evcap) {
+		size_t cap = c->evcap ? 2 * c->evcap : 16;
+		cm_event *e = realloc(c->ev, cap * sizeof(*e));
+		if (!e) {
+			c->events_dropped++;
+			return;
+		}
+		c->ev = e, c->evcap = cap;
+	}
+	cm_event e = {t_ms, type, cm_arena_strdup(a, id), cm_arena_strdup(a, ident->container_id),
+		      cm_arena_strdup(a, ml.container), cm_arena_strdup(a, ml.pod), cm_arena_strdup(a, ml.namespace_),
+		      count};
+	if (!e.cgroup || !e.container_id || !e.container || !e.pod || !e.namespace_) {
+		c->events_dropped++;
+		return;
+	}
+	c->ev[c->nev++] = e;
+}
+
 /* Container lifecycle as the cgroup collector saw it; logged (rare by nature: one line per container
- * start, stop or OOM kill) and counted. */
+ * start, stop or OOM kill), counted and shipped in the batch (wire field 12). */
 static void on_event(void *ctx, int type, const char *id, const na__ident *ident, int64_t t_ms, uint64_t count)
 {
 	na__collector *c = ctx;
 	static const char *const what[] = {"?", "started", "stopped", "OOM-killed"};
-	(void)t_ms;
+	static const char *const wire[] = {"started", "started", "stopped", "oom_killed"};
+	int k = type > 0 && type < 4 ? type : 0;
 	c->events++;
-	CM_LOG(CM_LOG_INFO, "event", "container %s %s (runtime %s%s%s, count %llu)", id, what[type > 0 && type < 4 ? type : 0],
+	CM_LOG(CM_LOG_INFO, "event", "container %s %s (runtime %s%s%s, count %llu)", id, what[k],
 	       *ident->runtime ? ident->runtime : "none", ident->pod_uid[0] ? ", pod " : "", ident->pod_uid,
 	       (unsigned long long)count);
+	if (k)
+		keep_event(c, wire[k], id, ident, t_ms, count);
+}
+
+/* ---- inventory ---------------------------------------------------------------------------------- */
+
+static int convert_pod(cm_arena *a, const na__meta_pod *in, cm_pod *out)
+{
+	cm_container *ct = cm_arena_calloc(a, in->ncontainers ? in->ncontainers : 1, sizeof(*ct));
+	if (!ct)
+		return CM_ENOMEM;
+	for (size_t i = 0; i < in->ncontainers; i++) {
+		const na__meta_container *x = &in->containers[i];
+		ct[i] = (cm_container){x->name, x->id, x->image, x->cgroup, x->req_cpu, x->req_mem, x->lim_cpu, x->lim_mem};
+	}
+	*out = (cm_pod){in->name, in->namespace_, in->uid, in->status, in->ready, in->labels, in->nlabels,
+			(const char *const *)in->ips, in->nips, ct, in->ncontainers};
+	return CM_OK;
+}
+
+/* The inventory for this pass's batch when it is due: first pass, metadata changed, or every
+ * inventory_ms. Points into the metadata table (valid for this pass) and the pass's arena. */
+static int build_inventory(na__collector *c, cm_inventory *inv, int *due)
+{
+	uint64_t mg = na__meta_generation(c->meta);
+	*due = !c->inventory_sent || mg != c->inventory_gen || c->now_ms - c->inventory_sent_ms >= c->inventory_ms;
+	if (!*due)
+		return CM_OK;
+	cm_arena *a = &c->gen[c->cur].arena;
+	const na__meta_pod *mp = NULL;
+	size_t n = 0;
+	if (c->meta)
+		na__meta_pods(c->meta, &mp, &n);
+	cm_pod *pods = cm_arena_calloc(a, n ? n : 1, sizeof(*pods));
+	cm_label *node = cm_arena_calloc(a, 2, sizeof(*node));
+	if (!pods || !node)
+		return CM_ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		if (convert_pod(a, &mp[i], &pods[i]))
+			return CM_ENOMEM;
+	node[0] = (cm_label){"agent_version", CM_VERSION};
+	node[1] = (cm_label){"boot_id", c->boot_id};
+	*inv = (cm_inventory){c->now_ms, pods, n, node, 2};
+	c->inventory_gen = mg;
+	return CM_OK;
 }
 
 /* ---- staleness ------------------------------------------------------------------------------------ */
@@ -286,6 +391,31 @@ static const struct {
 	{"machine_cpu_cores", "gauge", "Number of logical CPU cores."},
 	{"machine_memory_bytes", "gauge", "Amount of memory installed on the machine."},
 	{"node_cpu_seconds_total", "counter", "Seconds the CPUs spent in each mode."},
+	/* node_exporter's help texts */
+	{"node_load1", "gauge", "1m load average."},
+	{"node_load5", "gauge", "5m load average."},
+	{"node_load15", "gauge", "15m load average."},
+	{"node_boot_time_seconds", "gauge", "Node boot time, in unixtime."},
+	{"node_time_seconds", "gauge", "System time in seconds since epoch (1970)."},
+	{"corral_node_boot_info", "gauge", "The node's boot id (/proc/sys/kernel/random/boot_id) as a label."},
+	{"node_disk_reads_completed_total", "counter", "The total number of reads completed successfully."},
+	{"node_disk_reads_merged_total", "counter", "The total number of reads merged."},
+	{"node_disk_read_bytes_total", "counter", "The total number of bytes read successfully."},
+	{"node_disk_read_time_seconds_total", "counter", "The total number of seconds spent by all reads."},
+	{"node_disk_writes_completed_total", "counter", "The total number of writes completed successfully."},
+	{"node_disk_writes_merged_total", "counter", "The number of writes merged."},
+	{"node_disk_written_bytes_total", "counter", "The total number of bytes written successfully."},
+	{"node_disk_write_time_seconds_total", "counter", "This is the total number of seconds spent by all writes."},
+	{"node_disk_io_now", "gauge", "The number of I/Os currently in progress."},
+	{"node_disk_io_time_seconds_total", "counter", "Total seconds spent doing I/Os."},
+	{"node_disk_io_time_weighted_seconds_total", "counter", "The weighted # of seconds spent doing I/Os."},
+	{"node_filesystem_size_bytes", "gauge", "Filesystem size in bytes."},
+	{"node_filesystem_free_bytes", "gauge", "Filesystem free space in bytes."},
+	{"node_filesystem_avail_bytes", "gauge", "Filesystem space available to non-root users in bytes."},
+	{"node_filesystem_files", "gauge", "Filesystem total file nodes."},
+	{"node_filesystem_files_free", "gauge", "Filesystem total free file nodes."},
+	{"node_filesystem_readonly", "gauge", "Filesystem read-only status."},
+	{"node_filesystem_device_error", "gauge", "Whether an error occurred while getting statistics for the given device."},
 };
 
 static void family_of(const char *name, const char **type, const char **help)
@@ -299,6 +429,10 @@ static void family_of(const char *name, const char **type, const char **help)
 	*type = "gauge";
 	*help = strncmp(name, "node_memory_", 12) ? "Collected by corral-agent." : "Memory information field from "
 											  "/proc/meminfo.";
+	if (!strncmp(name, "node_network_", 13)) {
+		*type = "counter";
+		*help = "Network device statistic from /proc/net/dev.";
+	}
 }
 
 static int cmp_by_name(const void *a, const void *b)
@@ -312,28 +446,55 @@ static int cmp_by_name(const void *a, const void *b)
 static int put_text_value(cm_buf *out, const char *v)
 {
 	int rc = CM_OK;
-	for (const char *p = v; *p && !rc; p++) {
-		if (*p == '\\' || *p == '"')
-			rc = cm_buf_printf(out, "\\%c", *p);
-		else if (*p == '\n')
-			rc = cm_buf_puts(out, "\\n");
-		else
-			rc = cm_buf_append(out, p, 1);
+	for (const char *p = v; *p && !rc;) {
+		size_t run = strcspn(p, "\\\"\n");
+		rc = run ? cm_buf_append(out, p, run) : CM_OK;
+		p += run;
+		if (!rc && *p) {
+			rc = cm_buf_append(out, *p == '\n' ? "\\n" : *p == '"' ? "\\\"" : "\\\\", 2);
+			p++;
+		}
 	}
 	return rc;
+}
+
+/* Prometheus' text for v: integers below 2^53 (most cgroup and /proc values) directly, the rest through
+ * cm_fmt_double (the shortest round-trip digits); both give Go's FormatFloat(v, 'f', -1, 64). */
+static size_t fmt_value(char *buf, size_t cap, double v)
+{
+	if (v == v && fabs(v) < 9007199254740992.0 && v == (double)(int64_t)v && !(v == 0 && signbit(v))) {
+		char tmp[24];
+		size_t n = 0;
+		uint64_t u = (uint64_t)(v < 0 ? -v : v);
+		do
+			tmp[n++] = (char)('0' + u % 10);
+		while ((u /= 10));
+		size_t o = 0;
+		if (v < 0)
+			buf[o++] = '-';
+		while (n && o + 1 < cap)
+			buf[o++] = tmp[--n];
+		buf[o] = 0;
+		return o;
+	}
+	return cm_fmt_double(buf, cap, v);
 }
 
 static int render_one(const cm_series *s, cm_buf *out)
 {
 	int rc = cm_buf_puts(out, s->labels[0].value);
 	for (size_t i = 1; i < s->nlabels && !rc; i++) {
-		rc = cm_buf_printf(out, "%s%s=\"", i == 1 ? "{" : ",", s->labels[i].name);
+		rc = cm_buf_append(out, i == 1 ? "{" : ",", 1);
+		rc = rc ? rc : cm_buf_puts(out, s->labels[i].name);
+		rc = rc ? rc : cm_buf_append(out, "=\"", 2);
 		rc = rc ? rc : put_text_value(out, s->labels[i].value);
-		rc = rc ? rc : cm_buf_puts(out, "\"");
+		rc = rc ? rc : cm_buf_append(out, "\"", 1);
 	}
 	char v[CM_FMT_DOUBLE_MAX];
-	cm_fmt_double(v, sizeof(v), s->samples[0].v);
-	return rc ? rc : cm_buf_printf(out, "%s %s\n", s->nlabels > 1 ? "}" : "", v);
+	size_t n = fmt_value(v, sizeof(v), s->samples[0].v);
+	rc = rc ? rc : cm_buf_puts(out, s->nlabels > 1 ? "} " : " ");
+	rc = rc ? rc : cm_buf_append(out, v, n);
+	return rc ? rc : cm_buf_append(out, "\n", 1);
 }
 
 static int render_text(const na_gen *g, cm_buf *out)
@@ -373,6 +534,9 @@ int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, cm_buf *text, na_
 	size_t nstale = 0;
 	memset(st, 0, sizeof(*st));
 	na_event_sink ev = {on_event, c};
+	c->nev = 0;
+	if (c->meta && na__meta_refresh(c->meta, c->now_ms, 0))
+		st->meta_errors++;
 	if (na__cgroups_collect(c->cgroups, &emit, &ev, c->now_ms)) {
 		st->cgroup_errors++;
 		CM_LOG_RL(&c->rl_cgroup, CM_LOG_WARN, "agent", "%s", "cgroup collection incomplete");
@@ -385,9 +549,18 @@ int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, cm_buf *text, na_
 		return cm_errf(err, CM_ENOMEM, "out of memory marking vanished series");
 	for (size_t i = 0; i < g->n + nstale; i++)
 		g->series[i].samples = &g->samples[i]; /* after the last realloc */
+	cm_inventory inv;
+	int inv_due = 0;
+	if (build_inventory(c, &inv, &inv_due))
+		return cm_errf(err, CM_ENOMEM, "out of memory building the inventory");
 	cm_batch b = {.node = c->node, .boot_id = c->boot_id, .agent_version = CM_VERSION, .seq = seq,
-		      .created_ms = c->now_ms, .series = g->series, .nseries = g->n + nstale};
+		      .created_ms = c->now_ms, .series = g->series, .nseries = g->n + nstale,
+		      .inventory = inv_due ? &inv : NULL, .events = c->ev, .nevents = c->nev};
 	int rc = cm_wire_encode(&b, 3, frame, err);
+	if (!rc && inv_due)
+		c->inventory_sent = 1, c->inventory_sent_ms = c->now_ms;
+	st->events = c->nev;
+	st->inventory = inv_due;
 	if (!rc && render_text(g, text))
 		rc = cm_errf(err, CM_ENOMEM, "out of memory rendering /metrics");
 	st->series = g->n;

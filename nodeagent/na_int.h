@@ -48,6 +48,46 @@ typedef struct na__meta_labels {
 
 typedef struct na__meta na__meta;
 
+/* The table providers fill (strings never NULL, possibly empty; quantities as Kubernetes writes them,
+ * "250m", "64Mi"). Pod labels hold only allowlisted keys. */
+typedef struct na__meta_container {
+	const char *name, *id, *image, *cgroup, *req_cpu, *req_mem, *lim_cpu, *lim_mem, *runtime_name;
+} na__meta_container;
+
+typedef struct na__meta_pod {
+	const char *name, *namespace_, *uid, *status;
+	int ready;  /* running and every container ready */
+	cm_label *labels;
+	size_t nlabels;
+	const char **ips;
+	size_t nips;
+	na__meta_container *containers;
+	size_t ncontainers;
+} na__meta_pod;
+
+typedef struct na__meta_opts {
+	const char *pods_dir;        /* --pods-dir, or NULL */
+	const char *docker_root;     /* --docker-root (holds containers/<id>/config.v2.json), or NULL */
+	const char *label_allowlist; /* comma-separated pod label keys kept, or NULL for none */
+	const char *kubelet_url;     /* "https://127.0.0.1:10250" (GET <url>/pods), or NULL */
+	const char *kubelet_token_file; /* bearer token (service account), or NULL for KUBELET_TOKEN */
+	const char *kubelet_ca_file;    /* CA bundle for an https kubelet, or NULL for the system's */
+	int64_t refresh_ms;          /* re-read sources at most this often (0 = 10 s) */
+} na__meta_opts;
+
+int na__meta_create(const na__meta_opts *o, na__meta **out, cm_err *err);
+void na__meta_destroy(na__meta *m);
+/* Re-reads every source when refresh_ms passed since the last read (or force). A failing source logs
+ * a rate-limited warning and the previous table stays when nothing could be read. Worker thread only,
+ * never concurrently with lookup. */
+int na__meta_refresh(na__meta *m, int64_t now_ms, int force);
+/* Replaces the table with what one buffer says (a kubelet PodList, one pods-dir file or one docker
+ * config.v2.json): the parsers behind the providers, for the fuzzer and tests. */
+enum { NA_META_KUBELET = 0, NA_META_POD_FILE, NA_META_DOCKER_CONFIG };
+int na__meta_parse(na__meta *m, int kind, const void *buf, size_t n, cm_err *err);
+/* The current table, for the inventory; valid until the next refresh. */
+void na__meta_pods(const na__meta *m, const na__meta_pod **pods, size_t *n);
+
 /* ---- cgroups (na_cgroup.c, na_cgstat.c) ----------------------------------------------------------- */
 
 typedef struct na__cgroups na__cgroups;
@@ -120,6 +160,9 @@ typedef struct na__cg_mount {
 	int roles;  /* NA__R_* served by this mount */
 	dev_t dev;
 	ino_t ino;
+	int ino_fd; /* inotify watching every directory walked, -1 = none (walk every pass) */
+	int ino_ok; /* every directory of the last walk is watched */
+	int walked; /* walked at least once */
 } na__cg_mount;
 
 typedef struct na__cg_node {
@@ -168,6 +211,8 @@ struct na__cgroups {
 	size_t ndevs;
 	int64_t devs_loaded_ms;
 	int64_t now_ms;
+	int any_stale;  /* a read found a cgroup gone last pass: walk everything this pass */
+	uint64_t walks; /* hierarchy walks done (a pass with no inotify event walks none) */
 	cm_ratelimit rl_read, rl_parse, rl_walk;
 };
 
@@ -183,9 +228,10 @@ int na__cg_stats_node(na__cgroups *cg, na__cg_node *n, const na_emit *emit, cons
 int na__cg_stats_end(na__cgroups *cg, const na_emit *emit);
 
 /* Metadata (na_meta.c): a generation that changes when any provider's data changed, and lookup by
- * identity (container first, then pod); CM_ENOENT when no provider knows it. */
+ * cgroup path (a pods-dir container's "cgroup"), then runtime container id, then pod UID (pod and
+ * namespace only); CM_ENOENT when no provider knows it. */
 uint64_t na__meta_generation(const na__meta *m);
-int na__meta_lookup(na__meta *m, const na__ident *id, na__meta_labels *out);
+int na__meta_lookup(na__meta *m, const char *cgroup, const na__ident *id, na__meta_labels *out);
 
 /* ---- node (na_node.c) --------------------------------------------------------------------------- */
 
@@ -193,6 +239,12 @@ int na__meta_lookup(na__meta *m, const na__ident *id, na__meta_labels *out);
  * node_exporter's names: node_cpu_seconds_total{cpu,mode} and node_memory_<Field>_bytes (no _bytes
  * suffix for fields without a unit, such as HugePages_Total, as node_exporter does). */
 int na__node_collect(const char *proc_root, const na_emit *emit, cm_err *err);
+/* Load, network, disks, filesystems, boot (na_nodedev.c, names listed there). Every source is tried;
+ * the first one that could not be read is returned (with err) after the others were collected; a
+ * sink error stops at once. */
+int na__node_devices(const char *proc_root, const na_emit *emit, cm_err *err);
+/* A whole /proc file into a malloc'd, NUL-terminated buffer (grows to 16 MiB). */
+int na__node_read(const char *path, char **out);
 
 /* ---- batch building (na_collect.c) ---------------------------------------------------------------- */
 
@@ -204,6 +256,9 @@ typedef struct na__collect_stats {
 	int64_t duration_ns;
 	int cgroup_errors;  /* collector failures this pass (the rest was still collected) */
 	int node_errors;
+	int meta_errors;    /* a metadata source failed this pass (labels from it may be missing) */
+	size_t events;      /* container events in this pass's batch */
+	int inventory;      /* the batch carries the inventory */
 } na__collect_stats;
 
 int na__collector_create(const na_config *cfg, na__collector **out, cm_err *err);
@@ -213,6 +268,33 @@ void na__collector_destroy(na__collector *c);
 int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, cm_buf *text, na__collect_stats *st,
 		cm_err *err);
 
+/* ---- the spool of unacknowledged batches (na_spool.c; format documented there) ----------------------- */
+
+typedef struct na__spool na__spool;
+
+typedef struct na__spool_stats {
+	uint64_t batches, bytes;          /* waiting now */
+	uint64_t dropped, dropped_bytes;  /* oldest dropped past a bound */
+	uint64_t corrupt;                 /* files found invalid and deleted */
+	uint64_t errors;                  /* batches that could not be written */
+} na__spool_stats;
+
+/* dir: the --state-dir (created if missing; batches in dir/spool/), or NULL to keep batches in memory.
+ * Past max_batches batches or max_bytes payload bytes (0 = no byte bound) the oldest not being sent
+ * are dropped. *last_seq gets the newest seq a previous run put (0 if none). */
+int na__spool_open(const char *dir, size_t max_batches, uint64_t max_bytes, na__spool **out, uint64_t *last_seq,
+		   cm_err *err);
+void na__spool_close(na__spool *sp);
+/* Any thread. Takes the malloc'd frame; written (and synced) before it returns in disk mode. */
+int na__spool_put(na__spool *sp, uint64_t seq, uint8_t *frame, size_t len);
+size_t na__spool_pending(na__spool *sp);
+/* Sender worker: the oldest batch, held (never dropped) until pop or unhold. *data points into buf
+ * (disk mode) or the spool (memory mode). Unreadable files are deleted and counted. CM_ENOENT if empty. */
+int na__spool_head(na__spool *sp, cm_buf *buf, uint64_t *seq, const uint8_t **data, size_t *len);
+void na__spool_pop(na__spool *sp, uint64_t seq);   /* acknowledged: deleted */
+void na__spool_unhold(na__spool *sp);              /* not delivered: stays first */
+void na__spool_stats_get(na__spool *sp, na__spool_stats *out);
+
 /* ---- shipping (na_sender.c) ----------------------------------------------------------------------- */
 
 typedef struct na__sender na__sender;
@@ -221,11 +303,11 @@ typedef struct na__sender_stats {
 	uint64_t sent, failed_attempts, rejected, dropped, pending, pending_bytes;
 } na__sender_stats;
 
-int na__sender_create(uv_loop_t *loop, const char *base_url, const char *token, size_t max_pending,
+/* Ships the spool's batches in order, one at a time, retrying with backoff. The spool outlives it. */
+int na__sender_create(uv_loop_t *loop, const char *base_url, const char *token, na__spool *spool,
 		      na__sender **out, cm_err *err);
-/* Takes ownership of the malloc'd frame and ships batches in order, one at a time, retrying with
- * backoff; past max_pending the oldest waiting batch is dropped and counted. */
-void na__sender_enqueue(na__sender *s, uint8_t *frame, size_t len);
+/* Loop thread: something was put in the spool; starts a send unless one runs or a retry waits. */
+void na__sender_kick(na__sender *s);
 void na__sender_stats_get(const na__sender *s, na__sender_stats *out);
 /* Stops retrying; calls done once no send is in flight and every handle is closed. */
 void na__sender_close(na__sender *s, void (*done)(void *), void *arg);

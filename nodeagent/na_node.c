@@ -15,7 +15,9 @@
  *   without one -- node_exporter's names: HugePages_Total is a page count, not bytes. In Field "(" becomes
  *   "_" and ")" is dropped ("Active(anon)" -> "Active_anon"); any other character outside [A-Za-z0-9_]
  *   skips the line, as does a unit other than kB.
- * Then cAdvisor's machine_cpu_cores (the number of cpuN lines) and machine_memory_bytes (MemTotal).
+ * Then cAdvisor's machine_cpu_cores (the number of cpuN lines) and machine_memory_bytes (MemTotal),
+ * then load, network, disks, filesystems and boot time (na_nodedev.c; a source there that cannot be
+ * read is reported in err while the rest is still collected).
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <limits.h>
@@ -123,7 +125,7 @@ static int node_mem_line(const char *line, const char *eol, double hz, const na_
 /* ---- files --------------------------------------------------------------------------------------- */
 
 /* Reads a whole /proc file into a malloc'd, NUL-terminated buffer the caller frees. */
-static int node_read(const char *path, char **out)
+int na__node_read(const char *path, char **out)
 {
 	for (size_t cap = NA__NODE_READ_MIN;; cap *= 2) {
 		char *buf = malloc(cap);
@@ -148,7 +150,7 @@ static int node_file(const char *proc_root, const char *name, node_line_fn fn, d
 	int n = snprintf(path, sizeof(path), "%s/%s", proc_root, name);
 	if (n < 0 || (size_t)n >= sizeof(path))
 		return cm_errf(err, CM_E2BIG, "proc root path too long: %s", proc_root);
-	int rc = node_read(path, &text);
+	int rc = na__node_read(path, &text);
 	if (rc)
 		return cm_errf(err, rc, "cannot read %s: %s", path, cm_strerror(rc));
 	for (const char *line = text; rc == CM_OK && *line;) {
@@ -195,5 +197,9 @@ int na__node_collect(const char *proc_root, const na_emit *emit, cm_err *err)
 		rc = emit->series(emit->ctx, "machine_cpu_cores", &none, 0, m.cpus);
 	if (rc == CM_OK && m.mem > 0)
 		rc = emit->series(emit->ctx, "machine_memory_bytes", &none, 0, m.mem);
-	return rc;
+	cm_err derr = {{0}};
+	int drc = rc == CM_OK ? na__node_devices(proc_root, emit, &derr) : CM_OK;
+	if (drc && err)
+		*err = derr;
+	return rc ? rc : drc;
 }

@@ -1,11 +1,12 @@
 /* na_sender.c -- ships wire frames to the aggregator in order, one at a time, with retry and backoff.
  *
- * Frames wait in a FIFO in memory (the disk spool is a later issue). The head frame is POSTed to
+ * Frames wait in the spool (na_spool.c: on disk under --state-dir, else in memory), which also
+ * bounds them and drops the oldest. The oldest frame is read and POSTed to
  * <aggregator>/api/v1/agent/push on a libuv worker thread with one reused libcurl handle (so the
- * connection is kept alive); the loop thread never blocks. 200 removes the frame; 400 or 413 means
- * the aggregator will never take it, so it is dropped and counted as rejected; anything else (no
- * connection, 401, 5xx) keeps it and retries after an exponential backoff with jitter (0.5 s doubling
- * to 30 s). Past max_pending waiting frames the oldest one not in flight is dropped and counted.
+ * connection is kept alive); the loop thread never blocks. 200 removes the frame from the spool; 400
+ * or 413 means the aggregator will never take it, so it is removed and counted as rejected; anything
+ * else (no connection, 401, 5xx) keeps it and retries after an exponential backoff with jitter (0.5 s
+ * doubling to 30 s). na__sender_kick is called after each put and wakes an idle sender.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <curl/curl.h>
@@ -18,26 +19,22 @@
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 30000
 
-typedef struct frame {
-	struct frame *next;
-	uint8_t *data;
-	size_t len;
-} frame;
-
 struct na__sender {
 	uv_loop_t *loop;
 	CURL *curl;
 	struct curl_slist *headers;
 	char *url;
-	frame *head, *tail;
-	size_t max_pending;
+	na__spool *spool;
 	na__sender_stats stats;
 	uv_work_t work;
 	uv_timer_t retry;
 	int inflight, closing, handles_open;
 	int64_t backoff_ms;
 	unsigned seed;
-	/* result of the last attempt, written by the worker */
+	/* the last attempt, written by the worker */
+	cm_buf body;  /* the frame read back from the spool */
+	uint64_t seq;
+	int have;     /* the spool had a frame */
 	CURLcode cc;
 	long status;
 	char curl_err[CURL_ERROR_SIZE];
@@ -57,7 +54,7 @@ static size_t on_reply(char *p, size_t size, size_t n, void *ctx)
 	return size * n;
 }
 
-int na__sender_create(uv_loop_t *loop, const char *base_url, const char *token, size_t max_pending,
+int na__sender_create(uv_loop_t *loop, const char *base_url, const char *token, na__spool *spool,
 		      na__sender **out, cm_err *err)
 {
 	na__sender *s = calloc(1, sizeof(*s));
@@ -85,7 +82,7 @@ int na__sender_create(uv_loop_t *loop, const char *base_url, const char *token, 
 	curl_easy_setopt(s->curl, CURLOPT_WRITEFUNCTION, on_reply);
 	curl_easy_setopt(s->curl, CURLOPT_WRITEDATA, &s->reply);
 	s->loop = loop;
-	s->max_pending = max_pending ? max_pending : 1;
+	s->spool = spool;
 	s->backoff_ms = BACKOFF_MIN_MS;
 	s->seed = (unsigned)cm_mono_ns();
 	uv_timer_init(loop, &s->retry);
@@ -99,80 +96,58 @@ void na__sender_free(na__sender *s)
 {
 	if (!s)
 		return;
-	for (frame *f = s->head, *next; f; f = next) {
-		next = f->next;
-		free(f->data);
-		free(f);
-	}
 	if (s->curl)
 		curl_easy_cleanup(s->curl);
 	curl_slist_free_all(s->headers); /* holds the token: freed, not logged */
 	cm_buf_close(&s->reply);
+	cm_buf_close(&s->body);
 	free(s->url);
 	free(s);
 }
 
-static void drop_oldest_waiting(na__sender *s)
+void na__sender_stats_get(const na__sender *s, na__sender_stats *out)
 {
-	frame **pp = s->inflight ? &s->head->next : &s->head, *f = *pp;
-	if (!f)
-		return;
-	*pp = f->next;
-	if (s->tail == f)
-		s->tail = s->inflight ? s->head : NULL;
-	s->stats.pending--;
-	s->stats.pending_bytes -= f->len;
-	s->stats.dropped++;
-	free(f->data);
-	free(f);
+	na__spool_stats sp;
+	na__spool_stats_get(s->spool, &sp);
+	*out = s->stats;
+	out->dropped = sp.dropped;
+	out->pending = sp.batches;
+	out->pending_bytes = sp.bytes;
 }
 
-void na__sender_enqueue(na__sender *s, uint8_t *data, size_t len)
-{
-	frame *f = malloc(sizeof(*f));
-	if (!f) {
-		free(data);
-		s->stats.dropped++;
-		return;
-	}
-	*f = (frame){NULL, data, len};
-	if (s->tail)
-		s->tail->next = f;
-	else
-		s->head = f;
-	s->tail = f;
-	s->stats.pending++;
-	s->stats.pending_bytes += len;
-	while (s->stats.pending > s->max_pending)
-		drop_oldest_waiting(s);
-	kick(s);
-}
+void na__sender_kick(na__sender *s) { kick(s); }
 
-void na__sender_stats_get(const na__sender *s, na__sender_stats *out) { *out = s->stats; }
-
-static void post_work(uv_work_t *w)
+static void post(na__sender *s, const uint8_t *data, size_t len)
 {
-	na__sender *s = w->data;
-	s->reply.len = 0;
-	s->curl_err[0] = 0;
-	s->status = 0;
-	curl_easy_setopt(s->curl, CURLOPT_POSTFIELDS, s->head->data);
-	curl_easy_setopt(s->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)s->head->len);
+	curl_easy_setopt(s->curl, CURLOPT_POSTFIELDS, data);
+	curl_easy_setopt(s->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
 	s->cc = curl_easy_perform(s->curl);
 	if (s->cc == CURLE_OK)
 		curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &s->status);
 }
 
-static void pop_head(na__sender *s)
+static int final_status(const na__sender *s)
 {
-	frame *f = s->head;
-	s->head = f->next;
-	if (!s->head)
-		s->tail = NULL;
-	s->stats.pending--;
-	s->stats.pending_bytes -= f->len;
-	free(f->data);
-	free(f);
+	return s->cc == CURLE_OK && (s->status == 200 || s->status == 400 || s->status == 413);
+}
+
+/* Worker: the oldest spooled frame, POSTed; acknowledged or refused for good, it leaves the spool. */
+static void send_work(uv_work_t *w)
+{
+	na__sender *s = w->data;
+	const uint8_t *data;
+	size_t len;
+	s->reply.len = 0;
+	s->curl_err[0] = 0;
+	s->status = 0;
+	s->have = !na__spool_head(s->spool, &s->body, &s->seq, &data, &len);
+	if (!s->have)
+		return;
+	post(s, data, len);
+	if (final_status(s))
+		na__spool_pop(s->spool, s->seq);
+	else
+		na__spool_unhold(s->spool);
 }
 
 static void on_retry(uv_timer_t *t) { kick(t->data); }
@@ -191,14 +166,14 @@ static void post_done(uv_work_t *w, int status)
 	na__sender *s = w->data;
 	s->inflight = 0;
 	const char *reply = s->reply.len ? (const char *)s->reply.data : "";
-	if (status == 0 && s->cc == CURLE_OK && s->status == 200) {
-		pop_head(s);
+	if (status == 0 && !s->have) {
+		/* the spool was empty */
+	} else if (status == 0 && s->cc == CURLE_OK && s->status == 200) {
 		s->stats.sent++;
 		s->backoff_ms = BACKOFF_MIN_MS;
 	} else if (status == 0 && s->cc == CURLE_OK && (s->status == 400 || s->status == 413)) {
 		CM_LOG(CM_LOG_ERROR, "agent", "aggregator rejected a batch (HTTP %ld), dropping it: %.300s", s->status,
 		       reply);
-		pop_head(s);
 		s->stats.rejected++;
 	} else {
 		char why[320];
@@ -208,23 +183,23 @@ static void post_done(uv_work_t *w, int status)
 			snprintf(why, sizeof(why), "HTTP %ld %.200s", s->status, reply);
 		s->stats.failed_attempts++;
 		CM_LOG_RL(&s->rl, CM_LOG_WARN, "agent", "push to %s failed: %s; %zu batch(es) waiting", s->url, why,
-			  (size_t)s->stats.pending);
+			  na__spool_pending(s->spool));
 		if (!s->closing)
 			schedule_retry(s);
 	}
 	if (s->closing)
 		finish_close(s);
-	else
+	else if (s->have)
 		kick(s);
 }
 
 static void kick(na__sender *s)
 {
-	if (s->inflight || s->closing || !s->head || uv_is_active((uv_handle_t *)&s->retry))
+	if (s->inflight || s->closing || !na__spool_pending(s->spool) || uv_is_active((uv_handle_t *)&s->retry))
 		return;
 	s->inflight = 1;
 	s->work.data = s;
-	if (uv_queue_work(s->loop, &s->work, post_work, post_done))
+	if (uv_queue_work(s->loop, &s->work, send_work, post_done))
 		s->inflight = 0;
 }
 

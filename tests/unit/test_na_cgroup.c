@@ -271,6 +271,46 @@ static void tmp_mkdir(const tmp_tree *t, const char *rel)
 }
 
 /* Corrupt files cost exactly their own metric. */
+static size_t count_key(const sink *s, const char *key) { return sink_find(s, key) != NULL; }
+
+/* Steady passes do not walk the hierarchy (inotify saw nothing); a cgroup made or removed, at any depth,
+ * makes the next pass walk and is seen by it. */
+static void test_walk_only_on_change(void **state)
+{
+	tmp_tree *t = *state;
+	tmp_copy(t, "cgroup-v2");
+	na__cgroups *cg = NULL;
+	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
+	char path[PATH_MAX + 64];
+	const char *newid = V2_POD "/extra";
+	for (int pass = 0; pass < 6; pass++) {
+		if (pass == 3) { /* a new cgroup three levels down */
+			fmt_into(path, sizeof(path), "%s%s", t->dir, newid);
+			assert_int_equal(mkdir(path, 0755), 0);
+			tmp_write(t, V2_POD "/extra/cpu.stat", "usage_usec 2000000\n");
+		}
+		if (pass == 5) {
+			fmt_into(path, sizeof(path), "%s%s", t->dir, newid);
+			rm_tree(path);
+		}
+		uint64_t before = cg->walks;
+		sink s = {.only = base_metrics};
+		na_emit e = sink_emit(&s);
+		assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0), 0);
+		int walked = cg->walks != before;
+		if (pass == 0 || pass == 3 || pass == 5)
+			assert_true(walked);
+		if (pass == 2) /* pass 1 may walk once for the queue a first walk leaves; pass 2 is steady */
+			assert_false(walked);
+		assert_int_equal(count_key(&s, CPU(V2_POD "/extra")), pass == 3 || pass == 4);
+		assert_non_null(sink_find(&s, CPU(V2_CTR)));
+		if (pass == 4)
+			assert_true(sink_find(&s, CPU(V2_POD "/extra"))->v == 2);
+		sink_clear(&s);
+	}
+	na__cgroups_close(cg);
+}
+
 static void test_corrupt_files(void **state)
 {
 	tmp_tree *t = *state;
@@ -616,6 +656,7 @@ int main(void)
 		cmocka_unit_test(test_emit_error_stops_walk),
 		cmocka_unit_test(test_layout_errors),
 		cmocka_unit_test(test_layout_v1_names_and_hybrid),
+		cmocka_unit_test_setup_teardown(test_walk_only_on_change, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_files, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_cgroup_removed_mid_walk, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_sibling_removed_after_listing, tmp_setup, tmp_teardown),

@@ -110,10 +110,56 @@ static void test_vanished_series_get_stale_markers(void **state)
 	rm_tree(tmp);
 }
 
+/* Every value in /metrics is the text cm_fmt_double (Prometheus' float format) gives for the value in
+ * the batch; the text's integer fast path must not change a byte. Labels are escaped as the text format
+ * wants (a pods-dir name with a quote, a backslash and a newline). */
+static void test_text_values_match_the_batch(void **state)
+{
+	(void)state;
+	char src[PATH_MAX], tmp[PATH_MAX], proc[PATH_MAX], pods[PATH_MAX + 8], path[PATH_MAX + 32];
+	data_path(src, "cgroup-v2");
+	data_path(proc, "proc");
+	temp_dir(tmp, "collect");
+	copy_tree(src, tmp);
+	fmt_into(pods, sizeof(pods), "%s/pods", tmp);
+	assert_int_equal(mkdir(pods, 0755), 0);
+	fmt_into(path, sizeof(path), "%s/odd.json", pods);
+	write_file(path, "{\"name\": \"we\\\"ird\\\\po\\nd\", \"namespace\": \"x\", \"containers\": "
+			 "[{\"name\": \"c\", \"cgroup\": \"/system.slice\"}]}");
+	na_config cfg = {.node = "n1", .cgroup_root = tmp, .proc_root = proc, .pods_dir = pods};
+	na__collector *c = NULL;
+	cm_err err = {{0}};
+	if (na__collector_create(&cfg, &c, &err))
+		fail_msg("create: %s", err.msg);
+	pass p;
+	run_pass(c, 1, &p);
+	size_t checked = 0, fractional = 0;
+	for (size_t i = 0; i < p.b.nseries; i++) {
+		const cm_series *se = &p.b.series[i];
+		if (!label(se, "id") || se->nlabels != 2) /* __name__ and id only */
+			continue;
+		char line[256], v[CM_FMT_DOUBLE_MAX];
+		cm_fmt_double(v, sizeof(v), se->samples[0].v);
+		fmt_into(line, sizeof(line), "%s{id=\"%s\"} %s\n", label(se, "__name__"), label(se, "id"), v);
+		if (!strstr((char *)p.text.data, line))
+			fail_msg("not in /metrics: %s", line);
+		checked++;
+		fractional += se->samples[0].v != (double)(int64_t)se->samples[0].v;
+	}
+	print_message("%zu values compared, %zu of them fractional\n", checked, fractional);
+	assert_true(checked > 50);
+	assert_true(fractional > 5); /* seconds, pressure totals */
+	assert_non_null(strstr((char *)p.text.data, "pod=\"we\\\"ird\\\\po\\nd\""));
+	pass_close(&p);
+	na__collector_destroy(c);
+	rm_tree(tmp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_vanished_series_get_stale_markers),
+		cmocka_unit_test(test_text_values_match_the_batch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,6 +11,8 @@
 
 #include <cmocka.h>
 
+#include <sys/statvfs.h>
+
 #include "na_test.h"
 
 /* tests/data/proc/stat, USER_HZ ticks: user nice system idle iowait irq softirq steal */
@@ -137,7 +139,8 @@ static void test_unparsable_lines_skipped(void **state)
 			 "Trailing:       5 kB x\n"
 			 "HugePages_Total:   3\n"
 			 "Last(x):        7 kB");
-	assert_int_equal(na__node_collect(dir, &e, NULL), 0);
+	/* no loadavg, net/dev, diskstats, mounts here: reported, while cpu and memory are still collected */
+	assert_int_equal(na__node_collect(dir, &e, NULL), CM_ENOENT);
 	assert_int_equal(count_prefix(&s, "node_cpu_seconds_total{cpu=\"0\""), 8);
 	assert_int_equal(count_prefix(&s, "node_cpu_seconds_total{cpu=\"4\""), 8);
 	assert_int_equal(count_prefix(&s, "node_cpu_seconds_total{"), 16);
@@ -186,6 +189,104 @@ static void test_emit_error_stops(void **state)
 	sink_clear(&s);
 }
 
+/* tests/data/proc/{loadavg,net/dev,diskstats,mounts}, stat's btime and boot_id, by hand. */
+static void test_fixture_devices(void **state)
+{
+	(void)state;
+	char root[PATH_MAX];
+	sink s = {0};
+	na_emit e = sink_emit(&s);
+	cm_err err = {{0}};
+	data_path(root, "proc");
+	int64_t t0 = cm_now_ms();
+	assert_int_equal(na__node_collect(root, &e, &err), 0);
+	assert_int_equal(s.dups, 0);
+	const want w[] = {
+		{"node_load1{}", 0.5}, {"node_load5{}", 1.25}, {"node_load15{}", 2.0},
+		{"node_boot_time_seconds{}", 1795695385},
+		{"corral_node_boot_info{boot_id=\"5f1e7c2a-3b4d-4e6f-8a9b-0c1d2e3f4a5b\"}", 1},
+		{"node_network_receive_bytes_total{device=\"lo\"}", 4096},
+		{"node_network_receive_bytes_total{device=\"eth0\"}", 2097152},
+		{"node_network_receive_packets_total{device=\"eth0\"}", 3000},
+		{"node_network_receive_errs_total{device=\"eth0\"}", 5},
+		{"node_network_receive_drop_total{device=\"eth0\"}", 6},
+		{"node_network_receive_fifo_total{device=\"eth0\"}", 7},
+		{"node_network_receive_frame_total{device=\"eth0\"}", 8},
+		{"node_network_receive_compressed_total{device=\"eth0\"}", 9},
+		{"node_network_receive_multicast_total{device=\"eth0\"}", 10},
+		{"node_network_transmit_bytes_total{device=\"eth0\"}", 1048576},
+		{"node_network_transmit_packets_total{device=\"eth0\"}", 1500},
+		{"node_network_transmit_errs_total{device=\"eth0\"}", 11},
+		{"node_network_transmit_drop_total{device=\"eth0\"}", 12},
+		{"node_network_transmit_fifo_total{device=\"eth0\"}", 13},
+		{"node_network_transmit_colls_total{device=\"eth0\"}", 14},
+		{"node_network_transmit_carrier_total{device=\"eth0\"}", 15},
+		{"node_network_transmit_compressed_total{device=\"eth0\"}", 16},
+		{"node_disk_reads_completed_total{device=\"vda\"}", 1000},
+		{"node_disk_reads_merged_total{device=\"vda\"}", 10},
+		{"node_disk_read_bytes_total{device=\"vda\"}", 2048 * 512},
+		{"node_disk_read_time_seconds_total{device=\"vda\"}", 0.5},
+		{"node_disk_writes_completed_total{device=\"vda\"}", 2000},
+		{"node_disk_writes_merged_total{device=\"vda\"}", 20},
+		{"node_disk_written_bytes_total{device=\"vda\"}", 4096 * 512},
+		{"node_disk_write_time_seconds_total{device=\"vda\"}", 1.5},
+		{"node_disk_io_now{device=\"vda\"}", 3},
+		{"node_disk_io_time_seconds_total{device=\"vda\"}", 2.5},
+		{"node_disk_io_time_weighted_seconds_total{device=\"vda\"}", 4.0},
+		{"node_disk_read_bytes_total{device=\"dm-0\"}", 800 * 512}, /* 11 counters only: still read */
+		{"node_disk_io_now{device=\"dm-0\"}", 1},
+		{"node_filesystem_device_error{device=\"/dev/vdb\",fstype=\"ext4\",mountpoint=\"/nonexistent/with space\"}", 1},
+		{"node_filesystem_device_error{device=\"/dev/vda\",fstype=\"ext4\",mountpoint=\"/\"}", 0},
+	};
+	for (size_t i = 0; i < CM_ARRAY_LEN(w); i++) {
+		const sink_rec *r = sink_find(&s, w[i].key);
+		if (!r || fabs(r->v - w[i].v) > 1e-9) {
+			sink_dump(&s);
+			fail_msg("%s = %g, want %g", w[i].key, r ? r->v : NAN, w[i].v);
+		}
+	}
+	assert_int_equal(count_prefix(&s, "node_network_"), 2 * 16);
+	assert_int_equal(count_prefix(&s, "node_disk_"), 2 * 11); /* loop0 and the partition vda1 skipped */
+	/* only / is a real filesystem here (7 families) plus the error for the missing mount point */
+	assert_int_equal(count_prefix(&s, "node_filesystem_"), 7 + 1);
+	struct statvfs v;
+	assert_int_equal(statvfs("/", &v), 0);
+	const sink_rec *size = sink_find(&s, "node_filesystem_size_bytes{device=\"/dev/vda\",fstype=\"ext4\",mountpoint=\"/\"}");
+	const sink_rec *files = sink_find(&s, "node_filesystem_files{device=\"/dev/vda\",fstype=\"ext4\",mountpoint=\"/\"}");
+	assert_non_null(size);
+	assert_non_null(files);
+	assert_true(size->v == (double)v.f_blocks * (double)v.f_frsize);
+	assert_true(files->v == (double)v.f_files);
+	const sink_rec *now = sink_find(&s, "node_time_seconds{}");
+	assert_non_null(now);
+	assert_true(now->v * 1000 >= (double)t0 - 1 && now->v * 1000 <= (double)cm_now_ms() + 1);
+	sink_clear(&s);
+}
+
+/* One device source missing costs that source only. */
+static void test_device_source_missing(void **state)
+{
+	(void)state;
+	char src[PATH_MAX], dir[PATH_MAX], path[PATH_MAX + 16];
+	data_path(src, "proc");
+	temp_dir(dir, "proc");
+	rm_tree(dir);
+	copy_tree(src, dir);
+	fmt_into(path, sizeof(path), "%s/diskstats", dir);
+	assert_int_equal(unlink(path), 0);
+	sink s = {0};
+	na_emit e = sink_emit(&s);
+	cm_err err = {{0}};
+	assert_int_equal(na__node_collect(dir, &e, &err), CM_ENOENT);
+	assert_non_null(strstr(err.msg, "diskstats"));
+	assert_int_equal(count_prefix(&s, "node_disk_"), 0);
+	assert_int_equal(count_prefix(&s, "node_network_"), 32);
+	assert_int_equal(count_prefix(&s, "node_filesystem_"), 8);
+	assert_non_null(sink_find(&s, "node_load1{}"));
+	sink_clear(&s);
+	rm_tree(dir);
+}
+
 static void test_real_proc(void **state)
 {
 	(void)state;
@@ -213,6 +314,8 @@ int main(void)
 		cmocka_unit_test(test_unparsable_lines_skipped),
 		cmocka_unit_test(test_missing_file_is_error),
 		cmocka_unit_test(test_emit_error_stops),
+		cmocka_unit_test(test_fixture_devices),
+		cmocka_unit_test(test_device_source_missing),
 		cmocka_unit_test(test_real_proc),
 	};
 	return cmocka_run_group_tests_name("na_node", tests, NULL, NULL);

@@ -15,3 +15,6 @@ corral_test(test_na_collect SOURCES unit/test_na_collect.c LIBS na PkgConfig::ZS
 corral_test(test_ts_block SOURCES unit/test_ts_block.c LIBS ts)
 corral_test(test_ls_store SOURCES unit/test_ls_store.c LIBS ls)
 corral_test(test_ls_logql SOURCES unit/test_ls_logql.c LIBS ls)
+corral_test(test_na_spool SOURCES unit/test_na_spool.c LIBS na)
+corral_test(test_na_meta SOURCES unit/test_na_meta.c LIBS na)
+corral_test(test_na_degrade SOURCES unit/test_na_degrade.c LIBS na)

@@ -1,0 +1,424 @@
+/* na_spool.c -- the agent's bounded queue of batches not yet acknowledged, on disk under --state-dir.
+ *
+ * Every batch the agent makes is put here (write-through, by the collection worker) and stays until
+ * the aggregator answers 200 for it (or refuses it for good); the sender reads the oldest, POSTs it
+ * and pops it. So a batch survives an aggregator outage and a crash or SIGKILL of the agent, and one
+ * agent restart later is delivered in order before anything newer. Past --spool-max-bytes or
+ * --max-pending batches the oldest one not being sent is deleted and counted as dropped. Without a
+ * state directory the same queue lives in memory only (bounded by --max-pending).
+ *
+ * Called from worker threads (put: the collection worker; head/pop/unhold: the sender's worker) and
+ * from the loop thread (stats); a mutex guards the index, never held across file I/O other than one
+ * unlink. Never allocates per sample; one small allocation per batch.
+ *
+ * ## On-disk format, version 1
+ *
+ * Directory <state-dir>/spool/ holds one file per batch, named by its sequence number as 16 lowercase
+ * hex digits plus ".batch" ("0006123456789abc.batch"), so name order is seq order. A file is written
+ * as ".tmp-<16 hex>", fdatasync'd, then renamed, so a complete name always means a complete file
+ * (the directory itself is not fsync'd: a power loss may lose the newest names, never corrupt one).
+ *
+ *   offset size field
+ *        0    4 magic "CSP1" (0x43 0x53 0x50 0x31)
+ *        4    2 version = 1, little-endian
+ *        6    2 header length = 32, little-endian
+ *        8    8 seq, little-endian; equals the file name's number
+ *       16    8 created, Unix milliseconds, little-endian (informational)
+ *       24    4 payload length N, little-endian, 1 <= N <= 64 MiB
+ *       28    4 CRC32C (Castagnoli) of bytes 0..27 followed by the N payload bytes, little-endian
+ *       32    N payload: the cm_wire frame exactly as POSTed (docs/wire-format.md)
+ *
+ * Valid: file size is exactly 32 + N and every field above holds. At open, invalid files and stale
+ * ".tmp-*" files are deleted and counted (corrupt); other names are left alone.
+ *
+ * <state-dir>/agent.seq keeps the newest sequence number put, so seqs keep increasing across agent
+ * restarts even when the spool is empty and the wall clock stepped back: 16 bytes, magic "CSQ1",
+ * seq (8, LE), CRC32C of bytes 0..11 (4, LE). Rewritten in place (pwrite) on every put, not synced.
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <assert.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "na_int.h"
+
+#define HDR         32
+#define MAX_PAYLOAD (64u << 20)
+#define NAME_LEN    22 /* 16 hex + ".batch" */
+
+typedef struct entry {
+	uint64_t seq;
+	size_t len;
+	uint8_t *data; /* memory mode only */
+} entry;
+
+struct na__spool {
+	int dirfd; /* <state-dir>/spool, -1 in memory mode */
+	int seqfd; /* <state-dir>/agent.seq, -1 in memory mode */
+	size_t max_batches;
+	uint64_t max_bytes;
+	uv_mutex_t mu;
+	entry *e; /* oldest first */
+	size_t n, cap;
+	int held; /* e[0] is being sent */
+	na__spool_stats st;
+};
+
+static void put_u64le(uint8_t *p, uint64_t v)
+{
+	cm_put_u32le(p, (uint32_t)v);
+	cm_put_u32le(p + 4, (uint32_t)(v >> 32));
+}
+
+static uint64_t get_u64le(const uint8_t *p)
+{
+	return cm_get_u32le(p) | (uint64_t)cm_get_u32le(p + 4) << 32;
+}
+
+static void file_name(char *out, uint64_t seq, int tmp)
+{
+	snprintf(out, NAME_LEN + 8, tmp ? ".tmp-%016" PRIx64 : "%016" PRIx64 ".batch", seq);
+}
+
+static void make_header(uint8_t *h, uint64_t seq, const uint8_t *frame, size_t len)
+{
+	memcpy(h, "CSP1", 4);
+	h[4] = 1, h[5] = 0, h[6] = HDR, h[7] = 0;
+	put_u64le(h + 8, seq);
+	put_u64le(h + 16, (uint64_t)cm_now_ms());
+	cm_put_u32le(h + 24, (uint32_t)len);
+	cm_put_u32le(h + 28, cm_crc32c(cm_crc32c(0, h, 28), frame, len));
+}
+
+/* Checks a header against the name's seq and the file size; the CRC is checked when the payload is read. */
+static int check_header(const uint8_t *h, uint64_t seq, uint64_t size)
+{
+	if (memcmp(h, "CSP1", 4) || h[4] != 1 || h[5] || h[6] != HDR || h[7] || get_u64le(h + 8) != seq)
+		return CM_ECORRUPT;
+	uint32_t n = cm_get_u32le(h + 24);
+	return n && n <= MAX_PAYLOAD && size == HDR + (uint64_t)n ? CM_OK : CM_ECORRUPT;
+}
+
+/* ---- the index (callers hold mu) -------------------------------------------------------------------- */
+
+static int index_push(na__spool *sp, uint64_t seq, size_t len, uint8_t *data)
+{
+	if (sp->n == sp->cap) {
+		size_t cap = sp->cap ? sp->cap * 2 : 64;
+		entry *e = realloc(sp->e, cap * sizeof(*e));
+		if (!e)
+			return CM_ENOMEM;
+		sp->e = e, sp->cap = cap;
+	}
+	sp->e[sp->n++] = (entry){seq, len, data};
+	sp->st.batches++;
+	sp->st.bytes += len;
+	return CM_OK;
+}
+
+static void index_remove(na__spool *sp, size_t i)
+{
+	char name[NAME_LEN + 8];
+	entry e = sp->e[i];
+	memmove(&sp->e[i], &sp->e[i + 1], (sp->n - i - 1) * sizeof(*sp->e));
+	sp->n--;
+	sp->st.batches--;
+	sp->st.bytes -= e.len;
+	free(e.data);
+	if (sp->dirfd >= 0) {
+		file_name(name, e.seq, 0);
+		unlinkat(sp->dirfd, name, 0);
+	}
+}
+
+/* Drops the oldest batches not in flight while a bound is exceeded. */
+static void enforce_bounds(na__spool *sp)
+{
+	size_t first = sp->held ? 1 : 0;
+	while (sp->n > first + 1 && (sp->n > sp->max_batches || (sp->max_bytes && sp->st.bytes > sp->max_bytes))) {
+		sp->st.dropped++;
+		sp->st.dropped_bytes += sp->e[first].len;
+		index_remove(sp, first);
+	}
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+	uint64_t x = ((const entry *)a)->seq, y = ((const entry *)b)->seq;
+	return (x > y) - (x < y);
+}
+
+/* ---- opening: scan what a previous run left ------------------------------------------------------------ */
+
+static int parse_name(const char *name, uint64_t *seq)
+{
+	if (strlen(name) != NAME_LEN || strcmp(name + 16, ".batch"))
+		return CM_EINVAL;
+	uint64_t v = 0;
+	for (int i = 0; i < 16; i++) {
+		char c = name[i];
+		int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+		if (d < 0)
+			return CM_EINVAL;
+		v = v << 4 | (uint64_t)d;
+	}
+	*seq = v;
+	return CM_OK;
+}
+
+static void drop_corrupt(na__spool *sp, const char *name, const char *why)
+{
+	CM_LOG(CM_LOG_WARN, "spool", "deleting spool file %s: %s", name, why);
+	unlinkat(sp->dirfd, name, 0);
+	sp->st.corrupt++;
+}
+
+static void scan_one(na__spool *sp, const char *name)
+{
+	uint64_t seq;
+	uint8_t h[HDR];
+	struct stat s;
+	if (!strncmp(name, ".tmp-", 5)) {
+		drop_corrupt(sp, name, "left half-written by a crash");
+		return;
+	}
+	if (parse_name(name, &seq))
+		return;
+	int fd = openat(sp->dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	int ok = !fstat(fd, &s) && pread(fd, h, HDR, 0) == HDR && !check_header(h, seq, (uint64_t)s.st_size);
+	close(fd);
+	if (!ok)
+		drop_corrupt(sp, name, "bad header or size");
+	else if (index_push(sp, seq, s.st_size - HDR, NULL))
+		CM_LOG(CM_LOG_WARN, "spool", "out of memory indexing %s: left for the next start", name);
+}
+
+static int scan(na__spool *sp, cm_err *err)
+{
+	int fd = dup(sp->dirfd);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		int rc = -errno;
+		if (fd >= 0)
+			close(fd);
+		return cm_errf(err, rc, "cannot list the spool: %s", cm_strerror(rc));
+	}
+	for (struct dirent *de; (de = readdir(d));)
+		if (de->d_name[0] != '.' || !strncmp(de->d_name, ".tmp-", 5))
+			scan_one(sp, de->d_name);
+	closedir(d);
+	if (sp->n)
+		qsort(sp->e, sp->n, sizeof(*sp->e), cmp_entry);
+	return CM_OK;
+}
+
+static uint64_t read_seq_file(int fd)
+{
+	uint8_t b[16];
+	if (pread(fd, b, 16, 0) != 16 || memcmp(b, "CSQ1", 4) || cm_get_u32le(b + 12) != cm_crc32c(0, b, 12))
+		return 0;
+	return get_u64le(b + 4);
+}
+
+static int open_dirs(na__spool *sp, const char *dir, cm_err *err)
+{
+	char path[4096];
+	if (mkdir(dir, 0700) && errno != EEXIST)
+		return cm_errf(err, -errno, "cannot create --state-dir %s: %s", dir, cm_strerror(-errno));
+	snprintf(path, sizeof(path), "%s/spool", dir);
+	if (mkdir(path, 0700) && errno != EEXIST)
+		return cm_errf(err, -errno, "cannot create %s: %s", path, cm_strerror(-errno));
+	if ((sp->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return cm_errf(err, -errno, "cannot open %s: %s", path, cm_strerror(-errno));
+	snprintf(path, sizeof(path), "%s/agent.seq", dir);
+	if ((sp->seqfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0)
+		return cm_errf(err, -errno, "cannot open %s: %s", path, cm_strerror(-errno));
+	return CM_OK;
+}
+
+int na__spool_open(const char *dir, size_t max_batches, uint64_t max_bytes, na__spool **out, uint64_t *last_seq,
+                   cm_err *err)
+{
+	na__spool *sp = calloc(1, sizeof(*sp));
+	if (!sp)
+		return cm_errf(err, CM_ENOMEM, "out of memory");
+	sp->dirfd = sp->seqfd = -1;
+	sp->max_batches = max_batches ? max_batches : 1;
+	sp->max_bytes = max_bytes;
+	uv_mutex_init(&sp->mu);
+	int rc = dir ? open_dirs(sp, dir, err) : CM_OK;
+	rc = rc || !dir ? rc : scan(sp, err);
+	if (rc) {
+		na__spool_close(sp);
+		return rc;
+	}
+	uint64_t seq = sp->seqfd >= 0 ? read_seq_file(sp->seqfd) : 0;
+	if (sp->n && sp->e[sp->n - 1].seq > seq)
+		seq = sp->e[sp->n - 1].seq;
+	enforce_bounds(sp);
+	*last_seq = seq;
+	*out = sp;
+	return CM_OK;
+}
+
+void na__spool_close(na__spool *sp)
+{
+	if (!sp)
+		return;
+	for (size_t i = 0; i < sp->n; i++)
+		free(sp->e[i].data);
+	free(sp->e);
+	if (sp->dirfd >= 0)
+		close(sp->dirfd);
+	if (sp->seqfd >= 0)
+		close(sp->seqfd);
+	uv_mutex_destroy(&sp->mu);
+	free(sp);
+}
+
+/* ---- put, head, pop ------------------------------------------------------------------------------------ */
+
+static int write_file(na__spool *sp, uint64_t seq, const uint8_t *frame, size_t len)
+{
+	char tmp[NAME_LEN + 8], name[NAME_LEN + 8];
+	uint8_t h[HDR];
+	make_header(h, seq, frame, len);
+	file_name(tmp, seq, 1);
+	file_name(name, seq, 0);
+	int fd = openat(sp->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	struct iovec iov[2] = {{h, HDR}, {(void *)frame, len}};
+	ssize_t w = writev(fd, iov, 2);
+	int rc = w == (ssize_t)(HDR + len) ? CM_OK : w < 0 ? -errno : CM_EIO;
+	if (!rc && fdatasync(fd))
+		rc = -errno;
+	close(fd);
+	if (!rc && renameat(sp->dirfd, tmp, sp->dirfd, name))
+		rc = -errno;
+	if (rc)
+		unlinkat(sp->dirfd, tmp, 0);
+	return rc;
+}
+
+static void write_seq(na__spool *sp, uint64_t seq)
+{
+	uint8_t b[16];
+	memcpy(b, "CSQ1", 4);
+	put_u64le(b + 4, seq);
+	cm_put_u32le(b + 12, cm_crc32c(0, b, 12));
+	if (pwrite(sp->seqfd, b, 16, 0) != 16)
+		sp->st.errors++;
+}
+
+int na__spool_put(na__spool *sp, uint64_t seq, uint8_t *frame, size_t len)
+{
+	int rc = len && len <= MAX_PAYLOAD ? CM_OK : CM_E2BIG;
+	if (!rc && sp->dirfd >= 0) {
+		rc = write_file(sp, seq, frame, len);
+		write_seq(sp, seq);
+		free(frame);
+		frame = NULL;
+	}
+	uv_mutex_lock(&sp->mu);
+	if (!rc)
+		rc = index_push(sp, seq, len, frame);
+	if (rc) {
+		sp->st.errors++;
+		free(frame);
+	} else {
+		enforce_bounds(sp);
+	}
+	uv_mutex_unlock(&sp->mu);
+	return rc;
+}
+
+size_t na__spool_pending(na__spool *sp)
+{
+	uv_mutex_lock(&sp->mu);
+	size_t n = sp->n;
+	uv_mutex_unlock(&sp->mu);
+	return n;
+}
+
+static int read_file(na__spool *sp, uint64_t seq, size_t len, cm_buf *buf)
+{
+	char name[NAME_LEN + 8];
+	uint8_t h[HDR];
+	file_name(name, seq, 0);
+	int fd = openat(sp->dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	buf->len = 0;
+	int rc = cm_buf_reserve(buf, len);
+	if (!rc && (pread(fd, h, HDR, 0) != HDR || check_header(h, seq, HDR + (uint64_t)len) ||
+	            pread(fd, buf->data, len, HDR) != (ssize_t)len ||
+	            cm_crc32c(cm_crc32c(0, h, 28), buf->data, len) != cm_get_u32le(h + 28)))
+		rc = CM_ECORRUPT;
+	close(fd);
+	if (!rc)
+		buf->len = len;
+	return rc;
+}
+
+int na__spool_head(na__spool *sp, cm_buf *buf, uint64_t *seq, const uint8_t **data, size_t *len)
+{
+	for (;;) {
+		uv_mutex_lock(&sp->mu);
+		if (!sp->n) {
+			uv_mutex_unlock(&sp->mu);
+			return CM_ENOENT;
+		}
+		entry e = sp->e[0];
+		sp->held = 1;
+		uv_mutex_unlock(&sp->mu);
+		int rc = e.data ? CM_OK : read_file(sp, e.seq, e.len, buf);
+		if (!rc) {
+			*seq = e.seq, *data = e.data ? e.data : buf->data, *len = e.len;
+			return CM_OK;
+		}
+		CM_LOG(CM_LOG_WARN, "spool", "spooled batch %" PRIu64 " unreadable (%s): deleted", e.seq,
+		       cm_strerror(rc));
+		uv_mutex_lock(&sp->mu);
+		sp->st.corrupt++;
+		index_remove(sp, 0);
+		sp->held = 0;
+		uv_mutex_unlock(&sp->mu);
+	}
+}
+
+void na__spool_pop(na__spool *sp, uint64_t seq)
+{
+	uv_mutex_lock(&sp->mu);
+	assert(sp->held && sp->n && sp->e[0].seq == seq);
+	(void)seq;
+	index_remove(sp, 0);
+	sp->held = 0;
+	enforce_bounds(sp);
+	uv_mutex_unlock(&sp->mu);
+}
+
+void na__spool_unhold(na__spool *sp)
+{
+	uv_mutex_lock(&sp->mu);
+	sp->held = 0;
+	enforce_bounds(sp);
+	uv_mutex_unlock(&sp->mu);
+}
+
+void na__spool_stats_get(na__spool *sp, na__spool_stats *out)
+{
+	uv_mutex_lock(&sp->mu);
+	*out = sp->st;
+	uv_mutex_unlock(&sp->mu);
+}
