@@ -19,6 +19,13 @@ typedef struct ag_config {
 	long threads;            /* HTTP worker threads */
 	uint64_t max_push_bytes; /* largest accepted push body */
 	int log_level;
+	int allow_unauth_import; /* benchmarks only: /api/v1/import/prometheus and admin/flush without a token */
+	const char *dns_listen;     /* DNS ADDR:PORT (UDP+TCP); NULL = 127.0.0.1:1053 best effort; "off" */
+	const char *cluster_domain; /* DNS zone of the services, NULL = cluster.local */
+	const char *services;       /* Service/EndpointSlice manifest file or directory, reloaded on change */
+	long dns_threads;           /* UDP serving threads, 0 = one per CPU */
+	long dns_rrl_rate;          /* DNS responses per second per client /24 (/56), 0 = no limit */
+	const char *loki_push;      /* forward every stored log line to this Loki push URL, NULL = no */
 } ag_config;
 
 extern const cm_opt ag_opts[];

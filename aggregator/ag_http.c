@@ -23,15 +23,21 @@ struct ag_server {
 	int lock_fd;
 	ts_db *db;
 	ag__ingest *ingest;
+	ag__importer *importer;
 	ag__api api;
 	ag__metrics metrics;
 	struct MHD_Daemon *mhd;
+	ag__services *services; /* service registry (ag_services.c) */
+	ag__dns *dns;           /* cluster DNS, NULL when off (ag_dns.c) */
+	ag__loki *loki;         /* log store + Loki API (ag_loki.c) */
+	ag__state *state;       /* inventory and events (ag_state.c) */
 };
 
 typedef struct conn_ctx {
 	cm_arena arena;
 	cm_buf body;
 	int too_large;
+	ag__import *imp;  /* a streamed bulk import (ag_import.c) */
 } conn_ctx;
 
 /* ---- parameters ------------------------------------------------------------------------------------ */
@@ -130,8 +136,63 @@ void ag__resp_error(ag__resp *resp, int status, const char *type, const char *ms
 	cm_buf_puts(&resp->body, "}\n");
 }
 
+/* ---- connection upgrades (WebSocket) ---------------------------------------------------------------- */
+
+typedef struct upgrade_ctx {
+	ag__upgrade_fn fn;
+	void *arg;
+	MHD_socket sock;
+	struct MHD_UpgradeResponseHandle *urh;
+} upgrade_ctx;
+
+static void *upgrade_thread(void *arg)
+{
+	upgrade_ctx *u = arg;
+	u->fn(u->arg, u->sock);
+	MHD_upgrade_action(u->urh, MHD_UPGRADE_ACTION_CLOSE);
+	free(u);
+	return NULL;
+}
+
+static void on_upgrade(void *cls, struct MHD_Connection *c, void *con_cls, const char *extra, size_t extra_in,
+		       MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+	(void)c, (void)con_cls, (void)extra, (void)extra_in;
+	upgrade_ctx *u = cls;
+	u->sock = sock, u->urh = urh;
+	pthread_t t;
+	pthread_attr_t at;
+	pthread_attr_init(&at);
+	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &at, upgrade_thread, u)) {
+		u->fn(u->arg, -1);
+		MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+		free(u);
+	}
+	pthread_attr_destroy(&at);
+}
+
+static enum MHD_Result send_upgrade(struct MHD_Connection *c, ag__resp *resp)
+{
+	upgrade_ctx *u = calloc(1, sizeof(*u));
+	struct MHD_Response *r = u ? MHD_create_response_for_upgrade(on_upgrade, u) : NULL;
+	if (!r) {
+		resp->upgrade(resp->upgrade_arg, -1);
+		free(u);
+		return MHD_NO;
+	}
+	u->fn = resp->upgrade, u->arg = resp->upgrade_arg;
+	MHD_add_response_header(r, "Upgrade", "websocket");
+	MHD_add_response_header(r, "Sec-WebSocket-Accept", resp->ws_accept);
+	enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_SWITCHING_PROTOCOLS, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
 static enum MHD_Result send_resp(struct MHD_Connection *c, ag__resp *resp)
 {
+	if (resp->upgrade)
+		return send_upgrade(c, resp);
 	size_t len;
 	uint8_t *data = cm_buf_take(&resp->body, &len);
 	struct MHD_Response *r = MHD_create_response_from_buffer(len, data ? data : (uint8_t *)"",
@@ -162,11 +223,21 @@ static void route_metrics(ag_server *s, const ag__req *req, ag__resp *resp)
 	(void)req;
 	resp->status = 200;
 	resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
-	if (ag__metrics_render(&s->metrics, s->db, &resp->body))
+	if (ag__metrics_render(&s->metrics, s->db, &resp->body) || ag__dns_metrics(s->dns, &resp->body) ||
+	    ag__loki_metrics(s->loki, &resp->body))
 		ag__resp_error(resp, 500, "internal", "out of memory");
 }
 
 static void route_push(ag_server *s, const ag__req *req, ag__resp *resp) { ag__ingest_push(s->ingest, req, resp); }
+static void route_import(ag_server *s, const ag__req *req, ag__resp *resp)
+{
+	(void)s, (void)req; /* reached only when the streamed import could not start */
+	ag__resp_error(resp, 503, "unavailable", "out of memory");
+}
+static void route_flush(ag_server *s, const ag__req *req, ag__resp *resp)
+{
+	ag__import_flush(s->importer, req, resp);
+}
 static void route_query(ag_server *s, const ag__req *req, ag__resp *resp) { ag__api_query(&s->api, req, resp); }
 static void route_series(ag_server *s, const ag__req *req, ag__resp *resp) { ag__api_series(&s->api, req, resp); }
 static void route_query_range(ag_server *s, const ag__req *req, ag__resp *resp)
@@ -174,19 +245,60 @@ static void route_query_range(ag_server *s, const ag__req *req, ag__resp *resp)
 	ag__api_query_range(&s->api, req, resp);
 }
 
+static void route_services(ag_server *s, const ag__req *req, ag__resp *resp)
+{
+	ag__services_handle(s->services, req, resp);
+}
+
+static void route_inventory(ag_server *s, const ag__req *req, ag__resp *resp)
+{
+	ag__state_inventory(s->state, req, resp);
+}
+static void route_events(ag_server *s, const ag__req *req, ag__resp *resp) { ag__state_events(s->state, req, resp); }
+static void route_loki_push(ag_server *s, const ag__req *req, ag__resp *resp) { ag__loki_push(s->loki, req, resp); }
+static void route_loki_query(ag_server *s, const ag__req *req, ag__resp *resp) { ag__loki_query(s->loki, req, resp); }
+static void route_loki_query_range(ag_server *s, const ag__req *req, ag__resp *resp)
+{
+	ag__loki_query_range(s->loki, req, resp);
+}
+static void route_loki_labels(ag_server *s, const ag__req *req, ag__resp *resp) { ag__loki_labels(s->loki, req, resp); }
+static void route_loki_values(ag_server *s, const ag__req *req, ag__resp *resp)
+{
+	ag__loki_label_values(s->loki, req, resp);
+}
+static void route_loki_series(ag_server *s, const ag__req *req, ag__resp *resp) { ag__loki_series(s->loki, req, resp); }
+static void route_loki_stats(ag_server *s, const ag__req *req, ag__resp *resp)
+{
+	ag__loki_index_stats(s->loki, req, resp);
+}
+static void route_loki_tail(ag_server *s, const ag__req *req, ag__resp *resp) { ag__loki_tail(s->loki, req, resp); }
+
 typedef void (*route_fn)(ag_server *s, const ag__req *req, ag__resp *resp);
 
 static const struct route {
 	const char *path;
-	int post_only;  /* 1: POST only; 0: GET, or POST with a form body */
+	int post_only;  /* 1: POST only; 0: GET, or POST with a form body; 2: any method, raw body */
 	route_fn fn;
 } routes[] = {
 	{"/healthz", 0, route_healthz},
 	{"/metrics", 0, route_metrics},
 	{"/api/v1/agent/push", 1, route_push},
+	{"/api/v1/import/prometheus", 1, route_import},
+	{"/api/v1/admin/flush", 1, route_flush},
 	{"/api/v1/query", 0, route_query},
 	{"/api/v1/query_range", 0, route_query_range},
 	{"/api/v1/series", 0, route_series},
+	{"/api/v1/services", 2, route_services},
+	{"/api/v1/inventory", 0, route_inventory},
+	{"/api/v1/events", 0, route_events},
+	{"/loki/api/v1/push", 1, route_loki_push},
+	{"/loki/api/v1/query", 0, route_loki_query},
+	{"/loki/api/v1/query_range", 0, route_loki_query_range},
+	{"/loki/api/v1/labels", 0, route_loki_labels},
+	{"/loki/api/v1/label", 0, route_loki_labels}, /* Loki's older alias */
+	{"/loki/api/v1/series", 0, route_loki_series},
+	{"/loki/api/v1/index/stats", 0, route_loki_stats},
+	{"/loki/api/v1/tail", 0, route_loki_tail},
 };
 
 static void dispatch(ag_server *s, ag__req *req, ag__resp *resp)
@@ -195,9 +307,14 @@ static void dispatch(ag_server *s, ag__req *req, ag__resp *resp)
 	for (size_t i = 0; i < CM_ARRAY_LEN(routes); i++)
 		if (!strcmp(req->url, routes[i].path))
 			rt = &routes[i];
+	static const struct route loki_values = {"/loki/api/v1/label/", 0, route_loki_values};
+	if (!rt && !strncmp(req->url, loki_values.path, strlen(loki_values.path)))
+		rt = &loki_values; /* /loki/api/v1/label/<name>/values */
 	int is_post = !strcmp(req->method, "POST"), is_get = !strcmp(req->method, "GET");
 	if (!rt) {
 		ag__resp_error(resp, 404, "not_found", "no such endpoint");
+	} else if (rt->post_only == 2) {
+		rt->fn(s, req, resp);
 	} else if (rt->post_only ? !is_post : !(is_get || is_post)) {
 		ag__resp_error(resp, 405, "bad_data", "method not allowed");
 	} else if (req->body_too_large && !rt->post_only) {
@@ -223,6 +340,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			return MHD_NO;
 		cm_arena_init(&cc->arena, 0);
 		*con_cls = cc;
+		if (!strcmp(url, "/api/v1/import/prometheus") && !strcmp(method, "POST"))
+			cc->imp = ag__import_begin(s->importer, MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+											   "Authorization"));
+		return MHD_YES;
+	}
+	if (*upload_size && cc->imp) {
+		ag__import_feed(cc->imp, upload, *upload_size);
+		*upload_size = 0;
 		return MHD_YES;
 	}
 	if (*upload_size) {
@@ -237,9 +362,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	ag__req req = {.method = method, .url = url, .arena = &cc->arena, .body = cc->body.data,
 		       .body_len = cc->body.len, .body_too_large = cc->too_large};
 	req.authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+	req.content_type = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+	req.ws_key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Key");
 	ag__resp resp = {.status = 200, .content_type = "text/plain"};
 	cm_buf_init(&resp.body);
-	if (MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_arg, &req) < 0)
+	if (cc->imp)
+		ag__import_end(cc->imp, &resp);
+	else if (MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_arg, &req) < 0)
 		ag__resp_error(&resp, 500, "internal", "out of memory");
 	else
 		dispatch(s, &req, &resp);
@@ -256,6 +385,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 		return;
 	cm_arena_close(&cc->arena);
 	cm_buf_close(&cc->body);
+	ag__import_free(cc->imp);
 	free(cc);
 	*con_cls = NULL;
 }
@@ -296,6 +426,11 @@ static int open_store(ag_server *s, cm_err *err)
 	rc = cm_read_secret(s->cfg.token_file, "CORRAL_TOKEN", token, sizeof(token), err);
 	if (!rc)
 		rc = ag__ingest_create(s->db, &s->metrics, token, s->cfg.max_push_bytes, &s->ingest, err);
+	if (!rc)
+		rc = ag__importer_create(s->db, &s->metrics, token, s->cfg.allow_unauth_import, &s->importer, err);
+	snprintf(path, sizeof(path), "%s/logs", s->cfg.data_dir);
+	if (!rc)
+		rc = ag__loki_create(path, token, s->cfg.loki_push, &s->loki, err);
 	memset(token, 0, sizeof(token));
 	return rc;
 }
@@ -306,7 +441,7 @@ static int start_http(ag_server *s, cm_err *err)
 	int rc = cm_parse_listen("listen", s->cfg.listen, &ss, err);
 	if (rc)
 		return rc;
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &ss,
@@ -329,6 +464,15 @@ int ag_server_start(const ag_config *cfg, ag_server **out, cm_err *err)
 	int rc = lock_data_dir(cfg->data_dir, &s->lock_fd, err);
 	if (!rc)
 		rc = open_store(s, err);
+	if (!rc) {
+		char db[4096];
+		snprintf(db, sizeof(db), "%s/state.db", cfg->data_dir);
+		rc = ag__services_create(db, cfg->services, &s->services, err);
+		rc = rc ? rc : ag__state_create(db, s->services, &s->state, err);
+		if (!rc)
+			ag__ingest_set_state(s->ingest, s->state);
+	}
+	rc = rc ? rc : ag__dns_start(cfg, s->services, &s->dns, err);
 	if (rc)
 		goto fail;
 	s->api = (ag__api){.db = s->db, .metrics = &s->metrics, .lookback_ms = 5 * 60 * 1000};
@@ -346,10 +490,19 @@ void ag_server_stop(ag_server *s)
 {
 	if (!s)
 		return;
+	if (s->loki)
+		ag__loki_stop_tails(s->loki); /* upgraded connections end before the daemon stops */
 	if (s->mhd)
 		MHD_stop_daemon(s->mhd);
+	ag__dns_stop(s->dns);
+	if (s->ingest)
+		ag__ingest_set_state(s->ingest, NULL);
+	ag__state_destroy(s->state);
+	ag__services_destroy(s->services);
 	if (s->ingest)
 		ag__ingest_destroy(s->ingest);
+	ag__importer_destroy(s->importer);
+	ag__loki_destroy(s->loki);
 	if (s->db)
 		ts_close(s->db);
 	if (s->lock_fd >= 0)

@@ -35,6 +35,7 @@ struct ag__ingest {
 	ag__metrics *metrics;
 	char *token;
 	cm_wire_limits limits;
+	ag__state *state; /* inventory and events of stored batches (ag_state.c), or NULL */
 	pthread_mutex_t table_lock;
 	node_entry *buckets[NBUCKETS];
 };
@@ -228,8 +229,11 @@ static void store(ag__ingest *in, const cm_batch *b, cm_arena *a, ag__resp *resp
 	for (size_t i = 0; i < b->nseries; i++)
 		samples += b->series[i].nsamples;
 	atomic_fetch_add(&in->metrics->samples_ingested, samples);
+	ag__state_record(in->state, b); /* after durability, never for a duplicate */
 	respond(in, resp, AG_PUSH_OK, 200, NULL, NULL);
 }
+
+void ag__ingest_set_state(ag__ingest *in, struct ag__state *st) { in->state = st; }
 
 void ag__ingest_push(ag__ingest *in, const ag__req *req, ag__resp *resp)
 {

@@ -13,6 +13,8 @@
 
 #include "ag.h"
 #include "cm.h"
+#include "dn.h"
+#include "ls.h"
 #include "ts.h"
 
 /* ---- metrics (ag_metrics.c) --------------------------------------------------------------------- */
@@ -53,13 +55,24 @@ typedef struct ag__req {
 	const uint8_t *body;
 	size_t body_len;
 	int body_too_large;
+	const char *content_type;   /* the Content-Type header, or NULL */
+	const char *ws_key;         /* the Sec-WebSocket-Key header, or NULL */
 	cm_arena *arena;            /* lives as long as the request */
 } ag__req;
+
+/* A handler that takes the connection over (WebSocket) sets upgrade: ag_http.c answers 101 with
+ * Upgrade: websocket and Sec-WebSocket-Accept: ws_accept, then calls upgrade(upgrade_arg, fd) once on a
+ * thread of its own and closes the connection when it returns; fd is -1 when the upgrade failed (the
+ * callee still frees its argument). */
+typedef void (*ag__upgrade_fn)(void *arg, int fd);
 
 typedef struct ag__resp {
 	int status;
 	const char *content_type;
 	cm_buf body;
+	ag__upgrade_fn upgrade;
+	void *upgrade_arg;
+	char ws_accept[32];
 } ag__resp;
 
 const char *ag__param_get(const ag__req *r, const char *key);
@@ -77,8 +90,35 @@ typedef struct ag__ingest ag__ingest;
 int ag__ingest_create(ts_db *db, ag__metrics *m, const char *token, size_t max_push, ag__ingest **out,
 		      cm_err *err);
 void ag__ingest_destroy(ag__ingest *in);
+/* Batches stored from now on also go to the cluster state (inventory, events); NULL = none. */
+struct ag__state;
+void ag__ingest_set_state(ag__ingest *in, struct ag__state *st);
 /* Decodes, dedupes on (node, boot id, seq) and durably appends one wire batch. */
 void ag__ingest_push(ag__ingest *in, const ag__req *req, ag__resp *resp);
+
+/* ---- bulk import (ag_import.c) ----------------------------------------------------------------- */
+
+typedef struct ag__importer ag__importer;  /* server-wide: store, token, policy */
+typedef struct ag__import ag__import;      /* one streamed POST /api/v1/import/prometheus */
+
+int ag__importer_create(ts_db *db, ag__metrics *m, const char *token, int allow_unauth, ag__importer **out,
+			cm_err *err);
+void ag__importer_destroy(ag__importer *imp);
+/* Starts an import request (authorization is the header or NULL); NULL when out of memory. */
+ag__import *ag__import_begin(ag__importer *imp, const char *authorization);
+/* Takes the next piece of the body, as it arrives; lines may be split anywhere. */
+void ag__import_feed(ag__import *im, const char *p, size_t n);
+/* Stores what is pending and answers: 204, 400 (lines skipped), 401 or 503. */
+void ag__import_end(ag__import *im, ag__resp *resp);
+void ag__import_free(ag__import *im);
+/* POST /api/v1/admin/flush. */
+void ag__import_flush(ag__importer *imp, const ag__req *req, ag__resp *resp);
+/* The line parser, exposed for the fuzzer: splits `series value [ts]` (key_len = series text length,
+ * not checked here); ag__prom_series_parse checks the series text and parses it into labels (strings
+ * unescaped into buf, at least n + 16 bytes). */
+int ag__prom_line_split(const char *p, size_t n, int64_t now_ms, size_t *key_len, cm_sample *out, cm_err *err);
+int ag__prom_series_parse(const char *p, size_t n, cm_label *labels, size_t max, size_t *nlabels, char *buf,
+			  cm_err *err);
 
 /* ---- selectors (ag_promql.c) -------------------------------------------------------------------- */
 
@@ -105,5 +145,86 @@ void ag__api_query_range(ag__api *api, const ag__req *req, ag__resp *resp);
 void ag__api_series(ag__api *api, const ag__req *req, ag__resp *resp);
 /* Prometheus' JSON timestamp: seconds with up to three decimals, trailing zeros dropped. */
 int ag__put_json_time(cm_buf *b, int64_t t_ms);
+
+/* ---- Loki API over the log store (ag_loki.c) -------------------------------------------------------- */
+
+typedef struct ag__loki ag__loki;
+
+/* dir: the log store's directory; token: bearer token pushes must carry ("" = none); push_url: a Loki
+ * push URL every stored line is forwarded to (NULL = none; CORRAL_LOKI_PUSH_TOKEN = its bearer token). */
+int ag__loki_create(const char *dir, const char *token, const char *push_url, ag__loki **out, cm_err *err);
+/* Durable append (dedupe on origin/seq, see ls_store_append) and forwarding: the hook for ingest. */
+int ag__loki_append(ag__loki *l, const char *origin, uint64_t seq, const ls_push_stream *st, size_t n, cm_err *err);
+/* Prometheus text of the log store and forwarder counters (l may be NULL). */
+int ag__loki_metrics(ag__loki *l, cm_buf *out);
+void ag__loki_destroy(ag__loki *l);
+ls_store *ag__loki_store(ag__loki *l);
+void ag__loki_push(ag__loki *l, const ag__req *req, ag__resp *resp);
+void ag__loki_query(ag__loki *l, const ag__req *req, ag__resp *resp);
+void ag__loki_query_range(ag__loki *l, const ag__req *req, ag__resp *resp);
+void ag__loki_labels(ag__loki *l, const ag__req *req, ag__resp *resp);
+/* /loki/api/v1/label/<name>/values */
+void ag__loki_label_values(ag__loki *l, const ag__req *req, ag__resp *resp);
+void ag__loki_series(ag__loki *l, const ag__req *req, ag__resp *resp);
+void ag__loki_index_stats(ag__loki *l, const ag__req *req, ag__resp *resp);
+/* /loki/api/v1/tail: a WebSocket that streams new entries of a log query. */
+void ag__loki_tail(ag__loki *l, const ag__req *req, ag__resp *resp);
+/* Ends every tail and waits for them (before the HTTP server stops). */
+void ag__loki_stop_tails(ag__loki *l);
+/* Sec-WebSocket-Accept for a client's Sec-WebSocket-Key (RFC 6455), base64 of 20 bytes. */
+int ag__ws_accept(const char *key, char out[32]);
+/* Push body decoders (exposed for the fuzzer): streams built in the arena, labels not yet checked. */
+int ag__loki_decode_json(const uint8_t *body, size_t n, cm_arena *a, ls_push_stream **out, size_t *nout,
+			 cm_err *err);
+int ag__loki_decode_proto(const uint8_t *body, size_t n, cm_arena *a, ls_push_stream **out, size_t *nout,
+			  cm_err *err);
+
+/* ---- service registry (ag_services.c) and cluster DNS (ag_dns.c) --------------------------------- */
+
+typedef struct ag__services ag__services;
+
+/* One pod of a node's inventory, as the inventory hook takes it (strings are copied). */
+typedef struct ag__pod {
+	const char *ns, *name, *ip, *hostname;  /* hostname may be NULL */
+	int ready;                              /* running and ready */
+	const cm_label *labels;
+	size_t nlabels;
+} ag__pod;
+
+/* db_path: sqlite file (table dns_registry); file: --services FILE|DIR or NULL. */
+int ag__services_create(const char *db_path, const char *file, ag__services **out, cm_err *err);
+void ag__services_destroy(ag__services *r);
+/* Reloads the manifest if it changed: 1 reloaded, 0 unchanged, negative when it is broken. */
+int ag__services_reload_file(ag__services *r, cm_err *err);
+/* GET (list with endpoints), POST/PUT (Service, EndpointSlice or List JSON), DELETE ?namespace=&name= */
+void ag__services_handle(ag__services *r, const ag__req *req, ag__resp *resp);
+/* Inventory hook: the pods one node reports now replace what it reported before. */
+int ag__services_set_node_pods(ag__services *r, const char *node, const ag__pod *pods, size_t n, int64_t now_ms);
+
+/* ---- cluster state: inventory and events from the agents (ag_state.c) ------------------------------ */
+
+typedef struct ag__state ag__state;
+
+/* db_path: sqlite file (tables state_nodes, state_events); services: the inventory hook's target or NULL. */
+int ag__state_create(const char *db_path, ag__services *services, ag__state **out, cm_err *err);
+/* Waits for the queued writes, then closes. */
+void ag__state_destroy(ag__state *st);
+/* A durably stored batch: its inventory and events are queued for the writer (never blocks on sqlite). */
+void ag__state_record(ag__state *st, const cm_batch *b);
+void ag__state_stats(ag__state *st, uint64_t *dropped, uint64_t *errors);
+/* GET /api/v1/inventory and GET /api/v1/events (parameters at the top of ag_state.c). */
+void ag__state_inventory(ag__state *st, const ag__req *req, ag__resp *resp);
+void ag__state_events(ag__state *st, const ag__req *req, ag__resp *resp);
+/* Drops the pods of nodes not heard from within grace_ms. */
+void ag__services_expire_nodes(ag__services *r, int64_t now_ms, int64_t grace_ms);
+uint64_t ag__services_version(ag__services *r);
+/* The merged registry as dnsd's model, every string copied into the arena. */
+int ag__services_model(ag__services *r, cm_arena *a, dn_service **out, size_t *n);
+
+typedef struct ag__dns ag__dns;
+/* *out is NULL when DNS is off (or the default address was taken). */
+int ag__dns_start(const ag_config *cfg, ag__services *reg, ag__dns **out, cm_err *err);
+void ag__dns_stop(ag__dns *d);
+int ag__dns_metrics(ag__dns *d, cm_buf *out);
 
 #endif

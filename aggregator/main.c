@@ -20,6 +20,19 @@ const cm_opt ag_opts[] = {
 	{"max-push-bytes", CM_OPT_SIZE, "16Mi", offsetof(ag_config, max_push_bytes), "largest accepted push body",
 	 NULL},
 	{"log-level", CM_OPT_LOGLEVEL, "info", offsetof(ag_config, log_level), "error, warn, info or debug", NULL},
+	{"allow-unauthenticated-import", CM_OPT_BOOL, NULL, offsetof(ag_config, allow_unauth_import),
+	 "benchmarks only: accept bulk import and admin flush without the bearer token", NULL},
+	{"dns-listen", CM_OPT_STR, NULL, offsetof(ag_config, dns_listen),
+	 "DNS address for UDP and TCP (default 127.0.0.1:1053, skipped with a warning when taken; off = no DNS)", NULL},
+	{"cluster-domain", CM_OPT_STR, "cluster.local", offsetof(ag_config, cluster_domain), "DNS zone of the services",
+	 NULL},
+	{"services", CM_OPT_STR, NULL, offsetof(ag_config, services),
+	 "Kubernetes Service/EndpointSlice JSON file or directory (kubectl -o json), reloaded on change", NULL},
+	{"dns-threads", CM_OPT_INT, "0", offsetof(ag_config, dns_threads), "DNS UDP threads, 0 = one per CPU", NULL},
+	{"dns-rrl-rate", CM_OPT_INT, "0", offsetof(ag_config, dns_rrl_rate),
+	 "DNS responses per second per client /24 (/56 for IPv6), 0 = unlimited", NULL},
+	{"loki-push", CM_OPT_STR, NULL, offsetof(ag_config, loki_push),
+	 "forward every stored log line to this Loki push URL (bearer token from CORRAL_LOKI_PUSH_TOKEN)", NULL},
 };
 const size_t ag_nopts = CM_ARRAY_LEN(ag_opts);
 

@@ -11,6 +11,23 @@ libuv1-dev libprotobuf-c-dev protobuf-c-compiler libzstd-dev libmicrohttpd-dev
 libjansson-dev libsqlite3-dev libcurl4-openssl-dev libsnappy-dev libcmocka-dev
 curl ca-certificates procps
 prometheus"
+# dig and kdig: the DNS conformance tests (issue 8)
+PKGS="$PKGS dnsutils knot-dnsutils"
+
+# node + npm: the real Loki push client (winston-loki) that tests/integration/test_logs_client.c runs
+# (issue 7), installed from npm into tests/integration/loki-client/node_modules (package-lock.json).
+# npm comes with nodesource's nodejs; with Debian's nodejs it is Debian's npm package.
+PKGS="$PKGS nodejs"
+loki_client() {
+	d=$(cd "$(dirname "$0")/.." && pwd)/tests/integration/loki-client
+	[ -d "$d/node_modules/winston-loki" ] && return 0
+	if ! command -v npm >/dev/null; then
+		[ "$1" = quiet ] || echo "install-deps: no npm (apt-get install npm): test_logs_client will fail"
+		return 0
+	fi
+	(cd "$d" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
+loki_client quiet
 
 missing=""
 for p in $PKGS; do
@@ -26,3 +43,4 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+loki_client loud

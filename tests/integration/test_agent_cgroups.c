@@ -7,7 +7,8 @@
  *   discovery   a cgroup made while the agent runs is on /metrics within one interval (plus the time
  *               of one pass), one removed is gone within one interval
  *   oom         a child in a cgroup limited to 32 MiB touches 256 MiB; the kernel kills it; the agent's
- *               container_oom_events_total for that cgroup rises and it logs an OOM-killed event
+ *               container_oom_events_total for that cgroup rises, it logs an OOM-killed event, and the
+ *               event reaches a real aggregator's /api/v1/events (type oom_killed, that cgroup)
  *   prometheus  promtool check metrics finds no problem on /metrics other than the camelCase lint on
  *               node_exporter's own node_memory_* names; a real Prometheus scraping the agent stores
  *               container_cpu_usage_seconds_total for a test cgroup with a CPU-burning child
@@ -32,14 +33,14 @@
 #define INTERVAL_MS 1000
 
 typedef struct fixture {
-	char dir[256], token[300], agent_url[128];
+	char dir[256], token[300], agent_url[128], agg_url[128], agg_data[320];
 	int v2;
 	char cpu_mnt[64], mem_mnt[64];   /* hierarchy mounts holding the cpu and memory files */
 	char cpu_own[1024], mem_own[1024]; /* our cgroup in each ("" = the root) */
 	char cpu_dir[2048], mem_dir[2048]; /* test cgroups made, "" when none */
 	char cpu_id[1100], mem_id[1100];
 	pid_t child;
-	itest_proc agent, prom;
+	itest_proc agent, prom, agg;
 } fixture;
 
 /* Our path in the hierarchy whose controller list holds ctl ("" = the v2 line). */
@@ -107,6 +108,8 @@ static int teardown(void **state)
 	}
 	itest_stop(&f->prom, SIGTERM, 10000);
 	int st = itest_stop(&f->agent, SIGTERM, 10000);
+	if (itest_stop(&f->agg, SIGTERM, 10000))
+		st = 1;
 	rm_cgroup(f->cpu_dir);
 	rm_cgroup(f->mem_dir);
 	itest_rmtree(f->dir);
@@ -140,8 +143,11 @@ static void start_agent(fixture *f)
 	itest_bin(bin, sizeof(bin), "corral-agent");
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", itest_port());
 	snprintf(f->agent_url, sizeof(f->agent_url), "http://%s", listen);
-	char agg[64];
-	snprintf(agg, sizeof(agg), "http://127.0.0.1:%d", itest_port()); /* nobody listens: batches wait */
+	char agg[128];
+	if (f->agg_url[0])
+		snprintf(agg, sizeof(agg), "%s", f->agg_url);
+	else
+		snprintf(agg, sizeof(agg), "http://127.0.0.1:%d", itest_port()); /* nobody listens: batches wait */
 	char *argv[] = {bin, "--node", "cg-node", "--aggregator", agg, "--token-file", f->token, "--interval", "1s",
 			"--listen", listen, NULL};
 	assert_int_equal(itest_spawn(&f->agent, f->dir, "agent", argv), 0);
@@ -232,6 +238,9 @@ static void test_oom_kill_counted_and_logged(void **state)
 	snprintf(path, sizeof(path), "%s/%s", f->mem_dir, f->v2 ? "memory.swap.max" : "memory.memsw.limit_in_bytes");
 	if (access(path, W_OK) == 0)
 		itest_write_file(path, f->v2 ? "0\n" : "33554432\n");
+	snprintf(f->agg_data, sizeof(f->agg_data), "%s/agg", f->dir);
+	assert_int_equal(itest_aggregator_start(&f->agg, f->dir, f->agg_data, f->token, NULL, f->agg_url,
+						sizeof(f->agg_url)), 0);
 	start_agent(f);
 	snprintf(key, sizeof(key), "container_oom_events_total{id=\"%s\"}", f->mem_id);
 	wait_series(f, key, 1, 10000); /* the agent knows the count before the kill */
@@ -251,6 +260,22 @@ static void test_oom_kill_counted_and_logged(void **state)
 		v = metric_value(f, key);
 	assert_true(v >= 1);
 	assert_int_equal(itest_wait_log(&f->agent, "OOM-killed", 3000), 0);
+	char url[512], cg[1200];
+	itest_urlencode(cg, sizeof(cg), f->mem_id);
+	snprintf(url, sizeof(url), "%s/api/v1/events?node=cg-node&type=oom_killed", f->agg_url);
+	json_t *ev = NULL;
+	for (int i = 0; i < 100; i++, itest_sleep_ms(100)) {
+		long status;
+		json_decref(ev);
+		ev = itest_get_json(url, &status);
+		if (json_array_size(json_object_get(ev, "data")) > 0)
+			break;
+	}
+	json_t *e = json_array_get(json_object_get(ev, "data"), 0);
+	assert_non_null(e);
+	assert_string_equal(json_string_value(json_object_get(e, "cgroup")), f->mem_id);
+	assert_true(json_integer_value(json_object_get(e, "count")) >= 1);
+	json_decref(ev);
 }
 
 /* promtool's output: nothing but the camelCase lint on node_exporter's node_memory_* names. */

@@ -1,0 +1,672 @@
+/* ag_import.c -- bulk import: POST /api/v1/import/prometheus (streamed text exposition) and admin flush.
+ *
+ * The import endpoint takes Prometheus text exposition with millisecond timestamps, the way
+ * VictoriaMetrics' endpoint of the same name does, so benchmark drivers and migration tools can load
+ * the same file into corral and into the peers. ag_http.c hands the body over as it arrives
+ * (ag__import_feed), so a body of any size streams through a bounded buffer: lines are parsed, each
+ * series' samples are collected per series (a per-request cache maps the raw `name{labels}` text to
+ * the tsdb reference, so labels are parsed once per series, not once per line), and every
+ * IMPORT_BATCH samples go to ts_append_ref on the request's own store thread, so parsing the next batch
+ * overlaps the WAL write and fsync of the previous one; the request is answered only after the last
+ * batch is durable (WAL + fsync).
+ *
+ * Accepted lines (the grammar of the text format, version 0.0.4):
+ *   # anything                                      comment, HELP or TYPE: ignored
+ *   (empty or blank)                                ignored
+ *   name [{label="value",...[,]}] value [timestamp]
+ * name is [a-zA-Z_:][a-zA-Z0-9_:]*, label names [a-zA-Z_][a-zA-Z0-9_]*, values double-quoted with the
+ * escapes \\ \" \n; value is a float (also NaN, +Inf, -Inf); timestamp an integer in ms (the time of
+ * the request when absent). Spaces or tabs separate the fields. A line that breaks the grammar or the
+ * tsdb's label rules is skipped and counted; the answer is 204 when every line was stored, 400 with
+ * the count and the first error (line number and reason) when some were skipped (the others are
+ * stored), 503 when the store failed (what was acknowledged before stays). Lines are at most 64 KiB.
+ *
+ * Authentication: the bearer token of pushes, unless the aggregator runs with
+ * --allow-unauthenticated-import (benchmarks only). POST /api/v1/admin/flush (same rule) makes
+ * everything imported durable and queryable (ts_flush) and answers 204.
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ag_int.h"
+
+#define IMPORT_BATCH (256u * 1024)  /* samples per ts_append_ref */
+#define MAX_LINE (64u * 1024)
+#define MAX_CACHE (1u << 20)        /* distinct series per request before the cache starts over */
+
+struct ag__importer {
+	ts_db *db;
+	ag__metrics *metrics;
+	char *token;
+	int allow_unauth;
+};
+
+/* One series seen in this request: its raw text, reference and pending samples. */
+typedef struct cache_ent {
+	char *key;
+	size_t len;
+	uint64_t hash;
+	uint64_t ref;
+	cm_sample *x;
+	uint32_t n, cap;
+} cache_ent;
+
+/* The request's storing thread: takes one batch at a time while the parser fills the next. */
+typedef struct storer {
+	pthread_t thr;
+	int started, busy, stop;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	ts_ref_series *refs;  /* the batch being handed over (owned) */
+	size_t nrefs;
+	cm_sample *x;
+	uint64_t n;
+	int rc;               /* the first failure */
+	cm_err err;
+	uint64_t stored;
+} storer;
+
+struct ag__import {
+	ag__importer *imp;
+	storer st;
+	int authorized;
+	int64_t now_ms;
+	cm_buf line;  /* a line split across two uploads */
+	cache_ent *ents;
+	size_t cap, count;
+	uint32_t *dirty;  /* entries with pending samples */
+	size_t ndirty;
+	size_t pending;
+	uint64_t lineno, stored, skipped;
+	int failed;       /* the store failed: nothing more is stored */
+	cm_err first_bad;
+	cm_err store_err;
+	int discard;      /* dropping the rest of an over-long line */
+	char unesc[MAX_LINE + 16];
+	cm_label labels[257];
+};
+
+/* ---- the line parser ------------------------------------------------------------------------------- */
+
+static int name_char(char c, int first)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' ||
+	       (!first && c >= '0' && c <= '9');
+}
+
+/* Where the series text (name and braces) of line p[0..n) ends; 0 when it is malformed. */
+static size_t series_end(const char *p, size_t n)
+{
+	size_t i = 0;
+	while (i < n && name_char(p[i], i == 0))
+		i++;
+	if (i == 0 || i == n || p[i] != '{')
+		return i;
+	for (int quoted = 0; ++i < n;) {
+		if (quoted && p[i] == '\\')
+			i++;
+		else if (p[i] == '"')
+			quoted = !quoted;
+		else if (!quoted && p[i] == '}')
+			return i + 1;
+	}
+	return 0;
+}
+
+/* Checks and parses `name{l="v",...}` (all of p[0..n)) into labels with unescaped strings in buf. */
+int ag__prom_series_parse(const char *p, size_t n, cm_label *labels, size_t max, size_t *nlabels, char *buf,
+			  cm_err *err)
+{
+	size_t i = 0, k = 0, o = 0;
+	if (n == 0 || series_end(p, n) != n)
+		return cm_errf(err, CM_EPROTO, "bad metric name or labels");
+	while (i < n && p[i] != '{')
+		i++;
+	labels[k++] = (cm_label){"__name__", buf};
+	memcpy(buf, p, i), o = i, buf[o++] = 0;
+	if (i < n)
+		i++; /* '{' */
+	while (i < n && p[i] != '}') {
+		size_t s = i;
+		while (i < n && name_char(p[i], i == s) && p[i] != ':')
+			i++;
+		if (i == s || i + 1 >= n || p[i] != '=' || p[i + 1] != '"')
+			return cm_errf(err, CM_EPROTO, "bad label name at column %zu", s + 1);
+		if (k == max)
+			return cm_errf(err, CM_EPROTO, "too many labels");
+		labels[k].name = buf + o;
+		memcpy(buf + o, p + s, i - s), o += i - s, buf[o++] = 0;
+		labels[k].value = buf + o;
+		for (i += 2; i < n && p[i] != '"'; i++) {
+			char c = p[i];
+			if (c == '\\' && i + 1 < n) {
+				c = p[++i];
+				c = c == 'n' ? '\n' : c;
+				if (c != '\n' && c != '\\' && c != '"')
+					return cm_errf(err, CM_EPROTO, "bad escape in label value");
+			}
+			buf[o++] = c;
+		}
+		buf[o++] = 0;
+		k++;
+		if (++i < n && p[i] == ',')
+			i++;
+	}
+	*nlabels = k;
+	return CM_OK;
+}
+
+/* Exact decimal fast path (Clinger): at most 15 significant digits and a power of ten up to 22. */
+static int fast_float(const char *s, size_t n, double *out)
+{
+	static const double p10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,	 1e6,  1e7,  1e8,  1e9,	 1e10, 1e11,
+				     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+	size_t i = 0, digits = 0;
+	int neg = 0, frac = -1;
+	uint64_t m = 0;
+	if (i < n && (s[i] == '-' || s[i] == '+'))
+		neg = s[i++] == '-';
+	for (; i < n; i++) {
+		if (s[i] == '.' && frac < 0) {
+			frac = 0;
+			continue;
+		}
+		if (s[i] < '0' || s[i] > '9' || ++digits > 15)
+			return 0;
+		m = m * 10 + (uint64_t)(s[i] - '0');
+		frac += frac >= 0;
+	}
+	if (digits == 0)
+		return 0;
+	double d = (double)m;
+	d = frac > 0 ? d / p10[frac] : d;
+	*out = neg ? -d : d;
+	return 1;
+}
+
+static int parse_value(const char *s, size_t n, double *out)
+{
+	char tmp[64];
+	char *end;
+	if (fast_float(s, n, out))
+		return CM_OK;
+	if (n == 0 || n >= sizeof(tmp))
+		return CM_EPROTO;
+	memcpy(tmp, s, n);
+	tmp[n] = 0;
+	if (!strcmp(tmp, "NaN") || !strcmp(tmp, "+Inf") || !strcmp(tmp, "-Inf") || !strcmp(tmp, "Inf")) {
+		*out = tmp[0] == 'N' ? NAN : tmp[0] == '-' ? -INFINITY : INFINITY;
+		return CM_OK;
+	}
+	if (strchr(tmp, 'n') || strchr(tmp, 'N') || strchr(tmp, 'x') || strchr(tmp, 'X'))
+		return CM_EPROTO; /* strtod's nan(...), inf, infinity spellings and hex floats */
+	*out = strtod(tmp, &end);
+	return *end ? CM_EPROTO : CM_OK;
+}
+
+static int parse_ts(const char *s, size_t n, int64_t *out)
+{
+	size_t i = 0;
+	int neg = 0;
+	uint64_t v = 0;
+	if (i < n && (s[i] == '-' || s[i] == '+'))
+		neg = s[i++] == '-';
+	if (i == n || n - i > 18)
+		return CM_EPROTO;
+	for (; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return CM_EPROTO;
+		v = v * 10 + (uint64_t)(s[i] - '0');
+	}
+	*out = neg ? -(int64_t)v : (int64_t)v;
+	return CM_OK;
+}
+
+static size_t skip_ws(const char *p, size_t i, size_t n)
+{
+	while (i < n && (p[i] == ' ' || p[i] == '\t'))
+		i++;
+	return i;
+}
+
+/* The last token of p[0..n) (n at a non-blank end): [*a, n). */
+static size_t token_start(const char *p, size_t n)
+{
+	while (n && p[n - 1] != ' ' && p[n - 1] != '\t')
+		n--;
+	return n;
+}
+
+static size_t trim_end(const char *p, size_t n)
+{
+	while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+		n--;
+	return n;
+}
+
+/* Splits from the end, so the series text is not scanned here: the last token is the timestamp when
+ * the one before it is a value, otherwise the value. The caller checks the series text (series_end)
+ * the first time it sees it; a cached text was checked before. */
+int ag__prom_line_split(const char *p, size_t n, int64_t now_ms, size_t *key_len, cm_sample *out, cm_err *err)
+{
+	double v;
+	n = trim_end(p, n);
+	size_t a = token_start(p, n), kend = trim_end(p, a);
+	size_t b = token_start(p, kend), kend2 = trim_end(p, b);
+	if (a == 0 || kend == 0)
+		return cm_errf(err, CM_EPROTO, "no sample value");
+	if (kend2 > 0 && p[kend - 1] != '}' && parse_value(p + b, kend - b, &v) == CM_OK) {
+		if (parse_ts(p + a, n - a, &out->t_ms))
+			return cm_errf(err, CM_EPROTO, "bad timestamp");
+		out->v = v;
+		*key_len = kend2;
+		return CM_OK;
+	}
+	if (parse_value(p + a, n - a, &out->v))
+		return cm_errf(err, CM_EPROTO, "bad sample value");
+	out->t_ms = now_ms;
+	*key_len = kend;
+	return CM_OK;
+}
+
+static int batch_flush(ag__import *im);
+
+/* ---- the series cache ------------------------------------------------------------------------------ */
+
+static uint64_t key_hash(const char *p, size_t n)
+{
+	uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		uint64_t w;
+		memcpy(&w, p + i, 8);
+		h = (h ^ w) * 0xff51afd7ed558ccdull;
+		h ^= h >> 32;
+	}
+	for (; i < n; i++)
+		h = (h ^ (uint8_t)p[i]) * 0x100000001b3ull;
+	h ^= h >> 33;
+	return h * 0xc4ceb9fe1a85ec53ull;
+}
+
+static void cache_clear(ag__import *im)
+{
+	for (size_t i = 0; i < im->cap; i++) {
+		free(im->ents[i].key);
+		free(im->ents[i].x);
+	}
+	free(im->ents);
+	im->ents = NULL;
+	im->cap = im->count = 0;
+}
+
+static int cache_grow(ag__import *im)
+{
+	size_t cap = im->cap ? im->cap * 2 : 4096;
+	cache_ent *e = calloc(cap, sizeof(*e));
+	if (!e)
+		return CM_ENOMEM;
+	for (size_t i = 0; i < im->cap; i++) {
+		if (!im->ents[i].key)
+			continue;
+		size_t j = im->ents[i].hash & (cap - 1);
+		while (e[j].key)
+			j = (j + 1) & (cap - 1);
+		e[j] = im->ents[i];
+	}
+	free(im->ents);
+	im->ents = e;
+	im->cap = cap;
+	return CM_OK;
+}
+
+/* The entry of series text p[0..n), created (labels parsed, reference taken) on first sight. */
+static int cache_get(ag__import *im, const char *p, size_t n, cache_ent **out, cm_err *err)
+{
+	uint64_t h = key_hash(p, n);
+	size_t j = im->cap ? h & (im->cap - 1) : 0;
+	while (im->cap && im->ents[j].key) {
+		cache_ent *e = &im->ents[j];
+		if (e->hash == h && e->len == n && !memcmp(e->key, p, n)) {
+			*out = e;
+			return CM_OK;
+		}
+		j = (j + 1) & (im->cap - 1);
+	}
+	size_t nl;
+	uint64_t ref;
+	int rc = ag__prom_series_parse(p, n, im->labels, CM_ARRAY_LEN(im->labels), &nl, im->unesc, err);
+	if (!rc)
+		rc = ts_series_ref(im->imp->db, im->labels, nl, &ref, err);
+	if (rc)
+		return rc == CM_ENOMEM ? rc : CM_EPROTO;
+	if ((im->count + 1) * 4 > im->cap * 3) { /* rehashing moves entries: store the pending ones first */
+		if (im->ndirty && (rc = batch_flush(im)))
+			return rc;
+		if (cache_grow(im))
+			return cm_errf(err, CM_ENOMEM, "out of memory");
+	}
+	for (j = h & (im->cap - 1); im->ents[j].key;)
+		j = (j + 1) & (im->cap - 1);
+	cache_ent *e = &im->ents[j];
+	if (!(e->key = malloc(n)))
+		return cm_errf(err, CM_ENOMEM, "out of memory");
+	memcpy(e->key, p, n);
+	e->len = n, e->hash = h, e->ref = ref;
+	im->count++;
+	*out = e;
+	return CM_OK;
+}
+
+/* ---- batches --------------------------------------------------------------------------------------- */
+
+static void *storer_run(void *arg)
+{
+	ag__import *im = arg;
+	storer *st = &im->st;
+	pthread_mutex_lock(&st->mu);
+	for (;;) {
+		while (!st->busy && !st->stop)
+			pthread_cond_wait(&st->cv, &st->mu);
+		if (!st->busy)
+			break;
+		pthread_mutex_unlock(&st->mu);
+		cm_err err;
+		int rc = st->rc ? st->rc : ts_append_ref(im->imp->db, st->refs, st->nrefs, &err);
+		if (!rc)
+			atomic_fetch_add(&im->imp->metrics->samples_ingested, st->n);
+		pthread_mutex_lock(&st->mu);
+		if (rc && !st->rc)
+			st->rc = rc, st->err = err;
+		st->stored += rc ? 0 : st->n;
+		free(st->refs);
+		free(st->x);
+		st->refs = NULL, st->x = NULL, st->busy = 0;
+		pthread_cond_broadcast(&st->cv);
+	}
+	pthread_mutex_unlock(&st->mu);
+	return NULL;
+}
+
+/* Waits until the storer has no batch; returns its first failure (copied into im). */
+static int storer_wait(ag__import *im)
+{
+	storer *st = &im->st;
+	pthread_mutex_lock(&st->mu);
+	while (st->busy)
+		pthread_cond_wait(&st->cv, &st->mu);
+	int rc = st->rc;
+	if (rc && !im->failed)
+		im->failed = rc, im->store_err = st->err;
+	im->stored = st->stored;
+	pthread_mutex_unlock(&st->mu);
+	return rc;
+}
+
+static void storer_stop(ag__import *im)
+{
+	storer *st = &im->st;
+	if (!st->started)
+		return;
+	pthread_mutex_lock(&st->mu);
+	st->stop = 1;
+	pthread_cond_broadcast(&st->cv);
+	pthread_mutex_unlock(&st->mu);
+	pthread_join(st->thr, NULL);
+	st->started = 0;
+}
+
+/* Copies the pending samples into one batch and resets the entries. */
+static int batch_take(ag__import *im, ts_ref_series **refs, cm_sample **x)
+{
+	*refs = malloc(im->ndirty * sizeof(**refs));
+	*x = malloc((im->pending ? im->pending : 1) * sizeof(**x));
+	if (!*refs || !*x) {
+		free(*refs), free(*x);
+		return cm_errf(&im->store_err, CM_ENOMEM, "out of memory");
+	}
+	size_t at = 0;
+	for (size_t i = 0; i < im->ndirty; i++) {
+		cache_ent *e = &im->ents[im->dirty[i]];
+		memcpy(*x + at, e->x, e->n * sizeof(cm_sample));
+		(*refs)[i] = (ts_ref_series){e->ref, *x + at, e->n};
+		at += e->n;
+		e->n = 0;
+	}
+	return CM_OK;
+}
+
+/* Hands the pending samples to the storer (which stores the previous batch meanwhile). */
+static int batch_flush(ag__import *im)
+{
+	ts_ref_series *refs;
+	cm_sample *x;
+	if (!im->ndirty || im->failed)
+		return im->failed;
+	int rc = storer_wait(im);
+	rc = rc ? rc : batch_take(im, &refs, &x);
+	if (!rc && !im->st.started) {
+		int e = pthread_create(&im->st.thr, NULL, storer_run, im);
+		if (e) {
+			free(refs), free(x);
+			rc = cm_errf(&im->store_err, -e, "starting the import's store thread: %s", strerror(e));
+		}
+		im->st.started = !e;
+	}
+	if (!rc) {
+		pthread_mutex_lock(&im->st.mu);
+		im->st.refs = refs, im->st.nrefs = im->ndirty, im->st.x = x, im->st.n = im->pending;
+		im->st.busy = 1;
+		pthread_cond_broadcast(&im->st.cv);
+		pthread_mutex_unlock(&im->st.mu);
+	}
+	if (rc && !im->failed)
+		im->failed = rc;
+	im->ndirty = im->pending = 0;
+	return rc;
+}
+
+static int ent_add(ag__import *im, cache_ent *e, cm_sample x)
+{
+	if (e->n == e->cap) {
+		uint32_t cap = e->cap ? e->cap * 2 : 16;
+		cm_sample *p = realloc(e->x, cap * sizeof(*p));
+		if (!p)
+			return CM_ENOMEM;
+		e->x = p, e->cap = cap;
+	}
+	if (e->n == 0) {
+		uint32_t *d = realloc(im->dirty, (im->ndirty + 1) * sizeof(*d));
+		if (!d)
+			return CM_ENOMEM;
+		im->dirty = d;
+		im->dirty[im->ndirty++] = (uint32_t)(e - im->ents);
+	}
+	e->x[e->n++] = x;
+	im->pending++;
+	return CM_OK;
+}
+
+static void line_bad(ag__import *im, const cm_err *why)
+{
+	if (im->skipped++ == 0)
+		cm_errf(&im->first_bad, CM_EPROTO, "line %llu: %s", (unsigned long long)im->lineno, why->msg);
+}
+
+/* Handles one complete line (without its newline). */
+static int line_take(ag__import *im, const char *p, size_t n)
+{
+	cm_err why;
+	cm_sample x;
+	size_t k;
+	cache_ent *e = NULL;
+	im->lineno++;
+	if (n && p[n - 1] == '\r')
+		n--;
+	size_t i = skip_ws(p, 0, n);
+	if (i == n || p[i] == '#')
+		return CM_OK;
+	int rc = ag__prom_line_split(p + i, n - i, im->now_ms, &k, &x, &why);
+	if (!rc && im->count >= MAX_CACHE && !(rc = batch_flush(im)))
+		cache_clear(im);
+	if (!rc)
+		rc = cache_get(im, p + i, k, &e, &why);
+	if (!rc && (rc = ent_add(im, e, x)))
+		cm_errf(&im->store_err, rc, "out of memory");
+	if (rc == CM_EPROTO) {
+		line_bad(im, &why);
+		return CM_OK;
+	}
+	if (!rc && im->pending >= IMPORT_BATCH)
+		rc = batch_flush(im);
+	if (rc && !im->failed) {
+		im->failed = rc;
+		if (!im->store_err.msg[0])
+			cm_errf(&im->store_err, rc, "%s", why.msg);
+	}
+	return rc;
+}
+
+/* Adds p[0..n) to the split-line buffer; a line over MAX_LINE is skipped up to its newline. */
+static void line_part(ag__import *im, const char *p, size_t n, int complete)
+{
+	if (!im->discard && im->line.len + n > MAX_LINE) {
+		cm_err why;
+		cm_errf(&why, CM_EPROTO, "line longer than %u bytes", MAX_LINE);
+		im->lineno++;
+		line_bad(im, &why);
+		im->line.len = 0;
+		im->discard = 1;
+	}
+	if (!im->discard && cm_buf_append(&im->line, p, n)) {
+		im->failed = CM_ENOMEM;
+		cm_errf(&im->store_err, CM_ENOMEM, "out of memory");
+		return;
+	}
+	if (complete && !im->discard)
+		line_take(im, (const char *)im->line.data, im->line.len);
+	if (complete)
+		im->line.len = 0, im->discard = 0;
+}
+
+void ag__import_feed(ag__import *im, const char *p, size_t n)
+{
+	if (!im->authorized || im->failed)
+		return;
+	while (n && !im->failed) {
+		const char *nl = memchr(p, '\n', n);
+		size_t take = nl ? (size_t)(nl - p) : n;
+		if (!nl || im->line.len || im->discard)
+			line_part(im, p, take, nl != NULL);
+		else
+			line_take(im, p, take);
+		p += take + (nl != NULL), n -= take + (nl != NULL);
+	}
+}
+
+/* ---- requests -------------------------------------------------------------------------------------- */
+
+int ag__importer_create(ts_db *db, ag__metrics *m, const char *token, int allow_unauth, ag__importer **out,
+			cm_err *err)
+{
+	ag__importer *imp = calloc(1, sizeof(*imp));
+	if (!imp || !(imp->token = strdup(token))) {
+		free(imp);
+		return cm_errf(err, CM_ENOMEM, "out of memory");
+	}
+	imp->db = db, imp->metrics = m, imp->allow_unauth = allow_unauth;
+	*out = imp;
+	return CM_OK;
+}
+
+void ag__importer_destroy(ag__importer *imp)
+{
+	if (!imp)
+		return;
+	memset(imp->token, 0, strlen(imp->token));
+	free(imp->token);
+	free(imp);
+}
+
+static int import_authorized(const ag__importer *imp, const char *header)
+{
+	static const char prefix[] = "Bearer ";
+	if (imp->allow_unauth)
+		return 1;
+	if (!header || strncmp(header, prefix, sizeof(prefix) - 1) != 0)
+		return 0;
+	const char *t = header + sizeof(prefix) - 1;
+	return cm_secret_equal(t, strlen(t), imp->token, strlen(imp->token));
+}
+
+ag__import *ag__import_begin(ag__importer *imp, const char *authorization)
+{
+	ag__import *im = calloc(1, sizeof(*im));
+	if (!im)
+		return NULL;
+	im->imp = imp;
+	im->authorized = import_authorized(imp, authorization);
+	im->now_ms = cm_now_ms();
+	cm_buf_init(&im->line);
+	pthread_mutex_init(&im->st.mu, NULL);
+	pthread_cond_init(&im->st.cv, NULL);
+	return im;
+}
+
+void ag__import_end(ag__import *im, ag__resp *resp)
+{
+	if (!im->authorized) {
+		ag__resp_error(resp, 401, "unauthorized", "missing or wrong bearer token");
+		return;
+	}
+	if (im->line.len && !im->failed && !im->discard) /* a last line without a newline */
+		line_take(im, (const char *)im->line.data, im->line.len);
+	batch_flush(im);
+	storer_wait(im); /* acknowledged means stored: every batch is durable before the answer */
+	if (im->failed) {
+		ag__resp_error(resp, im->failed == CM_EINVAL ? 400 : 503, im->failed == CM_EINVAL ? "bad_data" : "unavailable",
+			       im->store_err.msg);
+		return;
+	}
+	if (im->skipped) {
+		char msg[400];
+		snprintf(msg, sizeof(msg), "%llu line(s) skipped, %llu sample(s) stored; first: %s",
+			 (unsigned long long)im->skipped, (unsigned long long)im->stored, im->first_bad.msg);
+		ag__resp_error(resp, 400, "bad_data", msg);
+		return;
+	}
+	resp->status = 204;
+}
+
+void ag__import_free(ag__import *im)
+{
+	if (!im)
+		return;
+	storer_stop(im);
+	free(im->st.refs);
+	free(im->st.x);
+	pthread_mutex_destroy(&im->st.mu);
+	pthread_cond_destroy(&im->st.cv);
+	cache_clear(im);
+	free(im->dirty);
+	cm_buf_close(&im->line);
+	free(im);
+}
+
+void ag__import_flush(ag__importer *imp, const ag__req *req, ag__resp *resp)
+{
+	cm_err err = {{0}};
+	if (!import_authorized(imp, req->authorization)) {
+		ag__resp_error(resp, 401, "unauthorized", "missing or wrong bearer token");
+		return;
+	}
+	int rc = ts_flush(imp->db, &err);
+	if (rc) {
+		ag__resp_error(resp, 503, "unavailable", err.msg);
+		return;
+	}
+	resp->status = 204;
+}
