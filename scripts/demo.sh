@@ -59,7 +59,22 @@ PIDS+=($!)
 for _ in $(seq 100); do curl -fs "$URL/healthz" >/dev/null && break; sleep 0.1; done
 curl -fs "$URL/healthz" >/dev/null || die "aggregator did not start: see $STATE/logs/aggregator.log"
 
-# Three workloads, each in its own cgroup: a web server, a batch job, a cache.
+# Three workloads, each in its own cgroup: a web server, a batch job, a cache. Each also gets a pod
+# manifest in $STATE/pods (the agent's --pods-dir, format in docs/agent.md) naming its cgroup, so its
+# series carry pod/namespace/container/image labels and the aggregator's /api/v1/inventory lists it.
+write_pod() { # name cpu-request memory-request
+	local id
+	id=$(awk '$1 == "cgroup" { print $2; exit }' "$STATE/logs/$1.log")
+	cat >"$STATE/pods/$1.json.tmp" <<POD
+{"name": "$1", "namespace": "demo", "uid": "", "status": "Running",
+ "labels": {"app": "$1"}, "ips": ["127.0.0.1"],
+ "containers": [{"name": "$1", "image": "corral-load", "cgroup": "$id",
+                 "requests": {"cpu": "$2", "memory": "$3"}, "limits": {"memory": "$3"}}]}
+POD
+	mv "$STATE/pods/$1.json.tmp" "$STATE/pods/$1.json"
+}
+rm -rf "$STATE/pods"
+mkdir -p "$STATE/pods"
 start_load() { # name cpu-share memory-bytes
 	local log="$STATE/logs/$1.log"
 	"$BIN/tests/corral-load" --cgroup "corral-demo-$$-$1" --cpu "$2" --mem "$3" --log-every 1000 >"$log" 2>&1 &
@@ -69,13 +84,14 @@ start_load() { # name cpu-share memory-bytes
 	awk '$1 == "cgroup" && !seen[$2]++ { print "    cgroup " $2 }' "$log"
 }
 say "starting demo workloads"
-echo "  web   (20% of a core, 32 MB)";  start_load web 0.2 32000000
-echo "  batch (60% of a core, 8 MB)";   start_load batch 0.6 8000000
-echo "  cache (5% of a core, 128 MB)";  start_load cache 0.05 128000000
+echo "  web   (20% of a core, 32 MB)";  start_load web 0.2 32000000;   write_pod web 200m 32M
+echo "  batch (60% of a core, 8 MB)";   start_load batch 0.6 8000000;  write_pod batch 600m 8M
+echo "  cache (5% of a core, 128 MB)";  start_load cache 0.05 128000000; write_pod cache 50m 128M
 
 say "starting corral-agent (node $(hostname), every $INTERVAL, /metrics on 127.0.0.1:$AGENT_PORT)"
 "$BIN/corral-agent" --aggregator "$URL" --token-file "$STATE/token" --interval "$INTERVAL" \
-	--listen "127.0.0.1:$AGENT_PORT" >"$STATE/logs/agent.log" 2>&1 &
+	--listen "127.0.0.1:$AGENT_PORT" --pods-dir "$STATE/pods" --label-allowlist app --state-dir "$STATE/agent" \
+	>"$STATE/logs/agent.log" 2>&1 &
 PIDS+=($!)
 
 WEB_ID=$(awk '$1 == "cgroup" { print $2; exit }' "$STATE/logs/web.log")
@@ -97,6 +113,7 @@ $(say "corral is up")
   aggregator   $URL          (Prometheus API: /api/v1/query, /api/v1/query_range, /api/v1/series)
   agent        http://127.0.0.1:$AGENT_PORT/metrics   (cAdvisor-style metrics, Prometheus text)
   health       $URL/healthz, $URL/metrics
+  inventory    $URL/api/v1/inventory   (pods from $STATE/pods)   events: $URL/api/v1/events
   dashboard    not built yet (the dashboards issue adds $URL/ui/)
   DNS          not built yet (the service-discovery issue adds the cluster DNS server)
   logs         workloads write to $STATE/logs/{web,batch,cache}.log (log shipping comes with the logs issue)
@@ -104,7 +121,8 @@ $(say "corral is up")
 Try:
   curl -s '$URL/api/v1/query_range?query=container_cpu_usage_seconds_total&start='\$((\$(date +%s)-300))'&end='\$(date +%s)'&step=10'
   $BIN/corralctl query-range 'container_cpu_usage_seconds_total{id=~"/.*corral-demo-.*"}' --since 5m
-  curl -s http://127.0.0.1:$AGENT_PORT/metrics | grep corral-demo
+  curl -s http://127.0.0.1:$AGENT_PORT/metrics | grep 'namespace="demo"'
+  curl -s $URL/api/v1/inventory
 
 Ctrl-C stops everything and removes the demo cgroups.
 INFO
