@@ -280,6 +280,12 @@ void cm_opts_usage(const cm_opt *table, size_t n, const char *usage);
 struct sockaddr_storage;
 int cm_parse_listen(const char *flag, const char *s, struct sockaddr_storage *out, cm_err *err);
 
+/* Whole-buffer I/O that retries EINTR and short transfers: 0, -errno, or (pread) CM_ECORRUPT when the
+ * file ends before n bytes, i.e. it is shorter than what it says of itself. */
+int cm_write_all(int fd, const void *p, size_t n);
+int cm_pwrite_all(int fd, const void *p, size_t n, uint64_t off);
+int cm_pread_all(int fd, void *p, size_t n, uint64_t off);
+
 /* Reads a whole small file (token files, /proc and cgroup files) into buf, NUL-terminated. */
 int cm_read_file(const char *path, char *buf, size_t cap, size_t *len);
 /* Reads a secret: a file's first line, or the environment variable when path is NULL/empty. */

@@ -1,4 +1,4 @@
-/* cm_file.c -- small whole-file reads (cgroup, /proc, token files) and secret handling.
+/* cm_file.c -- whole-buffer I/O, small whole-file reads (cgroup, /proc, token files) and secrets.
  *
  * cm_read_file is for files of a few KiB that the kernel or an operator writes; it reads until EOF and
  * fails with CM_E2BIG rather than returning a silently cut file. Secrets are compared in constant time
@@ -73,4 +73,50 @@ int cm_secret_equal(const char *a, size_t alen, const char *b, size_t blen)
 	for (size_t i = 0; i < n; i++)
 		diff |= (unsigned char)(a[i] ^ b[i]);
 	return diff == 0;
+}
+
+int cm_write_all(int fd, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	while (n) {
+		ssize_t r = write(fd, b, n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		b += r, n -= (size_t)r;
+	}
+	return CM_OK;
+}
+
+int cm_pwrite_all(int fd, const void *p, size_t n, uint64_t off)
+{
+	const uint8_t *b = p;
+	while (n) {
+		ssize_t r = pwrite(fd, b, n, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return CM_EIO;
+		b += r, n -= (size_t)r, off += (uint64_t)r;
+	}
+	return CM_OK;
+}
+
+int cm_pread_all(int fd, void *p, size_t n, uint64_t off)
+{
+	uint8_t *b = p;
+	while (n) {
+		ssize_t r = pread(fd, b, n, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return CM_ECORRUPT;
+		b += r, n -= (size_t)r, off += (uint64_t)r;
+	}
+	return CM_OK;
 }

@@ -134,20 +134,6 @@ static int rd_varint(cm_rd *r, int64_t *v)
 	return rc;
 }
 
-static int write_all(int fd, const void *p, size_t n)
-{
-	const uint8_t *c = p;
-	while (n) {
-		ssize_t w = write(fd, c, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		c += w, n -= (size_t)w;
-	}
-	return 0;
-}
-
 static int sync_fd(ls_store *s, int fd) { return s->o.no_fsync || fdatasync(fd) == 0 ? 0 : -errno; }
 
 static int label_cmp(const void *a, const void *b)
@@ -345,7 +331,7 @@ static int chunk_open(ls_store *s, uint64_t no)
 	}
 	if (st.st_size < 8) {
 		uint8_t h[8] = {'C', 'R', 'L', 'C', 1, 0, 0, 0};
-		if (ftruncate(fd, 0) || write_all(fd, h, 8)) {
+		if (ftruncate(fd, 0) || cm_write_all(fd, h, 8)) {
 			close(fd);
 			return CM_EIO;
 		}
@@ -384,7 +370,7 @@ static int block_write(ls_store *s, sstream *x)
 		put_u64le(buf + 16, x->info.id);
 		put_u64le(buf + 24, (uint64_t)x->head_min);
 		put_u64le(buf + 32, (uint64_t)x->head_max);
-		rc = write_all(s->chunk_fd, buf, BLK_HDR + c);
+		rc = cm_write_all(s->chunk_fd, buf, BLK_HDR + c);
 	}
 	free(buf);
 	if (rc)
@@ -901,7 +887,7 @@ static int append_locked(ls_store *s, const char *origin, uint64_t seq, const ls
 	int rc = wal_encode(&s->rec, lsn, origin, seq, st, n);
 	if (rc)
 		return cm_errf(err, rc, "log store: append too large or out of memory");
-	if ((rc = write_all(s->wal_fd, s->rec.data, s->rec.len)) || (rc = sync_fd(s, s->wal_fd))) {
+	if ((rc = cm_write_all(s->wal_fd, s->rec.data, s->rec.len)) || (rc = sync_fd(s, s->wal_fd))) {
 		if (ftruncate(s->wal_fd, (off_t)s->wal_size)) /* leave no half record behind */
 			rc = CM_EIO;
 		return cm_errf(err, rc, "log store wal: %s", cm_strerror(rc));

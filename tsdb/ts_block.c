@@ -104,34 +104,6 @@ static uint64_t get_u64le(const uint8_t *p)
 	return v;
 }
 
-static int write_all(int fd, const void *p, size_t n)
-{
-	const uint8_t *b = p;
-	while (n) {
-		ssize_t r = write(fd, b, n);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		b += r, n -= (size_t)r;
-	}
-	return CM_OK;
-}
-
-static int pread_all(int fd, void *p, size_t n, uint64_t off)
-{
-	uint8_t *b = p;
-	while (n) {
-		ssize_t r = pread(fd, b, n, (off_t)off);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return r < 0 ? -errno : CM_ECORRUPT;
-		b += r, n -= (size_t)r, off += (uint64_t)r;
-	}
-	return CM_OK;
-}
-
 int ts__fsync_dir(const char *path)
 {
 	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -148,7 +120,7 @@ static int file_put(const char *dir, const char *name, const cm_buf *b, int no_f
 	char path[4200];
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	int rc = fd < 0 ? -errno : write_all(fd, b->data, b->len);
+	int rc = fd < 0 ? -errno : cm_write_all(fd, b->data, b->len);
 	if (!rc && !no_fsync && fsync(fd) != 0)
 		rc = -errno;
 	if (fd >= 0)
@@ -187,7 +159,7 @@ typedef struct writer {
 
 static int chunks_flush(writer *w)
 {
-	int rc = write_all(w->cfd, w->chunks.data, w->chunks.len);
+	int rc = cm_write_all(w->cfd, w->chunks.data, w->chunks.len);
 	w->cflushed += w->chunks.len;
 	w->chunks.len = 0;
 	return rc;
@@ -474,7 +446,7 @@ static int meta_read(ts__block *b, cm_err *err)
 	uint8_t m[META_SIZE];
 	snprintf(p, sizeof(p), "%s/meta", b->path);
 	int fd = open(p, O_RDONLY | O_CLOEXEC);
-	int rc = fd < 0 ? -errno : pread_all(fd, m, META_SIZE, 0);
+	int rc = fd < 0 ? -errno : cm_pread_all(fd, m, META_SIZE, 0);
 	if (fd >= 0)
 		close(fd);
 	if (rc == CM_ECORRUPT)
@@ -656,7 +628,7 @@ int ts__block_samples(ts__block *b, const ts__bseries *info, cm_sample **buf, si
 		      cm_err *err)
 {
 	uint8_t *z = malloc(info->clen ? info->clen : 1), *raw = malloc(info->rawlen ? info->rawlen : 1);
-	int rc = z && raw ? pread_all(b->chunks_fd, z, info->clen, info->off) : CM_ENOMEM;
+	int rc = z && raw ? cm_pread_all(b->chunks_fd, z, info->clen, info->off) : CM_ENOMEM;
 	if (!rc && cm_crc32c(0, z, info->clen) != info->crc)
 		rc = corrupt(err, b->path, "chunks", info->off, "chunk checksum mismatch");
 	else if (!rc) {

@@ -138,27 +138,14 @@ typedef struct fetch_ctx {
 	size_t len, cap;
 } fetch_ctx;
 
-static size_t lower(const cm_sample *x, size_t n, int64_t t)
-{
-	size_t lo = 0, hi = n;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (x[mid].t_ms < t)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
 static int snap_fetch(void *ctx, const ts__bw_series *s, const cm_sample **x, size_t *n)
 {
 	fetch_ctx *f = ctx;
 	int rc = ts__snap_samples(s->src, &f->buf, &f->len, &f->cap);
 	if (rc)
 		return rc;
-	size_t a = lower(f->buf, f->len, f->lo);
-	size_t b = f->hi == INT64_MAX ? f->len : lower(f->buf, f->len, f->hi + 1);
+	size_t a = ts__samples_lower(f->buf, f->len, f->lo);
+	size_t b = f->hi == INT64_MAX ? f->len : ts__samples_lower(f->buf, f->len, f->hi + 1);
 	*x = f->buf + a;
 	*n = b > a ? b - a : 0;
 	return CM_OK;
@@ -255,7 +242,7 @@ static int ckpt_encode(const ts__snap *sn, int64_t before, cm_buf *out, cm_err *
 		if (!ss->nchunks || ss->chunks[ss->nchunks - 1].maxt < before)
 			continue;
 		if (!(rc = ts__snap_samples(ss, &buf, &len, &cap))) {
-			size_t a = lower(buf, len, before);
+			size_t a = ts__samples_lower(buf, len, before);
 			rc = ts__wal_put_samples(out, ss->id, buf + a, len - a);
 		}
 		if (!rc && out->len - start > (64u << 20)) { /* keep records well under the limit */

@@ -326,7 +326,7 @@ static int chunk_decode(const ts__series *s, const ts__chunk *c, cm_sample **buf
 }
 
 /* Index of the first sample at or after t. */
-static size_t samples_lower(const cm_sample *x, size_t n, int64_t t)
+size_t ts__samples_lower(const cm_sample *x, size_t n, int64_t t)
 {
 	size_t lo = 0, hi = n;
 	while (lo < hi) {
@@ -353,7 +353,7 @@ static int series_insert(ts__series *s, cm_sample x)
 		rc = chunk_decode(s, &s->chunks[i], &buf, &len, &cap);
 	if (!rc)
 		rc = chunk_decode(s, NULL, &buf, &len, &cap);
-	size_t at = samples_lower(buf, len, x.t_ms);
+	size_t at = ts__samples_lower(buf, len, x.t_ms);
 	if (rc || (at < len && buf[at].t_ms == x.t_ms)) {
 		free(buf);
 		return rc ? rc : 0;
@@ -653,8 +653,8 @@ int ts__series_read(const ts__series *s, int64_t mint, int64_t maxt, cm_sample *
 		rc = chunk_decode(s, NULL, buf, &len, cap);
 	if (rc)
 		return rc;
-	*lo = samples_lower(*buf, len, mint);
-	*hi = maxt == INT64_MAX ? len : samples_lower(*buf, len, maxt + 1);
+	*lo = ts__samples_lower(*buf, len, mint);
+	*hi = maxt == INT64_MAX ? len : ts__samples_lower(*buf, len, maxt + 1);
 	return CM_OK;
 }
 

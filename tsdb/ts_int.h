@@ -291,4 +291,7 @@ void ts__storage_stop(ts_db *db);
 /* Wakes the storage thread when the head has a whole window past the out-of-order window to cut. */
 void ts__storage_poke(ts_db *db, int64_t mint, int64_t maxt);
 
+/* Index of the first sample at or after t in a time-ordered array (ts_head.c). */
+size_t ts__samples_lower(const cm_sample *x, size_t n, int64_t t);
+
 #endif

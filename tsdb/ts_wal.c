@@ -157,38 +157,6 @@ static void seg_path(const ts__wal *w, uint32_t n, char *buf, size_t cap)
 	snprintf(buf, cap, "%s/%08u", w->path, n);
 }
 
-static int write_full(int fd, const void *p, size_t n, uint64_t off)
-{
-	const uint8_t *b = p;
-	while (n) {
-		ssize_t r = pwrite(fd, b, n, (off_t)off);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		if (r == 0)
-			return CM_EIO;
-		b += r, n -= (size_t)r, off += (uint64_t)r;
-	}
-	return CM_OK;
-}
-
-static int read_full(int fd, void *p, size_t n, uint64_t off)
-{
-	uint8_t *b = p;
-	while (n) {
-		ssize_t r = pread(fd, b, n, (off_t)off);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		if (r == 0)
-			return CM_EIO; /* the file shrank under us */
-		b += r, n -= (size_t)r, off += (uint64_t)r;
-	}
-	return CM_OK;
-}
-
 static int dir_sync(const char *path)
 {
 	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -473,7 +441,7 @@ static int record_read(replay *rp, int fd, uint64_t size, uint64_t off, size_t *
 	uint64_t left = size - off;
 	if (left < REC_HEADER)
 		return cm_errf(err, CM_ECORRUPT, "torn record header (%llu bytes)", (unsigned long long)left);
-	int rc = read_full(fd, h, REC_HEADER, off);
+	int rc = cm_pread_all(fd, h, REC_HEADER, off);
 	if (rc)
 		return cm_errf(err, rc, "reading WAL: %s", cm_strerror(rc));
 	uint32_t n = cm_get_u32le(h), crc = cm_get_u32le(h + 4);
@@ -486,7 +454,7 @@ static int record_read(replay *rp, int fd, uint64_t size, uint64_t off, size_t *
 	if (cm_buf_reserve(&rp->payload, (size_t)n + 1))
 		return cm_errf(err, CM_ENOMEM, "out of memory reading a %u-byte WAL record", n);
 	rp->payload.data[0] = h[8];
-	rc = read_full(fd, rp->payload.data + 1, n, off + REC_HEADER);
+	rc = cm_pread_all(fd, rp->payload.data + 1, n, off + REC_HEADER);
 	if (rc)
 		return cm_errf(err, rc, "reading WAL: %s", cm_strerror(rc));
 	if (cm_crc32c(0, rp->payload.data, (size_t)n + 1) != crc)
@@ -571,7 +539,7 @@ static int seg_replay(replay *rp, uint32_t seg, cm_err *err)
 		goto out;
 	}
 	uint64_t size = (uint64_t)st.st_size;
-	if (size >= SEG_HEADER && (rc = read_full(fd, h, SEG_HEADER, 0))) {
+	if (size >= SEG_HEADER && (rc = cm_pread_all(fd, h, SEG_HEADER, 0))) {
 		rc = cm_errf(err, rc, "reading WAL segment %s: %s", path, cm_strerror(rc));
 		goto out;
 	}
@@ -667,7 +635,7 @@ static int seg_create(ts__wal *w, uint32_t n, int *out, cm_err *err)
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return cm_errf(err, -errno, "creating WAL segment %s: %s", path, strerror(errno));
-	int rc = write_full(fd, h, SEG_HEADER, 0);
+	int rc = cm_pwrite_all(fd, h, SEG_HEADER, 0);
 	if (!rc && !w->no_fsync && fdatasync(fd) != 0)
 		rc = -errno;
 	if (!rc && !w->no_fsync)
@@ -717,7 +685,7 @@ static int wal_roll(ts__wal *w, cm_err *err)
 /* Writes one record at the end of the segment, or cuts a partial write off again. Called with mu held. */
 static int wal_put(ts__wal *w, const uint8_t *rec, size_t n, cm_err *err)
 {
-	int rc = write_full(w->fd, rec, n, w->size);
+	int rc = cm_pwrite_all(w->fd, rec, n, w->size);
 	if (!rc) {
 		w->size += n;
 		w->bytes += n;
@@ -820,8 +788,8 @@ static int ckpt_write(ts__wal *w, uint32_t n, const uint8_t *p, size_t len, cm_e
 	snprintf(tmp, sizeof(tmp), "%s/checkpoint.tmp", w->path);
 	seg_path(w, n, path, sizeof(path));
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	int rc = fd < 0 ? -errno : write_full(fd, h, SEG_HEADER, 0);
-	rc = rc ? rc : write_full(fd, p, len, SEG_HEADER);
+	int rc = fd < 0 ? -errno : cm_pwrite_all(fd, h, SEG_HEADER, 0);
+	rc = rc ? rc : cm_pwrite_all(fd, p, len, SEG_HEADER);
 	if (!rc && !w->no_fsync && fdatasync(fd) != 0)
 		rc = -errno;
 	if (fd >= 0)
