@@ -215,6 +215,21 @@ typedef struct cm_event {
 	uint64_t count;
 } cm_event;
 
+/* Container log records (wire field 10, docs/logs.md): one stream per (source file, stdout|stderr),
+ * parallel arrays of nrecords entries. Lines are bytes (not NUL-terminated, may be invalid UTF-8);
+ * flags bit 0 = truncated (CM_LOG_TRUNCATED). On encode flags may be NULL (all 0). */
+#define CM_LOG_TRUNCATED 1u
+
+typedef struct cm_log_stream {
+	const cm_label *labels;
+	size_t nlabels;
+	const int64_t *timestamps_ns;
+	const char *const *lines;
+	const size_t *line_lens;
+	const uint32_t *flags;
+	size_t nrecords;
+} cm_log_stream;
+
 typedef struct cm_batch {
 	const char *node;           /* node name, non-empty */
 	const char *boot_id;        /* the node's /proc/sys/kernel/random/boot_id */
@@ -226,6 +241,8 @@ typedef struct cm_batch {
 	const cm_inventory *inventory; /* NULL: not in this batch */
 	const cm_event *events;
 	size_t nevents;
+	const cm_log_stream *log_streams;
+	size_t nlog_streams;
 } cm_batch;
 
 typedef struct cm_wire_limits {
@@ -238,6 +255,9 @@ typedef struct cm_wire_limits {
 	size_t max_pods;          /* in the inventory */
 	size_t max_pod_items;     /* labels, IPs or containers per pod */
 	size_t max_events;
+	size_t max_log_streams;
+	size_t max_log_records;   /* over the whole batch */
+	size_t max_log_line;      /* bytes per log line */
 } cm_wire_limits;
 
 extern const cm_wire_limits cm_wire_default_limits;

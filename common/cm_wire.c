@@ -28,6 +28,10 @@
  * Inventory (field 11) and events (field 12): every string valid UTF-8 within max_label_bytes, at most
  * max_pods pods of at most max_pod_items labels, IPs and containers each, at most max_events events,
  * event type one of "started", "stopped", "oom_killed".
+ * Log streams (field 10): at most max_log_streams streams and max_log_records records in the batch,
+ * each stream with at most max_labels labels (valid, unique names; UTF-8 values within
+ * max_label_bytes), as many timestamps as lines, flags either absent or one per line, and no line
+ * longer than max_log_line bytes. Lines are bytes and are not checked for UTF-8.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <stdlib.h>
@@ -51,6 +55,9 @@ const cm_wire_limits cm_wire_default_limits = {
 	.max_pods = 20000,
 	.max_pod_items = 1024,
 	.max_events = 100000,
+	.max_log_streams = 10000,
+	.max_log_records = 1000000,
+	.max_log_line = 1u << 20,
 };
 
 /* ---- encode ---------------------------------------------------------------------------------------- */
@@ -162,6 +169,47 @@ static int build_events(const cm_event *in, size_t n, Corral__Wire__Batch *msg, 
 	return CM_OK;
 }
 
+/* ---- encode: log streams (field 10) ------------------------------------------------------------- */
+
+static int build_log_stream(const cm_log_stream *in, Corral__Wire__LogStream *out, cm_arena *a)
+{
+	size_t n = in->nrecords, any_flag = 0;
+	corral__wire__log_stream__init(out);
+	out->labels = build_labels(in->labels, in->nlabels, a);
+	out->timestamps_ns = cm_arena_calloc(a, n ? n : 1, sizeof(int64_t));
+	out->lines = cm_arena_calloc(a, n ? n : 1, sizeof(*out->lines));
+	out->flags = cm_arena_calloc(a, n ? n : 1, sizeof(uint32_t));
+	if (!out->labels || !out->timestamps_ns || !out->lines || !out->flags)
+		return CM_ENOMEM;
+	out->n_labels = in->nlabels;
+	out->n_timestamps_ns = out->n_lines = n;
+	for (size_t i = 0; i < n; i++) {
+		out->timestamps_ns[i] = in->timestamps_ns[i];
+		out->lines[i].data = (uint8_t *)in->lines[i];
+		out->lines[i].len = in->line_lens[i];
+		out->flags[i] = in->flags ? in->flags[i] : 0;
+		any_flag |= out->flags[i];
+	}
+	out->n_flags = any_flag ? n : 0; /* all zero: the field is left out */
+	return CM_OK;
+}
+
+static int build_log_streams(const cm_log_stream *in, size_t n, Corral__Wire__Batch *msg, cm_arena *a)
+{
+	Corral__Wire__LogStream *st = cm_arena_calloc(a, n ? n : 1, sizeof(*st));
+	msg->log_streams = cm_arena_calloc(a, n ? n : 1, sizeof(*msg->log_streams));
+	if (!st || !msg->log_streams)
+		return CM_ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		int rc = build_log_stream(&in[i], &st[i], a);
+		if (rc)
+			return rc;
+		msg->log_streams[i] = &st[i];
+	}
+	msg->n_log_streams = n;
+	return CM_OK;
+}
+
 static int pack_batch(const cm_batch *b, cm_arena *a, uint8_t **out, size_t *outlen)
 {
 	Corral__Wire__Batch msg;
@@ -185,6 +233,8 @@ static int pack_batch(const cm_batch *b, cm_arena *a, uint8_t **out, size_t *out
 	if (b->inventory && build_inventory(b->inventory, &msg, a))
 		return CM_ENOMEM;
 	if (b->nevents && build_events(b->events, b->nevents, &msg, a))
+		return CM_ENOMEM;
+	if (b->nlog_streams && build_log_streams(b->log_streams, b->nlog_streams, &msg, a))
 		return CM_ENOMEM;
 	size_t n = corral__wire__batch__get_packed_size(&msg);
 	uint8_t *p = cm_arena_alloc(a, n);
@@ -436,6 +486,87 @@ static int convert_events(const Corral__Wire__Batch *m, const cm_wire_limits *li
 	return CM_OK;
 }
 
+/* ---- decode: log streams (field 10) ------------------------------------------------------------- */
+
+static int convert_log_labels(const Corral__Wire__LogStream *in, size_t idx, const cm_wire_limits *lim,
+			      cm_arena *a, cm_log_stream *out, cm_err *err)
+{
+	if (in->n_labels > lim->max_labels)
+		return cm_errf(err, CM_E2BIG, "log stream %zu has %zu labels, limit %zu", idx, in->n_labels,
+			       lim->max_labels);
+	for (size_t i = 0; i < in->n_labels; i++) {
+		const Corral__Wire__Label *l = in->labels[i];
+		if (!cm_label_name_valid(l->name))
+			return cm_errf(err, CM_EPROTO, "log stream %zu: invalid label name", idx);
+		const char *kv[2] = {l->name, l->value};
+		int rc = check_strings(kv, 2, lim, "log stream label", err);
+		if (rc)
+			return rc;
+		for (size_t j = 0; j < i; j++)
+			if (!strcmp(in->labels[j]->name, l->name))
+				return cm_errf(err, CM_EPROTO, "log stream %zu: duplicate label %s", idx, l->name);
+	}
+	cm_label *labels = cm_arena_calloc(a, in->n_labels ? in->n_labels : 1, sizeof(*labels));
+	if (!labels)
+		return cm_errf(err, CM_ENOMEM, "out of memory decoding log streams");
+	for (size_t i = 0; i < in->n_labels; i++)
+		labels[i] = (cm_label){in->labels[i]->name, in->labels[i]->value};
+	out->labels = labels, out->nlabels = in->n_labels;
+	return CM_OK;
+}
+
+static int convert_log_stream(const Corral__Wire__LogStream *in, size_t idx, const cm_wire_limits *lim,
+			      cm_arena *a, cm_log_stream *out, cm_err *err)
+{
+	size_t n = in->n_lines;
+	if (in->n_timestamps_ns != n || (in->n_flags && in->n_flags != n))
+		return cm_errf(err, CM_EPROTO, "log stream %zu: %zu timestamps, %zu lines, %zu flags", idx,
+			       in->n_timestamps_ns, n, in->n_flags);
+	int rc = convert_log_labels(in, idx, lim, a, out, err);
+	if (rc)
+		return rc;
+	const char **lines = cm_arena_calloc(a, n ? n : 1, sizeof(*lines));
+	size_t *lens = cm_arena_calloc(a, n ? n : 1, sizeof(*lens));
+	uint32_t *flags = cm_arena_calloc(a, n ? n : 1, sizeof(*flags));
+	if (!lines || !lens || !flags)
+		return cm_errf(err, CM_ENOMEM, "out of memory decoding log streams");
+	for (size_t i = 0; i < n; i++) {
+		if (in->lines[i].len > lim->max_log_line)
+			return cm_errf(err, CM_E2BIG, "log stream %zu: line of %zu bytes, limit %zu", idx,
+				       in->lines[i].len, lim->max_log_line);
+		lines[i] = in->lines[i].len ? (const char *)in->lines[i].data : "";
+		lens[i] = in->lines[i].len;
+		flags[i] = in->n_flags ? in->flags[i] : 0;
+	}
+	out->timestamps_ns = in->timestamps_ns, out->lines = lines, out->line_lens = lens, out->flags = flags;
+	out->nrecords = n;
+	return CM_OK;
+}
+
+static int convert_log_streams(const Corral__Wire__Batch *m, const cm_wire_limits *lim, cm_arena *a, cm_batch *b,
+			       cm_err *err)
+{
+	if (m->n_log_streams > lim->max_log_streams)
+		return cm_errf(err, CM_E2BIG, "batch has %zu log streams, limit %zu", m->n_log_streams,
+			       lim->max_log_streams);
+	size_t total = 0;
+	for (size_t i = 0; i < m->n_log_streams; i++) {
+		if (m->log_streams[i]->n_lines > lim->max_log_records - total)
+			return cm_errf(err, CM_E2BIG, "batch has more than %zu log records", lim->max_log_records);
+		total += m->log_streams[i]->n_lines;
+	}
+	cm_log_stream *st = cm_arena_calloc(a, m->n_log_streams ? m->n_log_streams : 1, sizeof(*st));
+	if (!st)
+		return cm_errf(err, CM_ENOMEM, "out of memory decoding log streams");
+	for (size_t i = 0; i < m->n_log_streams; i++) {
+		int rc = convert_log_stream(m->log_streams[i], i, lim, a, &st[i], err);
+		if (rc)
+			return rc;
+	}
+	b->log_streams = st, b->nlog_streams = m->n_log_streams;
+	return CM_OK;
+}
+
 static int convert_batch(const Corral__Wire__Batch *m, const cm_wire_limits *lim, cm_arena *a,
 			 cm_batch *out, cm_err *err)
 {
@@ -464,6 +595,8 @@ static int convert_batch(const Corral__Wire__Batch *m, const cm_wire_limits *lim
 	if (m->inventory && (rc = convert_inventory(m->inventory, lim, a, &b.inventory, err)))
 		return rc;
 	if ((rc = convert_events(m, lim, a, &b, err)))
+		return rc;
+	if ((rc = convert_log_streams(m, lim, a, &b, err)))
 		return rc;
 	*out = b;
 	return CM_OK;

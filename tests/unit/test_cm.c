@@ -384,6 +384,74 @@ static void test_wire_inventory_and_events(void **state)
 	cm_buf_close(&f);
 }
 
+/* Log streams (field 10): bytes survive as bytes (NUL and invalid UTF-8 included), flags round-trip,
+ * and each limit and rule rejects. */
+static void test_wire_log_streams(void **state)
+{
+	(void)state;
+	cm_label l0[] = {{"namespace", "default"}, {"pod", "web"}, {"stream", "stdout"}};
+	int64_t ts[] = {1000, 2000, 3000};
+	const char *lines[] = {"hello", "bad \xff utf8 \0 nul", ""};
+	size_t lens[] = {5, 16, 0};
+	uint32_t flags[] = {0, CM_LOG_TRUNCATED, 0};
+	cm_log_stream st[2] = {{l0, 3, ts, lines, lens, flags, 3}, {l0, 2, ts + 1, lines, lens, NULL, 2}};
+	cm_batch b = {.node = "n", .boot_id = "b", .seq = 9, .log_streams = st, .nlog_streams = 2};
+	cm_buf f;
+	cm_buf_init(&f);
+	cm_arena a;
+	cm_arena_init(&a, 0);
+	cm_err err = {{0}};
+	cm_batch d;
+	assert_int_equal(cm_wire_encode(&b, 1, &f, &err), 0);
+	assert_int_equal(decode(&f, NULL, &d, &a, &err), 0);
+	assert_int_equal(d.nlog_streams, 2);
+	assert_int_equal(d.log_streams[0].nlabels, 3);
+	assert_string_equal(d.log_streams[0].labels[1].value, "web");
+	assert_int_equal(d.log_streams[0].nrecords, 3);
+	assert_true(d.log_streams[0].timestamps_ns[2] == 3000);
+	assert_int_equal(d.log_streams[0].line_lens[1], 16);
+	assert_memory_equal(d.log_streams[0].lines[1], lines[1], 16);
+	assert_int_equal(d.log_streams[0].line_lens[2], 0);
+	assert_int_equal(d.log_streams[0].flags[1], CM_LOG_TRUNCATED);
+	assert_int_equal(d.log_streams[1].nlabels, 2);
+	assert_true(d.log_streams[1].timestamps_ns[0] == 2000 && d.log_streams[1].flags[0] == 0);
+	/* limits */
+	cm_wire_limits lim = cm_wire_default_limits;
+	lim.max_log_streams = 1;
+	expect_reject(&f, &lim, CM_E2BIG, "2 log streams, limit 1");
+	lim = cm_wire_default_limits;
+	lim.max_log_records = 4;
+	expect_reject(&f, &lim, CM_E2BIG, "more than 4 log records");
+	lim = cm_wire_default_limits;
+	lim.max_log_line = 15;
+	expect_reject(&f, &lim, CM_E2BIG, "line of 16 bytes, limit 15");
+	lim = cm_wire_default_limits;
+	lim.max_labels = 2;
+	expect_reject(&f, &lim, CM_E2BIG, "3 labels, limit 2");
+	/* rules: label names and values, duplicates, parallel arrays */
+	cm_label bad[][2] = {{{"a-b", "x"}, {"c", "d"}}, {{"a", "x"}, {"a", "y"}}, {{"a", "\xc3\x28"}, {"c", "d"}}};
+	const char *why[] = {"invalid label name", "duplicate label a", "not valid UTF-8"};
+	for (size_t i = 0; i < CM_ARRAY_LEN(bad); i++) {
+		cm_log_stream one = {bad[i], 2, ts, lines, lens, flags, 3};
+		cm_batch bb = {.node = "n", .seq = 1, .log_streams = &one, .nlog_streams = 1};
+		f.len = 0;
+		assert_int_equal(cm_wire_encode(&bb, 1, &f, &err), 0);
+		expect_reject(&f, NULL, CM_EPROTO, why[i]);
+	}
+	cm_buf pb, ls;
+	cm_buf_init(&pb);
+	cm_buf_init(&ls);
+	pb_str(&pb, 1, "n");
+	pb_bytes(&ls, 3, "x", 1); /* a line without a timestamp */
+	pb_bytes(&pb, 10, ls.data, ls.len);
+	frame_pb(&f, &pb);
+	expect_reject(&f, NULL, CM_EPROTO, "0 timestamps, 1 lines");
+	cm_buf_close(&pb);
+	cm_buf_close(&ls);
+	cm_arena_close(&a);
+	cm_buf_close(&f);
+}
+
 static void test_fmt_double(void **state)
 {
 	(void)state;
@@ -576,6 +644,7 @@ int main(void)
 		cmocka_unit_test(test_opts_table),         cmocka_unit_test(test_arena_limit),
 		cmocka_unit_test(test_parse_listen),
 		cmocka_unit_test(test_wire_inventory_and_events),
+		cmocka_unit_test(test_wire_log_streams),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
