@@ -424,13 +424,13 @@ static int open_store(ag_server *s, cm_err *err)
 		       (unsigned long long)rep.truncated_bytes, rep.truncated_segments, rep.first_problem);
 	char token[1024];
 	rc = cm_read_secret(s->cfg.token_file, "CORRAL_TOKEN", token, sizeof(token), err);
-	if (!rc)
-		rc = ag__ingest_create(s->db, &s->metrics, token, s->cfg.max_push_bytes, &s->ingest, err);
-	if (!rc)
-		rc = ag__importer_create(s->db, &s->metrics, token, s->cfg.allow_unauth_import, &s->importer, err);
 	snprintf(path, sizeof(path), "%s/logs", s->cfg.data_dir);
 	if (!rc)
 		rc = ag__loki_create(path, token, s->cfg.loki_push, &s->loki, err);
+	if (!rc)
+		rc = ag__ingest_create(s->db, &s->metrics, s->loki, token, s->cfg.max_push_bytes, &s->ingest, err);
+	if (!rc)
+		rc = ag__importer_create(s->db, &s->metrics, token, s->cfg.allow_unauth_import, &s->importer, err);
 	memset(token, 0, sizeof(token));
 	return rc;
 }

@@ -10,6 +10,12 @@
  * Every stored series gets the label node="<batch node>" (unless the agent set one), so cgroup ids
  * and node metrics from different nodes never collide. Pushes from different nodes run in parallel;
  * pushes from one node are serialised by that node's entry lock.
+ *
+ * Container log streams (wire field 10) go to the log store (ag_loki.c) first, under origin
+ * "<node>/<boot_id>" and the batch seq, before the seq check and the tsdb append: the log store dedupes
+ * on (origin, seq) itself, so a batch retried after a crash between the two stores keeps its logs,
+ * which the tsdb's seq check alone would drop. Stream labels are the agent's minus pod_uid and
+ * container_id (one stream per container name, not per restart), empty values dropped, plus node.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <stdio.h>
@@ -36,6 +42,7 @@ struct ag__ingest {
 	char *token;
 	cm_wire_limits limits;
 	ag__state *state; /* inventory and events of stored batches (ag_state.c), or NULL */
+	ag__loki *loki;   /* log store for field 10, or NULL (log streams are then ignored) */
 	pthread_mutex_t table_lock;
 	node_entry *buckets[NBUCKETS];
 };
@@ -91,8 +98,8 @@ static int restore_one(void *ctx, const cm_label *labels, size_t nlabels, const 
 	return 0;
 }
 
-int ag__ingest_create(ts_db *db, ag__metrics *m, const char *token, size_t max_push, ag__ingest **out,
-		      cm_err *err)
+int ag__ingest_create(ts_db *db, ag__metrics *m, ag__loki *loki, const char *token, size_t max_push,
+		      ag__ingest **out, cm_err *err)
 {
 	ag__ingest *in = calloc(1, sizeof(*in));
 	if (!in || !(in->token = strdup(token))) {
@@ -101,6 +108,7 @@ int ag__ingest_create(ts_db *db, ag__metrics *m, const char *token, size_t max_p
 	}
 	in->db = db;
 	in->metrics = m;
+	in->loki = loki;
 	in->limits = cm_wire_default_limits;
 	if (max_push < in->limits.max_frame)
 		in->limits.max_frame = max_push;
@@ -180,6 +188,60 @@ static int with_node_labels(const cm_batch *b, int64_t t, cm_arena *a, cm_series
 	return CM_OK;
 }
 
+/* ---- log streams (field 10) -------------------------------------------------------------------- */
+
+static int log_labels(const cm_log_stream *src, const char *node, cm_arena *a, ls_push_stream *out)
+{
+	cm_label *l = cm_arena_calloc(a, src->nlabels + 1, sizeof(*l));
+	if (!l)
+		return CM_ENOMEM;
+	size_t n = 0;
+	int has_node = 0;
+	for (size_t i = 0; i < src->nlabels; i++) {
+		const cm_label *x = &src->labels[i];
+		if (!*x->value || !strcmp(x->name, "pod_uid") || !strcmp(x->name, "container_id"))
+			continue;
+		has_node |= !strcmp(x->name, "node");
+		l[n++] = *x;
+	}
+	if (!has_node)
+		l[n++] = (cm_label){"node", node};
+	out->labels = l, out->nlabels = n;
+	return CM_OK;
+}
+
+static int log_streams(const cm_batch *b, cm_arena *a, ls_push_stream **out)
+{
+	ls_push_stream *st = cm_arena_calloc(a, b->nlog_streams, sizeof(*st));
+	if (!st)
+		return CM_ENOMEM;
+	for (size_t i = 0; i < b->nlog_streams; i++) {
+		const cm_log_stream *src = &b->log_streams[i];
+		ls_entry *e = cm_arena_calloc(a, src->nrecords ? src->nrecords : 1, sizeof(*e));
+		if (!e || log_labels(src, b->node, a, &st[i]))
+			return CM_ENOMEM;
+		for (size_t j = 0; j < src->nrecords; j++)
+			e[j] = (ls_entry){src->timestamps_ns[j], src->lines[j], src->line_lens[j]};
+		st[i].entries = e, st[i].nentries = src->nrecords;
+	}
+	*out = st;
+	return CM_OK;
+}
+
+/* Durable in the log store before anything else of the batch; a replay is a no-op there. */
+static int store_logs(ag__ingest *in, const cm_batch *b, cm_arena *a, cm_err *err)
+{
+	if (!in->loki || !b->nlog_streams)
+		return CM_OK;
+	ls_push_stream *st;
+	size_t ol = strlen(b->node) + strlen(b->boot_id) + 2;
+	char *origin = cm_arena_alloc(a, ol);
+	if (!origin || log_streams(b, a, &st))
+		return cm_errf(err, CM_ENOMEM, "out of memory");
+	snprintf(origin, ol, "%s/%s", b->node, b->boot_id);
+	return ag__loki_append(in->loki, origin, b->seq, st, b->nlog_streams, err);
+}
+
 static void respond(ag__ingest *in, ag__resp *resp, int result, int status, const char *type, const char *msg)
 {
 	atomic_fetch_add(&in->metrics->push[result], 1);
@@ -205,13 +267,21 @@ static void store(ag__ingest *in, const cm_batch *b, cm_arena *a, ag__resp *resp
 		return;
 	}
 	pthread_mutex_lock(&e->lock);
+	int rc = store_logs(in, b, a, &err);
+	if (rc) {
+		pthread_mutex_unlock(&e->lock);
+		int bad = rc == CM_EINVAL || rc == CM_EPROTO;
+		respond(in, resp, bad ? AG_PUSH_BAD_REQUEST : AG_PUSH_UNAVAILABLE, bad ? 400 : 503,
+			bad ? "bad_data" : "unavailable", err.msg);
+		return;
+	}
 	if (b->seq <= e->last_seq) {
 		pthread_mutex_unlock(&e->lock);
 		respond(in, resp, AG_PUSH_DUPLICATE, 200, NULL, NULL);
 		return;
 	}
 	int64_t now = cm_now_ms(), t = now > e->last_t ? now : e->last_t + 1;
-	int rc = with_node_labels(b, t, a, &series, &n);
+	rc = with_node_labels(b, t, a, &series, &n);
 	if (!rc)
 		rc = ts_append(in->db, series, n, &err);
 	if (!rc)

@@ -86,9 +86,10 @@ void ag__resp_error(ag__resp *resp, int status, const char *type, const char *ms
 
 typedef struct ag__ingest ag__ingest;
 
-/* token is the bearer token pushes must carry; copied. */
-int ag__ingest_create(ts_db *db, ag__metrics *m, const char *token, size_t max_push, ag__ingest **out,
-		      cm_err *err);
+/* token is the bearer token pushes must carry; copied. loki: where batches' log streams go (NULL: dropped). */
+struct ag__loki;
+int ag__ingest_create(ts_db *db, ag__metrics *m, struct ag__loki *loki, const char *token, size_t max_push,
+		      ag__ingest **out, cm_err *err);
 void ag__ingest_destroy(ag__ingest *in);
 /* Batches stored from now on also go to the cluster state (inventory, events); NULL = none. */
 struct ag__state;
