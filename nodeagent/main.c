@@ -49,6 +49,9 @@ const cm_opt na_opts[] = {
 	 "how often metadata sources are re-read", NULL},
 	{"spool-max-bytes", CM_OPT_SIZE, "256Mi", offsetof(na_config, spool_max_bytes),
 	 "bound on spooled batch bytes (oldest dropped first)", NULL},
+	{"log-root", CM_OPT_STR, NULL, offsetof(na_config, log_root),
+	 "tail container logs under <dir>/var/log/{pods,containers} (\"/\" = the host; needs --state-dir; "
+	 "default: no log tailing)", NULL},
 	{"log-level", CM_OPT_LOGLEVEL, "info", offsetof(na_config, log_level), "error, warn, info or debug", NULL},
 };
 const size_t na_nopts = CM_ARRAY_LEN(na_opts);

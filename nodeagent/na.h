@@ -32,6 +32,7 @@ typedef struct na_config {
 	const char *kubelet_url;  /* kubelet base URL for GET /pods, or NULL */
 	const char *kubelet_token_file;
 	const char *kubelet_ca_file;
+	const char *log_root;     /* prefix of /var/log/{pods,containers} to tail; NULL/"" = no log tailing */
 	int log_level;
 } na_config;
 

@@ -6,7 +6,8 @@
  * text replaces the /metrics snapshot. A tick that finds the previous pass still running is skipped
  * and counted. Batch sequence numbers start at the larger of the wall clock in microseconds and the
  * last seq the spool remembers plus one, so they keep increasing across agent restarts (the aggregator
- * dedupes on them) even if the clock steps back.
+ * dedupes on them) even if the clock steps back. With --log-root, na_logs.c adds the container log
+ * records to each pass's batch (and commits the tailer's positions once batches left the spool).
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <curl/curl.h>
@@ -25,6 +26,7 @@ struct na_agent {
 	na__spool *spool;
 	na__sender *sender;
 	na__http *http;
+	na__logs *logs; /* NULL without --log-root */
 	uint64_t next_seq;
 	int collecting, stopping, closing_parts;
 	/* the pass in flight (worker side) */
@@ -45,7 +47,14 @@ static void collect_work(uv_work_t *w)
 {
 	na_agent *a = w->data;
 	a->frame.len = a->text.len = 0;
+	const cm_log_stream *logs = NULL;
+	size_t nlogs = 0;
+	if (a->logs && (a->rc = na__logs_begin(a->logs, a->spool, &logs, &nlogs)))
+		return (void)cm_errf(&a->err, a->rc, "log streams: %s", cm_strerror(a->rc));
+	na__collector_set_logs(a->collector, logs, nlogs);
 	a->rc = na__collect(a->collector, a->next_seq, &a->frame, &a->text, &a->st, &a->err);
+	if (!a->rc && a->logs && (a->rc = na__logs_stage(a->logs, a->next_seq)))
+		cm_errf(&a->err, a->rc, "staging log batch: %s", cm_strerror(a->rc));
 	if (a->rc)
 		return;
 	size_t len;
@@ -188,6 +197,8 @@ int na_agent_start(uv_loop_t *loop, const na_config *cfg, na_agent **out, cm_err
 	if (!rc)
 		rc = na__collector_create(cfg, &a->collector, err);
 	if (!rc)
+		rc = na__logs_open(cfg, &a->logs, err);
+	if (!rc)
 		rc = na__sender_create(loop, cfg->aggregator, token, a->spool, &a->sender, err);
 	memset(token, 0, sizeof(token));
 	if (!rc)
@@ -232,6 +243,7 @@ void na_agent_free(na_agent *a)
 	if (!a)
 		return;
 	na__collector_destroy(a->collector);
+	na__logs_close(a->logs);
 	na__sender_free(a->sender);
 	na__spool_close(a->spool);
 	cm_buf_close(&a->frame);

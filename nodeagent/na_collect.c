@@ -40,9 +40,11 @@ struct na__collector {
 	uint64_t events_dropped;
 	/* inventory: sent when the metadata changed and every inventory_ms */
 	int64_t inventory_ms, inventory_sent_ms;
-	uint64_t inventory_gen;
+	uint64_t inventory_gen, inventory_live; /* metadata generation and cgroup-presence hash sent */
 	int inventory_sent;
 	cm_ratelimit rl_cgroup, rl_node;
+	const cm_log_stream *logs; /* na_logs.c: this pass's log streams */
+	size_t nlogs;
 };
 
 #define MAX_EVENTS_PER_PASS 1024
@@ -225,7 +227,27 @@ static void on_event(void *ctx, int type, const char *id, const na__ident *ident
 
 /* ---- inventory ---------------------------------------------------------------------------------- */
 
-static int convert_pod(cm_arena *a, const na__meta_pod *in, cm_pod *out)
+/* A pod is ready only while every container that names its cgroup ("cgroup" in a pods-dir file) has
+ * that cgroup on this node: a removed cgroup takes the pod out of service endpoints in the next batch,
+ * whatever the (polled) metadata source still says. */
+static int pod_live(const na__collector *c, const na__meta_pod *p)
+{
+	for (size_t i = 0; i < p->ncontainers; i++)
+		if (p->containers[i].cgroup[0] && !na__cg_find(c->cgroups, p->containers[i].cgroup))
+			return 0;
+	return 1;
+}
+
+/* Hash over the pods' presence bits, so a change of presence alone makes the inventory due. */
+static uint64_t live_hash(const na__collector *c, const na__meta_pod *mp, size_t n)
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (uint64_t)pod_live(c, &mp[i])) * 1099511628211ULL;
+	return h;
+}
+
+static int convert_pod(cm_arena *a, const na__meta_pod *in, int live, cm_pod *out)
 {
 	cm_container *ct = cm_arena_calloc(a, in->ncontainers ? in->ncontainers : 1, sizeof(*ct));
 	if (!ct)
@@ -234,35 +256,38 @@ static int convert_pod(cm_arena *a, const na__meta_pod *in, cm_pod *out)
 		const na__meta_container *x = &in->containers[i];
 		ct[i] = (cm_container){x->name, x->id, x->image, x->cgroup, x->req_cpu, x->req_mem, x->lim_cpu, x->lim_mem};
 	}
-	*out = (cm_pod){in->name, in->namespace_, in->uid, in->status, in->ready, in->labels, in->nlabels,
+	*out = (cm_pod){in->name, in->namespace_, in->uid, in->status, in->ready && live, in->labels, in->nlabels,
 			(const char *const *)in->ips, in->nips, ct, in->ncontainers};
 	return CM_OK;
 }
 
-/* The inventory for this pass's batch when it is due: first pass, metadata changed, or every
- * inventory_ms. Points into the metadata table (valid for this pass) and the pass's arena. */
+/* The inventory for this pass's batch when it is due: first pass, metadata changed, a pod's cgroup
+ * appeared or vanished, or every inventory_ms. Points into the metadata table (valid for this pass)
+ * and the pass's arena. */
 static int build_inventory(na__collector *c, cm_inventory *inv, int *due)
 {
 	uint64_t mg = na__meta_generation(c->meta);
-	*due = !c->inventory_sent || mg != c->inventory_gen || c->now_ms - c->inventory_sent_ms >= c->inventory_ms;
-	if (!*due)
-		return CM_OK;
-	cm_arena *a = &c->gen[c->cur].arena;
 	const na__meta_pod *mp = NULL;
 	size_t n = 0;
 	if (c->meta)
 		na__meta_pods(c->meta, &mp, &n);
+	uint64_t lh = live_hash(c, mp, n);
+	*due = !c->inventory_sent || mg != c->inventory_gen || lh != c->inventory_live ||
+	       c->now_ms - c->inventory_sent_ms >= c->inventory_ms;
+	if (!*due)
+		return CM_OK;
+	cm_arena *a = &c->gen[c->cur].arena;
 	cm_pod *pods = cm_arena_calloc(a, n ? n : 1, sizeof(*pods));
 	cm_label *node = cm_arena_calloc(a, 2, sizeof(*node));
 	if (!pods || !node)
 		return CM_ENOMEM;
 	for (size_t i = 0; i < n; i++)
-		if (convert_pod(a, &mp[i], &pods[i]))
+		if (convert_pod(a, &mp[i], pod_live(c, &mp[i]), &pods[i]))
 			return CM_ENOMEM;
 	node[0] = (cm_label){"agent_version", CM_VERSION};
 	node[1] = (cm_label){"boot_id", c->boot_id};
 	*inv = (cm_inventory){c->now_ms, pods, n, node, 2};
-	c->inventory_gen = mg;
+	c->inventory_gen = mg, c->inventory_live = lh;
 	return CM_OK;
 }
 
@@ -518,6 +543,11 @@ static int render_text(const na_gen *g, cm_buf *out)
 	return rc;
 }
 
+void na__collector_set_logs(na__collector *c, const cm_log_stream *streams, size_t n)
+{
+	c->logs = streams, c->nlogs = n;
+}
+
 /* ---- the pass --------------------------------------------------------------------------------------- */
 
 int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, cm_buf *text, na__collect_stats *st,
@@ -555,7 +585,8 @@ int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, cm_buf *text, na_
 		return cm_errf(err, CM_ENOMEM, "out of memory building the inventory");
 	cm_batch b = {.node = c->node, .boot_id = c->boot_id, .agent_version = CM_VERSION, .seq = seq,
 		      .created_ms = c->now_ms, .series = g->series, .nseries = g->n + nstale,
-		      .inventory = inv_due ? &inv : NULL, .events = c->ev, .nevents = c->nev};
+		      .inventory = inv_due ? &inv : NULL, .events = c->ev, .nevents = c->nev,
+		      .log_streams = c->logs, .nlog_streams = c->nlogs};
 	int rc = cm_wire_encode(&b, 3, frame, err);
 	if (!rc && inv_due)
 		c->inventory_sent = 1, c->inventory_sent_ms = c->now_ms;

@@ -267,6 +267,8 @@ void na__collector_destroy(na__collector *c);
  * text exposition of the same samples to text. Runs on a worker thread. */
 int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, cm_buf *text, na__collect_stats *st,
 		cm_err *err);
+/* Log streams (na_logs.c) the next na__collect puts in its batch; NULL, 0 = none. */
+void na__collector_set_logs(na__collector *c, const cm_log_stream *streams, size_t n);
 
 /* ---- the spool of unacknowledged batches (na_spool.c; format documented there) ----------------------- */
 
@@ -294,6 +296,22 @@ int na__spool_head(na__spool *sp, cm_buf *buf, uint64_t *seq, const uint8_t **da
 void na__spool_pop(na__spool *sp, uint64_t seq);   /* acknowledged: deleted */
 void na__spool_unhold(na__spool *sp);              /* not delivered: stays first */
 void na__spool_stats_get(na__spool *sp, na__spool_stats *out);
+/* Any thread: the smallest seq waiting (UINT64_MAX when empty), and whether seq is waiting. */
+uint64_t na__spool_oldest_seq(na__spool *sp);
+int na__spool_has(na__spool *sp, uint64_t seq);
+
+/* ---- container logs (na_logs.c): the tailer's records in batches, exactly once ------------------- */
+
+typedef struct na__logs na__logs;
+
+/* *out = NULL (no log tailing) when cfg->log_root is unset or empty; needs cfg->state_dir. */
+int na__logs_open(const na_config *cfg, na__logs **out, cm_err *err);
+void na__logs_close(na__logs *l);
+/* Collection worker, before the pass: commits batches that left the spool, spools replays of batches
+ * staged before a restart, and reads new records into *streams (valid until the next call; n = 0: none). */
+int na__logs_begin(na__logs *l, na__spool *sp, const cm_log_stream **streams, size_t *n);
+/* Collection worker, after the pass's frame was encoded as seq and before it is spooled. */
+int na__logs_stage(na__logs *l, uint64_t seq);
 
 /* ---- shipping (na_sender.c) ----------------------------------------------------------------------- */
 

@@ -422,3 +422,23 @@ void na__spool_stats_get(na__spool *sp, na__spool_stats *out)
 	*out = sp->st;
 	uv_mutex_unlock(&sp->mu);
 }
+
+uint64_t na__spool_oldest_seq(na__spool *sp)
+{
+	uint64_t min = UINT64_MAX;
+	uv_mutex_lock(&sp->mu);
+	for (size_t i = 0; i < sp->n; i++)
+		min = sp->e[i].seq < min ? sp->e[i].seq : min;
+	uv_mutex_unlock(&sp->mu);
+	return min;
+}
+
+int na__spool_has(na__spool *sp, uint64_t seq)
+{
+	int has = 0;
+	uv_mutex_lock(&sp->mu);
+	for (size_t i = 0; i < sp->n && !has; i++)
+		has = sp->e[i].seq == seq;
+	uv_mutex_unlock(&sp->mu);
+	return has;
+}

@@ -1,0 +1,248 @@
+/* na_logs.c -- the agent's container log hook: tailer records into each batch, exactly once.
+ *
+ * With --log-root set, the agent tails the container logs under <log-root>/var/log/{pods,containers}
+ * with logship's tailer (ls.h), its positions in <state-dir>/log-positions.db. Everything here runs
+ * on the collection worker, one pass at a time, before and after the pass builds its batch:
+ *
+ *  1. Commit: every batch whose seq is below the oldest seq still in the spool has left it (acked,
+ *     refused for good, or dropped), so ls_tail_commit(id) of the newest such batch makes its
+ *     positions durable (a commit covers every batch before it).
+ *  2. Replay: right after a restart the tailer hands back batches staged before it (replay_seq set).
+ *     Each goes out alone as a logs-only frame under that seq, unless the spool still holds that seq
+ *     (the original frame, logs included, is then still to be sent). The aggregator's per-origin seq
+ *     dedupe stores it once either way.
+ *  3. Read: up to 8 MiB of new records (CM_AGAIN = back-pressure: no logs this pass), grouped into one
+ *     cm_log_stream per (source file, stdout|stderr) for this pass's batch.
+ *  4. Stage: after the batch was encoded and before it is spooled, ls_tail_stage(id, seq). A pass that
+ *     failed keeps its records for the next pass instead of reading more.
+ *
+ * Stream labels: namespace, pod, pod_uid, container, container_id, stream. Flags bit 0 = truncated.
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ls.h"
+#include "na_int.h"
+
+#define READ_BYTES (8u << 20)
+#define MAX_STAGED 4096
+
+typedef struct staged {
+	uint64_t seq, id;
+} staged;
+
+struct na__logs {
+	ls_tail *tail;
+	ls_batch batch;
+	int pending;            /* batch read but not yet staged (a pass failed after reading) */
+	staged map[MAX_STAGED]; /* seq -> batch id, oldest first, not yet committed */
+	size_t nmap;
+	char node[256], boot_id[64];
+	cm_arena arena;         /* this pass's streams */
+	cm_log_stream *streams;
+	size_t nstreams;
+	uint64_t replays, commits, backpressure;  /* worker-side counters */
+	cm_ratelimit rl;
+};
+
+int na__logs_open(const na_config *cfg, na__logs **out, cm_err *err)
+{
+	*out = NULL;
+	if (!cfg->log_root || !*cfg->log_root)
+		return CM_OK;
+	if (!cfg->state_dir)
+		return cm_errf(err, CM_EINVAL, "--log-root needs --state-dir (the tailer's positions live there)");
+	na__logs *l = calloc(1, sizeof(*l));
+	if (!l)
+		return cm_errf(err, CM_ENOMEM, "out of memory");
+	char db[4096], path[4096];
+	snprintf(db, sizeof(db), "%s/log-positions.db", cfg->state_dir);
+	snprintf(path, sizeof(path), "%s/sys/kernel/random/boot_id", cfg->proc_root);
+	snprintf(l->node, sizeof(l->node), "%s", cfg->node ? cfg->node : "");
+	int rc = cm_read_file(path, l->boot_id, sizeof(l->boot_id), NULL);
+	if (rc)
+		rc = cm_errf(err, rc, "cannot read %s: %s", path, cm_strerror(rc));
+	l->boot_id[strcspn(l->boot_id, "\r\n")] = 0;
+	ls_batch_init(&l->batch);
+	cm_arena_init(&l->arena, 0);
+	if (!rc)
+		rc = ls_tail_open(&(ls_tail_opts){.log_root = cfg->log_root, .db_path = db}, &l->tail, err);
+	if (rc) {
+		na__logs_close(l);
+		return rc;
+	}
+	*out = l;
+	return CM_OK;
+}
+
+void na__logs_close(na__logs *l)
+{
+	if (!l)
+		return;
+	if (l->tail)
+		ls_tail_close(l->tail);
+	ls_batch_close(&l->batch);
+	cm_arena_close(&l->arena);
+	free(l);
+}
+
+/* Commits the newest staged batch whose frame is no longer in the spool. */
+static void commit_left(na__logs *l, na__spool *sp)
+{
+	uint64_t oldest = na__spool_oldest_seq(sp);
+	size_t k = 0;
+	while (k < l->nmap && l->map[k].seq < oldest)
+		k++;
+	if (!k)
+		return;
+	int rc = ls_tail_commit(l->tail, l->map[k - 1].id);
+	if (rc) {
+		CM_LOG_RL(&l->rl, CM_LOG_WARN, "agent", "log positions: commit failed: %s", cm_strerror(rc));
+		return;
+	}
+	l->commits++;
+	memmove(l->map, l->map + k, (l->nmap - k) * sizeof(*l->map));
+	l->nmap -= k;
+}
+
+static int remember(na__logs *l, uint64_t seq, uint64_t id)
+{
+	if (l->nmap == MAX_STAGED)
+		return CM_E2BIG; /* the spool holds fewer batches than this: cannot happen with sane bounds */
+	size_t i = l->nmap;
+	while (i && l->map[i - 1].seq > seq) /* replays arrive below the newest seq */
+		i--;
+	memmove(l->map + i + 1, l->map + i, (l->nmap - i) * sizeof(*l->map));
+	l->map[i] = (staged){seq, id};
+	l->nmap++;
+	return CM_OK;
+}
+
+static int add_stream(na__logs *l, const ls_source *src, int stream, size_t n, size_t *cap)
+{
+	if (l->nstreams == *cap) {
+		size_t nc = *cap ? *cap * 2 : 16;
+		cm_log_stream *s = cm_arena_calloc(&l->arena, nc, sizeof(*s));
+		if (!s)
+			return CM_ENOMEM;
+		if (l->nstreams)
+			memcpy(s, l->streams, l->nstreams * sizeof(*s));
+		l->streams = s, *cap = nc;
+	}
+	cm_label *lb = cm_arena_calloc(&l->arena, 6, sizeof(*lb));
+	int64_t *ts = cm_arena_calloc(&l->arena, n, sizeof(*ts));
+	const char **lines = cm_arena_calloc(&l->arena, n, sizeof(*lines));
+	size_t *lens = cm_arena_calloc(&l->arena, n, sizeof(*lens));
+	uint32_t *flags = cm_arena_calloc(&l->arena, n, sizeof(*flags));
+	if (!lb || !ts || !lines || !lens || !flags)
+		return CM_ENOMEM;
+	lb[0] = (cm_label){"namespace", src->namespace_}, lb[1] = (cm_label){"pod", src->pod};
+	lb[2] = (cm_label){"pod_uid", src->pod_uid}, lb[3] = (cm_label){"container", src->container};
+	lb[4] = (cm_label){"container_id", src->container_id};
+	lb[5] = (cm_label){"stream", stream == LS_STDERR ? "stderr" : "stdout"};
+	l->streams[l->nstreams++] = (cm_log_stream){lb, 6, ts, lines, lens, flags, 0};
+	return CM_OK;
+}
+
+/* One stream per (source, stream), records in read order. */
+static int group(na__logs *l)
+{
+	cm_arena_reset(&l->arena);
+	l->streams = NULL, l->nstreams = 0;
+	const ls_batch *b = &l->batch;
+	size_t cap = 0, *slot = cm_arena_calloc(&l->arena, 2 * b->nsources + 1, sizeof(*slot));
+	if (!slot)
+		return CM_ENOMEM;
+	size_t *count = cm_arena_calloc(&l->arena, 2 * b->nsources + 1, sizeof(*count));
+	if (!count)
+		return CM_ENOMEM;
+	for (size_t i = 0; i < b->nrecords; i++)
+		count[2 * b->records[i].source + (b->records[i].stream == LS_STDERR)]++;
+	for (size_t i = 0; i < b->nrecords; i++) {
+		const ls_record *r = &b->records[i];
+		size_t k = 2 * r->source + (r->stream == LS_STDERR);
+		if (!slot[k]) {
+			int rc = add_stream(l, &b->sources[r->source], r->stream, count[k], &cap);
+			if (rc)
+				return rc;
+			slot[k] = l->nstreams;
+		}
+		cm_log_stream *s = &l->streams[slot[k] - 1];
+		((int64_t *)s->timestamps_ns)[s->nrecords] = r->ts_ns;
+		((const char **)s->lines)[s->nrecords] = r->line;
+		((size_t *)s->line_lens)[s->nrecords] = r->len;
+		((uint32_t *)s->flags)[s->nrecords] = r->truncated ? CM_LOG_TRUNCATED : 0;
+		s->nrecords++;
+	}
+	return CM_OK;
+}
+
+/* A staged batch from before a restart, alone under its old seq. */
+static int replay(na__logs *l, na__spool *sp)
+{
+	uint64_t seq = l->batch.replay_seq, id = l->batch.id;
+	int rc = remember(l, seq, id);
+	int queued = !rc && na__spool_has(sp, seq);
+	CM_LOG(CM_LOG_INFO, "agent", "log batch staged before the restart: seq %llu, %zu records, %s",
+	       (unsigned long long)seq, l->batch.nrecords, queued ? "still in the spool" : "sent again");
+	if (rc || queued)
+		return rc;
+	rc = group(l);
+	cm_batch b = {.node = l->node, .boot_id = l->boot_id, .agent_version = CM_VERSION, .seq = seq,
+		      .created_ms = cm_now_ms(), .log_streams = l->streams, .nlog_streams = l->nstreams};
+	cm_buf f;
+	cm_buf_init(&f);
+	cm_err err = {{0}};
+	if (!rc)
+		rc = cm_wire_encode(&b, 3, &f, &err);
+	size_t len;
+	uint8_t *frame = rc ? NULL : cm_buf_take(&f, &len);
+	cm_buf_close(&f);
+	if (!rc)
+		rc = na__spool_put(sp, seq, frame, len);
+	l->replays++;
+	return rc;
+}
+
+int na__logs_begin(na__logs *l, na__spool *sp, const cm_log_stream **streams, size_t *n)
+{
+	*streams = NULL, *n = 0;
+	commit_left(l, sp);
+	int rc = CM_OK;
+	while (!l->pending) {
+		rc = ls_tail_read(l->tail, &l->batch, READ_BYTES, 0);
+		if (rc == CM_AGAIN)
+			l->backpressure++;
+		if (rc || !l->batch.replay_seq)
+			break;
+		if ((rc = replay(l, sp)))
+			break;
+	}
+	if (rc == CM_AGAIN)
+		return CM_OK;
+	if (rc) {
+		CM_LOG_RL(&l->rl, CM_LOG_WARN, "agent", "log tailing: %s", cm_strerror(rc));
+		return CM_OK; /* metrics go out anyway; the tailer retries next pass */
+	}
+	if (!l->batch.nrecords)
+		return CM_OK;
+	l->pending = 1;
+	if ((rc = group(l)))
+		return rc;
+	*streams = l->streams, *n = l->nstreams;
+	return CM_OK;
+}
+
+int na__logs_stage(na__logs *l, uint64_t seq)
+{
+	if (!l->pending)
+		return CM_OK;
+	int rc = ls_tail_stage(l->tail, l->batch.id, seq);
+	if (!rc)
+		rc = remember(l, seq, l->batch.id);
+	if (!rc)
+		l->pending = 0;
+	return rc;
+}
