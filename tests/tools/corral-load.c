@@ -2,13 +2,15 @@
  * optionally inside a cgroup of its own that it creates and removes.
  *
  *   corral-load [--cgroup NAME] [--cgroup-root DIR] [--cpu FRACTION] [--mem BYTES] [--log-every MS]
- *               [--duration SECONDS]
+ *               [--cri-log FILE] [--duration SECONDS]
  *
  * With --cgroup, NAME is created below this process's own cgroup in every hierarchy that matters
  * (cgroup v2: the unified tree; v1: the cpu, cpuacct and memory controllers), the process moves
  * itself in, and prints one line per created directory ("cgroup <id> <dir>", id relative to the
  * hierarchy root, as the agent reports it) and then "ready". On SIGTERM or SIGINT, or when
  * --duration ends, it moves itself back and removes the directories, so nothing is left behind.
+ * With --cri-log the log lines are also appended to FILE in the CRI format kubelet writes
+ * ("<RFC 3339 nano> stdout F <line>"), so the agent can tail them as a container's log.
  * Used by `make demo` and by the integration tests; never by the daemons.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
@@ -154,8 +156,21 @@ static double now_s(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* Appends one CRI record ("<time> stdout F <msg>") to f. */
+static void cri_line(FILE *f, const char *msg)
+{
+	struct timespec ts;
+	struct tm tm;
+	char when[40];
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+	fprintf(f, "%s.%09ldZ stdout F %s\n", when, ts.tv_nsec, msg);
+	fflush(f);
+}
+
 /* Burns cpu * 100 ms of every 100 ms slice until stop or the deadline; logs every log_ms. */
-static void run(double cpu, long log_ms, double deadline, const char *name)
+static void run(double cpu, long log_ms, double deadline, const char *name, FILE *cri)
 {
 	double next_log = now_s();
 	unsigned long n = 0;
@@ -166,8 +181,12 @@ static void run(double cpu, long log_ms, double deadline, const char *name)
 			for (int i = 0; i < 1000; i++)
 				x = x * 1.000001 + 0.000001;
 		if (log_ms > 0 && now_s() >= next_log) {
-			printf("%s: line %lu, working\n", name, ++n);
+			char msg[160];
+			snprintf(msg, sizeof(msg), "%s: line %lu, working", name, ++n);
+			printf("%s\n", msg);
 			fflush(stdout);
+			if (cri)
+				cri_line(cri, msg);
 			next_log += log_ms / 1000.0;
 		}
 		double rest = 0.1 - (now_s() - slice);
@@ -178,7 +197,7 @@ static void run(double cpu, long log_ms, double deadline, const char *name)
 
 int main(int argc, char **argv)
 {
-	const char *name = NULL, *root = "/sys/fs/cgroup";
+	const char *name = NULL, *root = "/sys/fs/cgroup", *cri_path = NULL;
 	double cpu = 0.1, duration = 0;
 	long log_ms = 0;
 	size_t mem = 0;
@@ -189,11 +208,12 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--mem")) mem = strtoull(argv[i + 1], NULL, 10);
 		else if (!strcmp(argv[i], "--log-every")) log_ms = atol(argv[i + 1]);
 		else if (!strcmp(argv[i], "--duration")) duration = atof(argv[i + 1]);
+		else if (!strcmp(argv[i], "--cri-log")) cri_path = argv[i + 1];
 		else return fprintf(stderr, "corral-load: unknown flag %s\n", argv[i]), 2;
 	}
 	if ((argc - 1) % 2 || cpu < 0 || cpu > 1)
 		return fprintf(stderr, "usage: corral-load [--cgroup NAME] [--cgroup-root DIR] [--cpu 0..1] "
-				       "[--mem BYTES] [--log-every MS] [--duration S]\n"), 2;
+				       "[--mem BYTES] [--log-every MS] [--cri-log FILE] [--duration S]\n"), 2;
 	signal(SIGTERM, on_signal);
 	signal(SIGINT, on_signal);
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -206,8 +226,13 @@ int main(int argc, char **argv)
 	volatile char *hold = mem ? malloc(mem) : NULL;
 	for (size_t i = 0; hold && i < mem; i += 4096)
 		hold[i] = 0x5a; /* touch every page so it counts as used (volatile: not optimised away) */
+	FILE *cri = cri_path ? fopen(cri_path, "a") : NULL;
+	if (cri_path && !cri)
+		fprintf(stderr, "corral-load: %s: %s\n", cri_path, strerror(errno));
 	printf("ready\n");
-	run(cpu, log_ms, duration > 0 ? now_s() + duration : 0, name ? name : "corral-load");
+	run(cpu, log_ms, duration > 0 ? now_s() + duration : 0, name ? name : "corral-load", cri);
+	if (cri)
+		fclose(cri);
 	free((void *)hold);
 	teardown(dirs, ndirs);
 	return 0;
