@@ -265,3 +265,11 @@ long itest_push(const char *url, const char *token, const void *frame, size_t le
 	const char *headers[] = {auth, "Content-Type: application/x-corral-batch", NULL};
 	return itest_http("POST", full, token ? headers : headers + 1, frame, len, reply);
 }
+
+int itest_aggregator_stop(itest_proc *p)
+{
+	int st = itest_stop(p, SIGTERM, 10000);
+	if (st)
+		itest_dump_log(p);
+	return st;
+}

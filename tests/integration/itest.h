@@ -52,6 +52,9 @@ json_t *itest_get_json(const char *url, long *status);
  * On an existing data dir it keeps the port given in *url when one is there. 0 on success. */
 int itest_aggregator_start(itest_proc *p, const char *logdir, const char *data_dir, const char *token_file,
 			   const char *const *extra, char *url, size_t cap);
+/* Stops the aggregator with SIGTERM (SIGKILL after 10 s); prints its log unless it exited 0. Returns
+ * the exit status word, 0 for a clean exit (no sanitizer report). */
+int itest_aggregator_stop(itest_proc *p);
 /* POSTs a wire frame to <url>/api/v1/agent/push with the bearer token (none when token is NULL). */
 long itest_push(const char *url, const char *token, const void *frame, size_t len, cm_buf *reply);
 /* Writes s to path (truncating). */

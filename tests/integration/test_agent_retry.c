@@ -264,9 +264,7 @@ static int teardown(void **state)
 {
 	fixture *f = *state;
 	itest_stop(&f->agent, SIGKILL, 1000);
-	int st = itest_stop(&f->agg, SIGTERM, 10000);
-	if (st)
-		itest_dump_log(&f->agg);
+	int st = itest_aggregator_stop(&f->agg);
 	itest_rmtree(f->dir);
 	free(f);
 	return st != 0;

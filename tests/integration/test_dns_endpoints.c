@@ -218,9 +218,7 @@ static int teardown(void **state)
 			itest_stop(&f->w[i].p, SIGTERM, 10000);
 	if (f->agent.pid > 0)
 		itest_stop(&f->agent, SIGTERM, 10000);
-	int st = f->agg.pid > 0 ? itest_stop(&f->agg, SIGTERM, 10000) : 0;
-	if (st)
-		itest_dump_log(&f->agg);
+	int st = f->agg.pid > 0 ? itest_aggregator_stop(&f->agg) : 0;
 	itest_rmtree(f->dir);
 	free(f);
 	return st != 0;

@@ -202,10 +202,7 @@ static void stop_all(stack *s)
 	if (!WIFEXITED(st) || WEXITSTATUS(st))
 		itest_dump_log(&s->agent);
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	st = itest_stop(&s->agg, SIGTERM, 10000);
-	if (!WIFEXITED(st) || WEXITSTATUS(st))
-		itest_dump_log(&s->agg);
-	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_int_equal(itest_aggregator_stop(&s->agg), 0);
 }
 
 static int setup(void **state)

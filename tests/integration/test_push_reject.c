@@ -261,9 +261,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	int st = itest_stop(&F->agg, SIGTERM, 10000);
-	if (st)
-		itest_dump_log(&F->agg);
+	int st = itest_aggregator_stop(&F->agg);
 	itest_rmtree(F->dir);
 	free(F);
 	return st != 0; /* a clean exit, no sanitizer report */
