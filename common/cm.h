@@ -178,6 +178,9 @@ typedef struct cm_series {
 } cm_series;
 
 int cm_label_name_valid(const char *s);
+/* 0 when a user's regular expression could make glibc's regcomp/regexec blow up (stacked or huge
+ * counted repetitions, back-references, empty groups, over 4 KiB): refuse it before compiling. */
+int cm_regex_safe(const char *pattern);
 int cm_utf8_valid(const char *s, size_t n);
 void cm_labels_sort(cm_label *labels, size_t n);
 

@@ -201,50 +201,10 @@ static int duration(lex *l, int64_t *out)
 
 /* ---- parser ----------------------------------------------------------------------------------------------- */
 
-/* glibc's regcomp copies a subtree for every stacked or counted repetition, so "a++++..." or
- * "((a{9}){9}){9}" or "(((a)+)+)+..." take exponential memory, and back-references exponential time.
- * Like RE2, refuse back-references and a quantifier that follows another one; refuse empty groups; bound
- * the length, and the product of all counts and of 4 per quantified group at 1000 (whether nested or not:
- * simple and safe; so at most four quantified groups). */
-static int regex_safe(const char *p)
-{
-	int prev_quant = 0;
-	long product = 1;
-	if (strlen(p) > 4096)
-		return 0;
-	for (; *p; p++) {
-		if (*p == '\\' && p[1] >= '1' && p[1] <= '9')
-			return 0; /* a back-reference: exponential matching in glibc, and RE2 has none */
-		if (*p == '\\' && p[1]) {
-			p++, prev_quant = 0;
-			continue;
-		}
-		int quant = *p == '*' || *p == '+' || *p == '?' || *p == '{';
-		if (quant && prev_quant)
-			return 0;
-		if (*p == '(' && p[1] == ')')
-			return 0; /* an empty group: epsilon loops when quantified */
-		if (quant && p[-1] == ')' && (product *= 4) > 1000)
-			return 0; /* (x)+ is copied as (x)(x)*, and closures of nested groups grow fast */
-		if (*p == '{') {
-			char *end;
-			long lo = strtol(p + 1, &end, 10), hi = lo;
-			if (*end == ',')
-				hi = end[1] == '}' ? lo : strtol(end + 1, &end, 10);
-			long n = hi > lo ? hi : lo;
-			if (n < 0 || n > 1000 || (product *= n > 1 ? n : 1) > 1000)
-				return 0;
-			p = strchr(p, '}') ? strchr(p, '}') : p;
-		}
-		prev_quant = quant;
-	}
-	return 1;
-}
-
 static int compile(lex *l, lmatch *m, int anchored)
 {
 	char *pat = m->value;
-	if (!regex_safe(pat))
+	if (!cm_regex_safe(pat))
 		return fail(l, "regular expression too long, with a count over 1000, or with stacked repetitions");
 	if (anchored) {
 		size_t n = strlen(m->value);

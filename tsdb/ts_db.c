@@ -395,6 +395,9 @@ void ts_get_stats(ts_db *db, ts_stats *out)
 static int matcher_compile(ts_matcher *m, cm_err *err)
 {
 	char msg[128];
+	if (!cm_regex_safe(m->value))
+		return cm_errf(err, CM_EINVAL, "regex for label %.64s is too long, has a count over 1000, stacked "
+			       "repetitions, a back-reference or an empty group", m->name);
 	size_t len = strlen(m->value) + sizeof("^()$");
 	char *pat = malloc(len);
 	if (!pat)
