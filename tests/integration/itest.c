@@ -273,3 +273,32 @@ int itest_aggregator_stop(itest_proc *p)
 		itest_dump_log(p);
 	return st;
 }
+
+size_t itest_loki_forward(const char *url, const char *query, long long start_ns, long long end_ns,
+			  void (*fn)(void *ctx, const char *line), void *ctx)
+{
+	char enc[1024], path[2048];
+	size_t total = 0, got;
+	itest_urlencode(enc, sizeof(enc), query);
+	do {
+		snprintf(path, sizeof(path),
+			 "%s/loki/api/v1/query_range?query=%s&start=%lld&end=%lld&limit=5000&direction=forward", url,
+			 enc, start_ns, end_ns);
+		long status;
+		json_t *j = itest_get_json(path, &status), *s, *v;
+		size_t i, x;
+		got = 0;
+		json_array_foreach(json_object_get(json_object_get(j, "data"), "result"), i, s)
+		{
+			json_array_foreach(json_object_get(s, "values"), x, v)
+			{
+				fn(ctx, json_string_value(json_array_get(v, 1)));
+				start_ns = atoll(json_string_value(json_array_get(v, 0))) + 1;
+				got++;
+			}
+		}
+		json_decref(j);
+		total += got;
+	} while (got);
+	return total;
+}

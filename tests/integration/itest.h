@@ -55,6 +55,11 @@ int itest_aggregator_start(itest_proc *p, const char *logdir, const char *data_d
 /* Stops the aggregator with SIGTERM (SIGKILL after 10 s); prints its log unless it exited 0. Returns
  * the exit status word, 0 for a clean exit (no sanitizer report). */
 int itest_aggregator_stop(itest_proc *p);
+/* Pages forward through a Loki query_range answer for query (LogQL, not yet URL-encoded) from start_ns
+ * to end_ns, 5,000 entries a request, and calls fn for each entry in time order until a page is empty.
+ * Returns the number of entries seen. */
+size_t itest_loki_forward(const char *url, const char *query, long long start_ns, long long end_ns,
+			  void (*fn)(void *ctx, const char *line), void *ctx);
 /* POSTs a wire frame to <url>/api/v1/agent/push with the bearer token (none when token is NULL). */
 long itest_push(const char *url, const char *token, const void *frame, size_t len, cm_buf *reply);
 /* Writes s to path (truncating). */

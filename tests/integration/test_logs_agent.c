@@ -164,44 +164,33 @@ static void wait_stored(long n, int timeout_ms)
 	}
 }
 
-/* Pages through one file's stdout records (forward, 5,000 at a time) and checks each. */
+/* The record check: file k's records arrive in order, whole. */
+typedef struct stream_check {
+	int k, next;
+} stream_check;
+
+static void check_record(void *ctx, const char *line)
+{
+	stream_check *c = ctx;
+	int k = c->k, fk = -1, r = -1;
+	if (sscanf(line, "f%d r%d", &fk, &r) != 2 || fk != k || r != c->next)
+		fail_msg("file %d: expected record %d, got '%.60s'", k, c->next, line);
+	size_t want = r % LONG_EVERY ? (size_t)snprintf(NULL, 0, "f%d r%d payload-%d", k, r, r * 7)
+				     : (size_t)snprintf(NULL, 0, "f%d r%d ", k, r) + 3004;
+	if (strlen(line) != want)
+		fail_msg("file %d record %d: %zu bytes, want %zu (split or cut?)", k, r, strlen(line), want);
+	c->next++;
+}
+
+/* Reads one file's stdout records back through the Loki API and checks each. */
 static void check_stream(int k, int records)
 {
-	char sel[160], enc[320], path[1024];
+	char sel[160];
 	snprintf(sel, sizeof(sel), "{pod=\"app-%d\", stream=\"stdout\", node=\"logs-node\"}", k);
-	itest_urlencode(enc, sizeof(enc), sel);
-	int next = 0;
-	long long start = T0 - 1000000000000LL;
-	while (next < records) {
-		snprintf(path, sizeof(path),
-			 "%s/loki/api/v1/query_range?query=%s&start=%lld&end=%lld&limit=5000&direction=forward", F->url,
-			 enc, start, T0 + 100 * 1000000000000LL);
-		long status;
-		json_t *j = itest_get_json(path, &status);
-		json_t *res = json_object_get(json_object_get(j, "data"), "result");
-		size_t i, got = 0;
-		json_t *s;
-		json_array_foreach(res, i, s) {
-			size_t x;
-			json_t *v;
-			json_array_foreach(json_object_get(s, "values"), x, v) {
-				const char *line = json_string_value(json_array_get(v, 1));
-				int fk = -1, r = -1;
-				if (sscanf(line, "f%d r%d", &fk, &r) != 2 || fk != k || r != next)
-					fail_msg("file %d: expected record %d, got '%.60s'", k, next, line);
-				size_t want = r % LONG_EVERY ? (size_t)snprintf(NULL, 0, "f%d r%d payload-%d", k, r, r * 7)
-							     : (size_t)snprintf(NULL, 0, "f%d r%d ", k, r) + 3004;
-				if (strlen(line) != want)
-					fail_msg("file %d record %d: %zu bytes, want %zu (split or cut?)", k, r, strlen(line),
-						 want);
-				start = atoll(json_string_value(json_array_get(v, 0))) + 1;
-				next++, got++;
-			}
-		}
-		json_decref(j);
-		if (!got)
-			fail_msg("file %d: records end at %d of %d", k, next, records);
-	}
+	stream_check c = {k, 0};
+	itest_loki_forward(F->url, sel, T0 - 1000000000000LL, T0 + 100 * 1000000000000LL, check_record, &c);
+	if (c.next < records)
+		fail_msg("file %d: records end at %d of %d", k, c.next, records);
 }
 
 static int setup(void **state)
