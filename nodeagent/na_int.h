@@ -77,9 +77,9 @@ typedef struct na__meta_opts {
 
 int na__meta_create(const na__meta_opts *o, na__meta **out, cm_err *err);
 void na__meta_destroy(na__meta *m);
-/* Re-reads every source when refresh_ms passed since the last read (or force). A failing source logs
- * a rate-limited warning and the previous table stays when nothing could be read. Worker thread only,
- * never concurrently with lookup. */
+/* Re-reads every source when refresh_ms passed since the last read, after a lookup miss, or when
+ * forced. A failing source logs a rate-limited warning and the previous table stays when nothing could
+ * be read. Worker thread only, never concurrently with lookup. */
 int na__meta_refresh(na__meta *m, int64_t now_ms, int force);
 /* Replaces the table with what one buffer says (a kubelet PodList, one pods-dir file or one docker
  * config.v2.json): the parsers behind the providers, for the fuzzer and tests. */

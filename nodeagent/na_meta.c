@@ -3,8 +3,8 @@
  * Each provider reads its source into one table of pods and their containers (strings in an arena);
  * the cgroup collector asks na__meta_lookup for the labels of a cgroup (by cgroup path, then runtime
  * container id, then pod UID) and re-labels only when na__meta_generation changed. Refresh runs on
- * the collection worker at the start of a pass, at most every refresh interval (blocking file reads
- * are fine there, never on the loop thread); a provider that fails keeps its previous data and logs
+ * the collection worker at the start of a pass, every refresh interval and on the pass after a lookup
+ * found nothing, so a container started between refreshes is labelled one pass later (blocking file reads are fine there, never on the loop thread); a provider that fails keeps its previous data and logs
  * one rate-limited warning, so a broken source loses labels, never metrics. Pod labels are kept only
  * when their key is in the allowlist; environment variables are never read into the table.
  *
@@ -56,6 +56,7 @@ struct na__meta {
 	char allow_buf[1024];
 	size_t nallow;
 	int64_t every_ms, last_ms;
+	int missed; /* a lookup found nothing: a new container may wait for its pod in the sources */
 	table t[2];
 	int cur;
 	uint64_t gen, hash;
@@ -464,9 +465,10 @@ void na__meta_destroy(na__meta *m)
 
 int na__meta_refresh(na__meta *m, int64_t now_ms, int force)
 {
-	if (!force && now_ms - m->last_ms < m->every_ms)
+	if (!force && !m->missed && now_ms - m->last_ms < m->every_ms)
 		return CM_OK;
 	m->last_ms = now_ms;
+	m->missed = 0;
 	table *t = &m->t[!m->cur];
 	cm_arena_reset(&t->arena);
 	t->npods = 0;
@@ -558,5 +560,6 @@ int na__meta_lookup(na__meta *m, const char *cgroup, const na__ident *id, na__me
 			return CM_OK;
 		}
 	}
+	m->missed = 1;
 	return CM_ENOENT;
 }
