@@ -26,6 +26,7 @@ typedef struct ag_config {
 	long dns_threads;           /* UDP serving threads, 0 = one per CPU */
 	long dns_rrl_rate;          /* DNS responses per second per client /24 (/56), 0 = no limit */
 	const char *loki_push;      /* forward every stored log line to this Loki push URL, NULL = no */
+	int64_t node_grace_ms;      /* a node silent this long is not ready and its pods leave endpoints */
 } ag_config;
 
 extern const cm_opt ag_opts[];

@@ -18,12 +18,12 @@
 #include "ag_int.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:1053"
-#define NODE_GRACE_MS  (30 * 1000)
 
 struct ag__dns {
 	ag__services *reg;
 	dn_server *srv;
 	const char *domain;
+	int64_t grace_ms;
 	pthread_t thread;
 	int started;
 	atomic_int stop;
@@ -65,7 +65,7 @@ static void *builder_main(void *arg)
 		if (tick % 10 == 0 && ag__services_reload_file(d->reg, &err) < 0)
 			CM_LOG_RL(&d->rl, CM_LOG_WARN, "dns", "--services: %s (keeping the last good manifest)",
 			          err.msg);
-		ag__services_expire_nodes(d->reg, cm_now_ms(), NODE_GRACE_MS);
+		ag__services_expire_nodes(d->reg, cm_now_ms(), d->grace_ms);
 		uint64_t v = ag__services_version(d->reg);
 		if (v != d->built_version || !d->serial)
 			rebuild(d, v);
@@ -101,6 +101,7 @@ int ag__dns_start(const ag_config *cfg, ag__services *reg, ag__dns **out, cm_err
 		return cm_errf(err, CM_ENOMEM, "out of memory");
 	d->reg = reg;
 	d->domain = cfg->cluster_domain ? cfg->cluster_domain : "cluster.local";
+	d->grace_ms = cfg->node_grace_ms > 0 ? cfg->node_grace_ms : AG__NODE_GRACE_MS;
 	int rc = start_server(d, cfg, err);
 	if (!rc && !d->srv) {
 		free(d);

@@ -468,7 +468,9 @@ int ag_server_start(const ag_config *cfg, ag_server **out, cm_err *err)
 		char db[4096];
 		snprintf(db, sizeof(db), "%s/state.db", cfg->data_dir);
 		rc = ag__services_create(db, cfg->services, &s->services, err);
-		rc = rc ? rc : ag__state_create(db, s->services, &s->state, err);
+		rc = rc ? rc : ag__state_create(db, s->services,
+		                              cfg->node_grace_ms > 0 ? cfg->node_grace_ms : AG__NODE_GRACE_MS,
+		                              &s->state, err);
 		if (!rc)
 			ag__ingest_set_state(s->ingest, s->state);
 	}

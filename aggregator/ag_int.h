@@ -206,8 +206,12 @@ int ag__services_set_node_pods(ag__services *r, const char *node, const ag__pod 
 
 typedef struct ag__state ag__state;
 
-/* db_path: sqlite file (tables state_nodes, state_events); services: the inventory hook's target or NULL. */
-int ag__state_create(const char *db_path, ag__services *services, ag__state **out, cm_err *err);
+#define AG__NODE_GRACE_MS 30000 /* --node-grace when a config leaves it 0 */
+
+/* db_path: sqlite file (tables state_nodes, state_events); services: the inventory hook's target or NULL;
+ * grace_ms: a node last seen longer ago than this is listed "ready": false. */
+int ag__state_create(const char *db_path, ag__services *services, int64_t grace_ms, ag__state **out,
+		     cm_err *err);
 /* Waits for the queued writes, then closes. */
 void ag__state_destroy(ag__state *st);
 /* A durably stored batch: its inventory and events are queued for the writer (never blocks on sqlite). */
@@ -216,7 +220,10 @@ void ag__state_stats(ag__state *st, uint64_t *dropped, uint64_t *errors);
 /* GET /api/v1/inventory and GET /api/v1/events (parameters at the top of ag_state.c). */
 void ag__state_inventory(ag__state *st, const ag__req *req, ag__resp *resp);
 void ag__state_events(ag__state *st, const ag__req *req, ag__resp *resp);
-/* Drops the pods of nodes not heard from within grace_ms. */
+/* A batch from node arrived: it is alive (an expired node's pods are endpoints again). */
+void ag__services_touch_node(ag__services *r, const char *node, int64_t now_ms);
+/* Takes the pods of nodes not heard from within grace_ms out of the endpoints (forgets them after a
+ * day of silence). */
 void ag__services_expire_nodes(ag__services *r, int64_t now_ms, int64_t grace_ms);
 uint64_t ag__services_version(ag__services *r);
 /* The merged registry as dnsd's model, every string copied into the arena. */

@@ -11,8 +11,10 @@
  * the addresses of the EndpointSlices labelled kubernetes.io/service-name=<svc> (ready unless
  * conditions.ready is false, as Kubernetes reads it) plus, for services with a selector, the ready pods
  * of the same namespace whose labels include the selector, from the inventory hook
- * ag__services_set_node_pods (one call per node per agent batch; a node silent for longer than the
- * grace period has its pods dropped by ag__services_expire_nodes). Every change bumps a version that
+ * ag__services_set_node_pods (one call per batch that carries an inventory). Every batch of a node
+ * touches it (ag__services_touch_node); a node silent for longer than the grace period is marked
+ * expired by ag__services_expire_nodes and its pods leave the endpoints until its next batch, and
+ * forgotten after a day. Every change bumps a version that
  * ag_dns.c polls to rebuild the zone. One mutex guards everything; nothing here is on the DNS query path.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
@@ -27,9 +29,12 @@
 
 #include "ag_int.h"
 
+#define FORGET_MS (24 * 3600 * 1000LL) /* an expired node's pods are freed after this much silence */
+
 typedef struct node_pods {
 	char *node;
 	int64_t last_ms;
+	int expired;  /* silent past the grace period: its pods are not endpoints */
 	json_t *pods; /* [{"ns","name","ip","hostname","ready","labels":{}}] */
 } node_pods;
 
@@ -306,24 +311,40 @@ int ag__services_set_node_pods(ag__services *r, const char *node, const ag__pod 
 	json_decref(np->pods);
 	np->pods = arr;
 	np->last_ms = now_ms;
-	if (changed)
+	if (changed || np->expired)
 		atomic_fetch_add(&r->version, 1);
+	np->expired = 0;
 	pthread_mutex_unlock(&r->mu);
 	return CM_OK;
+}
+
+void ag__services_touch_node(ag__services *r, const char *node, int64_t now_ms)
+{
+	pthread_mutex_lock(&r->mu);
+	node_pods *np = node_find(r, node);
+	if (np) {
+		np->last_ms = now_ms;
+		if (np->expired)
+			np->expired = 0, atomic_fetch_add(&r->version, 1);
+	}
+	pthread_mutex_unlock(&r->mu);
 }
 
 void ag__services_expire_nodes(ag__services *r, int64_t now_ms, int64_t grace_ms)
 {
 	pthread_mutex_lock(&r->mu);
 	for (size_t i = 0; i < r->nnodes;) {
-		if (now_ms - r->nodes[i].last_ms <= grace_ms) {
-			i++;
+		node_pods *np = &r->nodes[i];
+		int64_t silent = now_ms - np->last_ms;
+		if (silent > FORGET_MS) {
+			free(np->node);
+			json_decref(np->pods);
+			*np = r->nodes[--r->nnodes];
 			continue;
 		}
-		free(r->nodes[i].node);
-		json_decref(r->nodes[i].pods);
-		r->nodes[i] = r->nodes[--r->nnodes];
-		atomic_fetch_add(&r->version, 1);
+		if (silent > grace_ms && !np->expired)
+			np->expired = 1, atomic_fetch_add(&r->version, 1);
+		i++;
 	}
 	pthread_mutex_unlock(&r->mu);
 }
@@ -425,6 +446,8 @@ static int pod_endpoints(ag__services *r, model *m, const char *ns, json_t *sel,
 	for (size_t i = 0; i < r->nnodes; i++) {
 		size_t k;
 		json_t *p;
+		if (r->nodes[i].expired)
+			continue;
 		json_array_foreach(r->nodes[i].pods, k, p)
 		{
 			if (strcmp(jstr(p, "ns"), ns) || !json_is_true(json_object_get(p, "ready")) ||

@@ -44,6 +44,7 @@ typedef struct item {
 struct ag__state {
 	sqlite3 *wdb, *rdb;
 	ag__services *services;
+	int64_t grace_ms;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	pthread_t writer;
@@ -149,6 +150,8 @@ void ag__state_record(ag__state *st, const cm_batch *b)
 	int64_t now = cm_now_ms();
 	if (b->inventory && st->services)
 		feed_services(st, b, now);
+	else if (st->services)
+		ag__services_touch_node(st->services, b->node, now);
 	item *it = calloc(1, sizeof(*it));
 	if (it) {
 		it->node = strdup(b->node), it->boot_id = strdup(b->boot_id ? b->boot_id : "");
@@ -294,12 +297,14 @@ static int open_db(const char *path, sqlite3 **db, cm_err *err)
 	return CM_OK;
 }
 
-int ag__state_create(const char *db_path, ag__services *services, ag__state **out, cm_err *err)
+int ag__state_create(const char *db_path, ag__services *services, int64_t grace_ms, ag__state **out,
+		     cm_err *err)
 {
 	ag__state *st = calloc(1, sizeof(*st));
 	if (!st)
 		return cm_errf(err, CM_ENOMEM, "out of memory");
 	st->services = services;
+	st->grace_ms = grace_ms;
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_cond_init(&st->cv, NULL);
 	char *msg = NULL;
@@ -381,11 +386,13 @@ void ag__state_inventory(ag__state *st, const ag__req *req, ag__resp *resp)
 	}
 	sqlite3_bind_text(s, 1, node, -1, SQLITE_STATIC);
 	json_t *data = json_array();
+	int64_t now = cm_now_ms();
 	while (sqlite3_step(s) == SQLITE_ROW) {
 		json_t *inv = json_loads(col(s, 4), 0, NULL);
-		json_t *n = json_pack("{s:s, s:s, s:I, s:I}", "node", col(s, 0), "boot_id", col(s, 1), "last_seen_ms",
-		                      (json_int_t)sqlite3_column_int64(s, 2), "collected_ms",
-		                      (json_int_t)sqlite3_column_int64(s, 3));
+		int64_t seen = sqlite3_column_int64(s, 2);
+		json_t *n = json_pack("{s:s, s:s, s:I, s:I, s:b}", "node", col(s, 0), "boot_id", col(s, 1),
+		                      "last_seen_ms", (json_int_t)seen, "collected_ms",
+		                      (json_int_t)sqlite3_column_int64(s, 3), "ready", now - seen <= st->grace_ms);
 		json_t *facts = json_object_get(inv, "facts"), *pods = json_object_get(inv, "pods");
 		json_object_set_new(n, "facts", facts ? json_incref(facts) : json_object());
 		json_object_set_new(n, "pods", pods ? json_incref(pods) : json_array());

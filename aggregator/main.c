@@ -31,6 +31,9 @@ const cm_opt ag_opts[] = {
 	{"dns-threads", CM_OPT_INT, "0", offsetof(ag_config, dns_threads), "DNS UDP threads, 0 = one per CPU", NULL},
 	{"dns-rrl-rate", CM_OPT_INT, "0", offsetof(ag_config, dns_rrl_rate),
 	 "DNS responses per second per client /24 (/56 for IPv6), 0 = unlimited", NULL},
+	{"node-grace", CM_OPT_DURATION, "30s", offsetof(ag_config, node_grace_ms),
+	 "a node whose agent has not pushed for this long is not ready: its pods leave DNS and service endpoints",
+	 NULL},
 	{"loki-push", CM_OPT_STR, NULL, offsetof(ag_config, loki_push),
 	 "forward every stored log line to this Loki push URL (bearer token from CORRAL_LOKI_PUSH_TOKEN)", NULL},
 };
