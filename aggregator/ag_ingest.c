@@ -7,6 +7,14 @@
  * WAL record, and ag__ingest_create rebuilds the table from those series after a restart. Sequence
  * numbers must therefore stay below 2^53 (exact in a double); the agent's are microseconds.
  *
+ * A node's clock is trusted while it agrees with ours: a batch created more than RETIME_MS in our future,
+ * or more than RETIME_MS before the newest batch stored for its (node, boot), has every sample
+ * shifted by (now - created_ms), so it lands at our receive time with its internal spacing kept
+ * (counted in corral_aggregator_retimed_batches_total). Without that, a node clock stepped an hour
+ * ahead would store samples an hour ahead, and every later sample would be older than the series'
+ * newest by more than the out-of-order window and be dropped until the real time caught up. Spooled
+ * batches delivered late are created after the node's newest and keep their timestamps.
+ *
  * Every stored series gets the label node="<batch node>" (unless the agent set one), so cgroup ids
  * and node metrics from different nodes never collide. Pushes from different nodes run in parallel;
  * pushes from one node are serialised by that node's entry lock.
@@ -26,12 +34,14 @@
 
 #define SEQ_METRIC "corral_agent_batch_seq"
 #define NBUCKETS 1024
+#define RETIME_MS (5 * 60 * 1000) /* within the tsdb's 10 min out-of-order window */
 
 typedef struct node_entry {
 	struct node_entry *next;
 	pthread_mutex_t lock;
 	uint64_t last_seq;
 	int64_t last_t;  /* timestamp of the last seq sample: strictly increasing, so none is dropped */
+	int64_t newest;  /* newest batch creation time stored, after any retiming (ms) */
 	char *key;  /* node '\0' boot_id */
 	size_t keylen;
 } node_entry;
@@ -154,7 +164,28 @@ static int authorized(const ag__ingest *in, const char *header)
 
 /* The batch's series with node="..." added where absent, plus the sequence series at time t, in the
  * arena. */
-static int with_node_labels(const cm_batch *b, int64_t t, cm_arena *a, cm_series **out, size_t *nout)
+/* The shift (ms) to add to a batch's sample times: 0 while the node's clock agrees with ours. */
+static int64_t retime_shift(const node_entry *e, const cm_batch *b, int64_t now)
+{
+	int64_t c = b->created_ms;
+	if (c <= 0 || (c <= now + RETIME_MS && (!e->newest || c >= e->newest - RETIME_MS)))
+		return 0;
+	return now - c;
+}
+
+static int shift_samples(cm_series *s, int64_t shift, cm_arena *a)
+{
+	cm_sample *v = cm_arena_alloc(a, s->nsamples * sizeof(*v) + 1);
+	if (!v)
+		return CM_ENOMEM;
+	for (size_t i = 0; i < s->nsamples; i++)
+		v[i] = (cm_sample){s->samples[i].t_ms + shift, s->samples[i].v};
+	s->samples = v;
+	return CM_OK;
+}
+
+static int with_node_labels(const cm_batch *b, int64_t t, int64_t shift, cm_arena *a, cm_series **out,
+			    size_t *nout)
 {
 	cm_series *s = cm_arena_calloc(a, b->nseries + 1, sizeof(*s));
 	if (!s)
@@ -167,6 +198,8 @@ static int with_node_labels(const cm_batch *b, int64_t t, cm_arena *a, cm_series
 			has_node |= !strcmp(src->labels[j].name, "node");
 		s[i] = *src;
 		total += src->nsamples;
+		if (shift && shift_samples(&s[i], shift, a))
+			return CM_ENOMEM;
 		if (has_node)
 			continue;
 		s[i].labels = cm_arena_calloc(a, src->nlabels + 1, sizeof(cm_label));
@@ -281,11 +314,17 @@ static void store(ag__ingest *in, const cm_batch *b, cm_arena *a, ag__resp *resp
 		return;
 	}
 	int64_t now = cm_now_ms(), t = now > e->last_t ? now : e->last_t + 1;
-	rc = with_node_labels(b, t, a, &series, &n);
+	int64_t shift = retime_shift(e, b, now);
+	rc = with_node_labels(b, t, shift, a, &series, &n);
 	if (!rc)
 		rc = ts_append(in->db, series, n, &err);
-	if (!rc)
+	if (!rc) {
 		e->last_seq = b->seq, e->last_t = t;
+		if (b->created_ms + shift > e->newest)
+			e->newest = b->created_ms + shift;
+		if (shift)
+			atomic_fetch_add(&in->metrics->retimed_batches, 1);
+	}
 	pthread_mutex_unlock(&e->lock);
 	if (rc == CM_EINVAL) { /* the store refuses it for good: a retry would not help */
 		respond(in, resp, AG_PUSH_BAD_REQUEST, 400, "bad_data", err.msg);

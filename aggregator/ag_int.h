@@ -31,6 +31,7 @@ enum {
 typedef struct ag__metrics {
 	atomic_uint_fast64_t push[AG_PUSH_NRESULTS];
 	atomic_uint_fast64_t samples_ingested;
+	atomic_uint_fast64_t retimed_batches; /* batches whose node clock disagreed with ours (ag_ingest.c) */
 	atomic_uint_fast64_t queries;
 	atomic_uint_fast64_t query_errors;
 	atomic_uint_fast64_t http_requests;

@@ -36,6 +36,9 @@ int ag__metrics_render(ag__metrics *m, ts_db *db, cm_buf *b)
 				   (unsigned long long)atomic_load(&m->push[i]));
 	rc = rc ? rc : counter(b, "corral_aggregator_samples_ingested_total", "Samples stored from agent pushes.",
 			       atomic_load(&m->samples_ingested));
+	rc = rc ? rc : counter(b, "corral_aggregator_retimed_batches_total",
+			       "Agent batches stored at our receive time because the node's clock was off by more than 5 min.",
+			       atomic_load(&m->retimed_batches));
 	rc = rc ? rc : counter(b, "corral_aggregator_queries_total", "Queries answered.", atomic_load(&m->queries));
 	rc = rc ? rc : counter(b, "corral_aggregator_query_errors_total", "Queries that failed internally.",
 			       atomic_load(&m->query_errors));

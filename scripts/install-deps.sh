@@ -13,6 +13,8 @@ curl ca-certificates procps
 prometheus"
 # dig and kdig: the DNS conformance tests (issue 8)
 PKGS="$PKGS dnsutils knot-dnsutils"
+# libfaketime: tests/faults/test_clock_jump.c steps the agent's wall clock (issue 11)
+PKGS="$PKGS faketime"
 
 # node + npm: the real Loki push client (winston-loki) that tests/integration/test_logs_client.c runs
 # (issue 7), installed from npm into tests/integration/loki-client/node_modules (package-lock.json).

@@ -1,0 +1,8 @@
+# tests/faults/ -- fault scenarios of issue 11: each one runs the real daemons, injects the fault and
+# checks what is promised (nothing acknowledged lost, nothing duplicated, bounded memory, service resumes).
+# Integration tests that cover the other scenarios: test_crash (aggregator SIGKILL under load),
+# test_ts_crash, test_ts_diskfull (disk full), test_agent_retry (aggregator down, agent killed),
+# test_logs_agent (both killed mid-stream), test_multinode (a node's agent dies).
+
+corral_test(test_clock_jump SOURCES faults/test_clock_jump.c LIBS itest LABELS faults TIMEOUT 120)
+add_dependencies(test_clock_jump corral-agent corral-aggregator)
