@@ -8,3 +8,5 @@ corral_test(test_clock_jump SOURCES faults/test_clock_jump.c LIBS itest LABELS f
 add_dependencies(test_clock_jump corral-agent corral-aggregator)
 corral_test(test_agg_outage SOURCES faults/test_agg_outage.c LIBS itest LABELS faults TIMEOUT 180)
 add_dependencies(test_agg_outage corral-agent corral-aggregator)
+corral_test(test_cgroup_churn SOURCES faults/test_cgroup_churn.c LIBS itest LABELS faults TIMEOUT 120)
+add_dependencies(test_cgroup_churn corral-agent corral-aggregator)

@@ -4,6 +4,7 @@
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -222,6 +224,89 @@ void itest_urlencode(char *out, size_t cap, const char *s)
 int64_t itest_now_ms(void) { return cm_now_ms(); }
 
 void itest_sleep_ms(int ms) { nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL); }
+
+/* ---- test cgroups ------------------------------------------------------------------------------------ */
+
+static int ctrl_wanted(const char *list)
+{
+	char tmp[256];
+	snprintf(tmp, sizeof(tmp), "%s", list);
+	for (char *save = NULL, *c = strtok_r(tmp, ",", &save); c; c = strtok_r(NULL, ",", &save))
+		if (!strcmp(c, "cpu") || !strcmp(c, "cpuacct") || !strcmp(c, "memory"))
+			return 1;
+	return 0;
+}
+
+static int cgtree_link(itest_cgtree *t, const char *ctrls, const char *dir)
+{
+	char tmp[256];
+	snprintf(tmp, sizeof(tmp), "%s", ctrls);
+	for (char *save = NULL, *c = strtok_r(tmp, ",", &save); c; c = strtok_r(NULL, ",", &save)) {
+		char link[700];
+		snprintf(link, sizeof(link), "%s/%s", t->root, c);
+		if (symlink(dir, link))
+			return fprintf(stderr, "itest: symlink %s: %s\n", link, strerror(errno)), -1;
+	}
+	return 0;
+}
+
+int itest_cgtree_make(itest_cgtree *t, const char *links_dir, const char *name)
+{
+	struct stat sb;
+	int v2 = stat("/sys/fs/cgroup/cgroup.controllers", &sb) == 0;
+	memset(t, 0, sizeof(*t));
+	snprintf(t->root, sizeof(t->root), "%s/cgroot-%s", links_dir, name);
+	if (!v2 && mkdir(t->root, 0755))
+		return fprintf(stderr, "itest: mkdir %s: %s\n", t->root, strerror(errno)), -1;
+	FILE *fp = fopen("/proc/self/cgroup", "r");
+	char line[4096];
+	int rc = fp ? 0 : -1;
+	while (!rc && fp && fgets(line, sizeof(line), fp) && t->nparents < 3) {
+		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (!c2)
+			continue;
+		*c2 = 0;
+		char *ctrls = c1 + 1, *own = c2 + 1;
+		own[strcspn(own, "\n")] = 0;
+		if (v2 ? *ctrls != 0 : !ctrl_wanted(ctrls))
+			continue;
+		char *dir = t->parent[t->nparents];
+		snprintf(dir, sizeof(t->parent[0]), "/sys/fs/cgroup%s%s%s/%s", v2 ? "" : "/", v2 ? "" : ctrls,
+		         strcmp(own, "/") ? own : "", name);
+		if (mkdir(dir, 0755)) {
+			fprintf(stderr, "itest: mkdir %s: %s\n", dir, strerror(errno));
+			rc = -1;
+			break;
+		}
+		t->nparents++;
+		if (v2)
+			snprintf(t->root, sizeof(t->root), "%s", dir);
+		else
+			rc = cgtree_link(t, ctrls, dir);
+	}
+	if (fp)
+		fclose(fp);
+	return rc || !t->nparents ? -1 : 0;
+}
+
+int itest_cgtree_child(const itest_cgtree *t, const char *child, int mk)
+{
+	for (int i = 0; i < t->nparents; i++) {
+		char dir[4400];
+		snprintf(dir, sizeof(dir), "%s/%s", t->parent[i], child);
+		if (mk ? mkdir(dir, 0755) : rmdir(dir))
+			return fprintf(stderr, "itest: %s %s: %s\n", mk ? "mkdir" : "rmdir", dir, strerror(errno)), -1;
+	}
+	return 0;
+}
+
+void itest_cgtree_remove(itest_cgtree *t)
+{
+	for (int i = 0; i < t->nparents; i++)
+		if (rmdir(t->parent[i]))
+			fprintf(stderr, "itest: rmdir %s: %s\n", t->parent[i], strerror(errno));
+	t->nparents = 0;
+}
 
 void itest_write_file(const char *path, const char *s)
 {

@@ -65,6 +65,23 @@ long itest_push(const char *url, const char *token, const void *frame, size_t le
 /* Writes s to path (truncating). */
 void itest_write_file(const char *path, const char *s);
 
+/* A subtree of real test cgroups below this process's own cgroup, seen by an agent as a whole host: v1
+ * makes <name> in the cpu, cpuacct and memory hierarchies and a directory of symlinks to them (root,
+ * the agent's --cgroup-root, as a cgroup namespace would show it); v2 makes <name> in the unified
+ * hierarchy and root is that directory. Cgroup ids below it start at "/". Needs root. */
+typedef struct itest_cgtree {
+	char parent[3][4096]; /* <name> in each hierarchy */
+	int nparents;
+	char root[512];
+} itest_cgtree;
+
+/* links_dir: where the symlink directory goes (v1). 0, or -1 with a message on stderr. */
+int itest_cgtree_make(itest_cgtree *t, const char *links_dir, const char *name);
+/* Makes (mk 1) or removes (mk 0) the cgroup <child> ("a" or "a/b") in every hierarchy of the tree. */
+int itest_cgtree_child(const itest_cgtree *t, const char *child, int mk);
+/* Removes the tree's directories (its children must be gone). */
+void itest_cgtree_remove(itest_cgtree *t);
+
 /* URL-encodes s into out. */
 void itest_urlencode(char *out, size_t cap, const char *s);
 

@@ -5,10 +5,9 @@
  * normal and the sanitizer run of this test can run at once). The aggregator listens on node 1's host
  * address, which every namespace reaches through its default route; nothing else is contacted.
  *
- * Each node also gets its own subtree of real test cgroups: a parent cgroup per node below this
- * process's own cgroup (v1: in the cpu, cpuacct and memory hierarchies; v2: the unified one) and, for
- * v1, a directory of symlinks to those parents that the node's agent reads as its --cgroup-root, the
- * way a containerised agent sees a cgroup namespace. A tests/corral-load workload runs in
+ * Each node also gets its own subtree of real test cgroups (itest_cgtree: a parent cgroup per node
+ * below this process's own, which the node's agent reads as its whole --cgroup-root, the way a
+ * containerised agent sees a cgroup namespace). A tests/corral-load workload runs in
  * <parent>/web (id "/web" on every node), writes kubelet-style CRI logs under the node's own
  * --log-root, and a pods dir names it pod web-<k> of service shop/web with the node's address.
  * The agents run inside their namespaces (nsenter --net, which keeps this mount namespace: `ip netns
@@ -40,13 +39,11 @@
 #define INTERVAL    "500ms"
 #define GRACE_MS    3000
 #define SLACK_MS    3000
-#define MAX_PARENTS 3
 
 typedef struct node {
 	char ns[32], veth_h[16], veth_n[16], host_ip[32], ip[32], name[16];
-	char parent[MAX_PARENTS][4096]; /* this node's parent cgroup in each hierarchy */
-	int nparents;
-	char cgroot[512], pods[512], logroot[512], state[512];
+	itest_cgtree cg; /* this node's cgroups */
+	char pods[512], logroot[512], state[512];
 	itest_proc load, agent;
 	int net_made;
 } node;
@@ -118,67 +115,6 @@ static void net_down(node *nd)
 	nd->net_made = 0;
 }
 
-/* ---- cgroups ------------------------------------------------------------------------------------------- */
-
-static int ctrl_wanted(const char *list)
-{
-	char tmp[256];
-	snprintf(tmp, sizeof(tmp), "%s", list);
-	for (char *save = NULL, *c = strtok_r(tmp, ",", &save); c; c = strtok_r(NULL, ",", &save))
-		if (!strcmp(c, "cpu") || !strcmp(c, "cpuacct") || !strcmp(c, "memory"))
-			return 1;
-	return 0;
-}
-
-/* Makes node k's parent cgroups below this process's own ones and its --cgroup-root. */
-static void cgroups_up(fixture *f, node *nd, int k)
-{
-	struct stat sb;
-	int v2 = stat("/sys/fs/cgroup/cgroup.controllers", &sb) == 0;
-	FILE *fp = fopen("/proc/self/cgroup", "r");
-	assert_non_null(fp);
-	char line[4096];
-	snprintf(nd->cgroot, sizeof(nd->cgroot), "%s/cgroot-%d", f->dir, k);
-	if (!v2)
-		assert_int_equal(mkdir(nd->cgroot, 0755), 0);
-	while (fgets(line, sizeof(line), fp) && nd->nparents < MAX_PARENTS) {
-		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-		if (!c2)
-			continue;
-		*c2 = 0;
-		char *ctrls = c1 + 1, *own = c2 + 1;
-		own[strcspn(own, "\n")] = 0;
-		if (v2 ? *ctrls != 0 : !ctrl_wanted(ctrls))
-			continue;
-		char *dir = nd->parent[nd->nparents];
-		snprintf(dir, sizeof(nd->parent[0]), "/sys/fs/cgroup%s%s%s/corral-mn%d-%d", v2 ? "" : "/",
-		         v2 ? "" : ctrls, strcmp(own, "/") ? own : "", (int)getpid(), k);
-		assert_int_equal(mkdir(dir, 0755), 0);
-		nd->nparents++;
-		if (v2) {
-			snprintf(nd->cgroot, sizeof(nd->cgroot), "%s", dir);
-			continue;
-		}
-		char tmp[256];
-		snprintf(tmp, sizeof(tmp), "%s", ctrls);
-		for (char *save = NULL, *c = strtok_r(tmp, ",", &save); c; c = strtok_r(NULL, ",", &save)) {
-			char link[700];
-			snprintf(link, sizeof(link), "%s/%s", nd->cgroot, c);
-			assert_int_equal(symlink(dir, link), 0);
-		}
-	}
-	fclose(fp);
-	assert_true(nd->nparents > 0);
-}
-
-static void cgroups_down(node *nd)
-{
-	for (int i = 0; i < nd->nparents; i++)
-		if (rmdir(nd->parent[i]))
-			fprintf(stderr, "multinode: rmdir %s: %m\n", nd->parent[i]);
-	nd->nparents = 0;
-}
-
 /* ---- a node's workload, pod and agent ---------------------------------------------------------------- */
 
 static void start_node(fixture *f, node *nd, int k)
@@ -216,7 +152,7 @@ static void start_node(fixture *f, node *nd, int k)
 	snprintf(tag, sizeof(tag), "agent%d", k);
 	char *aargv[] = {"/usr/bin/nsenter", netns,         "--",         agent,         "--node",    nd->name,
 	                 "--aggregator",     f->url,        "--token-file", f->token,    "--interval", INTERVAL,
-	                 "--listen",         "127.0.0.1:9301", "--cgroup-root", nd->cgroot, "--pods-dir", nd->pods,
+	                 "--listen",         "127.0.0.1:9301", "--cgroup-root", nd->cg.root, "--pods-dir", nd->pods,
 	                 "--label-allowlist", "app",        "--state-dir", nd->state,    "--log-root", nd->logroot,
 	                 NULL};
 	assert_int_equal(itest_spawn(&nd->agent, f->dir, tag, aargv), 0);
@@ -426,7 +362,7 @@ static int teardown(void **state)
 		}
 		if (nd->load.pid > 0)
 			itest_stop(&nd->load, SIGTERM, 10000);
-		cgroups_down(nd);
+		itest_cgtree_remove(&nd->cg);
 	}
 	if (f->agg.pid > 0 && itest_aggregator_stop(&f->agg))
 		bad = 1;
@@ -445,7 +381,9 @@ static void run(void **state)
 	if (f->broken)
 		fail_msg("setup: %s", f->broken);
 	for (int k = 1; k <= NODES; k++) {
-		cgroups_up(f, &f->n[k - 1], k);
+		char name[64];
+		snprintf(name, sizeof(name), "corral-mn%d-%d", (int)getpid(), k);
+		assert_int_equal(itest_cgtree_make(&f->n[k - 1].cg, f->dir, name), 0);
 		start_node(f, &f->n[k - 1], k);
 	}
 	test_three_nodes(state);
