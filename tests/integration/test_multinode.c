@@ -119,7 +119,7 @@ static void net_down(node *nd)
 
 static void start_node(fixture *f, node *nd, int k)
 {
-	char bin[4096], cg[64], cri[700], tag[16], pod[700], body[1024];
+	char bin[4096], cg[64], cri[700], tag[32], pod[700], body[1024];
 	/* kubelet's layout: var/log/pods/<ns>_<pod>_<uid>/<container>/0.log */
 	snprintf(nd->logroot, sizeof(nd->logroot), "%s/logs-%d", f->dir, k);
 	snprintf(cri, sizeof(cri), "%s/var/log/pods/shop_web-%d_uid-%d/main", nd->logroot, k, k);
