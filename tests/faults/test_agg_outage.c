@@ -9,7 +9,8 @@
  *     so the agent's pushes hang mid-request (back-pressure: one batch in flight, the rest spooled).
  * Checked at the end: every batch is stored exactly once (the corral_agent_batch_seq values are
  * consecutive), every log line exactly once and in order, the agent drained its spool, and its RSS stayed
- * below RSS_MAX_KIB throughout (sampled every 100 ms from /proc).
+ * below RSS_MAX_KIB throughout (sampled every 100 ms from /proc; not under ASan, whose quarantine
+ * holds freed memory).
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <setjmp.h>
@@ -235,7 +236,9 @@ static void test_outage_then_slow(void **state)
 	if (c.bad)
 		fail_msg("log lines: %s", c.first_bad);
 	assert_int_equal(c.next, lines);
-	assert_true(atomic_load(&f->rss_max) > 0 && atomic_load(&f->rss_max) < RSS_MAX_KIB);
+	assert_true(atomic_load(&f->rss_max) > 0);
+	if (!itest_sanitized())
+		assert_true(atomic_load(&f->rss_max) < RSS_MAX_KIB);
 
 	static double seqs[4096];
 	int n = stored_seqs(f, t0, itest_now_ms(), seqs, 4096);

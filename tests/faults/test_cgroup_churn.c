@@ -123,8 +123,10 @@ static void test_churn(void **state)
 	long rss_end = rss_kib(f->agent.pid);
 	print_message("%d cgroups made and removed; agent RSS after round 1 %ld KiB, peak %ld KiB, end %ld KiB\n",
 	              ROUNDS * PER_ROUND, rss_first, rss_peak, rss_end);
-	assert_true(rss_peak < RSS_MAX_KIB);
-	assert_true(rss_end < rss_first + RSS_GROWTH_KIB);
+	if (!itest_sanitized()) { /* ASan's quarantine holds freed memory: its RSS says nothing about ours */
+		assert_true(rss_peak < RSS_MAX_KIB);
+		assert_true(rss_end < rss_first + RSS_GROWTH_KIB);
+	}
 
 	int has = 0, n = live_series(f, "/", &has);
 	print_message("live container_memory_usage_bytes series after the churn: %d\n", n);

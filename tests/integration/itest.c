@@ -308,6 +308,18 @@ void itest_cgtree_remove(itest_cgtree *t)
 	t->nparents = 0;
 }
 
+int itest_sanitized(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	return 1;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+	return 1;
+#endif
+#endif
+	return 0;
+}
+
 void itest_write_file(const char *path, const char *s)
 {
 	FILE *f = fopen(path, "w");

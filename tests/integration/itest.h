@@ -85,6 +85,10 @@ void itest_cgtree_remove(itest_cgtree *t);
 /* URL-encodes s into out. */
 void itest_urlencode(char *out, size_t cap, const char *s);
 
+/* 1 when this tree is built with AddressSanitizer (its daemons too): RSS bounds do not apply there, the
+ * allocator's quarantine and shadow memory dominate. */
+int itest_sanitized(void);
+
 int64_t itest_now_ms(void);
 void itest_sleep_ms(int ms);
 
