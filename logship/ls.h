@@ -98,6 +98,7 @@ typedef struct ls_batch {
 	ls_source *sources;
 	size_t nsources;
 	size_t bytes;             /* sum of record lengths */
+	int more;                 /* the read stopped at its budget (max_bytes, max_records): more may wait */
 	/* private */
 	size_t cap_records, cap_sources;
 	cm_arena arena;

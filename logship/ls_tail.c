@@ -133,9 +133,10 @@ void ls_batch_close(ls_batch *b)
 
 static void batch_reset(ls_batch *b, uint64_t id)
 {
-	cm_arena_close(&b->arena);
+	cm_arena_reset(&b->arena); /* keeps its blocks: the next read reuses them instead of faulting new pages */
 	b->id = id;
 	b->replay_seq = 0;
+	b->more = 0;
 	b->nrecords = b->nsources = b->bytes = 0;
 }
 
@@ -278,10 +279,15 @@ static int read_file(ls_tail *t, ls__file *f, rdctx *rd)
 			f->at_eof = 0;
 			break;
 		}
-		if (used < (size_t)n || (size_t)n < t->o.read_block) {
+		if ((size_t)n < t->o.read_block) { /* the end of the file, maybe with a line still open */
 			f->at_eof = used == (size_t)n || !rd_full(rd);
 			break;
 		}
+		if (rd_full(rd) || !used) {
+			f->at_eof = 0; /* more of it may wait: a rotated file is not closed before it is drained */
+			break;
+		}
+		/* a full block whose last line goes on in the next one: read on from it */
 	}
 	return 0;
 }
@@ -931,6 +937,7 @@ static int read_locked(ls_tail *t, ls_batch *b, size_t max_bytes, size_t max_rec
 			rc = read_file(t, f, &rd);
 		pp = &f->next;
 	}
+	b->more = rd_full(&rd);
 done:
 	if (rc == 0)
 		rc = end_read(t, b->id);

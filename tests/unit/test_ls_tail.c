@@ -1,7 +1,7 @@
 /* test_ls_tail.c -- the tailer on real files: discovery and metadata, partial joins across reads,
  * positions that survive a restart exactly, rename rotation and copytruncate while a writer thread is
- * writing, a line over the limit, a file deleted mid-read, back-pressure, docker json-file, and staged
- * batches handed out again with their seq after a crash.
+ * writing, a line over the limit, a file deleted mid-read, back-pressure, reads across block edges,
+ * docker json-file, and staged batches handed out again with their seq after a crash.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <setjmp.h>
@@ -224,6 +224,46 @@ static void test_backpressure(void **state)
 		assert_int_equal(ls_tail_commit(f->t, f->b.id), 0);
 	}
 	assert_int_equal(total, 100);
+}
+
+/* A read went on to the next block only when a block ended exactly at a newline: every other full block
+ * (its last line goes on in the next one) ended the file's read, so one read took at most about one
+ * block (1 MiB) per file whatever its budget, and an agent with a backlog idled between reads. */
+static void test_read_crosses_blocks(void **state)
+{
+	fx *f = *state;
+	char line[128];
+	size_t n = 40000, bytes = 0; /* about 2.7 MiB: three read blocks, lines across their edges */
+	FILE *fp = fopen(f->log, "w");
+	assert_non_null(fp);
+	for (size_t i = 0; i < n; i++) {
+		int k = snprintf(line, sizeof(line), "2024-05-01T10:00:00.%09zuZ stdout F line %zu of the backlog\n", i,
+				 i);
+		assert_int_equal(fwrite(line, 1, (size_t)k, fp), (size_t)k);
+		bytes += (size_t)k - strlen("2024-05-01T10:00:00.000000000Z stdout F ") - 1;
+	}
+	fclose(fp);
+	open_tail(f, 0, 0);
+	assert_int_equal(ls_tail_read(f->t, &f->b, 0, 0), 0); /* no budget: the whole file at once */
+	assert_int_equal(f->b.nrecords, n);
+	assert_int_equal(f->b.bytes, bytes);
+	assert_false(f->b.more);
+	rec_is(&f->b, n - 1, "line 39999 of the backlog");
+	ls_tail_close(f->t);
+	f->t = NULL;
+	unlink(f->db);
+	open_tail(f, 0, 0);
+	size_t got = 0, reads = 0;
+	do { /* a budget of 300 kB of records: each read stops there and says so, the next one goes on */
+		assert_int_equal(ls_tail_read(f->t, &f->b, 300000, 0), 0);
+		assert_true(f->b.more == (f->b.bytes >= 300000));
+		if (f->b.nrecords)
+			assert_int_equal(f->b.records[0].ts_ns, 1714557600000000000LL + (int64_t)got);
+		got += f->b.nrecords, reads++;
+		assert_int_equal(ls_tail_commit(f->t, f->b.id), 0);
+	} while (f->b.more && reads < 10);
+	assert_int_equal(got, n);
+	assert_int_equal(reads, (bytes + 299999) / 300000); /* 4: three full budgets and the rest */
 }
 
 static void test_docker_file(void **state)
@@ -529,6 +569,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_positions_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_long_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_backpressure, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_crosses_blocks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_docker_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rename_rotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copytruncate, setup, teardown),
