@@ -153,7 +153,7 @@ typedef struct ls_store_opts {
 	uint64_t chunk_file_bytes;   /* chunk files roll over past this; 0 = 64 MiB */
 	int64_t retention_ms;        /* 0 = keep forever */
 	uint64_t retention_bytes;    /* chunk files on disk; 0 = no limit */
-	int zstd_level;              /* 0 = 3 */
+	int zstd_level;              /* 0 = 1 */
 	int no_fsync;                /* tests and benchmarks only */
 } ls_store_opts;
 

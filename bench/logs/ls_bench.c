@@ -192,7 +192,7 @@ static int run_tail(const char *tree, uint64_t want, const char *store_dir, cons
 		fprintf(stderr, "%s\n", err.msg);
 		return 1;
 	}
-	ls_store_opts so = {.dir = store_dir};
+	ls_store_opts so = {.dir = store_dir, .zstd_level = getenv("ZSTD_LEVEL") ? atoi(getenv("ZSTD_LEVEL")) : 0};
 	if (store_dir && ls_store_open(&so, &k.store, &err)) {
 		fprintf(stderr, "%s\n", err.msg);
 		return 1;

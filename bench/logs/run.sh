@@ -10,6 +10,7 @@
 # fsync per batch). Prints medians and each one's ratio to cat, checks the record count and message
 # bytes against meta.json, and runs check_records.py on the stored records. Then steady: 20 k lines/s
 # for 30 s written by gen.py append while the tailer wakes as the agent would.
+# ZSTD_LEVEL=<n> sets the store's zstd level (default: the store's own, 1).
 # Fluent Bit (the peer) has no Debian package: with $FLUENT_BIT set, ../shared/bench/logs/run_peers.sh
 # runs it on the same tree; otherwise its figures from ../shared/bench/README.md are the bar.
 # SPDX-License-Identifier: Apache-2.0
