@@ -268,6 +268,13 @@ extern const cm_wire_limits cm_wire_default_limits;
 #define CM_WIRE_HEADER 20
 
 int cm_wire_encode(const cm_batch *b, int zstd_level, cm_buf *out, cm_err *err);
+/* The same frames from an encoder that keeps its zstd context and buffers between batches (for big
+ * batches back to back: no allocation or page fault per batch once warm). *frame stays valid until
+ * the next call or destroy. */
+typedef struct cm_wire_enc cm_wire_enc;
+int cm_wire_enc_create(int zstd_level, cm_wire_enc **out);
+void cm_wire_enc_destroy(cm_wire_enc *e);
+int cm_wire_enc_encode(cm_wire_enc *e, const cm_batch *b, const uint8_t **frame, size_t *len, cm_err *err);
 /* Decodes into arena-owned memory; on failure *out is untouched and err says why. */
 int cm_wire_decode(const void *frame, size_t n, const cm_wire_limits *lim, cm_arena *a, cm_batch *out,
 		   cm_err *err);

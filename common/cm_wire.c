@@ -210,7 +210,8 @@ static int build_log_streams(const cm_log_stream *in, size_t n, Corral__Wire__Ba
 	return CM_OK;
 }
 
-static int pack_batch(const cm_batch *b, cm_arena *a, uint8_t **out, size_t *outlen)
+/* The packed bytes go into pbuf when given (reused between batches), else into the arena. */
+static int pack_batch(const cm_batch *b, cm_arena *a, cm_buf *pbuf, uint8_t **out, size_t *outlen)
 {
 	Corral__Wire__Batch msg;
 	corral__wire__batch__init(&msg);
@@ -237,12 +238,35 @@ static int pack_batch(const cm_batch *b, cm_arena *a, uint8_t **out, size_t *out
 	if (b->nlog_streams && build_log_streams(b->log_streams, b->nlog_streams, &msg, a))
 		return CM_ENOMEM;
 	size_t n = corral__wire__batch__get_packed_size(&msg);
-	uint8_t *p = cm_arena_alloc(a, n);
+	uint8_t *p = !pbuf ? cm_arena_alloc(a, n) : cm_buf_reserve(pbuf, n) ? NULL : pbuf->data;
 	if (!p)
 		return CM_ENOMEM;
 	corral__wire__batch__pack(&msg, p);
 	*out = p;
 	*outlen = n;
+	return CM_OK;
+}
+
+/* Compresses the packed Batch pb into a frame appended to out, with cctx (NULL: a one-off context). */
+static int frame_pb(ZSTD_CCtx *cctx, int zstd_level, const uint8_t *pb, size_t pblen, cm_buf *out, cm_err *err)
+{
+	if (pblen > UINT32_MAX)
+		return cm_errf(err, CM_E2BIG, "batch of %zu bytes does not fit a frame", pblen);
+	size_t bound = ZSTD_compressBound(pblen), start = out->len;
+	int rc = cm_buf_reserve(out, CM_WIRE_HEADER + bound);
+	if (rc)
+		return cm_errf(err, rc, "out of memory encoding batch");
+	uint8_t *h = out->data + start;
+	size_t clen = cctx ? ZSTD_compressCCtx(cctx, h + CM_WIRE_HEADER, bound, pb, pblen, zstd_level)
+			   : ZSTD_compress(h + CM_WIRE_HEADER, bound, pb, pblen, zstd_level);
+	if (ZSTD_isError(clen))
+		return cm_errf(err, CM_EIO, "zstd: %s", ZSTD_getErrorName(clen));
+	memcpy(h, WIRE_MAGIC, 4);
+	h[4] = WIRE_VERSION, h[5] = WIRE_CODEC_ZSTD, h[6] = h[7] = 0;
+	cm_put_u32le(h + 8, (uint32_t)pblen);
+	cm_put_u32le(h + 12, (uint32_t)clen);
+	cm_put_u32le(h + 16, cm_crc32c(cm_crc32c(0, h, 16), h + CM_WIRE_HEADER, clen));
+	out->len = start + CM_WIRE_HEADER + clen;
 	return CM_OK;
 }
 
@@ -252,36 +276,64 @@ int cm_wire_encode(const cm_batch *b, int zstd_level, cm_buf *out, cm_err *err)
 	cm_arena_init(&a, 0);
 	uint8_t *pb;
 	size_t pblen;
-	int rc = pack_batch(b, &a, &pb, &pblen);
+	int rc = pack_batch(b, &a, NULL, &pb, &pblen);
 	if (rc)
-		goto fail;
-	if (pblen > UINT32_MAX) {
-		rc = cm_errf(err, CM_E2BIG, "batch of %zu bytes does not fit a frame", pblen);
-		goto fail;
-	}
-	size_t bound = ZSTD_compressBound(pblen), start = out->len;
-	rc = cm_buf_reserve(out, CM_WIRE_HEADER + bound);
-	if (rc)
-		goto fail;
-	uint8_t *h = out->data + start;
-	size_t clen = ZSTD_compress(h + CM_WIRE_HEADER, bound, pb, pblen, zstd_level);
-	if (ZSTD_isError(clen)) {
-		rc = cm_errf(err, CM_EIO, "zstd: %s", ZSTD_getErrorName(clen));
-		goto fail;
-	}
-	memcpy(h, WIRE_MAGIC, 4);
-	h[4] = WIRE_VERSION, h[5] = WIRE_CODEC_ZSTD, h[6] = h[7] = 0;
-	cm_put_u32le(h + 8, (uint32_t)pblen);
-	cm_put_u32le(h + 12, (uint32_t)clen);
-	cm_put_u32le(h + 16, cm_crc32c(cm_crc32c(0, h, 16), h + CM_WIRE_HEADER, clen));
-	out->len = start + CM_WIRE_HEADER + clen;
+		rc = cm_errf(err, rc, "out of memory encoding batch");
+	else
+		rc = frame_pb(NULL, zstd_level, pb, pblen, out, err);
 	cm_arena_close(&a);
-	return CM_OK;
-fail:
-	cm_arena_close(&a);
-	if (rc == CM_ENOMEM)
-		cm_errf(err, rc, "out of memory encoding batch");
 	return rc;
+}
+
+/* ---- encode: a reusable encoder -------------------------------------------------------------------- */
+
+struct cm_wire_enc {
+	int level;
+	ZSTD_CCtx *cctx;
+	cm_arena arena; /* the message; reset (blocks kept) per batch */
+	cm_buf pb;      /* its packed bytes */
+	cm_buf out;
+};
+
+int cm_wire_enc_create(int zstd_level, cm_wire_enc **out)
+{
+	cm_wire_enc *e = calloc(1, sizeof(*e));
+	if (!e || !(e->cctx = ZSTD_createCCtx())) {
+		free(e);
+		return CM_ENOMEM;
+	}
+	e->level = zstd_level;
+	cm_arena_init(&e->arena, 0);
+	cm_buf_init(&e->pb);
+	cm_buf_init(&e->out);
+	*out = e;
+	return CM_OK;
+}
+
+void cm_wire_enc_destroy(cm_wire_enc *e)
+{
+	if (!e)
+		return;
+	ZSTD_freeCCtx(e->cctx);
+	cm_arena_close(&e->arena);
+	cm_buf_close(&e->pb);
+	cm_buf_close(&e->out);
+	free(e);
+}
+
+int cm_wire_enc_encode(cm_wire_enc *e, const cm_batch *b, const uint8_t **frame, size_t *len, cm_err *err)
+{
+	uint8_t *pb;
+	size_t pblen;
+	cm_arena_reset(&e->arena);
+	e->pb.len = e->out.len = 0;
+	int rc = pack_batch(b, &e->arena, &e->pb, &pb, &pblen);
+	if (rc)
+		return cm_errf(err, rc, "out of memory encoding batch");
+	if ((rc = frame_pb(e->cctx, e->level, pb, pblen, &e->out, err)))
+		return rc;
+	*frame = e->out.data, *len = e->out.len;
+	return CM_OK;
 }
 
 /* ---- decode ---------------------------------------------------------------------------------------- */

@@ -384,6 +384,57 @@ static void test_wire_inventory_and_events(void **state)
 	cm_buf_close(&f);
 }
 
+/* The reusable encoder: batches of different sizes back to back, each frame byte for byte the one
+ * cm_wire_encode makes at the same level (so decoders cannot tell them apart), its buffers kept warm. */
+static void test_wire_encoder_reuse(void **state)
+{
+	(void)state;
+	enum { N = 20000 };
+	cm_label lb[] = {{"namespace", "default"}, {"pod", "web"}, {"stream", "stdout"}};
+	int64_t *ts = calloc(N, sizeof(*ts));
+	const char **lines = calloc(N, sizeof(*lines));
+	size_t *lens = calloc(N, sizeof(*lens));
+	char *text = malloc((size_t)N * 48);
+	assert_true(ts && lines && lens && text);
+	for (size_t i = 0; i < N; i++) {
+		ts[i] = 1714557600000000000LL + (int64_t)i * 1000;
+		lines[i] = text + i * 48;
+		lens[i] = (size_t)snprintf(text + i * 48, 48, "GET /api/v1/items/%zu 200 %zu ms", i * 7919 % 100003,
+					   i % 97);
+	}
+	cm_wire_enc *e;
+	assert_int_equal(cm_wire_enc_create(1, &e), 0);
+	size_t sizes[] = {3, N, 1, N / 2, N};
+	cm_buf ref;
+	cm_buf_init(&ref);
+	cm_err err = {{0}};
+	for (size_t k = 0; k < CM_ARRAY_LEN(sizes); k++) {
+		cm_log_stream st = {lb, 3, ts, lines, lens, NULL, sizes[k]};
+		cm_batch b = {.node = "n", .boot_id = "b", .seq = 10 + k, .created_ms = 5, .log_streams = &st,
+			      .nlog_streams = 1};
+		const uint8_t *frame;
+		size_t len;
+		ref.len = 0;
+		assert_int_equal(cm_wire_enc_encode(e, &b, &frame, &len, &err), 0);
+		assert_int_equal(cm_wire_encode(&b, 1, &ref, &err), 0);
+		assert_int_equal(len, ref.len);
+		assert_memory_equal(frame, ref.data, len);
+		cm_arena a;
+		cm_arena_init(&a, 0);
+		cm_batch d;
+		assert_int_equal(cm_wire_decode(frame, len, &cm_wire_default_limits, &a, &d, &err), 0);
+		assert_int_equal(d.seq, 10 + k);
+		assert_int_equal(d.log_streams[0].nrecords, sizes[k]);
+		size_t last = sizes[k] - 1;
+		assert_true(d.log_streams[0].timestamps_ns[last] == ts[last]);
+		assert_memory_equal(d.log_streams[0].lines[last], lines[last], lens[last]);
+		cm_arena_close(&a);
+	}
+	cm_wire_enc_destroy(e);
+	cm_buf_close(&ref);
+	free(ts), free(lines), free(lens), free(text);
+}
+
 /* Log streams (field 10): bytes survive as bytes (NUL and invalid UTF-8 included), flags round-trip,
  * and each limit and rule rejects. */
 static void test_wire_log_streams(void **state)
@@ -645,6 +696,7 @@ int main(void)
 		cmocka_unit_test(test_parse_listen),
 		cmocka_unit_test(test_wire_inventory_and_events),
 		cmocka_unit_test(test_wire_log_streams),
+		cmocka_unit_test(test_wire_encoder_reuse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
