@@ -6,8 +6,16 @@
  * text replaces the /metrics snapshot. A tick that finds the previous pass still running is skipped
  * and counted. Batch sequence numbers start at the larger of the wall clock in microseconds and the
  * last seq the spool remembers plus one, so they keep increasing across agent restarts (the aggregator
- * dedupes on them) even if the clock steps back. With --log-root, na_logs.c adds the container log
- * records to each pass's batch (and commits the tailer's positions once batches left the spool).
+ * dedupes on them) even if the clock steps back.
+ *
+ * With --log-root, container logs go in batches of their own (na_logs.c: commit what left the spool,
+ * read, encode, stage, spool; no metrics, no /metrics re-render). A logs pass follows every metrics pass
+ * and, while the tailer's last read stopped at its byte cap (a backlog), follows itself back to back;
+ * either only while fewer than LOGS_PIPELINE batches wait in the spool, and again each time the sender
+ * empties a slot. So reading and encoding overlap sending and the aggregator's store, and when the
+ * aggregator is slow or away the tailer stops reading (the log files are the buffer). Passes never run
+ * two at once (na_logs.c is single-threaded): a tick that finds a logs pass running is remembered and
+ * its metrics pass runs next.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <curl/curl.h>
@@ -16,6 +24,10 @@
 #include <string.h>
 
 #include "na_int.h"
+
+#define LOGS_PIPELINE 3 /* logs-only passes start while fewer batches than this wait in the spool */
+
+enum { PASS_METRICS = 1, PASS_LOGS };
 
 struct na_agent {
 	na_config cfg;
@@ -29,14 +41,18 @@ struct na_agent {
 	na__logs *logs; /* NULL without --log-root */
 	uint64_t next_seq;
 	int collecting, stopping, closing_parts;
+	int tick_due;    /* a tick came during a logs pass: the metrics pass goes next */
+	int logs_due;    /* a metrics pass ran since the last logs pass: read the logs once */
 	/* the pass in flight (worker side) */
+	int kind;        /* PASS_METRICS or PASS_LOGS */
+	int logs_spooled; /* the logs-only pass used next_seq */
 	cm_buf frame, text;
 	na__collect_stats st;
 	int rc, put_rc;
 	cm_err err;
 	/* loop side */
 	cm_buf metrics_text;
-	uint64_t passes, pass_errors, skipped_ticks;
+	uint64_t passes, pass_errors, skipped_ticks, logs_passes, logs_pass_errors;
 	uint64_t err_cgroup, err_node, err_meta, events, inventories;
 	double last_duration_s;
 	size_t last_series;
@@ -47,14 +63,7 @@ static void collect_work(uv_work_t *w)
 {
 	na_agent *a = w->data;
 	a->frame.len = a->text.len = 0;
-	const cm_log_stream *logs = NULL;
-	size_t nlogs = 0;
-	if (a->logs && (a->rc = na__logs_begin(a->logs, a->spool, &logs, &nlogs)))
-		return (void)cm_errf(&a->err, a->rc, "log streams: %s", cm_strerror(a->rc));
-	na__collector_set_logs(a->collector, logs, nlogs);
 	a->rc = na__collect(a->collector, a->next_seq, &a->frame, &a->text, &a->st, &a->err);
-	if (!a->rc && a->logs && (a->rc = na__logs_stage(a->logs, a->next_seq)))
-		cm_errf(&a->err, a->rc, "staging log batch: %s", cm_strerror(a->rc));
 	if (a->rc)
 		return;
 	size_t len;
@@ -62,14 +71,19 @@ static void collect_work(uv_work_t *w)
 	a->put_rc = na__spool_put(a->spool, a->next_seq, frame, len);
 }
 
+static void next_pass(na_agent *a);
+
 static void collect_done(uv_work_t *w, int status)
 {
 	na_agent *a = w->data;
 	a->collecting = 0;
 	a->passes++;
+	a->logs_due = 1;
 	if (status || a->rc) {
 		a->pass_errors++;
 		CM_LOG_RL(&a->rl, CM_LOG_ERROR, "agent", "collection failed: %s", status ? "cancelled" : a->err.msg);
+		if (!a->stopping)
+			next_pass(a);
 		return;
 	}
 	a->next_seq++;
@@ -86,21 +100,75 @@ static void collect_done(uv_work_t *w, int status)
 	if (a->put_rc)
 		CM_LOG_RL(&a->rl, CM_LOG_ERROR, "agent", "cannot spool batch %llu: %s (batch lost)",
 			  (unsigned long long)(a->next_seq - 1), cm_strerror(a->put_rc));
-	if (!a->stopping)
-		na__sender_kick(a->sender);
+	if (a->stopping)
+		return;
+	na__sender_kick(a->sender);
+	next_pass(a);
 }
+
+static void logs_work(uv_work_t *w)
+{
+	na_agent *a = w->data;
+	a->rc = na__logs_pass(a->logs, a->spool, a->next_seq, &a->logs_spooled, &a->err);
+}
+
+static void logs_done(uv_work_t *w, int status)
+{
+	na_agent *a = w->data;
+	a->collecting = 0;
+	a->logs_passes++;
+	if (!status && a->logs_spooled)
+		a->next_seq++;
+	if (status || a->rc) {
+		a->logs_pass_errors++;
+		CM_LOG_RL(&a->rl, CM_LOG_ERROR, "agent", "log pass failed: %s", status ? "cancelled" : a->err.msg);
+	}
+	if (a->stopping)
+		return;
+	if (a->logs_spooled)
+		na__sender_kick(a->sender);
+	if (a->tick_due || (!status && !a->rc))
+		next_pass(a); /* after a failure the next tick retries */
+}
+
+static void start_pass(na_agent *a, int kind)
+{
+	a->collecting = 1;
+	a->kind = kind;
+	a->logs_spooled = 0;
+	a->work.data = a;
+	if (uv_queue_work(a->loop, &a->work, kind == PASS_LOGS ? logs_work : collect_work,
+			  kind == PASS_LOGS ? logs_done : collect_done))
+		a->collecting = 0;
+}
+
+/* Loop thread, whenever the worker or a spool slot frees up: a due metrics pass, else a logs-only pass
+ * while the tailer has more and the spool has room. */
+static void next_pass(na_agent *a)
+{
+	if (a->collecting || a->stopping)
+		return;
+	if (a->tick_due) {
+		a->tick_due = 0;
+		start_pass(a, PASS_METRICS);
+	} else if (a->logs && (a->logs_due || na__logs_more(a->logs)) && na__spool_pending(a->spool) < LOGS_PIPELINE) {
+		a->logs_due = 0;
+		start_pass(a, PASS_LOGS);
+	}
+}
+
+static void on_sent(void *arg) { next_pass(arg); }
 
 static void on_tick(uv_timer_t *t)
 {
 	na_agent *a = t->data;
-	if (a->collecting) {
+	if (a->collecting && a->kind == PASS_LOGS) {
+		a->tick_due = 1;
+	} else if (a->collecting) {
 		a->skipped_ticks++;
-		return;
+	} else {
+		start_pass(a, PASS_METRICS);
 	}
-	a->collecting = 1;
-	a->work.data = a;
-	if (uv_queue_work(a->loop, &a->work, collect_work, collect_done))
-		a->collecting = 0;
 }
 
 static int render_self(na_agent *a, cm_buf *b)
@@ -159,9 +227,14 @@ static int render_collectors(na_agent *a, cm_buf *b)
 		"# HELP corral_agent_events_total Container events (started, stopped, OOM-killed) put in batches.\n"
 		"# TYPE corral_agent_events_total counter\ncorral_agent_events_total %llu\n"
 		"# HELP corral_agent_inventories_total Batches that carried the full inventory.\n"
-		"# TYPE corral_agent_inventories_total counter\ncorral_agent_inventories_total %llu\n",
+		"# TYPE corral_agent_inventories_total counter\ncorral_agent_inventories_total %llu\n"
+		"# HELP corral_agent_log_passes_total Container log passes run (each spools at most one batch).\n"
+		"# TYPE corral_agent_log_passes_total counter\ncorral_agent_log_passes_total %llu\n"
+		"# HELP corral_agent_log_pass_errors_total Container log passes that failed (retried).\n"
+		"# TYPE corral_agent_log_pass_errors_total counter\ncorral_agent_log_pass_errors_total %llu\n",
 		(unsigned long long)a->err_cgroup, (unsigned long long)a->err_node, (unsigned long long)a->err_meta,
-		(unsigned long long)a->events, (unsigned long long)a->inventories);
+		(unsigned long long)a->events, (unsigned long long)a->inventories, (unsigned long long)a->logs_passes,
+		(unsigned long long)a->logs_pass_errors);
 }
 
 static int on_http(void *ctx, const char *path, cm_buf *body, const char **ctype)
@@ -214,6 +287,7 @@ int na_agent_start(uv_loop_t *loop, const na_config *cfg, na_agent **out, cm_err
 	uv_timer_init(loop, &a->tick);
 	a->tick.data = a;
 	uv_timer_start(&a->tick, on_tick, 0, (uint64_t)cfg->interval_ms);
+	na__sender_on_sent(a->sender, on_sent, a);
 	na__sender_kick(a->sender); /* batches a previous run left in the spool */
 	*out = a;
 	return CM_OK;

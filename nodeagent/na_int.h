@@ -312,6 +312,11 @@ void na__logs_close(na__logs *l);
 int na__logs_begin(na__logs *l, na__spool *sp, const cm_log_stream **streams, size_t *n);
 /* Collection worker, after the pass's frame was encoded as seq and before it is spooled. */
 int na__logs_stage(na__logs *l, uint64_t seq);
+/* Worker, one pass at a time: a logs pass (commit, replays, na__logs_begin's read) whose records, if any,
+ * go into the spool as a batch of their own with seq, staged first. *spooled: seq was used. */
+int na__logs_pass(na__logs *l, na__spool *sp, uint64_t seq, int *spooled, cm_err *err);
+/* Whether the last read stopped at its budget or at back-pressure (more is waiting to be read). */
+int na__logs_more(const na__logs *l);
 
 /* ---- shipping (na_sender.c) ----------------------------------------------------------------------- */
 
@@ -327,6 +332,8 @@ int na__sender_create(uv_loop_t *loop, const char *base_url, const char *token, 
 /* Loop thread: something was put in the spool; starts a send unless one runs or a retry waits. */
 void na__sender_kick(na__sender *s);
 void na__sender_stats_get(const na__sender *s, na__sender_stats *out);
+/* Loop thread: fn(arg) is called each time a batch left the spool (acknowledged or refused for good). */
+void na__sender_on_sent(na__sender *s, void (*fn)(void *), void *arg);
 /* Stops retrying; calls done once no send is in flight and every handle is closed. */
 void na__sender_close(na__sender *s, void (*done)(void *), void *arg);
 void na__sender_free(na__sender *s);

@@ -42,6 +42,8 @@ struct na__sender {
 	cm_ratelimit rl;
 	void (*done)(void *);
 	void *done_arg;
+	void (*on_sent)(void *); /* a batch left the spool */
+	void *on_sent_arg;
 };
 
 static void kick(na__sender *s);
@@ -117,6 +119,12 @@ void na__sender_stats_get(const na__sender *s, na__sender_stats *out)
 
 void na__sender_kick(na__sender *s) { kick(s); }
 
+void na__sender_on_sent(na__sender *s, void (*fn)(void *), void *arg)
+{
+	s->on_sent = fn;
+	s->on_sent_arg = arg;
+}
+
 static void post(na__sender *s, const uint8_t *data, size_t len)
 {
 	curl_easy_setopt(s->curl, CURLOPT_POSTFIELDS, data);
@@ -187,10 +195,13 @@ static void post_done(uv_work_t *w, int status)
 		if (!s->closing)
 			schedule_retry(s);
 	}
+	int left = status == 0 && s->have && final_status(s);
 	if (s->closing)
 		finish_close(s);
 	else if (s->have)
 		kick(s);
+	if (left && !s->closing && s->on_sent)
+		s->on_sent(s->on_sent_arg);
 }
 
 static void kick(na__sender *s)

@@ -32,3 +32,5 @@ corral_test(test_multinode SOURCES integration/test_multinode.c LIBS itest LABEL
 add_dependencies(test_multinode corral-agent corral-aggregator corral-load)
 corral_test(test_logs_agent SOURCES integration/test_logs_agent.c LIBS itest LABELS integration TIMEOUT 180)
 add_dependencies(test_logs_agent corral-agent corral-aggregator)
+corral_test(test_logs_backlog SOURCES integration/test_logs_backlog.c LIBS itest LABELS integration TIMEOUT 120)
+add_dependencies(test_logs_backlog corral-agent corral-aggregator)
