@@ -110,6 +110,7 @@ typedef struct ls_tail_stats {
 	uint64_t truncated;        /* records cut at max_line */
 	uint64_t bad_lines;        /* lines neither parser accepted (skipped, counted) */
 	uint64_t rotations, truncations;  /* renames and copytruncates followed */
+	uint64_t inode_reuses;            /* a deleted rotated file's inode came back as a new file */
 	uint64_t unacked_bytes;
 	uint64_t committed_batch;
 } ls_tail_stats;

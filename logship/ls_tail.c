@@ -405,6 +405,37 @@ static int is_copy_of_tracked(ls_tail *t, const ls__file *c)
 	return 0;
 }
 
+/* Whether a finished (closed) file's inode now holds another file: once the rotated file was deleted
+ * the filesystem may give its inode to the next file made (ext4 does at once, and kubelet deletes the
+ * oldest rotated file as it rotates), which must then be read from 0. A finished file never changes, so
+ * another size or another head means another file. */
+static int inode_reused(const ls__file *f, const char *path, const struct stat *st)
+{
+	if ((uint64_t)st->st_size != f->read_off)
+		return 1;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	uint32_t len, crc, crc_old;
+	uint8_t head[LS__FP_MAX];
+	int same = fd >= 0 && fingerprint(fd, (uint64_t)st->st_size, f->fp_len, &crc_old, &len, &crc, head) == 0 &&
+		   crc_old == f->fp;
+	if (fd >= 0)
+		close(fd);
+	return !same;
+}
+
+/* Drops the finished entry f (its file is gone): the new file at its inode gets a fresh entry, whose first
+ * snapshot overwrites the stored position of the same (dev, ino). */
+static void forget_finished(ls_tail *t, ls__file *f)
+{
+	for (ls__file **pp = &t->files; *pp; pp = &(*pp)->next)
+		if (*pp == f) {
+			*pp = f->next;
+			file_free(f);
+			t->st.inode_reuses++;
+			return;
+		}
+}
+
 /* A file found by a scan at path; `rotated` for a rotated name ("0.log.<suffix>"). */
 static int track(ls_tail *t, const char *path, const ls__meta *m, int rotated)
 {
@@ -412,6 +443,10 @@ static int track(ls_tail *t, const char *path, const ls__meta *m, int rotated)
 	if (stat(path, &st) || !S_ISREG(st.st_mode))
 		return 0;
 	ls__file *f = find_file(t, (uint64_t)st.st_dev, (uint64_t)st.st_ino);
+	if (f && f->finished && inode_reused(f, path, &st)) {
+		forget_finished(t, f);
+		f = NULL;
+	}
 	if (f)
 		f->seen_gen = t->scan_gen;
 	if (f) {
