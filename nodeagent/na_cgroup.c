@@ -337,8 +337,9 @@ static int cg_fd(na__cgroups *cg, na__cg_node *n, int f)
 	for (int m = 0; m < cg->nmounts; m++) {
 		if (!(cg->mounts[m].roles & role) || n->dfd[m] < 0 || n->mgen[m] != cg->gen)
 			continue;
-		char name[96];
-		int fd = openat(n->dfd[m], na__cg_file_name(cg, f, name, sizeof(name)), O_RDONLY | O_CLOEXEC);
+		char buf[96];
+		const char *name = na__cg_file_name(cg, f, buf, sizeof(buf)); /* buf is used for hugetlb only */
+		int fd = openat(n->dfd[m], name, O_RDONLY | O_CLOEXEC);
 		if (fd >= 0) {
 			n->fd[f] = fd;
 			n->fmount[f] = (signed char)m;
