@@ -9,6 +9,9 @@
  *   kubepods, systemd driver    .../kubepods.slice[/kubepods-<qos>.slice]/kubepods[-<qos>]-pod<uid_>.slice
  *                               [/cri-containerd-<id>.scope | /crio-<id>.scope | /docker-<id>.scope]
  *                               (uid with "_" for "-"; no qos level = guaranteed)
+ *   kubelet --cgroup-root       the same below a root of its own: .../kubepods/... (cgroupfs), or systemd
+ *                               slices named after it, .../kubelet-kubepods.slice/kubelet-kubepods-<qos>.slice/
+ *                               kubelet-kubepods-<qos>-pod<uid_>.slice/... (kind's nodes)
  *   docker                      .../docker/<id>  or  .../docker-<id>.scope
  *   containerd                  .../cri-containerd-<id>.scope, or .../<namespace>/<id> (cgroupfs)
  *   cri-o                       .../crio-<id>.scope or .../crio-<id> (crio-conmon-* is raw)
@@ -89,6 +92,21 @@ static int ident_container(const char *c, size_t n, na__ident *o, const char *pl
 	return 0;
 }
 
+/* Where "kubepods" starts in a component: 0 for "kubepods...", after a prefix of dash-separated slice
+ * names for a kubelet --cgroup-root under the systemd driver ("kubelet-kubepods-burstable.slice"); -1
+ * when the component is neither. */
+static long ident_kube_at(const char *c, size_t n)
+{
+	if (ident_prefix(c, n, "kubepods"))
+		return 0;
+	if (!ident_suffix(c, n, ".slice"))
+		return -1;
+	for (size_t i = 1; i + 8 <= n; i++)
+		if (c[i - 1] == '-' && memcmp(c + i, "kubepods", 8) == 0)
+			return (long)i;
+	return -1;
+}
+
 /* A pod component: "pod<uid>" (cgroupfs) or "kubepods[-<qos>]-pod<uid_>.slice" (systemd). */
 static int ident_pod(const char *c, size_t n, na__ident *o)
 {
@@ -129,13 +147,15 @@ void na__ident_parse(const char *id, na__ident *o)
 		if (n == 0)
 			break;
 		int last = c[n] == '\0' || (c[n] == '/' && c[n + 1] == '\0');
-		if (!in_kube && (ident_prefix(c, n, "kubepods"))) {
+		long k = ident_kube_at(c, n);
+		size_t kn = k > 0 ? (size_t)k : 0; /* "kubelet-kubepods-..." is read from "kubepods-..." */
+		if (!in_kube && k >= 0) {
 			in_kube = 1;
 			strcpy(o->qos, "guaranteed");
 		}
 		if (in_kube && !in_pod)
-			ident_qos(c, n, o);
-		if (in_kube && !in_pod && ident_pod(c, n, o)) {
+			ident_qos(c + kn, n - kn, o);
+		if (in_kube && !in_pod && ident_pod(c + kn, n - kn, o)) {
 			in_pod = 1;
 			o->kind = NA_KIND_POD;
 			o->runtime = "kubepods";

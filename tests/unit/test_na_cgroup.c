@@ -1,7 +1,8 @@
 /* test_na_cgroup.c -- the cgroup collector against fixture trees, broken trees and this host's cgroups.
  *
  * Fixtures (tests/data/cgroup-v1, cgroup-v2; see tests/data/README.md) are checked value by value
- * against hand-computed tables. Broken trees are temp copies: corrupt files, a cgroup removed from the
+ * against hand-computed tables (the runtime-layout cgroups of na_layouts.h included; their other
+ * families are in test_na_layouts.c). Broken trees are temp copies: corrupt files, a cgroup removed from the
  * sink callback while the walk runs, symlinks, nesting past the depth bound and past PATH_MAX. The real-host
  * tests create corral-test-<pid> in our own cpuacct (v1) and unified (v2) cgroups, move a CPU-burning
  * child into it and watch its counter rise; they skip when not root or when the mount is not there, and
@@ -22,6 +23,7 @@
 #include <time.h>
 
 #include "na_test.h"
+#include "na_layouts.h"
 
 #define GiB (1024.0 * 1024 * 1024)
 #define MiB (1024.0 * 1024)
@@ -62,6 +64,48 @@ static const want v1_want[] = {
 	{WS(V1_DOCKER), 0}, /* total_inactive_file 200 MiB > usage 100 MiB */
 	{MEM("/only-memory"), 50 * MiB},
 	{WS("/only-memory"), 50 * MiB},
+	/* the runtime layouts (na_layouts.h; every family in test_na_layouts.c); levels without memory files */
+	{CPU(V1L_KS), 16},
+	{CPU(V1L_KB), 6.5},
+	{CPU(V1L_KBE), 4},
+	{CPU("/kubepods/besteffort"), 3.5},
+	{CPU("/system.slice"), 5.5},
+	{CPU(V1L_CTRD_POD), 6.5},
+	{MEM(V1L_CTRD_POD), 200 * MiB},
+	{WS(V1L_CTRD_POD), 136 * MiB}, /* - total_inactive_file 64 MiB */
+	{CPU(V1L_CTRD), 6},
+	{MEM(V1L_CTRD), 192 * MiB},
+	{WS(V1L_CTRD), 128 * MiB},     /* - 64 MiB */
+	{CPU(V1L_CRIO_POD), 4},
+	{MEM(V1L_CRIO_POD), 84 * MiB},
+	{WS(V1L_CRIO_POD), 68 * MiB},  /* - 16 MiB */
+	{CPU(V1L_CRIO), 3},
+	{MEM(V1L_CRIO), 80 * MiB},
+	{WS(V1L_CRIO), 64 * MiB},      /* - 16 MiB */
+	{CPU(V1L_CRIO_CONMON), 0.5},
+	{MEM(V1L_CRIO_CONMON), 2 * MiB},
+	{WS(V1L_CRIO_CONMON), 2 * MiB}, /* total_inactive_file 0 */
+	{CPU(V1L_DOCKER_POD), 5.5},
+	{MEM(V1L_DOCKER_POD), 260 * MiB},
+	{WS(V1L_DOCKER_POD), 228 * MiB}, /* - 32 MiB */
+	{CPU(V1L_DOCKER), 5},
+	{MEM(V1L_DOCKER), 256 * MiB},
+	{WS(V1L_DOCKER), 224 * MiB},     /* - 32 MiB */
+	{CPU(V1L_FS_G_POD), 7.5},
+	{MEM(V1L_FS_G_POD), 66 * MiB},
+	{WS(V1L_FS_G_POD), 58 * MiB},    /* - 8 MiB */
+	{CPU(V1L_FS_G), 7},
+	{MEM(V1L_FS_G), 64 * MiB},
+	{WS(V1L_FS_G), 56 * MiB},        /* - 8 MiB */
+	{CPU(V1L_FS_BE_POD), 3.5},
+	{MEM(V1L_FS_BE_POD), 33 * MiB},
+	{WS(V1L_FS_BE_POD), 29 * MiB},   /* - 4 MiB */
+	{CPU(V1L_FS_BE), 3},
+	{MEM(V1L_FS_BE), 32 * MiB},
+	{WS(V1L_FS_BE), 28 * MiB},       /* - 4 MiB */
+	{CPU(V1L_SERVICE), 5},
+	{MEM(V1L_SERVICE), 16 * MiB},
+	{WS(V1L_SERVICE), 14 * MiB},     /* - 2 MiB */
 };
 
 #define V2_KP "/kubepods.slice"
@@ -88,6 +132,53 @@ static const want v2_want[] = {
 	{WS(V2_CTR), 768 * MiB - 256 * MiB},
 	{MEM("/system.slice"), 100 * MiB},
 	{WS("/system.slice"), 0}, /* inactive_file 200 MiB > memory.current 100 MiB */
+	/* the runtime layouts (na_layouts.h; every family in test_na_layouts.c); QoS levels have cpu.stat only */
+	{CPU(V2L_DOCKER), 40},
+	{MEM(V2L_DOCKER), 64 * MiB},
+	{WS(V2L_DOCKER), 48 * MiB},     /* - inactive_file 16 MiB */
+	{CPU(V2L_BE), 21},
+	{CPU(V2L_CRIO_POD), 21},
+	{MEM(V2L_CRIO_POD), 100 * MiB},
+	{WS(V2L_CRIO_POD), 68 * MiB},   /* - 32 MiB */
+	{CPU(V2L_CRIO), 20},
+	{MEM(V2L_CRIO), 96 * MiB},
+	{WS(V2L_CRIO), 64 * MiB},       /* - 32 MiB */
+	{CPU(V2L_CRIO_PAUSE), 0.25},
+	{MEM(V2L_CRIO_PAUSE), 1 * MiB},
+	{WS(V2L_CRIO_PAUSE), 1 * MiB},  /* inactive_file 0 */
+	{CPU(V2L_CRIO_CONMON), 0.5},
+	{MEM(V2L_CRIO_CONMON), 2 * MiB},
+	{WS(V2L_CRIO_CONMON), 2 * MiB}, /* inactive_file 0 */
+	{CPU("/kubepods"), 52},
+	{CPU("/kubepods/besteffort"), 9},
+	{CPU("/kubepods/burstable"), 12},
+	{CPU(V2L_FS_CRIO_POD), 12},
+	{MEM(V2L_FS_CRIO_POD), 170 * MiB},
+	{WS(V2L_FS_CRIO_POD), 122 * MiB}, /* - 48 MiB */
+	{CPU(V2L_FS_CRIO), 11},
+	{MEM(V2L_FS_CRIO), 160 * MiB},
+	{WS(V2L_FS_CRIO), 112 * MiB},     /* - 48 MiB */
+	{CPU(V2L_FS_CRIO_CONMON), 0.5},
+	{MEM(V2L_FS_CRIO_CONMON), 2 * MiB},
+	{WS(V2L_FS_CRIO_CONMON), 2 * MiB},
+	{CPU(V2L_FS_BE_POD), 9},
+	{MEM(V2L_FS_BE_POD), 50 * MiB},
+	{WS(V2L_FS_BE_POD), 42 * MiB},  /* - 8 MiB */
+	{CPU(V2L_FS_BE), 8},
+	{MEM(V2L_FS_BE), 48 * MiB},
+	{WS(V2L_FS_BE), 40 * MiB},      /* - 8 MiB */
+	{CPU(V2L_FS_G_POD), 31},
+	{MEM(V2L_FS_G_POD), 260 * MiB},
+	{WS(V2L_FS_G_POD), 196 * MiB},  /* - 64 MiB */
+	{CPU(V2L_FS_G), 30},
+	{MEM(V2L_FS_G), 256 * MiB},
+	{WS(V2L_FS_G), 192 * MiB},      /* - 64 MiB */
+	{CPU(V2L_SD_G_POD), 11},
+	{MEM(V2L_SD_G_POD), 130 * MiB},
+	{WS(V2L_SD_G_POD), 98 * MiB},   /* - 32 MiB */
+	{CPU(V2L_SD_G), 10},
+	{MEM(V2L_SD_G), 128 * MiB},
+	{WS(V2L_SD_G), 96 * MiB},       /* - 32 MiB */
 };
 
 /* The three families the original fixture tables cover; the full tables are in test_na_cgstat.c. */
