@@ -17,11 +17,18 @@
 static int shortest_digits(double v, char *digits, int *exp10)
 {
 	char tmp[40];
-	for (int prec = 1; prec <= 17; prec++) {
-		snprintf(tmp, sizeof(tmp), "%.*e", prec - 1, v);
-		if (strtod(tmp, NULL) == v || prec == 17)
-			break;
+	/* Binary search: once p digits read back, p + 1 do too (the nearest p + 1-digit decimal is at
+	 * least as near as the p-digit one), so the shortest is found in 5 tries instead of up to 17. */
+	int lo = 1, hi = 17;
+	while (lo < hi) {
+		int mid = (lo + hi) / 2;
+		snprintf(tmp, sizeof(tmp), "%.*e", mid - 1, v);
+		if (strtod(tmp, NULL) == v)
+			hi = mid;
+		else
+			lo = mid + 1;
 	}
+	snprintf(tmp, sizeof(tmp), "%.*e", lo - 1, v);
 	/* tmp is d[.ddd]e[+-]xx */
 	int n = 0;
 	const char *p = tmp;
