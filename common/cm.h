@@ -288,7 +288,14 @@ typedef enum cm_opt_type {
 	CM_OPT_SIZE,      /* uint64_t bytes, with K/M/G/Ki/Mi/Gi suffixes */
 	CM_OPT_BOOL,      /* int, flag without a value */
 	CM_OPT_LOGLEVEL,  /* int, error|warn|info|debug */
+	CM_OPT_STRLIST,   /* cm_strlist: the flag may repeat, each occurrence adds one value */
 } cm_opt_type;
+
+#define CM_STRLIST_MAX 16
+typedef struct cm_strlist {
+	const char *v[CM_STRLIST_MAX];  /* point into argv */
+	size_t n;
+} cm_strlist;
 
 typedef struct cm_opt {
 	const char *name;  /* without the leading "--" */

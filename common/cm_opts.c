@@ -72,6 +72,13 @@ static int set_value(const cm_opt *o, void *cfg, const char *v, cm_err *err)
 	case CM_OPT_LOGLEVEL:
 		rc = cm_log_parse_level(v, (int *)field);
 		break;
+	case CM_OPT_STRLIST: {
+		cm_strlist *l = (cm_strlist *)(void *)field;
+		if (l->n == CM_STRLIST_MAX)
+			return cm_errf(err, CM_EINVAL, "--%s: at most %d times", o->name, CM_STRLIST_MAX);
+		l->v[l->n++] = v;
+		break;
+	}
 	}
 	if (rc)
 		return cm_errf(err, CM_EINVAL, "--%s: invalid value '%s'", o->name, v);
@@ -141,7 +148,7 @@ int cm_opts_parse(const cm_opt *table, size_t n, void *cfg, int argc, char **arg
 
 static const char *type_hint(cm_opt_type t)
 {
-	static const char *const hints[] = {"STR", "N", "DURATION", "SIZE", "", "LEVEL"};
+	static const char *const hints[] = {"STR", "N", "DURATION", "SIZE", "", "LEVEL", "STR"};
 	return hints[t];
 }
 
