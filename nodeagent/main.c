@@ -41,6 +41,8 @@ const cm_opt na_opts[] = {
 	 "kubelet base URL whose /pods gives pod metadata (e.g. https://127.0.0.1:10250)", NULL},
 	{"kubelet-token-file", CM_OPT_STR, "/var/run/secrets/kubernetes.io/serviceaccount/token",
 	 offsetof(na_config, kubelet_token_file), "bearer token for the kubelet", NULL},
+	{"ca-file", CM_OPT_STR, NULL, offsetof(na_config, ca_file),
+	 "CA bundle (PEM) that verifies an https:// --aggregator (default: the system's CAs)", NULL},
 	{"kubelet-ca-file", CM_OPT_STR, "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
 	 offsetof(na_config, kubelet_ca_file), "CA bundle for an https kubelet", NULL},
 	{"inventory-interval", CM_OPT_DURATION, "1m", offsetof(na_config, inventory_interval_ms),

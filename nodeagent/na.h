@@ -19,6 +19,7 @@ typedef struct na_config {
 	const char *proc_root;    /* /proc, or a fixture tree */
 	const char *aggregator;   /* base URL of corral-aggregator */
 	const char *token_file;   /* push token file (or CORRAL_TOKEN) */
+	const char *ca_file;      /* CA bundle that verifies an https:// aggregator, NULL = the system's */
 	const char *listen;       /* ADDR:PORT for /metrics and /healthz */
 	int64_t interval_ms;      /* collection and shipping interval */
 	long max_pending;         /* batches kept while the aggregator is unreachable */

@@ -275,6 +275,8 @@ int na_agent_start(uv_loop_t *loop, const na_config *cfg, na_agent **out, cm_err
 		rc = na__sender_create(loop, cfg->aggregator, token, a->spool, &a->sender, err);
 	memset(token, 0, sizeof(token));
 	if (!rc)
+		rc = na__sender_config(a->sender, cfg->ca_file, cfg->token_file, err);
+	if (!rc)
 		rc = na__http_start(loop, cfg->listen, on_http, a, &a->http, err);
 	if (rc) {
 		if (a->sender) {

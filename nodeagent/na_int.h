@@ -329,6 +329,11 @@ typedef struct na__sender_stats {
 /* Ships the spool's batches in order, one at a time, retrying with backoff. The spool outlives it. */
 int na__sender_create(uv_loop_t *loop, const char *base_url, const char *token, na__spool *spool,
 		      na__sender **out, cm_err *err);
+/* TLS towards an https:// aggregator: ca_file (NULL = the system's CAs) verifies its certificate, and
+ * only http and https are spoken. token_file (NULL = the token came from the environment): re-read
+ * before the next attempt after a 401 or 403, so a rotated token is picked up without a restart. Call
+ * before the first kick. */
+int na__sender_config(na__sender *s, const char *ca_file, const char *token_file, cm_err *err);
 /* Loop thread: something was put in the spool; starts a send unless one runs or a retry waits. */
 void na__sender_kick(na__sender *s);
 void na__sender_stats_get(const na__sender *s, na__sender_stats *out);

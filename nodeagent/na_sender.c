@@ -6,13 +6,16 @@
  * connection is kept alive); the loop thread never blocks. 200 removes the frame from the spool; 400
  * or 413 means the aggregator will never take it, so it is removed and counted as rejected; anything
  * else (no connection, 401, 5xx) keeps it and retries after an exponential backoff with jitter (0.5 s
- * doubling to 30 s). na__sender_kick is called after each put and wakes an idle sender.
+ * doubling to 30 s). na__sender_kick is called after each put and wakes an idle sender. After a 401 or
+ * 403 the worker re-reads --token-file before the next attempt (a rotated token, no restart needed).
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <curl/curl.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "na_int.h"
 
@@ -24,6 +27,8 @@ struct na__sender {
 	CURL *curl;
 	struct curl_slist *headers;
 	char *url;
+	char *token_file;  /* re-read after a 401/403 (NULL: the token came from the environment) */
+	int reauth;        /* set by the loop after a 401/403, cleared by the worker */
 	na__spool *spool;
 	na__sender_stats stats;
 	uv_work_t work;
@@ -56,6 +61,33 @@ static size_t on_reply(char *p, size_t size, size_t n, void *ctx)
 	return size * n;
 }
 
+static struct curl_slist *make_headers(const char *auth)
+{
+	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/x-corral-batch");
+	h = curl_slist_append(h, auth);
+	return curl_slist_append(h, "Expect:");
+}
+
+/* Worker: a new Authorization header from --token-file; the old one stays when the file is unusable. */
+static void reload_token(na__sender *s)
+{
+	char token[1024], auth[1100];
+	cm_err err = {{0}};
+	if (cm_read_secret(s->token_file, NULL, token, sizeof(token), &err)) {
+		CM_LOG_RL(&s->rl, CM_LOG_WARN, "agent", "%s", err.msg);
+		return;
+	}
+	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+	struct curl_slist *h = make_headers(auth);
+	memset(token, 0, sizeof(token));
+	memset(auth, 0, sizeof(auth));
+	if (!h)
+		return;
+	curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, h);
+	curl_slist_free_all(s->headers);
+	s->headers = h;
+}
+
 int na__sender_create(uv_loop_t *loop, const char *base_url, const char *token, na__spool *spool,
 		      na__sender **out, cm_err *err)
 {
@@ -69,9 +101,7 @@ int na__sender_create(uv_loop_t *loop, const char *base_url, const char *token, 
 		return cm_errf(err, CM_ENOMEM, "cannot set up the HTTP client");
 	}
 	sprintf(s->url, "%s/api/v1/agent/push", base_url);
-	s->headers = curl_slist_append(NULL, "Content-Type: application/x-corral-batch");
-	s->headers = curl_slist_append(s->headers, (char *)auth.data);
-	s->headers = curl_slist_append(s->headers, "Expect:");
+	s->headers = make_headers((char *)auth.data);
 	memset(auth.data, 0, auth.len);
 	cm_buf_close(&auth);
 	curl_easy_setopt(s->curl, CURLOPT_URL, s->url);
@@ -94,6 +124,23 @@ int na__sender_create(uv_loop_t *loop, const char *base_url, const char *token, 
 	return CM_OK;
 }
 
+int na__sender_config(na__sender *s, const char *ca_file, const char *token_file, cm_err *err)
+{
+	if (token_file && *token_file && !(s->token_file = strdup(token_file)))
+		return cm_errf(err, CM_ENOMEM, "out of memory");
+	if (curl_easy_setopt(s->curl, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK)
+		return cm_errf(err, CM_EINVAL, "libcurl refuses to limit protocols to http and https");
+	if (!ca_file || !*ca_file)
+		return CM_OK;
+	if (strncmp(s->url, "https://", 8))
+		return cm_errf(err, CM_EINVAL, "--ca-file needs an https:// --aggregator");
+	if (access(ca_file, R_OK))
+		return cm_errf(err, -errno, "cannot read --ca-file %s: %s", ca_file, strerror(errno));
+	if (curl_easy_setopt(s->curl, CURLOPT_CAINFO, ca_file) != CURLE_OK)
+		return cm_errf(err, CM_EINVAL, "libcurl has no TLS support for --ca-file");
+	return CM_OK;
+}
+
 void na__sender_free(na__sender *s)
 {
 	if (!s)
@@ -104,6 +151,7 @@ void na__sender_free(na__sender *s)
 	cm_buf_close(&s->reply);
 	cm_buf_close(&s->body);
 	free(s->url);
+	free(s->token_file);
 	free(s);
 }
 
@@ -151,6 +199,9 @@ static void send_work(uv_work_t *w)
 	s->have = !na__spool_head(s->spool, &s->body, &s->seq, &data, &len);
 	if (!s->have)
 		return;
+	if (s->reauth && s->token_file)
+		reload_token(s);
+	s->reauth = 0;
 	post(s, data, len);
 	if (final_status(s))
 		na__spool_pop(s->spool, s->seq);
@@ -190,6 +241,7 @@ static void post_done(uv_work_t *w, int status)
 		else
 			snprintf(why, sizeof(why), "HTTP %ld %.200s", s->status, reply);
 		s->stats.failed_attempts++;
+		s->reauth = s->cc == CURLE_OK && (s->status == 401 || s->status == 403);
 		CM_LOG_RL(&s->rl, CM_LOG_WARN, "agent", "push to %s failed: %s; %zu batch(es) waiting", s->url, why,
 			  na__spool_pending(s->spool));
 		if (!s->closing)
