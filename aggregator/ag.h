@@ -26,6 +26,16 @@ typedef struct ag_config {
 	long dns_threads;           /* UDP serving threads, 0 = one per CPU */
 	long dns_rrl_rate;          /* DNS responses per second per client /24 (/56), 0 = no limit */
 	const char *loki_push;      /* forward every stored log line to this Loki push URL, NULL = no */
+	/* security (docs/security.md) */
+	const char *read_token_file; /* bearer token(s) the read APIs require (or CORRAL_READ_TOKEN), NULL = open */
+	const char *tls_cert_file;   /* PEM certificate (chain) of the HTTP API; with tls_key_file: HTTPS only */
+	const char *tls_key_file;    /* PEM private key */
+	const char *user;            /* drop to this user after binding the ports (when started as root) */
+	long http_max_conns;         /* HTTP connections at once */
+	long http_max_conns_per_ip;  /* HTTP connections at once from one address, 0 = no per-address limit */
+	int64_t http_timeout_ms;     /* an idle HTTP connection is closed after this long */
+	uint64_t http_max_header_bytes; /* request line + headers (libmicrohttpd's per-connection memory) */
+	long http_rate_per_ip;       /* requests per second per client address (429 beyond), 0 = no limit */
 	int64_t node_grace_ms;      /* a node silent this long is not ready and its pods leave endpoints */
 } ag_config;
 

@@ -6,8 +6,10 @@
  * threads, by design: the answer waits for durability). Nothing here logs per request.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,12 +33,16 @@ struct ag_server {
 	ag__dns *dns;           /* cluster DNS, NULL when off (ag_dns.c) */
 	ag__loki *loki;         /* log store + Loki API (ag_loki.c) */
 	ag__state *state;       /* inventory and events (ag_state.c) */
+	ag__auth *auth;         /* push and read tokens (ag_auth.c) */
+	ag__rate *rate;         /* --http-rate-per-ip, NULL = off (ag_rate.c) */
+	char *tls_cert, *tls_key; /* PEM text of --tls-cert-file and --tls-key-file, NULL without TLS */
 };
 
 typedef struct conn_ctx {
 	cm_arena arena;
 	cm_buf body;
 	int too_large;
+	int rate_limited; /* over --http-rate-per-ip: the body is dropped, the answer is 429 */
 	ag__import *imp;  /* a streamed bulk import (ag_import.c) */
 } conn_ctx;
 
@@ -136,6 +142,12 @@ void ag__resp_error(ag__resp *resp, int status, const char *type, const char *ms
 	cm_buf_puts(&resp->body, "}\n");
 }
 
+void ag__resp_header(ag__resp *resp, const char *name, const char *value)
+{
+	if (resp->nheaders < CM_ARRAY_LEN(resp->headers))
+		resp->headers[resp->nheaders].name = name, resp->headers[resp->nheaders++].value = value;
+}
+
 /* ---- connection upgrades (WebSocket) ---------------------------------------------------------------- */
 
 typedef struct upgrade_ctx {
@@ -204,6 +216,8 @@ static enum MHD_Result send_resp(struct MHD_Connection *c, ag__resp *resp)
 	MHD_add_response_header(r, "Content-Type", resp->content_type ? resp->content_type : "text/plain");
 	if (resp->status == 401)
 		MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"corral\"");
+	for (size_t i = 0; i < resp->nheaders; i++)
+		MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value);
 	enum MHD_Result ret = MHD_queue_response(c, (unsigned)resp->status, r);
 	MHD_destroy_response(r);
 	return ret;
@@ -224,7 +238,8 @@ static void route_metrics(ag_server *s, const ag__req *req, ag__resp *resp)
 	resp->status = 200;
 	resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
 	if (ag__metrics_render(&s->metrics, s->db, &resp->body) || ag__dns_metrics(s->dns, &resp->body) ||
-	    ag__loki_metrics(s->loki, &resp->body))
+	    ag__loki_metrics(s->loki, &resp->body) || ag__auth_metrics(s->auth, &resp->body) ||
+	    ag__rate_metrics(s->rate, &resp->body))
 		ag__resp_error(resp, 500, "internal", "out of memory");
 }
 
@@ -275,6 +290,30 @@ static void route_loki_tail(ag_server *s, const ag__req *req, ag__resp *resp) { 
 
 typedef void (*route_fn)(ag_server *s, const ag__req *req, ag__resp *resp);
 
+/* Who may call a route (docs/security.md): POST-only routes check the push token in their handler
+ * (ag__auth_push); the service registry needs the push token to change and the read token (when one is
+ * set) to list; every other route is a read, except these, which are open (probes, scrapes). */
+static const char *const open_paths[] = {"/healthz", "/metrics"};
+
+/* 0 when the request may reach its handler, else the answer is written. */
+static int route_auth(ag_server *s, int post_only, ag__req *req, ag__resp *resp)
+{
+	if (post_only == 1)
+		return 0;
+	for (size_t i = 0; i < CM_ARRAY_LEN(open_paths); i++)
+		if (!strcmp(req->url, open_paths[i]))
+			return 0;
+	char bound[256]; /* a token bound to one node may not change the registry */
+	if (post_only == 2 && strcmp(req->method, "GET")) {
+		if (ag__auth_push(s->auth, req->authorization, bound, sizeof(bound)) && !bound[0])
+			return 0;
+	} else if (ag__auth_read(s->auth, req->authorization)) {
+		return 0;
+	}
+	ag__resp_error(resp, 401, "unauthorized", "missing or wrong bearer token");
+	return -1;
+}
+
 static const struct route {
 	const char *path;
 	int post_only;  /* 1: POST only; 0: GET, or POST with a form body; 2: any method, raw body */
@@ -313,6 +352,8 @@ static void dispatch(ag_server *s, ag__req *req, ag__resp *resp)
 	int is_post = !strcmp(req->method, "POST"), is_get = !strcmp(req->method, "GET");
 	if (!rt) {
 		ag__resp_error(resp, 404, "not_found", "no such endpoint");
+	} else if (route_auth(s, rt->post_only, req, resp)) {
+		return;
 	} else if (rt->post_only == 2) {
 		rt->fn(s, req, resp);
 	} else if (rt->post_only ? !is_post : !(is_get || is_post)) {
@@ -340,6 +381,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			return MHD_NO;
 		cm_arena_init(&cc->arena, 0);
 		*con_cls = cc;
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		cc->rate_limited = strcmp(url, "/healthz") && !ag__rate_allow(s->rate, ci ? ci->client_addr : NULL);
+		if (cc->rate_limited)
+			return MHD_YES;
 		if (!strcmp(url, "/api/v1/import/prometheus") && !strcmp(method, "POST"))
 			cc->imp = ag__import_begin(s->importer, MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 											   "Authorization"));
@@ -351,7 +396,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		return MHD_YES;
 	}
 	if (*upload_size) {
-		if (cc->body.len + *upload_size > s->cfg.max_push_bytes)
+		if (cc->rate_limited || cc->body.len + *upload_size > s->cfg.max_push_bytes)
 			cc->too_large = 1; /* keep reading to answer cleanly, but store nothing more */
 		else if (cm_buf_append(&cc->body, upload, *upload_size))
 			return MHD_NO;
@@ -366,7 +411,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	req.ws_key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Key");
 	ag__resp resp = {.status = 200, .content_type = "text/plain"};
 	cm_buf_init(&resp.body);
-	if (cc->imp)
+	if (cc->rate_limited) {
+		ag__resp_error(&resp, 429, "too_many_requests", "over the request rate for this client address");
+		ag__resp_header(&resp, "Retry-After", "1");
+	} else if (cc->imp)
 		ag__import_end(cc->imp, &resp);
 	else if (MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_arg, &req) < 0)
 		ag__resp_error(&resp, 500, "internal", "out of memory");
@@ -422,34 +470,84 @@ static int open_store(ag_server *s, cm_err *err)
 	if (rep.truncated_segments)
 		CM_LOG(CM_LOG_WARN, "aggregator", "tsdb: cut %llu bytes from %u damaged WAL segment(s), first: %s",
 		       (unsigned long long)rep.truncated_bytes, rep.truncated_segments, rep.first_problem);
-	char token[1024];
-	rc = cm_read_secret(s->cfg.token_file, "CORRAL_TOKEN", token, sizeof(token), err);
+	rc = ag__auth_create(s->cfg.token_file, s->cfg.read_token_file, &s->auth, err);
 	snprintf(path, sizeof(path), "%s/logs", s->cfg.data_dir);
 	if (!rc)
-		rc = ag__loki_create(path, token, s->cfg.loki_push, &s->loki, err);
+		rc = ag__loki_create(path, s->auth, s->cfg.loki_push, &s->loki, err);
 	if (!rc)
-		rc = ag__ingest_create(s->db, &s->metrics, s->loki, token, s->cfg.max_push_bytes, &s->ingest, err);
+		rc = ag__ingest_create(s->db, &s->metrics, s->loki, s->auth, s->cfg.max_push_bytes, &s->ingest, err);
 	if (!rc)
-		rc = ag__importer_create(s->db, &s->metrics, token, s->cfg.allow_unauth_import, &s->importer, err);
-	memset(token, 0, sizeof(token));
+		rc = ag__importer_create(s->db, &s->metrics, s->auth, s->cfg.allow_unauth_import, &s->importer, err);
 	return rc;
 }
 
-static int start_http(ag_server *s, cm_err *err)
+/* Reads --tls-cert-file and --tls-key-file into memory (libmicrohttpd takes PEM text). */
+static int load_tls(ag_server *s, cm_err *err)
+{
+	const ag_config *c = &s->cfg;
+	if (!c->tls_cert_file && !c->tls_key_file)
+		return CM_OK;
+	if (!c->tls_cert_file || !c->tls_key_file)
+		return cm_errf(err, CM_EINVAL, "--tls-cert-file and --tls-key-file go together");
+	if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+		return cm_errf(err, CM_EINVAL, "this libmicrohttpd is built without TLS");
+	const size_t cap = 1 << 20;
+	s->tls_cert = malloc(cap), s->tls_key = malloc(cap);
+	if (!s->tls_cert || !s->tls_key)
+		return cm_errf(err, CM_ENOMEM, "out of memory");
+	int rc = cm_read_file(c->tls_cert_file, s->tls_cert, cap, NULL);
+	if (rc)
+		return cm_errf(err, rc, "cannot read %s: %s", c->tls_cert_file, cm_strerror(rc));
+	if ((rc = cm_read_file(c->tls_key_file, s->tls_key, cap, NULL)))
+		return cm_errf(err, rc, "cannot read %s: %s", c->tls_key_file, cm_strerror(rc));
+	return CM_OK;
+}
+
+/* The listening socket of --listen, made here so that --user can drop privileges between the bind
+ * (a port below 1024 needs root) and the first request (which must not be served as root). */
+static int bind_http(ag_server *s, int *out, cm_err *err)
 {
 	struct sockaddr_storage ss;
-	int rc = cm_parse_listen("listen", s->cfg.listen, &ss, err);
+	int rc = cm_parse_listen("listen", s->cfg.listen, &ss, err), one = 1;
 	if (rc)
 		return rc;
+	socklen_t len = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+	    (ss.ss_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one))) ||
+	    bind(fd, (struct sockaddr *)&ss, len) || listen(fd, 256)) {
+		rc = cm_errf(err, -errno, "cannot listen on %s: %s", s->cfg.listen, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return rc;
+	}
+	*out = fd;
+	return CM_OK;
+}
+
+/* Serves on fd (from bind_http): MHD_stop_daemon closes it; the caller does when this fails. */
+static int start_http(ag_server *s, int fd, cm_err *err)
+{
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
-	if (ss.ss_family == AF_INET6)
-		flags |= MHD_USE_IPv6;
-	s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &ss,
-				  MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg.threads, MHD_OPTION_NOTIFY_COMPLETED,
-				  on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, 60u, MHD_OPTION_CONNECTION_LIMIT,
-				  1000u, MHD_OPTION_END);
+	if (s->tls_cert)
+		flags |= MHD_USE_TLS;
+	const ag_config *c = &s->cfg;
+	size_t mem = c->http_max_header_bytes < 4096 ? 4096 : (size_t)c->http_max_header_bytes;
+	unsigned timeout_s = c->http_timeout_ms < 1000 ? 1u : (unsigned)(c->http_timeout_ms / 1000);
+	struct MHD_OptionItem tls[] = {
+		{s->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, s->tls_cert},
+		{MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key},
+		{MHD_OPTION_END, 0, NULL},
+	};
+	s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+				  MHD_OPTION_THREAD_POOL_SIZE, (unsigned)c->threads, MHD_OPTION_NOTIFY_COMPLETED,
+				  on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s, MHD_OPTION_CONNECTION_LIMIT,
+				  (unsigned)c->http_max_conns, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+				  (unsigned)c->http_max_conns_per_ip, MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem,
+				  MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
 	if (!s->mhd)
-		return cm_errf(err, CM_EIO, "cannot listen on %s (address in use?)", s->cfg.listen);
+		return cm_errf(err, CM_EIO, "cannot serve HTTP on %s%s", c->listen,
+			       s->tls_cert ? " (a bad TLS certificate or key?)" : "");
 	return CM_OK;
 }
 
@@ -461,7 +559,11 @@ int ag_server_start(const ag_config *cfg, ag_server **out, cm_err *err)
 	s->cfg = *cfg;
 	s->lock_fd = -1;
 	s->metrics.start_ms = cm_now_ms();
-	int rc = lock_data_dir(cfg->data_dir, &s->lock_fd, err);
+	ag__user user = {0};
+	int rc = load_tls(s, err); /* before --user: the key may be readable by root only */
+	rc = rc ? rc : ag__rate_create(cfg->http_rate_per_ip, &s->rate, err);
+	rc = rc ? rc : ag__user_prepare(cfg->user, cfg->data_dir, &user, err);
+	rc = rc ? rc : lock_data_dir(cfg->data_dir, &s->lock_fd, err);
 	if (!rc)
 		rc = open_store(s, err);
 	if (!rc) {
@@ -474,13 +576,20 @@ int ag_server_start(const ag_config *cfg, ag_server **out, cm_err *err)
 		if (!rc)
 			ag__ingest_set_state(s->ingest, s->state);
 	}
+	rc = rc ? rc : ag__user_bind(&user, err);
 	rc = rc ? rc : ag__dns_start(cfg, s->services, &s->dns, err);
 	if (rc)
 		goto fail;
 	s->api = (ag__api){.db = s->db, .metrics = &s->metrics, .lookback_ms = 5 * 60 * 1000};
-	rc = start_http(s, err);
-	if (rc)
+	int http_fd = -1;
+	rc = bind_http(s, &http_fd, err);
+	rc = rc ? rc : ag__user_drop(&user, err);
+	rc = rc ? rc : start_http(s, http_fd, err);
+	if (rc) {
+		if (http_fd >= 0 && !s->mhd)
+			close(http_fd);
 		goto fail;
+	}
 	*out = s;
 	return CM_OK;
 fail:
@@ -509,5 +618,11 @@ void ag_server_stop(ag_server *s)
 		ts_close(s->db);
 	if (s->lock_fd >= 0)
 		close(s->lock_fd);
+	ag__auth_destroy(s->auth); /* after every user of it */
+	ag__rate_destroy(s->rate);
+	if (s->tls_key)
+		memset(s->tls_key, 0, strlen(s->tls_key));
+	free(s->tls_key);
+	free(s->tls_cert);
 	free(s);
 }

@@ -40,7 +40,7 @@
 struct ag__importer {
 	ts_db *db;
 	ag__metrics *metrics;
-	char *token;
+	ag__auth *auth;  /* push tokens (ag_auth.c) */
 	int allow_unauth;
 };
 
@@ -569,37 +569,29 @@ void ag__import_feed(ag__import *im, const char *p, size_t n)
 
 /* ---- requests -------------------------------------------------------------------------------------- */
 
-int ag__importer_create(ts_db *db, ag__metrics *m, const char *token, int allow_unauth, ag__importer **out,
+int ag__importer_create(ts_db *db, ag__metrics *m, ag__auth *auth, int allow_unauth, ag__importer **out,
 			cm_err *err)
 {
 	ag__importer *imp = calloc(1, sizeof(*imp));
-	if (!imp || !(imp->token = strdup(token))) {
-		free(imp);
+	if (!imp)
 		return cm_errf(err, CM_ENOMEM, "out of memory");
-	}
-	imp->db = db, imp->metrics = m, imp->allow_unauth = allow_unauth;
+	imp->db = db, imp->metrics = m, imp->auth = auth, imp->allow_unauth = allow_unauth;
 	*out = imp;
 	return CM_OK;
 }
+
 
 void ag__importer_destroy(ag__importer *imp)
 {
 	if (!imp)
 		return;
-	memset(imp->token, 0, strlen(imp->token));
-	free(imp->token);
 	free(imp);
 }
 
 static int import_authorized(const ag__importer *imp, const char *header)
 {
-	static const char prefix[] = "Bearer ";
-	if (imp->allow_unauth)
-		return 1;
-	if (!header || strncmp(header, prefix, sizeof(prefix) - 1) != 0)
-		return 0;
-	const char *t = header + sizeof(prefix) - 1;
-	return cm_secret_equal(t, strlen(t), imp->token, strlen(imp->token));
+	char bound[256]; /* a token bound to one node imports nothing */
+	return imp->allow_unauth || (ag__auth_push(imp->auth, header, bound, sizeof(bound)) && !bound[0]);
 }
 
 ag__import *ag__import_begin(ag__importer *imp, const char *authorization)

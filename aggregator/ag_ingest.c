@@ -49,7 +49,7 @@ typedef struct node_entry {
 struct ag__ingest {
 	ts_db *db;
 	ag__metrics *metrics;
-	char *token;
+	ag__auth *auth;  /* push tokens (ag_auth.c) */
 	cm_wire_limits limits;
 	ag__state *state; /* inventory and events of stored batches (ag_state.c), or NULL */
 	ag__loki *loki;   /* log store for field 10, or NULL (log streams are then ignored) */
@@ -108,14 +108,13 @@ static int restore_one(void *ctx, const cm_label *labels, size_t nlabels, const 
 	return 0;
 }
 
-int ag__ingest_create(ts_db *db, ag__metrics *m, ag__loki *loki, const char *token, size_t max_push,
+int ag__ingest_create(ts_db *db, ag__metrics *m, ag__loki *loki, ag__auth *auth, size_t max_push,
 		      ag__ingest **out, cm_err *err)
 {
 	ag__ingest *in = calloc(1, sizeof(*in));
-	if (!in || !(in->token = strdup(token))) {
-		free(in);
+	if (!in)
 		return cm_errf(err, CM_ENOMEM, "out of memory");
-	}
+	in->auth = auth;
 	in->db = db;
 	in->metrics = m;
 	in->loki = loki;
@@ -146,20 +145,7 @@ void ag__ingest_destroy(ag__ingest *in)
 		}
 	}
 	pthread_mutex_destroy(&in->table_lock);
-	if (in->token) {
-		memset(in->token, 0, strlen(in->token));
-		free(in->token);
-	}
 	free(in);
-}
-
-static int authorized(const ag__ingest *in, const char *header)
-{
-	static const char prefix[] = "Bearer ";
-	if (!header || strncmp(header, prefix, sizeof(prefix) - 1) != 0)
-		return 0;
-	const char *t = header + sizeof(prefix) - 1;
-	return cm_secret_equal(t, strlen(t), in->token, strlen(in->token));
 }
 
 /* The batch's series with node="..." added where absent, plus the sequence series at time t, in the
@@ -346,7 +332,8 @@ void ag__ingest_set_state(ag__ingest *in, struct ag__state *st) { in->state = st
 
 void ag__ingest_push(ag__ingest *in, const ag__req *req, ag__resp *resp)
 {
-	if (!authorized(in, req->authorization)) {
+	char bound[256]; /* the node a per-node token is valid for, "" = any */
+	if (!ag__auth_push(in->auth, req->authorization, bound, sizeof(bound))) {
 		respond(in, resp, AG_PUSH_UNAUTHORIZED, 401, "unauthorized", "missing or wrong bearer token");
 		return;
 	}
@@ -360,6 +347,10 @@ void ag__ingest_push(ag__ingest *in, const ag__req *req, ag__resp *resp)
 		char msg[320];
 		snprintf(msg, sizeof(msg), "bad batch: %s", err.msg);
 		respond(in, resp, AG_PUSH_BAD_REQUEST, 400, "bad_data", msg);
+		return;
+	}
+	if (bound[0] && strcmp(bound, b.node)) {
+		respond(in, resp, AG_PUSH_UNAUTHORIZED, 403, "forbidden", "this token may not push for this node");
 		return;
 	}
 	store(in, &b, req->arena, resp);

@@ -10,6 +10,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
 
 #include "ag.h"
 #include "cm.h"
@@ -74,6 +75,8 @@ typedef struct ag__resp {
 	ag__upgrade_fn upgrade;
 	void *upgrade_arg;
 	char ws_accept[32];
+	struct { const char *name, *value; } headers[6]; /* extra response headers; values outlive the send */
+	size_t nheaders;
 } ag__resp;
 
 const char *ag__param_get(const ag__req *r, const char *key);
@@ -82,14 +85,59 @@ int ag__parse_form(ag__req *r, const char *s, size_t n);
 
 /* Writes the Prometheus error envelope: {"status":"error","errorType":type,"error":msg}. */
 void ag__resp_error(ag__resp *resp, int status, const char *type, const char *msg);
+/* Adds a response header (name and value must outlive the response); ignored past the table's size. */
+void ag__resp_header(ag__resp *resp, const char *name, const char *value);
+
+/* ---- bearer tokens (ag_auth.c) ------------------------------------------------------------------ */
+
+typedef struct ag__auth ag__auth;
+
+/* push_file: --token-file (else CORRAL_TOKEN; one is required); read_file: --read-token-file (else
+ * CORRAL_READ_TOKEN; none = reads are open). File format and reload rules atop ag_auth.c. */
+int ag__auth_create(const char *push_file, const char *read_file, ag__auth **out, cm_err *err);
+void ag__auth_destroy(ag__auth *a);
+/* The check of every writing route: 1 when authorization is "Bearer <a push token>". node (cap > 0)
+ * receives the node that token is bound to, "" when it is valid for any node; the caller refuses
+ * data of another node (403). Re-reads a changed token file at most once a second. */
+int ag__auth_push(ag__auth *a, const char *authorization, char *node, size_t cap);
+/* 1 when reads are open or authorization carries a read token (push tokens do not read). */
+int ag__auth_read(ag__auth *a, const char *authorization);
+/* corral_auth_* counters (never a token). */
+int ag__auth_metrics(ag__auth *a, cm_buf *out);
+/* The token file parser alone (for the fuzzer and tests): how many tokens text holds, how many bound. */
+int ag__auth_parse(const char *text, size_t len, int allow_node, size_t *ntokens, size_t *nbound, cm_err *err);
+
+/* ---- --http-rate-per-ip (ag_rate.c) ----------------------------------------------------------------- */
+
+typedef struct ag__rate ag__rate;
+/* *out is NULL (no limit) when per_sec is 0. */
+int ag__rate_create(long per_sec, ag__rate **out, cm_err *err);
+void ag__rate_destroy(ag__rate *r);
+/* 1 when the client at sa may make one more request now (always with r NULL). */
+int ag__rate_allow(ag__rate *r, const struct sockaddr *sa);
+int ag__rate_metrics(ag__rate *r, cm_buf *out);
+
+/* ---- --user: privileges dropped after binding (ag_user.c) ---------------------------------------- */
+
+typedef struct ag__user {
+	int active;  /* started as root with --user */
+	unsigned uid, gid;
+} ag__user;
+
+/* Resolves name (NULL = no --user), hands data_dir to it and switches effective ids to it. */
+int ag__user_prepare(const char *name, const char *data_dir, ag__user *u, cm_err *err);
+/* Effective root again, to bind the ports. */
+int ag__user_bind(const ag__user *u, cm_err *err);
+/* Real, effective and saved ids to the user for good. */
+int ag__user_drop(const ag__user *u, cm_err *err);
 
 /* ---- ingest (ag_ingest.c) ----------------------------------------------------------------------- */
 
 typedef struct ag__ingest ag__ingest;
 
-/* token is the bearer token pushes must carry; copied. loki: where batches' log streams go (NULL: dropped). */
+/* auth: the push tokens (outlives the ingest). loki: where batches' log streams go (NULL: dropped). */
 struct ag__loki;
-int ag__ingest_create(ts_db *db, ag__metrics *m, struct ag__loki *loki, const char *token, size_t max_push,
+int ag__ingest_create(ts_db *db, ag__metrics *m, struct ag__loki *loki, ag__auth *auth, size_t max_push,
 		      ag__ingest **out, cm_err *err);
 void ag__ingest_destroy(ag__ingest *in);
 /* Batches stored from now on also go to the cluster state (inventory, events); NULL = none. */
@@ -103,7 +151,7 @@ void ag__ingest_push(ag__ingest *in, const ag__req *req, ag__resp *resp);
 typedef struct ag__importer ag__importer;  /* server-wide: store, token, policy */
 typedef struct ag__import ag__import;      /* one streamed POST /api/v1/import/prometheus */
 
-int ag__importer_create(ts_db *db, ag__metrics *m, const char *token, int allow_unauth, ag__importer **out,
+int ag__importer_create(ts_db *db, ag__metrics *m, ag__auth *auth, int allow_unauth, ag__importer **out,
 			cm_err *err);
 void ag__importer_destroy(ag__importer *imp);
 /* Starts an import request (authorization is the header or NULL); NULL when out of memory. */
@@ -152,9 +200,9 @@ int ag__put_json_time(cm_buf *b, int64_t t_ms);
 
 typedef struct ag__loki ag__loki;
 
-/* dir: the log store's directory; token: bearer token pushes must carry ("" = none); push_url: a Loki
+/* dir: the log store's directory; auth: the push tokens pushes must carry (outlives l); push_url: a Loki
  * push URL every stored line is forwarded to (NULL = none; CORRAL_LOKI_PUSH_TOKEN = its bearer token). */
-int ag__loki_create(const char *dir, const char *token, const char *push_url, ag__loki **out, cm_err *err);
+int ag__loki_create(const char *dir, ag__auth *auth, const char *push_url, ag__loki **out, cm_err *err);
 /* Durable append (dedupe on origin/seq, see ls_store_append) and forwarding: the hook for ingest. */
 int ag__loki_append(ag__loki *l, const char *origin, uint64_t seq, const ls_push_stream *st, size_t n, cm_err *err);
 /* Prometheus text of the log store and forwarder counters (l may be NULL). */
@@ -235,5 +283,4 @@ typedef struct ag__dns ag__dns;
 int ag__dns_start(const ag_config *cfg, ag__services *reg, ag__dns **out, cm_err *err);
 void ag__dns_stop(ag__dns *d);
 int ag__dns_metrics(ag__dns *d, cm_buf *out);
-
 #endif

@@ -66,7 +66,7 @@ typedef struct fwd {
 struct ag__loki {
 	ls_store *store;
 	fwd *fwd;  /* NULL when not forwarding */
-	char token[1024];
+	ag__auth *auth;  /* push tokens (ag_auth.c) */
 	pthread_mutex_t mu;  /* tails */
 	pthread_cond_t cv;
 	int ntails, stopping;
@@ -76,12 +76,12 @@ static int fwd_start(ag__loki *l, const char *url, cm_err *err);
 static void fwd_stop(fwd *f);
 static void fwd_enqueue(fwd *f, const ls_push_stream *st, size_t n);
 
-int ag__loki_create(const char *dir, const char *token, const char *push_url, ag__loki **out, cm_err *err)
+int ag__loki_create(const char *dir, ag__auth *auth, const char *push_url, ag__loki **out, cm_err *err)
 {
 	ag__loki *l = calloc(1, sizeof(*l));
 	if (!l)
 		return cm_errf(err, CM_ENOMEM, "out of memory");
-	snprintf(l->token, sizeof(l->token), "%s", token ? token : "");
+	l->auth = auth;
 	pthread_mutex_init(&l->mu, NULL);
 	pthread_cond_init(&l->cv, NULL);
 	ls_store_opts o = {.dir = dir};
@@ -382,18 +382,22 @@ int ag__loki_append(ag__loki *l, const char *origin, uint64_t seq, const ls_push
 	return rc;
 }
 
+/* 0, or the status refusing the request: 401 without a push token, 403 for a token bound to one node
+ * (Loki streams carry no node to check it against). */
 static int authorized(const ag__loki *l, const ag__req *req)
 {
-	if (!l->token[0])
-		return 1;
-	const char *h = req->authorization;
-	return h && !strncmp(h, "Bearer ", 7) && cm_secret_equal(h + 7, strlen(h + 7), l->token, strlen(l->token));
+	char bound[256];
+	if (!ag__auth_push(l->auth, req->authorization, bound, sizeof(bound)))
+		return 401;
+	return bound[0] ? 403 : 0;
 }
 
 void ag__loki_push(ag__loki *l, const ag__req *req, ag__resp *resp)
 {
-	if (!authorized(l, req))
-		return text_error(resp, 401, "unauthorized");
+	int refused = authorized(l, req);
+	if (refused)
+		return text_error(resp, refused,
+				  refused == 401 ? "unauthorized" : "a token bound to one node may not push here");
 	if (req->body_too_large)
 		return text_error(resp, 413, "request body too large");
 	const char *ct = req->content_type ? req->content_type : "";

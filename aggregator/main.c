@@ -36,6 +36,25 @@ const cm_opt ag_opts[] = {
 	 NULL},
 	{"loki-push", CM_OPT_STR, NULL, offsetof(ag_config, loki_push),
 	 "forward every stored log line to this Loki push URL (bearer token from CORRAL_LOKI_PUSH_TOKEN)", NULL},
+	{"read-token-file", CM_OPT_STR, NULL, offsetof(ag_config, read_token_file),
+	 "file of bearer tokens the read APIs require (or CORRAL_READ_TOKEN; default: reads are open)", NULL},
+	{"tls-cert-file", CM_OPT_STR, NULL, offsetof(ag_config, tls_cert_file),
+	 "PEM certificate chain: the HTTP API speaks HTTPS only (needs --tls-key-file)", NULL},
+	{"tls-key-file", CM_OPT_STR, NULL, offsetof(ag_config, tls_key_file), "PEM private key of --tls-cert-file",
+	 NULL},
+	{"user", CM_OPT_STR, NULL, offsetof(ag_config, user),
+	 "when started as root: run as this user (and its groups) once the ports are bound", NULL},
+	{"http-max-connections", CM_OPT_INT, "1000", offsetof(ag_config, http_max_conns),
+	 "HTTP connections at once (more are refused)", NULL},
+	{"http-max-connections-per-ip", CM_OPT_INT, "64", offsetof(ag_config, http_max_conns_per_ip),
+	 "HTTP connections at once from one client address, 0 = no per-address limit", NULL},
+	{"http-timeout", CM_OPT_DURATION, "60s", offsetof(ag_config, http_timeout_ms),
+	 "close an HTTP connection idle (or stalled mid-request) this long", NULL},
+	{"http-max-header-bytes", CM_OPT_SIZE, "32Ki", offsetof(ag_config, http_max_header_bytes),
+	 "largest request line plus headers (answered 431 beyond)", NULL},
+	{"http-rate-per-ip", CM_OPT_INT, "0", offsetof(ag_config, http_rate_per_ip),
+	 "requests per second per client address, bursts up to one second's worth (429 beyond; not /healthz); 0 = no limit",
+	 NULL},
 };
 const size_t ag_nopts = CM_ARRAY_LEN(ag_opts);
 
@@ -69,7 +88,8 @@ int main(int argc, char **argv)
 		CM_LOG(CM_LOG_ERROR, "aggregator", "%s", err.msg);
 		return 1;
 	}
-	CM_LOG(CM_LOG_INFO, "aggregator", "listening on http://%s, data in %s", cfg.listen, cfg.data_dir);
+	CM_LOG(CM_LOG_INFO, "aggregator", "listening on %s://%s, data in %s", cfg.tls_cert_file ? "https" : "http",
+	       cfg.listen, cfg.data_dir);
 	int sig;
 	do
 		sigwait(&set, &sig);

@@ -62,7 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *body = (const char *)data + 1;
 	size_t blen = size - 1;
 	size_t lines = parse_lines(body, blen);
-	if (ts_open(dir, &opts, &db, NULL, NULL) || ag__importer_create(db, &m, "t", 1, &imp, NULL))
+	if (ts_open(dir, &opts, &db, NULL, NULL) || ag__importer_create(db, &m, NULL, 1, &imp, NULL))
 		abort();
 	ag__import *im = ag__import_begin(imp, NULL);
 	ag__resp resp = {.status = 200};

@@ -344,12 +344,15 @@ static void test_api(void **state)
 	    "}";
 	cm_buf reply;
 	cm_buf_init(&reply);
-	assert_int_equal(itest_http("POST", url, NULL, svc, strlen(svc), &reply), 200);
+	const char *auth[] = {"Authorization: Bearer dns-test", NULL}; /* registry changes need the push token */
+	assert_int_equal(itest_http("POST", url, NULL, svc, strlen(svc), &reply), 401);
+	reply.len = 0;
+	assert_int_equal(itest_http("POST", url, auth, svc, strlen(svc), &reply), 200);
 	assert_int_equal(wait_dig("api-svc.team.svc.cluster.local A", "10.96.5.5", 5000), 0);
 	run("dig", "_grpc._tcp.api-svc.team.svc.cluster.local SRV");
 	expect("IN SRV 0 100 9000 api-svc.team.svc.cluster.local.");
 	reply.len = 0;
-	assert_int_equal(itest_http("POST", url, NULL, "{\"kind\":\"Pod\"}", 14, &reply), 400);
+	assert_int_equal(itest_http("POST", url, auth, "{\"kind\":\"Pod\"}", 14, &reply), 400);
 	long st;
 	json_t *j = itest_get_json(url, &st);
 	assert_int_equal(st, 200);
@@ -375,10 +378,10 @@ static void test_api(void **state)
 	assert_int_equal(wait_dig("api-svc.team.svc.cluster.local A", "10.96.5.5", 5000), 0);
 	snprintf(url, sizeof(url), "%s/api/v1/services?namespace=team&name=api-svc", F->url);
 	reply.len = 0;
-	assert_int_equal(itest_http("DELETE", url, NULL, NULL, 0, &reply), 200);
+	assert_int_equal(itest_http("DELETE", url, auth, NULL, 0, &reply), 200);
 	assert_int_equal(wait_dig("api-svc.team.svc.cluster.local A", "status: NXDOMAIN", 5000), 0);
 	reply.len = 0;
-	assert_int_equal(itest_http("DELETE", url, NULL, NULL, 0, &reply), 404);
+	assert_int_equal(itest_http("DELETE", url, auth, NULL, 0, &reply), 404);
 	cm_buf_close(&reply);
 	snprintf(url, sizeof(url), "%s/metrics", F->url);
 	reply.len = 0;

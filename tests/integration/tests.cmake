@@ -34,3 +34,6 @@ corral_test(test_logs_agent SOURCES integration/test_logs_agent.c LIBS itest LAB
 add_dependencies(test_logs_agent corral-agent corral-aggregator)
 corral_test(test_logs_backlog SOURCES integration/test_logs_backlog.c LIBS itest LABELS integration TIMEOUT 120)
 add_dependencies(test_logs_backlog corral-agent corral-aggregator)
+# TLS, push/read/per-node tokens, rotation, limits, --user, no secret in any output (issue 11)
+corral_test(test_security SOURCES integration/test_security.c LIBS itest LABELS integration TIMEOUT 120)
+add_dependencies(test_security corral-agent corral-aggregator)
