@@ -26,6 +26,12 @@ typedef struct ag_config {
 	long dns_threads;           /* UDP serving threads, 0 = one per CPU */
 	long dns_rrl_rate;          /* DNS responses per second per client /24 (/56), 0 = no limit */
 	const char *loki_push;      /* forward every stored log line to this Loki push URL, NULL = no */
+	cm_strlist remote_write;    /* --remote-write URLs: every stored sample is forwarded (ag_rwsend.c) */
+	const char *remote_write_token_file; /* bearer token sent to them, NULL = none */
+	long remote_write_shards;            /* parallel senders per URL */
+	long remote_write_max_samples;       /* samples per request */
+	int64_t remote_write_max_wait_ms;    /* longest wait to fill a request */
+	uint64_t remote_write_max_queue;     /* disk queue per URL; past it the oldest is dropped */
 	/* security (docs/security.md) */
 	const char *read_token_file; /* bearer token(s) the read APIs require (or CORRAL_READ_TOKEN), NULL = open */
 	const char *tls_cert_file;   /* PEM certificate (chain) of the HTTP API; with tls_key_file: HTTPS only */
@@ -37,6 +43,11 @@ typedef struct ag_config {
 	uint64_t http_max_header_bytes; /* request line + headers (libmicrohttpd's per-connection memory) */
 	long http_rate_per_ip;       /* requests per second per client address (429 beyond), 0 = no limit */
 	int64_t node_grace_ms;      /* a node silent this long is not ready and its pods leave endpoints */
+	int64_t query_timeout_ms;   /* PromQL: longest evaluation (docs/promql.md) */
+	long query_max_samples;     /* PromQL: samples loaded plus points computed per query */
+	long query_max_concurrency; /* PromQL: queries at once */
+	const cm_opt *opts;        /* the flag table cfg was parsed with, for /api/v1/status/flags (NULL = none) */
+	size_t nopts;
 } ag_config;
 
 extern const cm_opt ag_opts[];

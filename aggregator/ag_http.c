@@ -35,6 +35,8 @@ struct ag_server {
 	ag__state *state;       /* inventory and events (ag_state.c) */
 	ag__auth *auth;         /* push and read tokens (ag_auth.c) */
 	ag__rate *rate;         /* --http-rate-per-ip, NULL = off (ag_rate.c) */
+	ag__rwsend *rwsend;     /* --remote-write sender, NULL without (ag_rwsend.c) */
+	ag__rw *rw;             /* remote write receiver (ag_rw.c) */
 	char *tls_cert, *tls_key; /* PEM text of --tls-cert-file and --tls-key-file, NULL without TLS */
 };
 
@@ -104,6 +106,8 @@ static size_t url_decode(char *s, size_t n)
 
 int ag__parse_form(ag__req *r, const char *s, size_t n)
 {
+	if (!n)
+		return CM_OK; /* an empty body (s may be NULL) */
 	char *copy = cm_arena_strndup(r->arena, s, n);
 	if (!copy)
 		return CM_ENOMEM;
@@ -239,11 +243,13 @@ static void route_metrics(ag_server *s, const ag__req *req, ag__resp *resp)
 	resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
 	if (ag__metrics_render(&s->metrics, s->db, &resp->body) || ag__dns_metrics(s->dns, &resp->body) ||
 	    ag__loki_metrics(s->loki, &resp->body) || ag__auth_metrics(s->auth, &resp->body) ||
-	    ag__rate_metrics(s->rate, &resp->body))
+	    ag__rate_metrics(s->rate, &resp->body) ||
+	    ag__rw_metrics(s->rw, &resp->body) || ag__rwsend_metrics(s->rwsend, &resp->body))
 		ag__resp_error(resp, 500, "internal", "out of memory");
 }
 
 static void route_push(ag_server *s, const ag__req *req, ag__resp *resp) { ag__ingest_push(s->ingest, req, resp); }
+static void route_rw(ag_server *s, const ag__req *req, ag__resp *resp) { ag__rw_write(s->rw, req, resp); }
 static void route_import(ag_server *s, const ag__req *req, ag__resp *resp)
 {
 	(void)s, (void)req; /* reached only when the streamed import could not start */
@@ -254,7 +260,6 @@ static void route_flush(ag_server *s, const ag__req *req, ag__resp *resp)
 	ag__import_flush(s->importer, req, resp);
 }
 static void route_query(ag_server *s, const ag__req *req, ag__resp *resp) { ag__api_query(&s->api, req, resp); }
-static void route_series(ag_server *s, const ag__req *req, ag__resp *resp) { ag__api_series(&s->api, req, resp); }
 static void route_query_range(ag_server *s, const ag__req *req, ag__resp *resp)
 {
 	ag__api_query_range(&s->api, req, resp);
@@ -287,6 +292,12 @@ static void route_loki_stats(ag_server *s, const ag__req *req, ag__resp *resp)
 	ag__loki_index_stats(s->loki, req, resp);
 }
 static void route_loki_tail(ag_server *s, const ag__req *req, ag__resp *resp) { ag__loki_tail(s->loki, req, resp); }
+
+static void route_papi(ag_server *s, const ag__req *req, ag__resp *resp)
+{
+	ag__papi p = {.db = s->db, .metrics = &s->metrics, .cfg = &s->cfg, .lookback_ms = s->api.lookback_ms};
+	ag__papi_handle(&p, req, resp);
+}
 
 typedef void (*route_fn)(ag_server *s, const ag__req *req, ag__resp *resp);
 
@@ -322,11 +333,19 @@ static const struct route {
 	{"/healthz", 0, route_healthz},
 	{"/metrics", 0, route_metrics},
 	{"/api/v1/agent/push", 1, route_push},
+	{"/api/v1/write", 1, route_rw},
 	{"/api/v1/import/prometheus", 1, route_import},
 	{"/api/v1/admin/flush", 1, route_flush},
 	{"/api/v1/query", 0, route_query},
 	{"/api/v1/query_range", 0, route_query_range},
-	{"/api/v1/series", 0, route_series},
+	{"/api/v1/series", 0, route_papi}, /* ag_papi.c: with limit */
+	{"/api/v1/labels", 0, route_papi},
+	{"/api/v1/metadata", 0, route_papi},
+	{"/api/v1/status/buildinfo", 0, route_papi},
+	{"/api/v1/status/runtimeinfo", 0, route_papi},
+	{"/api/v1/status/flags", 0, route_papi},
+	{"/api/v1/query_exemplars", 0, route_papi},
+	{"/federate", 0, route_papi},
 	{"/api/v1/services", 2, route_services},
 	{"/api/v1/inventory", 0, route_inventory},
 	{"/api/v1/events", 0, route_events},
@@ -349,6 +368,9 @@ static void dispatch(ag_server *s, ag__req *req, ag__resp *resp)
 	static const struct route loki_values = {"/loki/api/v1/label/", 0, route_loki_values};
 	if (!rt && !strncmp(req->url, loki_values.path, strlen(loki_values.path)))
 		rt = &loki_values; /* /loki/api/v1/label/<name>/values */
+	static const struct route label_values = {"/api/v1/label/", 0, route_papi};
+	if (!rt && !strncmp(req->url, label_values.path, strlen(label_values.path)))
+		rt = &label_values; /* /api/v1/label/<name>/values */
 	int is_post = !strcmp(req->method, "POST"), is_get = !strcmp(req->method, "GET");
 	if (!rt) {
 		ag__resp_error(resp, 404, "not_found", "no such endpoint");
@@ -408,6 +430,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		       .body_len = cc->body.len, .body_too_large = cc->too_large};
 	req.authorization = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
 	req.content_type = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+	req.content_encoding = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Encoding");
 	req.ws_key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Key");
 	ag__resp resp = {.status = 200, .content_type = "text/plain"};
 	cm_buf_init(&resp.body);
@@ -479,6 +502,27 @@ static int open_store(ag_server *s, cm_err *err)
 	if (!rc)
 		rc = ag__importer_create(s->db, &s->metrics, s->auth, s->cfg.allow_unauth_import, &s->importer, err);
 	return rc;
+}
+
+/* The remote write receiver, and the sender when --remote-write names a URL (ag_rw.c, ag_rwsend.c). */
+static int start_remote_write(ag_server *s, cm_err *err)
+{
+	const ag_config *c = &s->cfg;
+	char dir[4096], token[1024] = "";
+	int rc = CM_OK;
+	if (c->remote_write.n && c->remote_write_token_file)
+		rc = cm_read_secret(c->remote_write_token_file, NULL, token, sizeof(token), err);
+	ag__rwsend_opts o = {c->remote_write.v, c->remote_write.n, token, c->remote_write_shards,
+			     c->remote_write_max_samples, c->remote_write_max_wait_ms, c->remote_write_max_queue};
+	snprintf(dir, sizeof(dir), "%s/remote-write", c->data_dir);
+	if (!rc && c->remote_write.n)
+		rc = ag__rwsend_create(dir, &o, &s->rwsend, err);
+	memset(token, 0, sizeof(token));
+	if (!rc) {
+		ag__ingest_set_forward(s->ingest, s->rwsend);
+		ag__importer_set_forward(s->importer, s->rwsend);
+	}
+	return rc ? rc : ag__rw_create(s->db, s->auth, s->rwsend, &s->rw, err);
 }
 
 /* Reads --tls-cert-file and --tls-key-file into memory (libmicrohttpd takes PEM text). */
@@ -566,6 +610,8 @@ int ag_server_start(const ag_config *cfg, ag_server **out, cm_err *err)
 	rc = rc ? rc : lock_data_dir(cfg->data_dir, &s->lock_fd, err);
 	if (!rc)
 		rc = open_store(s, err);
+	if (!rc)
+		rc = start_remote_write(s, err);
 	if (!rc) {
 		char db[4096];
 		snprintf(db, sizeof(db), "%s/state.db", cfg->data_dir);
@@ -580,7 +626,10 @@ int ag_server_start(const ag_config *cfg, ag_server **out, cm_err *err)
 	rc = rc ? rc : ag__dns_start(cfg, s->services, &s->dns, err);
 	if (rc)
 		goto fail;
-	s->api = (ag__api){.db = s->db, .metrics = &s->metrics, .lookback_ms = 5 * 60 * 1000};
+	s->api = (ag__api){.db = s->db, .metrics = &s->metrics, .lookback_ms = 5 * 60 * 1000,
+			   .query_timeout_ms = cfg->query_timeout_ms,
+			   .max_samples = cfg->query_max_samples > 0 ? (uint64_t)cfg->query_max_samples : 0,
+			   .max_queries = (int)cfg->query_max_concurrency};
 	int http_fd = -1;
 	rc = bind_http(s, &http_fd, err);
 	rc = rc ? rc : ag__user_drop(&user, err);
@@ -606,6 +655,8 @@ void ag_server_stop(ag_server *s)
 	if (s->mhd)
 		MHD_stop_daemon(s->mhd);
 	ag__dns_stop(s->dns);
+	ag__rw_destroy(s->rw);
+	ag__rwsend_destroy(s->rwsend); /* after the HTTP threads: nothing enqueues any more */
 	if (s->ingest)
 		ag__ingest_set_state(s->ingest, NULL);
 	ag__state_destroy(s->state);

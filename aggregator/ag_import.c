@@ -42,6 +42,7 @@ struct ag__importer {
 	ag__metrics *metrics;
 	ag__auth *auth;  /* push tokens (ag_auth.c) */
 	int allow_unauth;
+	ag__rwsend *fwd;  /* remote write sender (ag_rwsend.c), or NULL */
 };
 
 /* One series seen in this request: its raw text, reference and pending samples. */
@@ -419,9 +420,29 @@ static void storer_stop(ag__import *im)
 	st->started = 0;
 }
 
+/* Queues the pending samples for remote write, keyed by their series text (which lives only here, so
+ * this runs as the batch is handed to the storer, before its append; a failed append answers 503 and
+ * the client's retry sends them again, which receivers dedupe). */
+static void forward_pending(ag__import *im)
+{
+	size_t n = im->ndirty;
+	const char **k = malloc(n * sizeof(*k));
+	const cm_sample **x = malloc(n * sizeof(*x));
+	size_t *kl = malloc(n * sizeof(*kl)), *nx = malloc(n * sizeof(*nx));
+	for (size_t i = 0; k && x && kl && nx && i < n; i++) {
+		cache_ent *e = &im->ents[im->dirty[i]];
+		k[i] = e->key, kl[i] = e->len, x[i] = e->x, nx[i] = e->n;
+	}
+	if (k && x && kl && nx)
+		ag__rwsend_enqueue_text(im->imp->fwd, k, kl, x, nx, n);
+	free(k), free(x), free(kl), free(nx);
+}
+
 /* Copies the pending samples into one batch and resets the entries. */
 static int batch_take(ag__import *im, ts_ref_series **refs, cm_sample **x)
 {
+	if (im->imp->fwd)
+		forward_pending(im);
 	*refs = malloc(im->ndirty * sizeof(**refs));
 	*x = malloc((im->pending ? im->pending : 1) * sizeof(**x));
 	if (!*refs || !*x) {
@@ -580,6 +601,7 @@ int ag__importer_create(ts_db *db, ag__metrics *m, ag__auth *auth, int allow_una
 	return CM_OK;
 }
 
+void ag__importer_set_forward(ag__importer *imp, ag__rwsend *fwd) { imp->fwd = fwd; }
 
 void ag__importer_destroy(ag__importer *imp)
 {

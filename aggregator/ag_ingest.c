@@ -53,6 +53,7 @@ struct ag__ingest {
 	cm_wire_limits limits;
 	ag__state *state; /* inventory and events of stored batches (ag_state.c), or NULL */
 	ag__loki *loki;   /* log store for field 10, or NULL (log streams are then ignored) */
+	ag__rwsend *fwd;  /* remote write sender (ag_rwsend.c), or NULL */
 	pthread_mutex_t table_lock;
 	node_entry *buckets[NBUCKETS];
 };
@@ -310,6 +311,7 @@ static void store(ag__ingest *in, const cm_batch *b, cm_arena *a, ag__resp *resp
 			e->newest = b->created_ms + shift;
 		if (shift)
 			atomic_fetch_add(&in->metrics->retimed_batches, 1);
+		ag__rwsend_enqueue(in->fwd, series, b->nseries); /* the batch's series, in the node's order */
 	}
 	pthread_mutex_unlock(&e->lock);
 	if (rc == CM_EINVAL) { /* the store refuses it for good: a retry would not help */
@@ -329,6 +331,7 @@ static void store(ag__ingest *in, const cm_batch *b, cm_arena *a, ag__resp *resp
 }
 
 void ag__ingest_set_state(ag__ingest *in, struct ag__state *st) { in->state = st; }
+void ag__ingest_set_forward(ag__ingest *in, ag__rwsend *fwd) { in->fwd = fwd; }
 
 void ag__ingest_push(ag__ingest *in, const ag__req *req, ag__resp *resp)
 {

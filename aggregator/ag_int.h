@@ -58,6 +58,7 @@ typedef struct ag__req {
 	size_t body_len;
 	int body_too_large;
 	const char *content_type;   /* the Content-Type header, or NULL */
+	const char *content_encoding; /* the Content-Encoding header, or NULL (ag_rw.c) */
 	const char *ws_key;         /* the Sec-WebSocket-Key header, or NULL */
 	cm_arena *arena;            /* lives as long as the request */
 } ag__req;
@@ -182,19 +183,44 @@ typedef struct ag__selector {
 int ag__selector_parse(const char *q, cm_arena *a, ag__selector *out, cm_err *err);
 void ag__selector_close(ag__selector *s);
 
+#include "ag_pql.h" /* the PromQL parser and evaluator */
+
 /* ---- Prometheus API (ag_api.c) ------------------------------------------------------------------ */
 
 typedef struct ag__api {
 	ts_db *db;
 	ag__metrics *metrics;
 	int64_t lookback_ms;
+	atomic_int active_queries;   /* PromQL queries running (ag_api.c) */
+	int max_queries;             /* 0 = 20 */
+	int64_t query_timeout_ms;    /* 0 = 2 min */
+	uint64_t max_samples;        /* 0 = 50,000,000 */
+	int64_t query_wait_ms;       /* how long a query waits for a place; 0 = 5 s */
 } ag__api;
 
 void ag__api_query(ag__api *api, const ag__req *req, ag__resp *resp);
 void ag__api_query_range(ag__api *api, const ag__req *req, ag__resp *resp);
-void ag__api_series(ag__api *api, const ag__req *req, ag__resp *resp);
 /* Prometheus' JSON timestamp: seconds with up to three decimals, trailing zeros dropped. */
 int ag__put_json_time(cm_buf *b, int64_t t_ms);
+
+/* ---- Prometheus API: labels, series, metadata, status, exemplars, /federate (ag_papi.c) ---------- */
+
+typedef struct ag__papi {
+	ts_db *db;
+	ag__metrics *metrics;
+	const ag_config *cfg;  /* for status/flags and status/runtimeinfo */
+	int64_t lookback_ms;
+} ag__papi;
+
+/* Answers /api/v1/labels, /api/v1/label/<name>/values, /api/v1/series, /api/v1/metadata,
+ * /api/v1/status/{buildinfo,runtimeinfo,flags}, /api/v1/query_exemplars and /federate. */
+void ag__papi_handle(const ag__papi *p, const ag__req *req, ag__resp *resp);
+/* The limit parameter: absent or "" is 0 (no limit), else decimal digits; CM_EINVAL otherwise. */
+int ag__papi_limit(const char *s, size_t *out);
+/* <name> of /api/v1/label/<name>/values (arena copy), NULL for any other path. */
+const char *ag__papi_label_from_path(const char *url, cm_arena *a);
+/* Go's strconv.FormatFloat(v, 'g', -1, 64): the sample values of the text exposition format. */
+size_t ag__fmt_go_g(char *out, size_t cap, double v);
 
 /* ---- Loki API over the log store (ag_loki.c) -------------------------------------------------------- */
 
@@ -283,4 +309,45 @@ typedef struct ag__dns ag__dns;
 int ag__dns_start(const ag_config *cfg, ag__services *reg, ag__dns **out, cm_err *err);
 void ag__dns_stop(ag__dns *d);
 int ag__dns_metrics(ag__dns *d, cm_buf *out);
+/* ---- remote write 1.0: receiver (ag_rw.c) and sender (ag_rwsend.c) ------------------------------- */
+
+typedef struct ag__rwsend ag__rwsend;
+
+typedef struct ag__rwsend_opts {
+	const char *const *urls;  /* receivers, each with its own queue */
+	size_t nurls;
+	const char *token;        /* bearer token sent to every URL ("" = none); copied */
+	long shards;              /* parallel senders per URL; a series always goes to the same one */
+	long max_samples;         /* samples per request */
+	int64_t max_wait_ms;      /* how long a shard waits to fill a request */
+	uint64_t max_queue_bytes; /* per URL, on disk; past it the oldest unsent segment is dropped */
+} ag__rwsend_opts;
+
+/* dir: the queues' directory (created); replays what the last run left unsent. */
+int ag__rwsend_create(const char *dir, const ag__rwsend_opts *o, ag__rwsend **out, cm_err *err);
+/* Stops the senders (an in-flight request is abandoned and resent on the next start). */
+void ag__rwsend_destroy(ag__rwsend *s);
+/* Queues durably stored samples for every URL (s may be NULL: then nothing). Never blocks on the network. */
+void ag__rwsend_enqueue(ag__rwsend *s, const cm_series *series, size_t n);
+/* The same for series given as exposition text `name{l="v",...}` (bulk import), with their samples. */
+void ag__rwsend_enqueue_text(ag__rwsend *s, const char *const *keys, const size_t *key_lens,
+			     const cm_sample *const *samples, const size_t *nsamples, size_t n);
+int ag__rwsend_metrics(ag__rwsend *s, cm_buf *out);
+/* Samples stored from now on are also queued for remote write (NULL = none): the ingest hooks. */
+void ag__ingest_set_forward(ag__ingest *in, ag__rwsend *fwd);
+void ag__importer_set_forward(ag__importer *imp, ag__rwsend *fwd);
+
+typedef struct ag__rw ag__rw;
+
+/* auth: the push tokens (outlives rw); fwd: where stored samples go (or NULL). */
+int ag__rw_create(ts_db *db, ag__auth *auth, ag__rwsend *fwd, ag__rw **out, cm_err *err);
+void ag__rw_destroy(ag__rw *rw);
+/* POST /api/v1/write: 204 once durable; 400 bad data, 401/403 token, 413 too large, 415, 503 store. */
+void ag__rw_write(ag__rw *rw, const ag__req *req, ag__resp *resp);
+int ag__rw_metrics(ag__rw *rw, cm_buf *out);
+/* Decodes a snappy-compressed WriteRequest into series in the arena, labels checked (exposed for the
+ * fuzzer). CM_E2BIG past the size limits, CM_EPROTO for anything malformed, err says what. */
+int ag__rw_decode(const uint8_t *body, size_t n, cm_arena *a, cm_series **out, size_t *nout, cm_err *err);
+
+
 #endif

@@ -36,6 +36,18 @@ const cm_opt ag_opts[] = {
 	 NULL},
 	{"loki-push", CM_OPT_STR, NULL, offsetof(ag_config, loki_push),
 	 "forward every stored log line to this Loki push URL (bearer token from CORRAL_LOKI_PUSH_TOKEN)", NULL},
+	{"remote-write", CM_OPT_STRLIST, NULL, offsetof(ag_config, remote_write),
+	 "forward every stored sample to this Prometheus remote write URL (repeatable; docs/remote-write.md)", NULL},
+	{"remote-write-token-file", CM_OPT_STR, NULL, offsetof(ag_config, remote_write_token_file),
+	 "file holding the bearer token sent with --remote-write requests", NULL},
+	{"remote-write-shards", CM_OPT_INT, "4", offsetof(ag_config, remote_write_shards),
+	 "parallel remote write senders per URL (a series always uses the same one)", NULL},
+	{"remote-write-max-samples", CM_OPT_INT, "2000", offsetof(ag_config, remote_write_max_samples),
+	 "samples per remote write request", NULL},
+	{"remote-write-max-wait", CM_OPT_DURATION, "500ms", offsetof(ag_config, remote_write_max_wait_ms),
+	 "longest wait to fill a remote write request", NULL},
+	{"remote-write-max-queue", CM_OPT_SIZE, "1Gi", offsetof(ag_config, remote_write_max_queue),
+	 "disk queue per remote write URL; past it the oldest samples are dropped (counted)", NULL},
 	{"read-token-file", CM_OPT_STR, NULL, offsetof(ag_config, read_token_file),
 	 "file of bearer tokens the read APIs require (or CORRAL_READ_TOKEN; default: reads are open)", NULL},
 	{"tls-cert-file", CM_OPT_STR, NULL, offsetof(ag_config, tls_cert_file),
@@ -55,6 +67,12 @@ const cm_opt ag_opts[] = {
 	{"http-rate-per-ip", CM_OPT_INT, "0", offsetof(ag_config, http_rate_per_ip),
 	 "requests per second per client address, bursts up to one second's worth (429 beyond; not /healthz); 0 = no limit",
 	 NULL},
+	{"query-timeout", CM_OPT_DURATION, "2m", offsetof(ag_config, query_timeout_ms),
+	 "longest PromQL evaluation (503 timeout beyond; the timeout parameter may only lower it)", NULL},
+	{"query-max-samples", CM_OPT_INT, "50000000", offsetof(ag_config, query_max_samples),
+	 "samples one PromQL query may load plus points it may compute (422 beyond)", NULL},
+	{"query-max-concurrency", CM_OPT_INT, "20", offsetof(ag_config, query_max_concurrency),
+	 "PromQL queries at once; more wait up to 5 s, then 503", NULL},
 };
 const size_t ag_nopts = CM_ARRAY_LEN(ag_opts);
 
@@ -73,6 +91,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	cm_log_set_level(cfg.log_level);
+	cfg.opts = ag_opts, cfg.nopts = ag_nopts; /* shown by /api/v1/status/flags */
 	if (cfg.threads < 1 || cfg.threads > 256) {
 		fprintf(stderr, "corral-aggregator: --http-threads must be 1..256\n");
 		return 2;

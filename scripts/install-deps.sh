@@ -11,8 +11,13 @@ libuv1-dev libprotobuf-c-dev protobuf-c-compiler libzstd-dev libmicrohttpd-dev
 libjansson-dev libsqlite3-dev libcurl4-openssl-dev libsnappy-dev libcmocka-dev
 curl ca-certificates procps
 prometheus"
+# prometheus (promtool comes with it): the peer of tests/integration/test_promql_conformance.c and
+# test_prom_api.c (issue 6)
 # dig and kdig: the DNS conformance tests (issue 8)
 PKGS="$PKGS dnsutils knot-dnsutils"
+# victoria-metrics: the remote write sender's receiver in tests/integration/test_remote_write_vm.c, and
+# vmagent (same package) as the peer in bench/remote-write (issue 6)
+PKGS="$PKGS victoria-metrics"
 # libfaketime: tests/faults/test_clock_jump.c steps the agent's wall clock (issue 11)
 PKGS="$PKGS faketime"
 

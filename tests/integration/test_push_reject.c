@@ -229,7 +229,8 @@ static void expect_bad_query(const char *params, const char *words)
 static void test_bad_queries(void **state)
 {
 	(void)state;
-	expect_bad_query("query_range?query=rate(x%5B5m%5D)&start=1&end=2&step=1", "parse error");
+	expect_bad_query("query_range?query=rate(x%5B5m%5D&start=1&end=2&step=1", "parse error");
+	expect_bad_query("query_range?query=x%5B5m%5D&start=1&end=2&step=1", "range vector");
 	expect_bad_query("query_range?query=x%7Ba%3D%22b%7D&start=1&end=2&step=1", "unterminated");
 	expect_bad_query("query_range?query=%7Ba%3D%22%22%7D&start=1&end=2&step=1", "non-empty matcher");
 	expect_bad_query("query_range?query=up&start=1&end=2", "step");

@@ -34,6 +34,13 @@ corral_test(test_logs_agent SOURCES integration/test_logs_agent.c LIBS itest LAB
 add_dependencies(test_logs_agent corral-agent corral-aggregator)
 corral_test(test_logs_backlog SOURCES integration/test_logs_backlog.c LIBS itest LABELS integration TIMEOUT 120)
 add_dependencies(test_logs_backlog corral-agent corral-aggregator)
+corral_test(test_promql_conformance SOURCES integration/test_promql_conformance.c LIBS itest LABELS integration
+            TIMEOUT 180)
+add_dependencies(test_promql_conformance corral-aggregator)
 # TLS, push/read/per-node tokens, rotation, limits, --user, no secret in any output (issue 11)
 corral_test(test_security SOURCES integration/test_security.c LIBS itest LABELS integration TIMEOUT 120)
 add_dependencies(test_security corral-agent corral-aggregator)
+corral_test(test_remote_write SOURCES integration/test_remote_write.c LIBS itest ts PkgConfig::SNAPPY LABELS integration TIMEOUT 180)
+add_dependencies(test_remote_write corral-aggregator)
+corral_test(test_remote_write_vm SOURCES integration/test_remote_write_vm.c LIBS itest PkgConfig::SNAPPY LABELS integration TIMEOUT 180)
+add_dependencies(test_remote_write_vm corral-aggregator)
