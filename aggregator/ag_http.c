@@ -33,6 +33,7 @@ struct ag_server {
 	ag__dns *dns;           /* cluster DNS, NULL when off (ag_dns.c) */
 	ag__loki *loki;         /* log store + Loki API (ag_loki.c) */
 	ag__state *state;       /* inventory and events (ag_state.c) */
+	ag__capacity *capacity; /* capacity reports (ag_capacity.c) */
 	ag__auth *auth;         /* push and read tokens (ag_auth.c) */
 	ag__rate *rate;         /* --http-rate-per-ip, NULL = off (ag_rate.c) */
 	ag__rwsend *rwsend;     /* --remote-write sender, NULL without (ag_rwsend.c) */
@@ -292,6 +293,16 @@ static void route_loki_stats(ag_server *s, const ag__req *req, ag__resp *resp)
 	ag__loki_index_stats(s->loki, req, resp);
 }
 static void route_loki_tail(ag_server *s, const ag__req *req, ag__resp *resp) { ag__loki_tail(s->loki, req, resp); }
+static void route_cap_nodes(ag_server *s, const ag__req *req, ag__resp *resp) { ag__capacity_nodes(s->capacity, req, resp); }
+static void route_cap_workloads(ag_server *s, const ag__req *req, ag__resp *resp)
+{
+	ag__capacity_workloads(s->capacity, req, resp);
+}
+static void route_cap_fit(ag_server *s, const ag__req *req, ag__resp *resp) { ag__capacity_fit(s->capacity, req, resp); }
+static void route_cap_summary(ag_server *s, const ag__req *req, ag__resp *resp)
+{
+	ag__capacity_summary(s->capacity, req, resp);
+}
 
 static void route_papi(ag_server *s, const ag__req *req, ag__resp *resp)
 {
@@ -357,6 +368,10 @@ static const struct route {
 	{"/loki/api/v1/series", 0, route_loki_series},
 	{"/loki/api/v1/index/stats", 0, route_loki_stats},
 	{"/loki/api/v1/tail", 0, route_loki_tail},
+	{"/api/v1/capacity/nodes", 0, route_cap_nodes},
+	{"/api/v1/capacity/workloads", 0, route_cap_workloads},
+	{"/api/v1/capacity/fit", 0, route_cap_fit},
+	{"/api/v1/capacity/summary", 0, route_cap_summary},
 };
 
 static void dispatch(ag_server *s, ag__req *req, ag__resp *resp)
@@ -485,7 +500,8 @@ static int open_store(ag_server *s, cm_err *err)
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/tsdb", s->cfg.data_dir);
 	ts_open_report rep;
-	int rc = ts_open(path, NULL, &s->db, &rep, err);
+	ts_opts topts = {.downsample = s->cfg.tsdb_downsample};
+	int rc = ts_open(path, &topts, &s->db, &rep, err);
 	if (rc)
 		return rc;
 	CM_LOG(CM_LOG_INFO, "aggregator", "tsdb %s: replayed %llu records, %llu samples", path,
@@ -595,6 +611,19 @@ static int start_http(ag_server *s, int fd, cm_err *err)
 	return CM_OK;
 }
 
+/* The capacity reports' settings from the flags (ag__capacity_opts). */
+static int start_capacity(ag_server *s, const char *state_db, cm_err *err)
+{
+	ag__capacity_opts o = {.max_window_ms = s->cfg.capacity_max_window_ms};
+	const char *cpu = s->cfg.capacity_reserved_cpu, *mem = s->cfg.capacity_reserved_memory;
+	if (ag__quantity_size("--capacity-reserved-cpu", cpu ? cpu : "100m", &o.reserved_cpu, err) ||
+	    ag__quantity_size("--capacity-reserved-memory", mem ? mem : "256Mi", &o.reserved_mem, err))
+		return CM_EINVAL;
+	if (o.max_window_ms <= 0)
+		o.max_window_ms = 8 * 24 * 3600 * 1000LL;
+	return ag__capacity_create(s->db, state_db, &o, &s->capacity, err);
+}
+
 int ag_server_start(const ag_config *cfg, ag_server **out, cm_err *err)
 {
 	ag_server *s = calloc(1, sizeof(*s));
@@ -621,6 +650,7 @@ int ag_server_start(const ag_config *cfg, ag_server **out, cm_err *err)
 		                              &s->state, err);
 		if (!rc)
 			ag__ingest_set_state(s->ingest, s->state);
+		rc = rc ? rc : start_capacity(s, db, err);
 	}
 	rc = rc ? rc : ag__user_bind(&user, err);
 	rc = rc ? rc : ag__dns_start(cfg, s->services, &s->dns, err);
@@ -660,6 +690,7 @@ void ag_server_stop(ag_server *s)
 	if (s->ingest)
 		ag__ingest_set_state(s->ingest, NULL);
 	ag__state_destroy(s->state);
+	ag__capacity_destroy(s->capacity);
 	ag__services_destroy(s->services);
 	if (s->ingest)
 		ag__ingest_destroy(s->ingest);

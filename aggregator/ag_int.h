@@ -350,4 +350,63 @@ int ag__rw_metrics(ag__rw *rw, cm_buf *out);
 int ag__rw_decode(const uint8_t *body, size_t n, cm_arena *a, cm_series **out, size_t *nout, cm_err *err);
 
 
+/* ---- capacity and utilization reports (ag_quantity.c, ag_capacity.c, ag_capacity_report.c) -------- */
+
+/* A Kubernetes quantity ("500m", "512Mi", "2e3") to a number; grammar atop ag_quantity.c. */
+int ag__quantity_parse(const char *s, double *out, cm_err *err);
+/* The same for a size: negative is an error too; messages start with what ("cpu", "memory"). */
+int ag__quantity_size(const char *what, const char *s, double *out, cm_err *err);
+
+typedef struct ag__capacity ag__capacity;
+
+typedef struct ag__capacity_opts {
+	double reserved_cpu;   /* cores kept from each node's capacity (allocatable = capacity - reserved) */
+	double reserved_mem;   /* bytes */
+	int64_t max_window_ms; /* the history kept: longer windows are refused */
+} ag__capacity_opts;
+
+/* state_db: the sqlite file ag_state.c writes (read through a connection of its own). */
+int ag__capacity_create(ts_db *db, const char *state_db, const ag__capacity_opts *o, ag__capacity **out,
+			cm_err *err);
+void ag__capacity_destroy(ag__capacity *c);
+/* GET /api/v1/capacity/{nodes,workloads,fit,summary}: JSON (docs/capacity.md) or format=csv. */
+void ag__capacity_nodes(ag__capacity *c, const ag__req *req, ag__resp *resp);
+void ag__capacity_workloads(ag__capacity *c, const ag__req *req, ag__resp *resp);
+void ag__capacity_fit(ag__capacity *c, const ag__req *req, ag__resp *resp);
+void ag__capacity_summary(ag__capacity *c, const ag__req *req, ag__resp *resp);
+
+/* The model the reports share (ag_capacity.c builds it, ag_capacity_report.c renders it). Buckets
+ * are [start + i*step, start + (i+1)*step), i < nb; a value is NaN where a bucket has no data. */
+typedef struct ag__cap_ctr {
+	const char *node, *ns, *pod, *name, *workload;
+	double req_cpu, req_mem, lim_cpu, lim_mem; /* 0 = not set */
+	int spec_derived;                          /* requests/limits from cgroup settings, not a pod spec */
+	double *cpu;                               /* cores per bucket (rate of the usage counter) */
+	double *mem;                               /* peak working set bytes per bucket */
+	double ooms, throttled;                    /* increases over the window */
+} ag__cap_ctr;
+
+typedef struct ag__cap_node {
+	const char *name;
+	double cap_cpu, cap_mem, alloc_cpu, alloc_mem;
+	double req_cpu, req_mem, lim_cpu, lim_mem;
+	size_t pods;
+	double *cpu, *mem; /* sums of the node's containers per bucket */
+} ag__cap_node;
+
+typedef struct ag__cap_model {
+	int64_t start_ms, end_ms, step_ms;
+	size_t nb;
+	ag__cap_node *nodes;
+	size_t nnodes;
+	ag__cap_ctr *ctrs;
+	size_t nctrs;
+} ag__cap_model;
+
+/* Builds the model of [end - window, end] into the arena. CM_EINVAL with a message for a window the
+ * history does not cover; CM_EIO when the state db cannot be read. */
+int ag__cap_model_build(ag__capacity *c, int64_t end_ms, int64_t window_ms, cm_arena *a, ag__cap_model *out,
+			cm_err *err);
+const ag__capacity_opts *ag__cap_opts(const ag__capacity *c);
+
 #endif
