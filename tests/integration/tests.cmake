@@ -44,3 +44,7 @@ corral_test(test_remote_write SOURCES integration/test_remote_write.c LIBS itest
 add_dependencies(test_remote_write corral-aggregator)
 corral_test(test_remote_write_vm SOURCES integration/test_remote_write_vm.c LIBS itest PkgConfig::SNAPPY LABELS integration TIMEOUT 180)
 add_dependencies(test_remote_write_vm corral-aggregator)
+corral_test(test_prom_api SOURCES integration/test_prom_api.c LIBS itest LABELS integration)
+add_dependencies(test_prom_api corral-aggregator corralctl)
+corral_test(test_capacity_live SOURCES integration/test_capacity_live.c LIBS itest LABELS integration TIMEOUT 120)
+add_dependencies(test_capacity_live corral-agent corral-aggregator corral-load corralctl)
