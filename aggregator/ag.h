@@ -42,6 +42,7 @@ typedef struct ag_config {
 	int64_t http_timeout_ms;     /* an idle HTTP connection is closed after this long */
 	uint64_t http_max_header_bytes; /* request line + headers (libmicrohttpd's per-connection memory) */
 	long http_rate_per_ip;       /* requests per second per client address (429 beyond), 0 = no limit */
+	const char *ui_dir;         /* static files of /ui/, NULL = "ui" next to the executable */
 	const char *capacity_reserved_cpu;    /* per node, kept from capacity: allocatable (Kubernetes quantity) */
 	const char *capacity_reserved_memory; /* per node, bytes as a Kubernetes quantity */
 	int64_t capacity_max_window_ms;       /* longest window the capacity reports accept (the history kept) */

@@ -9,6 +9,7 @@
  * cannot bind is fatal; "off" disables DNS.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -132,4 +133,24 @@ void ag__dns_stop(ag__dns *d)
 int ag__dns_metrics(ag__dns *d, cm_buf *out)
 {
 	return d ? dn_server_metrics(d->srv, out) : CM_OK;
+}
+
+int ag__dns_addr(const ag__dns *d, const ag_config *cfg, struct sockaddr_storage *out)
+{
+	cm_err err = {{0}};
+	if (!d || cm_parse_listen("dns-listen", cfg->dns_listen ? cfg->dns_listen : DEFAULT_LISTEN, out, &err))
+		return CM_ENOENT;
+	uint16_t port = htons((uint16_t)dn_server_port(d->srv));
+	if (out->ss_family == AF_INET6) {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)out;
+		if (IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr))
+			a->sin6_addr = in6addr_loopback;
+		a->sin6_port = port;
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)out;
+		if (a->sin_addr.s_addr == htonl(INADDR_ANY))
+			a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		a->sin_port = port;
+	}
+	return CM_OK;
 }

@@ -39,6 +39,7 @@ struct ag_server {
 	ag__rwsend *rwsend;     /* --remote-write sender, NULL without (ag_rwsend.c) */
 	ag__rw *rw;             /* remote write receiver (ag_rw.c) */
 	char *tls_cert, *tls_key; /* PEM text of --tls-cert-file and --tls-key-file, NULL without TLS */
+	char ui_dir[4096];      /* what /ui/ serves, "" = none (ag_ui.c) */
 };
 
 typedef struct conn_ctx {
@@ -303,6 +304,11 @@ static void route_cap_summary(ag_server *s, const ag__req *req, ag__resp *resp)
 {
 	ag__capacity_summary(s->capacity, req, resp);
 }
+static void route_ui(ag_server *s, const ag__req *req, ag__resp *resp) { ag__ui_serve(s->ui_dir, req, resp); }
+static void route_resolve(ag_server *s, const ag__req *req, ag__resp *resp)
+{
+	ag__resolve(s->dns, &s->cfg, req, resp);
+}
 
 static void route_papi(ag_server *s, const ag__req *req, ag__resp *resp)
 {
@@ -372,6 +378,9 @@ static const struct route {
 	{"/api/v1/capacity/workloads", 0, route_cap_workloads},
 	{"/api/v1/capacity/fit", 0, route_cap_fit},
 	{"/api/v1/capacity/summary", 0, route_cap_summary},
+	{"/api/v1/dns/resolve", 0, route_resolve},
+	{"/", 0, route_ui},   /* redirects to /ui/ */
+	{"/ui", 0, route_ui}, /* redirects to /ui/; /ui/<file> below */
 };
 
 static void dispatch(ag_server *s, ag__req *req, ag__resp *resp)
@@ -383,6 +392,9 @@ static void dispatch(ag_server *s, ag__req *req, ag__resp *resp)
 	static const struct route loki_values = {"/loki/api/v1/label/", 0, route_loki_values};
 	if (!rt && !strncmp(req->url, loki_values.path, strlen(loki_values.path)))
 		rt = &loki_values; /* /loki/api/v1/label/<name>/values */
+	static const struct route ui_files = {"/ui/", 0, route_ui};
+	if (!rt && !strncmp(req->url, ui_files.path, strlen(ui_files.path)))
+		rt = &ui_files;
 	static const struct route label_values = {"/api/v1/label/", 0, route_papi};
 	if (!rt && !strncmp(req->url, label_values.path, strlen(label_values.path)))
 		rt = &label_values; /* /api/v1/label/<name>/values */
@@ -447,6 +459,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	req.content_type = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
 	req.content_encoding = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Encoding");
 	req.ws_key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Key");
+	req.if_none_match = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
 	ag__resp resp = {.status = 200, .content_type = "text/plain"};
 	cm_buf_init(&resp.body);
 	if (cc->rate_limited) {
@@ -660,6 +673,7 @@ int ag_server_start(const ag_config *cfg, ag_server **out, cm_err *err)
 			   .query_timeout_ms = cfg->query_timeout_ms,
 			   .max_samples = cfg->query_max_samples > 0 ? (uint64_t)cfg->query_max_samples : 0,
 			   .max_queries = (int)cfg->query_max_concurrency};
+	ag__ui_dir(cfg, s->ui_dir, sizeof(s->ui_dir));
 	int http_fd = -1;
 	rc = bind_http(s, &http_fd, err);
 	rc = rc ? rc : ag__user_drop(&user, err);

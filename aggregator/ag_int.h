@@ -60,6 +60,7 @@ typedef struct ag__req {
 	const char *content_type;   /* the Content-Type header, or NULL */
 	const char *content_encoding; /* the Content-Encoding header, or NULL (ag_rw.c) */
 	const char *ws_key;         /* the Sec-WebSocket-Key header, or NULL */
+	const char *if_none_match;  /* the If-None-Match header, or NULL (ag_ui.c) */
 	cm_arena *arena;            /* lives as long as the request */
 } ag__req;
 
@@ -309,6 +310,20 @@ typedef struct ag__dns ag__dns;
 int ag__dns_start(const ag_config *cfg, ag__services *reg, ag__dns **out, cm_err *err);
 void ag__dns_stop(ag__dns *d);
 int ag__dns_metrics(ag__dns *d, cm_buf *out);
+/* The address the DNS server answers on, loopback when it listens on a wildcard; CM_ENOENT when off. */
+int ag__dns_addr(const ag__dns *d, const ag_config *cfg, struct sockaddr_storage *out);
+
+/* ---- web UI and the DNS resolve box (ag_ui.c, ag_resolve.c) -------------------------------------- */
+
+/* The directory /ui/ serves: --ui-dir, else "ui" next to the executable; "" when there is none. */
+void ag__ui_dir(const ag_config *cfg, char *out, size_t cap);
+/* GET /ui/<path> from dir (index.html for /ui/); GET /ui redirects to /ui/. */
+void ag__ui_serve(const char *dir, const ag__req *req, ag__resp *resp);
+/* GET /api/v1/dns/resolve?name=&type=: one UDP query to the aggregator's own DNS server. */
+void ag__resolve(ag__dns *d, const ag_config *cfg, const ag__req *req, ag__resp *resp);
+/* A DNS response packet as the resolve endpoint's JSON data object (exposed for the fuzzer). */
+int ag__dns_reply_json(const uint8_t *pkt, size_t len, cm_buf *out);
+
 /* ---- remote write 1.0: receiver (ag_rw.c) and sender (ag_rwsend.c) ------------------------------- */
 
 typedef struct ag__rwsend ag__rwsend;

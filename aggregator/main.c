@@ -67,6 +67,8 @@ const cm_opt ag_opts[] = {
 	{"http-rate-per-ip", CM_OPT_INT, "0", offsetof(ag_config, http_rate_per_ip),
 	 "requests per second per client address, bursts up to one second's worth (429 beyond; not /healthz); 0 = no limit",
 	 NULL},
+	{"ui-dir", CM_OPT_STR, NULL, offsetof(ag_config, ui_dir),
+	 "static files of the web UI at /ui/ (default: the ui directory next to this binary)", NULL},
 	{"capacity-reserved-cpu", CM_OPT_STR, "100m", offsetof(ag_config, capacity_reserved_cpu),
 	 "CPU per node reserved for the system: allocatable = machine_cpu_cores - this (Kubernetes quantity)", NULL},
 	{"capacity-reserved-memory", CM_OPT_STR, "256Mi", offsetof(ag_config, capacity_reserved_memory),

@@ -132,7 +132,7 @@ $(say "corral is up")
   agent        http://127.0.0.1:$AGENT_PORT/metrics   (cAdvisor-style metrics, Prometheus text)
   health       $URL/healthz, $URL/metrics
   inventory    $URL/api/v1/inventory   (pods from $STATE/pods)   events: $URL/api/v1/events
-  dashboard    not built yet (the dashboards issue adds $URL/ui/)
+  web UI       $URL/ui/   (cluster, node, pod, logs, services, capacity, explore)
   DNS          127.0.0.1:$DNS_PORT   (headless services web, batch, cache in namespace demo)
   logs         $URL/loki/api/v1/   (Loki API; the workloads' container logs under $STATE/var/log)
 

@@ -35,6 +35,19 @@ loki_client() {
 	(cd "$d" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 }
 loki_client quiet
+# chromium + npm packages of the web UI (issue 10): uPlot for dashboards/web (the build copies it into
+# <build>/ui) and playwright-core for tests/browser (it drives Debian's chromium), each from its
+# package-lock.json, the same way as the Loki client above.
+PKGS="$PKGS chromium"
+ui_npm() {
+	for d in dashboards/web tests/browser; do
+		d=$(cd "$(dirname "$0")/.." && pwd)/$d
+		[ -d "$d/node_modules" ] && continue
+		command -v npm >/dev/null || { [ "$1" = quiet ] || echo "install-deps: no npm: the web UI cannot be built"; return 0; }
+		(cd "$d" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+	done
+}
+ui_npm quiet
 
 missing=""
 for p in $PKGS; do
@@ -51,3 +64,4 @@ $SUDO apt-get update -qq
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 loki_client loud
+ui_npm loud
