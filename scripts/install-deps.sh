@@ -18,6 +18,9 @@ PKGS="$PKGS dnsutils knot-dnsutils"
 # victoria-metrics: the remote write sender's receiver in tests/integration/test_remote_write_vm.c, and
 # vmagent (same package) as the peer in bench/remote-write (issue 6)
 PKGS="$PKGS victoria-metrics"
+# python3-yaml: tests/deploy/check_deploy.py parses deploy/kubernetes; openssl: the TLS test makes its CA
+# (issue 11)
+PKGS="$PKGS python3 python3-yaml openssl"
 # libfaketime: tests/faults/test_clock_jump.c steps the agent's wall clock (issue 11)
 PKGS="$PKGS faketime"
 

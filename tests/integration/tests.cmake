@@ -37,6 +37,15 @@ add_dependencies(test_logs_backlog corral-agent corral-aggregator)
 corral_test(test_promql_conformance SOURCES integration/test_promql_conformance.c LIBS itest LABELS integration
             TIMEOUT 180)
 add_dependencies(test_promql_conformance corral-aggregator)
+# deploy/: manifests, units and Dockerfile against the binaries' --help (issue 11); the image build skips (77)
+# without a docker daemon. Normal tree only: the flags are the same in the sanitizer tree.
+find_package(Python3 REQUIRED COMPONENTS Interpreter)
+add_test(NAME deploy_manifests COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/deploy/check_deploy.py
+         manifests ${CMAKE_SOURCE_DIR} ${CMAKE_BINARY_DIR})
+add_test(NAME deploy_dockerfile COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tests/deploy/check_deploy.py
+         docker ${CMAKE_SOURCE_DIR} ${CMAKE_BINARY_DIR})
+set_tests_properties(deploy_manifests PROPERTIES TIMEOUT 60 LABELS integration)
+set_tests_properties(deploy_dockerfile PROPERTIES TIMEOUT 1800 LABELS integration SKIP_RETURN_CODE 77)
 # TLS, push/read/per-node tokens, rotation, limits, --user, no secret in any output (issue 11)
 corral_test(test_security SOURCES integration/test_security.c LIBS itest LABELS integration TIMEOUT 120)
 add_dependencies(test_security corral-agent corral-aggregator)
