@@ -24,7 +24,9 @@
  *
  * Bounds: cgroups nested deeper than NA__CG_MAX_DEPTH or with ids past PATH_MAX are skipped with a
  * rate-limited warning. Each node keeps up to one descriptor per file it reads (about 20): the agent
- * raises its soft RLIMIT_NOFILE to the hard limit at start.
+ * raises its soft RLIMIT_NOFILE to the hard limit at start, and at most half of that limit is spent on
+ * kept file descriptors; past it a file is opened, read and closed each pass (slower, never "too many
+ * open files": 2,000 cgroups need 40,000 descriptors, more than many containers may open).
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <dirent.h>
@@ -34,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -154,11 +157,18 @@ static int cg_table_rebuild(na__cgroups *cg, size_t want)
 	return CM_OK;
 }
 
-static void cg_node_free(na__cg_node *n)
+static void cg_close_file(na__cgroups *cg, na__cg_node *n, int f)
+{
+	close(n->fd[f]);
+	n->fd[f] = -1;
+	cg->kept_fds--;
+}
+
+static void cg_node_free(na__cgroups *cg, na__cg_node *n)
 {
 	for (int f = 0; f < NA__F_COUNT; f++)
 		if (n->fd[f] >= 0)
-			close(n->fd[f]);
+			cg_close_file(cg, n, f);
 	for (int m = 0; m < NA__CG_MOUNTS; m++)
 		if (n->dfd[m] >= 0)
 			close(n->dfd[m]);
@@ -170,7 +180,7 @@ static void cg_node_renew(na__cgroups *cg, na__cg_node *n)
 {
 	for (int f = 0; f < NA__F_COUNT; f++) {
 		if (n->fd[f] >= 0)
-			close(n->fd[f]);
+			cg_close_file(cg, n, f);
 		n->fd[f] = -1;
 	}
 	for (int m = 0; m < NA__CG_MOUNTS; m++) {
@@ -309,7 +319,7 @@ static void cg_sweep(na__cgroups *cg, const na_event_sink *ev, int64_t now_ms)
 				close(n->dfd[m]), n->dfd[m] = -1;
 			for (int f = 0; f < NA__F_COUNT; f++)
 				if (n->fd[f] >= 0 && n->fmount[f] == m)
-					close(n->fd[f]), n->fd[f] = -1;
+					cg_close_file(cg, n, f);
 		}
 		if (seen) {
 			cg->nodes[kept++] = n;
@@ -317,7 +327,7 @@ static void cg_sweep(na__cgroups *cg, const na_event_sink *ev, int64_t now_ms)
 		}
 		if (ev && n->ident.kind == NA_KIND_CONTAINER)
 			ev->event(ev->ctx, NA_EVENT_STOPPED, n->id, &n->ident, now_ms, 0);
-		cg_node_free(n);
+		cg_node_free(cg, n);
 		removed++;
 	}
 	cg->nnodes = kept;
@@ -327,9 +337,10 @@ static void cg_sweep(na__cgroups *cg, const na_event_sink *ev, int64_t now_ms)
 
 /* ---- reading files ------------------------------------------------------------------------------- */
 
-/* Opens file f of node n on first use; -1 when the node has no such file (remembered until the node is
- * rediscovered in that mount). */
-static int cg_fd(na__cgroups *cg, na__cg_node *n, int f)
+/* Opens file f of node n on first use and keeps it, or, past the descriptor budget, opens it for this
+ * read only (*temp set: the caller closes it); -1 when the node has no such file (remembered until the
+ * node is rediscovered in that mount). */
+static int cg_fd(na__cgroups *cg, na__cg_node *n, int f, int *temp)
 {
 	if (n->fd[f] >= 0 || n->fd[f] == -2)
 		return n->fd[f];
@@ -340,9 +351,14 @@ static int cg_fd(na__cgroups *cg, na__cg_node *n, int f)
 		char buf[96];
 		const char *name = na__cg_file_name(cg, f, buf, sizeof(buf)); /* buf is used for hugetlb only */
 		int fd = openat(n->dfd[m], name, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0 && cg->kept_fds >= cg->fd_budget) {
+			*temp = 1;
+			return fd;
+		}
 		if (fd >= 0) {
 			n->fd[f] = fd;
 			n->fmount[f] = (signed char)m;
+			cg->kept_fds++;
 			return fd;
 		}
 		if (errno == ENOENT && role != NA__R_ANY)
@@ -360,10 +376,15 @@ static int cg_fd(na__cgroups *cg, na__cg_node *n, int f)
 
 int na__cg_read(na__cgroups *cg, na__cg_node *n, int f, const char **text)
 {
-	int fd = cg_fd(cg, n, f);
+	int temp = 0, fd = cg_fd(cg, n, f, &temp);
 	if (fd < 0)
 		return CM_ENOENT;
 	ssize_t r = pread(fd, cg->text, sizeof(cg->text) - 1, 0);
+	if (temp) {
+		int e = errno;
+		close(fd);
+		errno = e;
+	}
 	if (r < 0) {
 		int rc = -errno;
 		if (rc == -ENODEV || rc == CM_ENOENT)
@@ -582,6 +603,10 @@ int na__cgroups_open(const na__cgroups_opts *o, na__cgroups **out, cm_err *err)
 		return cm_errf(err, CM_ENOMEM, "out of memory for the cgroup collector");
 	snprintf(cg->proc_root, sizeof(cg->proc_root), "%s", o->proc_root ? o->proc_root : "/proc");
 	cg->meta = o->meta;
+	struct rlimit rl;
+	cg->fd_budget = o->fd_budget ? o->fd_budget
+			: getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (size_t)rl.rlim_cur / 2
+											       : 1u << 20;
 	int rc = cg_detect(cg, root, err);
 	if (rc) {
 		na__cgroups_close(cg);
@@ -596,7 +621,7 @@ void na__cgroups_close(na__cgroups *cg)
 	if (!cg)
 		return;
 	for (size_t i = 0; i < cg->nnodes; i++)
-		cg_node_free(cg->nodes[i]);
+		cg_node_free(cg, cg->nodes[i]);
 	for (int m = 0; m < cg->nmounts; m++) {
 		close(cg->mounts[m].fd);
 		if (cg->mounts[m].ino_fd >= 0)

@@ -96,6 +96,7 @@ typedef struct na__cgroups_opts {
 	const char *root;       /* v2 mount, directory of v1 mounts, or NULL for /sys/fs/cgroup */
 	const char *proc_root;  /* for /proc/<pid>/net/dev and /proc/partitions; NULL = /proc */
 	na__meta *meta;         /* label source, or NULL */
+	size_t fd_budget;       /* file descriptors kept open at most; 0 = half of RLIMIT_NOFILE (tests set it) */
 } na__cgroups_opts;
 
 /* Container lifecycle seen by the collector, reported through an na_event sink. */
@@ -213,6 +214,7 @@ struct na__cgroups {
 	int64_t now_ms;
 	int any_stale;  /* a read found a cgroup gone last pass: walk everything this pass */
 	uint64_t walks; /* hierarchy walks done (a pass with no inotify event walks none) */
+	size_t kept_fds, fd_budget; /* file descriptors kept open across passes, and their bound */
 	cm_ratelimit rl_read, rl_parse, rl_walk;
 };
 

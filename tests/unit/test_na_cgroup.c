@@ -251,6 +251,29 @@ static void test_collect_twice_same_result(void **state)
 	na__cgroups_close(cg);
 }
 
+/* Past its descriptor budget the collector opens, reads and closes a file each pass: the same values,
+ * never more than the budget kept open (2,000 cgroups at 20 files each exhaust many containers' limit). */
+static void test_fd_budget(void **state)
+{
+	(void)state;
+	char root[PATH_MAX];
+	data_path(root, "cgroup-v2");
+	for (size_t budget = 1; budget <= 9; budget += 8) {
+		na__cgroups *cg = NULL;
+		na__cgroups_opts o = {.root = root, .fd_budget = budget};
+		assert_int_equal(na__cgroups_open(&o, &cg, NULL), 0);
+		for (int i = 0; i < 2; i++) {
+			sink s = {.only = base_metrics};
+			na_emit e = sink_emit(&s);
+			assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0), 0);
+			check_exact(&s, v2_want, CM_ARRAY_LEN(v2_want), NULL, 0);
+			sink_clear(&s);
+			assert_int_equal(cg->kept_fds, budget);
+		}
+		na__cgroups_close(cg);
+	}
+}
+
 static void test_emit_error_stops_walk(void **state)
 {
 	(void)state;
@@ -744,6 +767,7 @@ int main(void)
 		cmocka_unit_test(test_v1_fixture_union),
 		cmocka_unit_test(test_v2_fixture),
 		cmocka_unit_test(test_collect_twice_same_result),
+		cmocka_unit_test(test_fd_budget),
 		cmocka_unit_test(test_emit_error_stops_walk),
 		cmocka_unit_test(test_layout_errors),
 		cmocka_unit_test(test_layout_v1_names_and_hybrid),
