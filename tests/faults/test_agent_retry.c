@@ -54,62 +54,12 @@ static void start_agent(fixture *f, const char *max_pending, const char *spool_b
 	assert_int_equal(itest_wait_http(health, 10000), 0);
 }
 
-/* A counter or gauge from the agent's /metrics. */
-static double agent_metric(fixture *f, const char *name)
-{
-	char url[160], needle[128];
-	cm_buf b;
-	cm_buf_init(&b);
-	snprintf(url, sizeof(url), "%s/metrics", f->agent_url);
-	assert_int_equal(itest_http("GET", url, NULL, NULL, 0, &b), 200);
-	snprintf(needle, sizeof(needle), "\n%s ", name);
-	const char *p = strstr((char *)b.data, needle);
-	assert_non_null(p);
-	double v = strtod(p + strlen(needle), NULL);
-	cm_buf_close(&b);
-	return v;
-}
-
-/* The distinct sequence numbers stored, in time order (the range query repeats a value until the
- * next sample, so runs of one value are one batch). Asked in 10 s windows at 1 ms steps, below the
- * API's 11,000 points per series. */
-static int stored_window(fixture *f, int64_t from, int64_t to, double *out, int n, int cap)
-{
-	char url[512];
-	snprintf(url, sizeof(url), "%s/api/v1/query_range?query=corral_agent_batch_seq&start=%.3f&end=%.3f&step=0.001",
-		 f->url, from / 1000.0, to / 1000.0);
-	long status;
-	json_t *j = itest_get_json(url, &status);
-	assert_int_equal(status, 200);
-	json_t *res = json_object_get(json_object_get(j, "data"), "result");
-	assert_true(json_array_size(res) <= 1);
-	json_t *pt;
-	size_t i;
-	json_array_foreach(json_object_get(json_array_get(res, 0), "values"), i, pt)
-	{
-		double v = strtod(json_string_value(json_array_get(pt, 1)), NULL);
-		if ((!n || v != out[n - 1]) && n < cap)
-			out[n++] = v;
-	}
-	json_decref(j);
-	return n;
-}
-
-static int stored_seqs(fixture *f, int64_t since, double *out, int cap)
-{
-	int64_t now = itest_now_ms();
-	int n = 0;
-	for (int64_t from = since; from <= now; from += 10000)
-		n = stored_window(f, from, from + 9999 < now ? from + 9999 : now, out, n, cap);
-	return n;
-}
-
 /* Waits until the agent has nothing pending and sent at least min batches. */
 static void wait_drained(fixture *f, double min_sent)
 {
 	for (int waited = 0; waited < 20000 + outage_ms() / 2; waited += 100) {
-		if (agent_metric(f, "corral_agent_pending_batches") == 0 &&
-		    agent_metric(f, "corral_agent_batches_sent_total") >= min_sent)
+		if (itest_metric(f->agent_url, "corral_agent_pending_batches") == 0 &&
+		    itest_metric(f->agent_url, "corral_agent_batches_sent_total") >= min_sent)
 			return;
 		itest_sleep_ms(100);
 	}
@@ -121,10 +71,10 @@ static void outage(fixture *f, const char *max_pending, const char *spool_bytes,
 {
 	start_agent(f, max_pending, spool_bytes);
 	itest_sleep_ms(outage_ms()); /* about five batches a second pile up */
-	*made = agent_metric(f, "corral_agent_collections_total");
+	*made = itest_metric(f->agent_url, "corral_agent_collections_total");
 	assert_true(*made >= 5);
-	assert_true(agent_metric(f, "corral_agent_send_failures_total") >= 1);
-	assert_int_equal(agent_metric(f, "corral_agent_batches_sent_total"), 0);
+	assert_true(itest_metric(f->agent_url, "corral_agent_send_failures_total") >= 1);
+	assert_int_equal(itest_metric(f->agent_url, "corral_agent_batches_sent_total"), 0);
 	assert_int_equal(itest_aggregator_start(&f->agg, f->dir, f->data, f->token, NULL, f->url, sizeof(f->url)), 0);
 }
 
@@ -134,13 +84,13 @@ static void outage_delivers(fixture *f, const char *spool_bytes)
 	double made, seqs[8192];
 	outage(f, "4000", spool_bytes, &made);
 	wait_drained(f, made);
-	int n = stored_seqs(f, t0, seqs, CM_ARRAY_LEN(seqs));
+	int n = itest_batch_seqs(f->url, t0, itest_now_ms(), seqs, CM_ARRAY_LEN(seqs));
 	assert_true(n >= made);
 	print_message("outage of %d ms: %.0f batches made, %d stored, first seq %.0f, last %.0f\n", outage_ms(), made, n,
 		      n ? seqs[0] : 0, n ? seqs[n - 1] : 0);
 	for (int i = 1; i < n; i++)
 		assert_true(seqs[i] == seqs[i - 1] + 1); /* every batch, once, in order */
-	assert_int_equal(agent_metric(f, "corral_agent_batches_dropped_total"), 0);
+	assert_int_equal(itest_metric(f->agent_url, "corral_agent_batches_dropped_total"), 0);
 	int st = itest_stop(&f->agent, SIGTERM, 10000);
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
@@ -158,16 +108,16 @@ static void small_bound_drops_oldest(fixture *f, const char *max_pending, const 
 	double made, seqs[8192];
 	outage(f, max_pending, spool_bytes, &made);
 	wait_drained(f, 2);
-	double dropped = agent_metric(f, "corral_agent_batches_dropped_total");
+	double dropped = itest_metric(f->agent_url, "corral_agent_batches_dropped_total");
 	assert_true(dropped >= made - 3); /* all but the newest two (one may be in flight) */
-	int n = stored_seqs(f, t0, seqs, CM_ARRAY_LEN(seqs));
+	int n = itest_batch_seqs(f->url, t0, itest_now_ms(), seqs, CM_ARRAY_LEN(seqs));
 	assert_true(n >= 2);
 	for (int i = 1; i < n; i++)
 		assert_true(seqs[i] > seqs[i - 1]); /* still in order, only the oldest are missing */
 	assert_true(n + dropped >= made); /* every batch of the outage was delivered or counted as dropped */
 	print_message("small bound: %.0f batches made, %.0f dropped, %d stored\n", made, dropped, n);
 	if (spool_bytes)
-		assert_true(agent_metric(f, "corral_agent_spool_dropped_bytes_total") > 0);
+		assert_true(itest_metric(f->agent_url, "corral_agent_spool_dropped_bytes_total") > 0);
 	int st = itest_stop(&f->agent, SIGTERM, 10000);
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
@@ -221,19 +171,19 @@ static void test_spool_survives_sigkill(void **state)
 	double seqs[8192];
 	start_agent(f, "4000", "256Mi");
 	itest_sleep_ms(outage_ms() / 2);
-	double made1 = agent_metric(f, "corral_agent_collections_total");
-	double next1 = agent_metric(f, "corral_agent_next_seq");
+	double made1 = itest_metric(f->agent_url, "corral_agent_collections_total");
+	double next1 = itest_metric(f->agent_url, "corral_agent_next_seq");
 	itest_stop(&f->agent, SIGKILL, 1000);
 	size_t spooled = spool_files(f);
 	assert_true(spooled >= made1 && made1 >= 3);
 	start_agent(f, "4000", "256Mi");
-	assert_true(agent_metric(f, "corral_agent_next_seq") > next1 - 1);
+	assert_true(itest_metric(f->agent_url, "corral_agent_next_seq") > next1 - 1);
 	itest_sleep_ms(outage_ms() / 2);
-	double made2 = agent_metric(f, "corral_agent_collections_total");
-	assert_true(agent_metric(f, "corral_agent_pending_batches") >= spooled);
+	double made2 = itest_metric(f->agent_url, "corral_agent_collections_total");
+	assert_true(itest_metric(f->agent_url, "corral_agent_pending_batches") >= spooled);
 	assert_int_equal(itest_aggregator_start(&f->agg, f->dir, f->data, f->token, NULL, f->url, sizeof(f->url)), 0);
 	wait_drained(f, made2 + spooled);
-	int n = stored_seqs(f, t0, seqs, CM_ARRAY_LEN(seqs));
+	int n = itest_batch_seqs(f->url, t0, itest_now_ms(), seqs, CM_ARRAY_LEN(seqs));
 	assert_true(n >= made2 + spooled);
 	int jumps = 0;
 	for (int i = 1; i < n; i++) {

@@ -74,25 +74,11 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-static long rss_kib(pid_t pid)
-{
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	FILE *fp = fopen(path, "r");
-	long kib = 0;
-	while (fp && fgets(line, sizeof(line), fp))
-		if (!strncmp(line, "VmRSS:", 6))
-			kib = atol(line + 6);
-	if (fp)
-		fclose(fp);
-	return kib;
-}
-
 static void *sampler_main(void *arg)
 {
 	fixture *f = arg;
 	while (!atomic_load(&f->stop)) {
-		long k = f->agent.pid > 0 ? rss_kib(f->agent.pid) : 0;
+		long k = f->agent.pid > 0 ? itest_rss_kib(f->agent.pid) : 0;
 		if (k > atomic_load(&f->rss_max))
 			atomic_store(&f->rss_max, k);
 		itest_sleep_ms(100);
@@ -121,48 +107,7 @@ static void start_agent(fixture *f)
 	assert_int_equal(itest_wait_http(health, 10000), 0);
 }
 
-static double agent_metric(fixture *f, const char *name)
-{
-	char url[200], needle[128];
-	cm_buf b;
-	cm_buf_init(&b);
-	snprintf(url, sizeof(url), "%s/metrics", f->agent_url);
-	double v = -1;
-	if (itest_http("GET", url, NULL, NULL, 0, &b) == 200) {
-		snprintf(needle, sizeof(needle), "\n%s ", name);
-		const char *p = strstr((const char *)b.data, needle);
-		v = p ? atof(p + strlen(needle)) : -1;
-	}
-	cm_buf_close(&b);
-	return v;
-}
-
 /* ---- checks --------------------------------------------------------------------------------------------- */
-
-static int stored_seqs(fixture *f, int64_t from, int64_t to, double *out, int cap)
-{
-	int n = 0;
-	for (int64_t a = from; a <= to; a += 10000) {
-		int64_t b = a + 9999 < to ? a + 9999 : to;
-		char url[512];
-		snprintf(url, sizeof(url),
-		         "%s/api/v1/query_range?query=corral_agent_batch_seq&start=%.3f&end=%.3f&step=0.001", f->url,
-		         a / 1000.0, b / 1000.0);
-		long st = 0;
-		json_t *j = itest_get_json(url, &st), *r = json_object_get(json_object_get(j, "data"), "result"), *pt;
-		assert_int_equal(st, 200);
-		assert_true(json_array_size(r) <= 1);
-		size_t i;
-		json_array_foreach(json_object_get(json_array_get(r, 0), "values"), i, pt)
-		{
-			double v = atof(json_string_value(json_array_get(pt, 1)));
-			if ((!n || v != out[n - 1]) && n < cap)
-				out[n++] = v;
-		}
-		json_decref(j);
-	}
-	return n;
-}
 
 typedef struct line_check {
 	int next, bad;
@@ -192,15 +137,15 @@ static void test_outage_then_slow(void **state)
 	itest_sleep_ms(1000);
 
 	/* outage: OUTAGE_BATCHES passes with nobody listening, a rotation halfway */
-	double made0 = agent_metric(f, "corral_agent_collections_total");
+	double made0 = itest_metric(f->agent_url, "corral_agent_collections_total");
 	assert_int_equal(itest_aggregator_stop(&f->agg), 0);
 	itest_sleep_ms(OUTAGE_BATCHES * INTERVAL_MS / 2);
 	char rotated[600];
 	snprintf(rotated, sizeof(rotated), "%s.20261126-120000", f->log);
 	assert_int_equal(rename(f->log, rotated), 0);
 	itest_sleep_ms(OUTAGE_BATCHES * INTERVAL_MS / 2);
-	double made = agent_metric(f, "corral_agent_collections_total") - made0;
-	double pending = agent_metric(f, "corral_agent_pending_batches");
+	double made = itest_metric(f->agent_url, "corral_agent_collections_total") - made0;
+	double pending = itest_metric(f->agent_url, "corral_agent_pending_batches");
 	print_message("outage: %.0f batches made, %.0f pending in the spool\n", made, pending);
 	assert_true(made >= OUTAGE_BATCHES - 2);
 	assert_true(pending >= OUTAGE_BATCHES - 2);
@@ -220,9 +165,9 @@ static void test_outage_then_slow(void **state)
 
 	/* drained: nothing pending, every line stored */
 	int64_t end = itest_now_ms() + 30000;
-	while (agent_metric(f, "corral_agent_pending_batches") != 0 && itest_now_ms() < end)
+	while (itest_metric(f->agent_url, "corral_agent_pending_batches") != 0 && itest_now_ms() < end)
 		itest_sleep_ms(200);
-	assert_int_equal(agent_metric(f, "corral_agent_pending_batches"), 0);
+	assert_int_equal(itest_metric(f->agent_url, "corral_agent_pending_batches"), 0);
 	itest_sleep_ms(2 * INTERVAL_MS + 300); /* the passes that read the last lines */
 	int64_t t1 = itest_now_ms();
 	line_check c = {0};
@@ -241,8 +186,8 @@ static void test_outage_then_slow(void **state)
 		assert_true(atomic_load(&f->rss_max) < RSS_MAX_KIB);
 
 	static double seqs[4096];
-	int n = stored_seqs(f, t0, itest_now_ms(), seqs, 4096);
-	double sent = agent_metric(f, "corral_agent_batches_sent_total");
+	int n = itest_batch_seqs(f->url, t0, itest_now_ms(), seqs, 4096);
+	double sent = itest_metric(f->agent_url, "corral_agent_batches_sent_total");
 	print_message("%d batches stored (agent sent %.0f), seq %.0f .. %.0f\n", n, sent, n ? seqs[0] : 0,
 	              n ? seqs[n - 1] : 0);
 	assert_true(n >= OUTAGE_BATCHES);

@@ -37,36 +37,6 @@ typedef struct fixture {
 	itest_proc agg, agent;
 } fixture;
 
-static long rss_kib(pid_t pid)
-{
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	FILE *fp = fopen(path, "r");
-	long kib = 0;
-	while (fp && fgets(line, sizeof(line), fp))
-		if (!strncmp(line, "VmRSS:", 6))
-			kib = atol(line + 6);
-	if (fp)
-		fclose(fp);
-	return kib;
-}
-
-static double agent_metric(fixture *f, const char *name)
-{
-	char url[200], needle[128];
-	cm_buf b;
-	cm_buf_init(&b);
-	snprintf(url, sizeof(url), "%s/metrics", f->agent_url);
-	double v = -1;
-	if (itest_http("GET", url, NULL, NULL, 0, &b) == 200) {
-		snprintf(needle, sizeof(needle), "\n%s ", name);
-		const char *p = strstr((const char *)b.data, needle);
-		v = p ? atof(p + strlen(needle)) : -1;
-	}
-	cm_buf_close(&b);
-	return v;
-}
-
 /* Live series of container_memory_usage_bytes from the agent's node, and whether id is among them. */
 static int live_series(fixture *f, const char *id, int *has_id)
 {
@@ -111,16 +81,16 @@ static void test_churn(void **state)
 		if (r > 0)
 			churn_round(f, r - 1, 0);
 		itest_sleep_ms(ROUND_MS);
-		long k = rss_kib(f->agent.pid);
+		long k = itest_rss_kib(f->agent.pid);
 		rss_peak = k > rss_peak ? k : rss_peak;
 		if (r == 0)
 			rss_first = k;
 	}
 	churn_round(f, ROUNDS - 1, 0);
-	double passes = agent_metric(f, "corral_agent_collections_total");
+	double passes = itest_metric(f->agent_url, "corral_agent_collections_total");
 	itest_sleep_ms(1500);
-	assert_true(agent_metric(f, "corral_agent_collections_total") > passes); /* still collecting */
-	long rss_end = rss_kib(f->agent.pid);
+	assert_true(itest_metric(f->agent_url, "corral_agent_collections_total") > passes); /* still collecting */
+	long rss_end = itest_rss_kib(f->agent.pid);
 	print_message("%d cgroups made and removed; agent RSS after round 1 %ld KiB, peak %ld KiB, end %ld KiB\n",
 	              ROUNDS * PER_ROUND, rss_first, rss_peak, rss_end);
 	if (!itest_sanitized()) { /* ASan's quarantine holds freed memory: its RSS says nothing about ours */

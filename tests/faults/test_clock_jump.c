@@ -95,42 +95,6 @@ static double last_seen_at(fixture *f, int64_t t)
 	return v;
 }
 
-/* The distinct corral_agent_batch_seq values stored in [from, to] (aggregator time), in order. */
-static int stored_seqs(fixture *f, int64_t from, int64_t to, double *out, int cap)
-{
-	int n = 0;
-	for (int64_t a = from; a <= to; a += 10000) {
-		int64_t b = a + 9999 < to ? a + 9999 : to;
-		char q[256];
-		snprintf(q, sizeof(q), "/api/v1/query_range?query=corral_agent_batch_seq&start=%.3f&end=%.3f&step=0.001",
-		         a / 1000.0, b / 1000.0);
-		json_t *j = get(f, q), *r = json_object_get(json_object_get(j, "data"), "result"), *pt;
-		assert_true(json_array_size(r) <= 1);
-		size_t i;
-		json_array_foreach(json_object_get(json_array_get(r, 0), "values"), i, pt)
-		{
-			double v = atof(json_string_value(json_array_get(pt, 1)));
-			if ((!n || v != out[n - 1]) && n < cap)
-				out[n++] = v;
-		}
-		json_decref(j);
-	}
-	return n;
-}
-
-static double retimed(fixture *f)
-{
-	cm_buf b;
-	cm_buf_init(&b);
-	char url[160];
-	snprintf(url, sizeof(url), "%s/metrics", f->url);
-	assert_int_equal(itest_http("GET", url, NULL, NULL, 0, &b), 200);
-	const char *p = strstr((const char *)b.data, "\ncorral_aggregator_retimed_batches_total ");
-	double v = p ? atof(p + strlen("\ncorral_aggregator_retimed_batches_total ")) : -1;
-	cm_buf_close(&b);
-	return v;
-}
-
 static void test_clock_jumps(void **state)
 {
 	fixture *f = *state;
@@ -161,10 +125,10 @@ static void test_clock_jumps(void **state)
 	/* nothing landed an hour ahead */
 	double ahead = last_seen_at(f, mid[1] + 3600 * 1000LL);
 	assert_true(isnan(ahead));
-	assert_true(retimed(f) >= 2);
+	assert_true(itest_metric(f->url, "corral_aggregator_retimed_batches_total") >= 2);
 
 	static double seqs[4096];
-	int n = stored_seqs(f, t0, t1, seqs, 4096);
+	int n = itest_batch_seqs(f->url, t0, t1, seqs, 4096);
 	print_message("%d batches stored, seq %.0f .. %.0f\n", n, n ? seqs[0] : 0, n ? seqs[n - 1] : 0);
 	assert_true(n >= NPHASES * PHASE_MS / 200 / 2);
 	for (int i = 1; i < n; i++)

@@ -308,6 +308,58 @@ void itest_cgtree_remove(itest_cgtree *t)
 	t->nparents = 0;
 }
 
+double itest_metric(const char *base_url, const char *name)
+{
+	char url[512], needle[256];
+	cm_buf b;
+	cm_buf_init(&b);
+	snprintf(url, sizeof(url), "%s/metrics", base_url);
+	double v = -1;
+	if (itest_http("GET", url, NULL, NULL, 0, &b) == 200 && !cm_buf_append(&b, "", 1)) {
+		snprintf(needle, sizeof(needle), "\n%s ", name);
+		const char *p = strstr((const char *)b.data, needle);
+		v = p ? strtod(p + strlen(needle), NULL) : -1;
+	}
+	cm_buf_close(&b);
+	return v;
+}
+
+long itest_rss_kib(pid_t pid)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *fp = fopen(path, "r");
+	long kib = 0;
+	while (fp && fgets(line, sizeof(line), fp))
+		if (!strncmp(line, "VmRSS:", 6))
+			kib = atol(line + 6);
+	if (fp)
+		fclose(fp);
+	return kib;
+}
+
+int itest_batch_seqs(const char *url, int64_t from_ms, int64_t to_ms, double *out, int cap)
+{
+	int n = 0;
+	for (int64_t a = from_ms; a <= to_ms; a += 10000) {
+		int64_t b = a + 9999 < to_ms ? a + 9999 : to_ms;
+		char q[512];
+		snprintf(q, sizeof(q), "%s/api/v1/query_range?query=corral_agent_batch_seq&start=%.3f&end=%.3f&step=0.001",
+		         url, a / 1000.0, b / 1000.0);
+		long st = 0;
+		json_t *j = itest_get_json(q, &st), *r = json_object_get(json_object_get(j, "data"), "result"), *pt;
+		size_t i;
+		json_array_foreach(json_object_get(json_array_get(r, 0), "values"), i, pt)
+		{
+			double v = strtod(json_string_value(json_array_get(pt, 1)), NULL);
+			if ((!n || v != out[n - 1]) && n < cap)
+				out[n++] = v;
+		}
+		json_decref(j);
+	}
+	return n;
+}
+
 int itest_sanitized(void)
 {
 #if defined(__SANITIZE_ADDRESS__)

@@ -85,6 +85,16 @@ void itest_cgtree_remove(itest_cgtree *t);
 /* URL-encodes s into out. */
 void itest_urlencode(char *out, size_t cap, const char *s);
 
+/* A sample of a /metrics page: the value of the first line "<name> <value>" at base_url/metrics, -1 when
+ * there is none or no answer. */
+double itest_metric(const char *base_url, const char *name);
+/* VmRSS of a process in KiB (0 when it is gone). */
+long itest_rss_kib(pid_t pid);
+/* The distinct corral_agent_batch_seq values the aggregator at url stored between from_ms and to_ms (its
+ * own clock), in order, up to cap: one per stored agent batch. Asked in 10 s windows at 1 ms steps, below
+ * the API's 11,000 points per series. */
+int itest_batch_seqs(const char *url, int64_t from_ms, int64_t to_ms, double *out, int cap);
+
 /* 1 when this tree is built with AddressSanitizer (its daemons too): RSS bounds do not apply there, the
  * allocator's quarantine and shadow memory dominate. */
 int itest_sanitized(void);
