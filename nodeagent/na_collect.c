@@ -571,6 +571,10 @@ int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, cm_buf *text, na_
 		st->cgroup_errors++;
 		CM_LOG_RL(&c->rl_cgroup, CM_LOG_WARN, "agent", "%s", "cgroup collection incomplete");
 	}
+	/* a cgroup the walk found has no pod yet: re-read the sources now, so this pass's inventory (and the
+	 * DNS endpoints built from it) has the new pod; its series get the labels next pass */
+	if (c->meta && na__meta_refresh(c->meta, c->now_ms, 0))
+		st->meta_errors++;
 	if (na__node_collect(c->proc_root, &emit, &cerr)) {
 		st->node_errors++;
 		CM_LOG_RL(&c->rl_node, CM_LOG_WARN, "agent", "node collection: %s", cerr.msg);

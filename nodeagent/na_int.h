@@ -77,8 +77,8 @@ typedef struct na__meta_opts {
 
 int na__meta_create(const na__meta_opts *o, na__meta **out, cm_err *err);
 void na__meta_destroy(na__meta *m);
-/* Re-reads every source when refresh_ms passed since the last read, after a lookup miss, or when
- * forced. A failing source logs a rate-limited warning and the previous table stays when nothing could
+/* Re-reads every source when refresh_ms passed since the last read, after a lookup miss (when the last
+ * read was complete), or when forced. A failing source logs a rate-limited warning and the previous table stays when nothing could
  * be read. Worker thread only, never concurrently with lookup. */
 int na__meta_refresh(na__meta *m, int64_t now_ms, int force);
 /* Replaces the table with what one buffer says (a kubelet PodList, one pods-dir file or one docker

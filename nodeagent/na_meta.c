@@ -3,8 +3,10 @@
  * Each provider reads its source into one table of pods and their containers (strings in an arena);
  * the cgroup collector asks na__meta_lookup for the labels of a cgroup (by cgroup path, then runtime
  * container id, then pod UID) and re-labels only when na__meta_generation changed. Refresh runs on
- * the collection worker at the start of a pass, every refresh interval and on the pass after a lookup
- * found nothing, so a container started between refreshes is labelled one pass later (blocking file reads are fine there, never on the loop thread); a provider that fails keeps its previous data and logs
+ * the collection worker at the start of a pass every refresh interval, and right after the cgroup walk
+ * when a lookup found nothing and the last refresh read every source (a source that is down would cost
+ * its timeout twice a pass), so a container started between refreshes is in that pass's inventory and
+ * labelled from the next pass on (blocking file reads are fine there, never on the loop thread); a provider that fails keeps its previous data and logs
  * one rate-limited warning, so a broken source loses labels, never metrics. Pod labels are kept only
  * when their key is in the allowlist; environment variables are never read into the table.
  *
@@ -57,6 +59,7 @@ struct na__meta {
 	size_t nallow;
 	int64_t every_ms, last_ms;
 	int missed; /* a lookup found nothing: a new container may wait for its pod in the sources */
+	int last_ok; /* the last refresh read every source: only then is an early one worth its cost */
 	table t[2];
 	int cur;
 	uint64_t gen, hash;
@@ -465,7 +468,7 @@ void na__meta_destroy(na__meta *m)
 
 int na__meta_refresh(na__meta *m, int64_t now_ms, int force)
 {
-	if (!force && !m->missed && now_ms - m->last_ms < m->every_ms)
+	if (!force && !(m->missed && m->last_ok) && now_ms - m->last_ms < m->every_ms)
 		return CM_OK;
 	m->last_ms = now_ms;
 	m->missed = 0;
@@ -477,6 +480,7 @@ int na__meta_refresh(na__meta *m, int64_t now_ms, int force)
 	int rc = refresh_into(m, t, &err);
 	if (t->oom && rc != CM_ENOMEM)
 		rc = cm_errf(&err, CM_ENOMEM, "metadata larger than its 64 MiB arena");
+	m->last_ok = rc == CM_OK;
 	if (rc)
 		CM_LOG_RL(&m->rl, CM_LOG_WARN, "meta", "metadata incomplete, other sources still used: %s", err.msg);
 	if (rc == CM_ENOMEM || (rc && !t->npods && m->t[m->cur].npods))
