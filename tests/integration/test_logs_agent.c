@@ -230,7 +230,12 @@ static void test_agent_logs_exactly_once(void **state)
 	restart_aggregator(); /* SIGKILL 1 */
 	wait_stored(stored() + 200, 30000);
 	assert_true(stored() < total);
-	itest_stop(&F->agent, SIGKILL, 1000); /* SIGKILL 2: acked batches not yet committed are replayed */
+	/* SIGKILL 2 while the aggregator is frozen: the agent's newest batches are staged and unacknowledged,
+	 * so its restart must replay them (with nothing in flight the kill would test nothing) */
+	kill(F->agg.pid, SIGSTOP);
+	itest_sleep_ms(700);
+	itest_stop(&F->agent, SIGKILL, 1000);
+	kill(F->agg.pid, SIGCONT);
 	start_agent();
 	assert_int_equal(itest_wait_log(&F->agent, "log batch staged before the restart", 5000), 0);
 	pthread_join(w, NULL);
