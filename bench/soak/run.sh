@@ -115,8 +115,9 @@ while time.time() - start < dur:
         with open(f, "a") as fp:
             fp.write("".join("%s stdout F soak f%d n%d %s\n" % (ts, k, n + i, "x" * 80) for i in range(per_tick)))
     n += per_tick
-    with open(count_file, "w") as fp:
+    with open(count_file + ".tmp", "w") as fp:  # renamed: the sampler never reads a half-written file
         fp.write(str(n * len(files)))
+    os.rename(count_file + ".tmp", count_file)
     time.sleep(max(0, 0.1 - (time.time() - tick)))
 PY
 WRITER=$!
