@@ -308,6 +308,29 @@ void itest_cgtree_remove(itest_cgtree *t)
 	t->nparents = 0;
 }
 
+int itest_load_start(itest_load *w, const char *logdir, const char *tag, char *const argv[])
+{
+	memset(w, 0, sizeof(*w));
+	if (itest_spawn(&w->p, logdir, tag, argv))
+		return -1;
+	if (itest_wait_log(&w->p, "ready", 10000)) {
+		itest_dump_log(&w->p);
+		return -1;
+	}
+	FILE *fp = fopen(w->p.log, "r");
+	char line[8300];
+	while (fp && fgets(line, sizeof(line), fp) && w->ndirs < 4) {
+		if (sscanf(line, "cgroup %4095s %4095s", w->ids[w->ndirs], w->dirs[w->ndirs]) == 2)
+			w->ndirs++;
+	}
+	if (fp)
+		fclose(fp);
+	if (!w->ndirs)
+		return -1;
+	snprintf(w->id, sizeof(w->id), "%s", w->ids[0]);
+	return 0;
+}
+
 double itest_metric(const char *base_url, const char *name)
 {
 	char url[512], needle[256];

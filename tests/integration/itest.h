@@ -85,6 +85,19 @@ void itest_cgtree_remove(itest_cgtree *t);
 /* URL-encodes s into out. */
 void itest_urlencode(char *out, size_t cap, const char *s);
 
+/* A tests/corral-load workload (tests/tools/corral-load.c): its process and the cgroups it made, in the
+ * order it printed them ("cgroup <id> <dir>" lines: one per hierarchy on v1). */
+typedef struct itest_load {
+	itest_proc p;
+	char id[4096];      /* the first id it printed */
+	char ids[4][4096], dirs[4][4096];
+	int ndirs;
+} itest_load;
+
+/* Starts argv (argv[0] the corral-load binary, or a shell that execs it) with output to <logdir>/<tag>.log
+ * and waits up to 10 s for its "ready"; 0, or -1 with its log printed. */
+int itest_load_start(itest_load *w, const char *logdir, const char *tag, char *const argv[]);
+
 /* A sample of a /metrics page: the value of the first line "<name> <value>" at base_url/metrics, -1 when
  * there is none or no answer. */
 double itest_metric(const char *base_url, const char *name);

@@ -42,11 +42,7 @@
 #define RESERVED_CPU 0.25
 #define RESERVED_MEM (512 * MiB)
 
-typedef struct load {
-	itest_proc p;
-	char id[4096], dirs[4][4096];
-	int ndirs;
-} load;
+typedef itest_load load;
 
 typedef struct fixture {
 	char dir[256], token[300], url[64], pods[300];
@@ -132,24 +128,8 @@ static void start_load(fixture *f, int i, const char *cpu, const char *mem)
 	         f->parents[0], f->parents[1], f->parents[2], bin, name, cpu, mem);
 	char *argv_v1[] = {"/bin/sh", "-c", script, NULL};
 	char *argv_v2[] = {bin, "--cgroup", name, "--cpu", (char *)cpu, "--mem", (char *)mem, NULL};
-	assert_int_equal(itest_spawn(&w->p, f->dir, tag, f->v2 ? argv_v2 : argv_v1), 0);
-	if (itest_wait_log(&w->p, "ready", 10000)) {
-		itest_dump_log(&w->p);
+	if (itest_load_start(w, f->dir, tag, f->v2 ? argv_v2 : argv_v1))
 		fail_msg("workload did not start in its cgroup");
-	}
-	FILE *fp = fopen(w->p.log, "r");
-	char line[8300];
-	while (fp && fgets(line, sizeof(line), fp)) {
-		char id[4096], dir[4096];
-		if (sscanf(line, "cgroup %4095s %4095s", id, dir) != 2 || w->ndirs == 4)
-			continue;
-		snprintf(w->dirs[w->ndirs++], sizeof(w->dirs[0]), "%s", dir);
-		if (!w->id[0])
-			snprintf(w->id, sizeof(w->id), "%s", id);
-	}
-	if (fp)
-		fclose(fp);
-	assert_true(w->id[0]);
 	if (!f->v2) /* ids below the agent's root of links */
 		snprintf(w->id, sizeof(w->id), "/%s", name);
 }

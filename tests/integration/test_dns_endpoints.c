@@ -32,11 +32,7 @@
 #define SLACK_MS    250
 #define NLOAD       3
 
-typedef struct load {
-	itest_proc p;
-	char id[4096], dirs[4][4096];
-	int ndirs;
-} load;
+typedef itest_load load;
 
 typedef struct fixture {
 	char dir[256], token[300], url[64], pods[300], manifest[300];
@@ -98,24 +94,8 @@ static void start_load(fixture *f, int i)
 	char tag[16];
 	snprintf(tag, sizeof(tag), "load%d", i);
 	char *argv[] = {bin, "--cgroup", name, "--cpu", "0.02", "--mem", "1000000", NULL};
-	assert_int_equal(itest_spawn(&w->p, f->dir, tag, argv), 0);
-	if (itest_wait_log(&w->p, "ready", 10000)) {
-		itest_dump_log(&w->p);
+	if (itest_load_start(w, f->dir, tag, argv))
 		fail_msg("workload did not start in its cgroup");
-	}
-	FILE *fp = fopen(w->p.log, "r");
-	char line[8300];
-	while (fp && fgets(line, sizeof(line), fp)) {
-		char id[4096], dir[4096];
-		if (sscanf(line, "cgroup %4095s %4095s", id, dir) != 2 || w->ndirs == 4)
-			continue;
-		snprintf(w->dirs[w->ndirs++], sizeof(w->dirs[0]), "%s", dir);
-		if (!w->id[0])
-			snprintf(w->id, sizeof(w->id), "%s", id);
-	}
-	if (fp)
-		fclose(fp);
-	assert_true(w->id[0]);
 }
 
 /* pods/<i>.json (written to a temp name and renamed, as docs/agent.md asks) for workload i. */
