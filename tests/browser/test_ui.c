@@ -9,7 +9,7 @@
  * imported series has a label value with markup. Once the workloads' samples and logs are queryable it
  * runs tests/browser/ui_test.mjs (playwright-core driving Debian's chromium, headless), which loads every
  * page and checks it (see that file); screenshots go to <build>/tests/ui-artifacts/. The workloads live
- * below a parent cgroup of this test's that is the agent's --cgroup-root (make_parent). The test fails when
+ * below a parent cgroup of this test's that is the agent's --cgroup-root (itest_cgtree). The test fails when
  * the browser script fails or the aggregator does not exit cleanly. Needs root (cgroups), node,
  * chromium and tests/browser/node_modules (scripts/install-deps.sh); skips with a message otherwise.
  */
@@ -46,11 +46,11 @@ typedef struct fixture {
 	char dir[256], token[300], url[64], pods[300], manifest[300], src[4096], logs[NLOAD][700];
 	char node[64], ids[NLOAD][4][1024]; /* a workload's distinct cgroup ids (v1: one per hierarchy path) */
 	int nids[NLOAD];
-	char parent[64], cgroot[4096]; /* the workloads' parent cgroup; the agent's --cgroup-root */
-	char parents[8][4096];         /* the parent's directories, removed at the end */
-	int nparents;
+	char parent[64];   /* the workloads' parent cgroup */
+	itest_cgtree tree; /* its directories and the agent's --cgroup-root */
 	int dns_port;
-	itest_proc agg, agent, w[NLOAD];
+	itest_proc agg, agent;
+	itest_load w[NLOAD];
 } fixture;
 
 static void uid_of(int i, char *out, size_t cap)
@@ -58,57 +58,13 @@ static void uid_of(int i, char *out, size_t cap)
 	snprintf(out, cap, "de300000-0000-4000-8000-0000000000%02d", i);
 }
 
-/* The workloads' parent cgroup "corral-ui-<pid>" below this process's cgroup, and the agent's
- * --cgroup-root pointing at it (as bench/soak does): v2, the directory itself with cpu and memory
- * enabled for its children; v1, a directory of symlinks <controller> -> the parent in the cpu, cpuacct
- * and memory hierarchies. The agent then sees only these workloads, whatever else the host runs (other
- * tests and benchmarks create thousands of cgroups), and a workload's id is "/<name>" everywhere. */
+/* The workloads' parent cgroup "corral-ui-<pid>" below this process's cgroup is the agent's --cgroup-root
+ * (as bench/soak does): the agent then sees only these workloads, whatever else the host runs (other tests
+ * and benchmarks create thousands of cgroups), and a workload's id is "/<name>" everywhere. */
 static void make_parent(fixture *f)
 {
-	struct stat sb;
-	int v2 = !stat("/sys/fs/cgroup/cgroup.controllers", &sb);
 	snprintf(f->parent, sizeof(f->parent), "corral-ui-%d", (int)getpid());
-	snprintf(f->cgroot, sizeof(f->cgroot), "%s/cgroot", f->dir);
-	if (!v2)
-		mkdir(f->cgroot, 0755);
-	FILE *fp = fopen("/proc/self/cgroup", "r");
-	char line[4200];
-	while (fp && fgets(line, sizeof(line), fp) && f->nparents < 8) {
-		line[strcspn(line, "\n")] = 0;
-		char *ctrls = strchr(line, ':'), *own = ctrls ? strchr(ctrls + 1, ':') : NULL;
-		if (!own)
-			continue;
-		*own++ = 0, ctrls++;
-		if (!strcmp(own, "/"))
-			own = "";
-		char *dir = f->parents[f->nparents];
-		if (v2 && !*ctrls) {
-			snprintf(dir, sizeof(f->parents[0]), "/sys/fs/cgroup%s/%s", own, f->parent);
-			snprintf(f->cgroot, sizeof(f->cgroot), "%s", dir);
-		} else if (!v2 && (strstr(ctrls, "cpu") || strstr(ctrls, "memory")) && !strstr(ctrls, "cpuset")) {
-			snprintf(dir, sizeof(f->parents[0]), "/sys/fs/cgroup/%s%s/%s", ctrls, own, f->parent);
-		} else {
-			continue;
-		}
-		assert_int_equal(mkdir(dir, 0755), 0);
-		f->nparents++;
-		if (v2) {
-			char p[4200];
-			snprintf(p, sizeof(p), "%s/cgroup.subtree_control", dir);
-			FILE *sc = fopen(p, "w");
-			if (sc)
-				fputs("+cpu +memory", sc), fclose(sc);
-			continue;
-		}
-		for (char *save = NULL, *t = strtok_r(ctrls, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-			char lk[8400];
-			snprintf(lk, sizeof(lk), "%s/%s", f->cgroot, t);
-			assert_int_equal(symlink(dir, lk), 0);
-		}
-	}
-	if (fp)
-		fclose(fp);
-	assert_true(f->nparents > 0);
+	assert_int_equal(itest_cgtree_make(&f->tree, f->dir, f->parent), 0);
 }
 
 /* var/log/pods/demo_<pod>_<uid>/<ctr>/0.log and the var/log/containers symlink, as kubelet lays them out. */
@@ -135,17 +91,10 @@ static void start_load(fixture *f, int i)
 	make_cri_log(f, i);
 	char *argv[] = {bin, "--cgroup", name, "--cpu", (char *)loads[i].cpu, "--mem", (char *)loads[i].mem,
 	                "--log-every", "500", "--cri-log", f->logs[i], NULL};
-	assert_int_equal(itest_spawn(&f->w[i], f->dir, loads[i].name, argv), 0);
-	if (itest_wait_log(&f->w[i], "ready", 10000)) {
-		itest_dump_log(&f->w[i]);
+	if (itest_load_start(&f->w[i], f->dir, loads[i].name, argv))
 		fail_msg("workload %s did not start", loads[i].name);
-	}
-	char line[8300], id[1024];
-	FILE *fp = fopen(f->w[i].log, "r");
-	while (fp && fgets(line, sizeof(line), fp)) {
-		if (sscanf(line, "cgroup %1023s", id) != 1 || f->nids[i] == 4)
-			continue;
-		char *below = strstr(id, f->parent); /* the id below the agent's --cgroup-root */
+	for (int d = 0; d < f->w[i].ndirs; d++) {
+		char *id = f->w[i].ids[d], *below = strstr(id, f->parent); /* the id below --cgroup-root */
 		if (below)
 			memmove(id, below + strlen(f->parent), strlen(below + strlen(f->parent)) + 1);
 		int seen = 0;
@@ -154,9 +103,6 @@ static void start_load(fixture *f, int i)
 		if (!seen)
 			snprintf(f->ids[i][f->nids[i]++], sizeof(f->ids[i][0]), "%s", id);
 	}
-	if (fp)
-		fclose(fp);
-	assert_true(f->nids[i] > 0);
 }
 
 /* One container entry per cgroup id: on cgroup v1 hosts whose controllers place a process at different
@@ -201,7 +147,7 @@ static void start_agent(fixture *f)
 	snprintf(state, sizeof(state), "%s/agent", f->dir);
 	char *argv[] = {bin, "--node", f->node, "--aggregator", f->url, "--token-file", f->token, "--interval", "1s",
 	                "--listen", listen, "--pods-dir", f->pods, "--label-allowlist", "app,team", "--state-dir", state,
-	                "--log-root", f->dir, "--cgroup-root", f->cgroot, NULL};
+	                "--log-root", f->dir, "--cgroup-root", f->tree.root, NULL};
 	assert_int_equal(itest_spawn(&f->agent, f->dir, "agent", argv), 0);
 }
 
@@ -368,13 +314,12 @@ static int teardown(void **state)
 {
 	fixture *f = *state;
 	for (int i = 0; i < NLOAD; i++)
-		if (f->w[i].pid > 0)
-			itest_stop(&f->w[i], SIGTERM, 10000);
+		if (f->w[i].p.pid > 0)
+			itest_stop(&f->w[i].p, SIGTERM, 10000);
 	if (f->agent.pid > 0)
 		itest_stop(&f->agent, SIGTERM, 10000);
-	for (int i = 0; i < f->nparents; i++)
-		if (rmdir(f->parents[i]))
-			fprintf(stderr, "test_ui: cannot remove %s: %s\n", f->parents[i], strerror(errno));
+	if (f->tree.nparents)
+		itest_cgtree_remove(&f->tree);
 	int st = f->agg.pid > 0 ? itest_aggregator_stop(&f->agg) : 0;
 	itest_rmtree(f->dir);
 	free(f);

@@ -250,6 +250,19 @@ static int cgtree_link(itest_cgtree *t, const char *ctrls, const char *dir)
 	return 0;
 }
 
+/* v2: the tree's root is the directory itself, with cpu and memory enabled for the children (best effort:
+ * a hierarchy without them still gets its cgroups). */
+static int cgtree_delegate(itest_cgtree *t, const char *dir)
+{
+	char p[4200];
+	snprintf(t->root, sizeof(t->root), "%s", dir);
+	snprintf(p, sizeof(p), "%s/cgroup.subtree_control", dir);
+	FILE *sc = fopen(p, "w");
+	if (sc)
+		fputs("+cpu +memory", sc), fclose(sc);
+	return 0;
+}
+
 int itest_cgtree_make(itest_cgtree *t, const char *links_dir, const char *name)
 {
 	struct stat sb;
@@ -280,7 +293,7 @@ int itest_cgtree_make(itest_cgtree *t, const char *links_dir, const char *name)
 		}
 		t->nparents++;
 		if (v2)
-			snprintf(t->root, sizeof(t->root), "%s", dir);
+			rc = cgtree_delegate(t, dir);
 		else
 			rc = cgtree_link(t, ctrls, dir);
 	}

@@ -26,9 +26,9 @@
 
 typedef struct stack {
 	char dir[256], token[300], url[128], agent_url[128];
-	itest_proc agg, agent, load;
-	char cg_id[4096], cg_dirs[4][4096], mem_id[4096];
-	int ndirs;
+	itest_proc agg, agent;
+	itest_load load;
+	char cg_id[4096], mem_id[4096];
 } stack;
 
 static void start_aggregator(stack *s)
@@ -39,7 +39,8 @@ static void start_aggregator(stack *s)
 		fail_msg("aggregator did not come up");
 }
 
-/* Starts corral-load in a new cgroup under root; records the cgroup ids and directories it made. */
+/* Starts corral-load in a new cgroup under root; picks the ids to query: the memory hierarchy's (v1) and the
+ * first other one (cpuacct, or the v2 cgroup). */
 static void start_load(stack *s, const char *root)
 {
 	char bin[4096], name[64];
@@ -47,25 +48,14 @@ static void start_load(stack *s, const char *root)
 	snprintf(name, sizeof(name), "corral-itest-%d", (int)getpid());
 	char *argv[] = {bin, "--cgroup", name, "--cgroup-root", (char *)root, "--cpu", "0.5", "--mem", "16000000",
 			NULL};
-	assert_int_equal(itest_spawn(&s->load, s->dir, "load", argv), 0);
-	if (itest_wait_log(&s->load, "ready", 10000)) {
-		itest_dump_log(&s->load);
+	if (itest_load_start(&s->load, s->dir, "load", argv))
 		fail_msg("workload did not start in its cgroup");
-	}
-	FILE *f = fopen(s->load.log, "r");
-	char line[8300];
-	while (f && fgets(line, sizeof(line), f)) {
-		char id[4096], dir[4096];
-		if (sscanf(line, "cgroup %4095s %4095s", id, dir) != 2 || s->ndirs == 4)
-			continue;
-		snprintf(s->cg_dirs[s->ndirs++], sizeof(s->cg_dirs[0]), "%s", dir);
-		if (strstr(dir, "/memory/"))
-			snprintf(s->mem_id, sizeof(s->mem_id), "%s", id);
+	for (int i = 0; i < s->load.ndirs; i++) {
+		if (strstr(s->load.dirs[i], "/memory/"))
+			snprintf(s->mem_id, sizeof(s->mem_id), "%s", s->load.ids[i]);
 		else if (!s->cg_id[0])
-			snprintf(s->cg_id, sizeof(s->cg_id), "%s", id); /* cpuacct first, or the v2 cgroup */
+			snprintf(s->cg_id, sizeof(s->cg_id), "%s", s->load.ids[i]);
 	}
-	if (f)
-		fclose(f);
 	assert_true(s->cg_id[0]);
 }
 
@@ -193,11 +183,11 @@ static void check_agent_metrics(stack *s)
 
 static void stop_all(stack *s)
 {
-	int st = itest_stop(&s->load, SIGTERM, 5000);
+	int st = itest_stop(&s->load.p, SIGTERM, 5000);
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	struct stat sb;
-	for (int i = 0; i < s->ndirs; i++)
-		assert_int_not_equal(stat(s->cg_dirs[i], &sb), 0); /* the test cgroup is gone */
+	for (int i = 0; i < s->load.ndirs; i++)
+		assert_int_not_equal(stat(s->load.dirs[i], &sb), 0); /* the test cgroup is gone */
 	st = itest_stop(&s->agent, SIGTERM, 10000);
 	if (!WIFEXITED(st) || WEXITSTATUS(st))
 		itest_dump_log(&s->agent);
@@ -218,11 +208,11 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	stack *s = *state;
-	itest_stop(&s->load, SIGTERM, 5000); /* removes its cgroups even when an assertion failed */
+	itest_stop(&s->load.p, SIGTERM, 5000); /* removes its cgroups even when an assertion failed */
 	itest_stop(&s->agent, SIGKILL, 1000);
 	itest_stop(&s->agg, SIGKILL, 1000);
-	for (int i = 0; i < s->ndirs; i++)
-		rmdir(s->cg_dirs[i]);
+	for (int i = 0; i < s->load.ndirs; i++)
+		rmdir(s->load.dirs[i]);
 	itest_rmtree(s->dir);
 	free(s);
 	return 0;
