@@ -328,6 +328,59 @@ int ag__auth_read(ag__auth *a, const char *authorization)
 	return ok;
 }
 
+/* ---- bearer tokens over WebSocket ------------------------------------------------------------------ */
+
+static int b64url_val(int ch)
+{
+	if (ch >= 'A' && ch <= 'Z')
+		return ch - 'A';
+	if (ch >= 'a' && ch <= 'z')
+		return ch - 'a' + 26;
+	if (ch >= '0' && ch <= '9')
+		return ch - '0' + 52;
+	return ch == '-' ? 62 : ch == '_' ? 63 : -1;
+}
+
+/* "Bearer <the decoded token>" in the arena, or NULL when p is not base64url of a valid token. */
+static const char *b64url_bearer(cm_arena *a, const char *p, size_t n)
+{
+	char *out = n <= 4 * MAX_TOKEN / 3 + 4 ? cm_arena_alloc(a, 8 + n) : NULL;
+	if (!out)
+		return NULL;
+	size_t o = 7;
+	memcpy(out, "Bearer ", 7);
+	uint32_t acc = 0;
+	int bits = 0;
+	for (size_t i = 0; i < n; i++) {
+		int v = b64url_val((unsigned char)p[i]);
+		if (v < 0)
+			return NULL;
+		acc = acc << 6 | (uint32_t)v, bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[o++] = (char)(acc >> bits & 0xff);
+		}
+	}
+	out[o] = 0;
+	return valid_token(out + 7, o - 7) ? out : NULL;
+}
+
+int ag__auth_ws_protocols(const char *protocols, cm_arena *a, const char **authorization)
+{
+	int corral = 0;
+	for (const char *p = protocols; p && *p;) {
+		p += strspn(p, " \t,");
+		size_t n = strcspn(p, " \t,");
+		const char *tok;
+		if (n == 6 && !strncmp(p, "corral", 6))
+			corral = 1;
+		else if (n > 7 && !strncmp(p, "bearer.", 7) && !*authorization && (tok = b64url_bearer(a, p + 7, n - 7)))
+			*authorization = tok;
+		p += n;
+	}
+	return corral;
+}
+
 int ag__auth_metrics(ag__auth *a, cm_buf *out)
 {
 	if (!a)

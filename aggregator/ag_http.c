@@ -202,6 +202,8 @@ static enum MHD_Result send_upgrade(struct MHD_Connection *c, ag__resp *resp)
 	u->fn = resp->upgrade, u->arg = resp->upgrade_arg;
 	MHD_add_response_header(r, "Upgrade", "websocket");
 	MHD_add_response_header(r, "Sec-WebSocket-Accept", resp->ws_accept);
+	for (size_t i = 0; i < resp->nheaders; i++) /* Sec-WebSocket-Protocol */
+		MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value);
 	enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_SWITCHING_PROTOCOLS, r);
 	MHD_destroy_response(r);
 	return ret;
@@ -401,7 +403,7 @@ static void dispatch(ag_server *s, ag__req *req, ag__resp *resp)
 	int is_post = !strcmp(req->method, "POST"), is_get = !strcmp(req->method, "GET");
 	if (!rt) {
 		ag__resp_error(resp, 404, "not_found", "no such endpoint");
-	} else if (route_auth(s, rt->post_only, req, resp)) {
+	} else if (rt->fn != route_ui && route_auth(s, rt->post_only, req, resp)) { /* UI files hold no data */
 		return;
 	} else if (rt->post_only == 2) {
 		rt->fn(s, req, resp);
@@ -462,6 +464,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	req.if_none_match = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
 	ag__resp resp = {.status = 200, .content_type = "text/plain"};
 	cm_buf_init(&resp.body);
+	if (req.ws_key && ag__auth_ws_protocols(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Protocol"),
+						&cc->arena, &req.authorization))
+		ag__resp_header(&resp, "Sec-WebSocket-Protocol", "corral"); /* the browser needs it echoed */
 	if (cc->rate_limited) {
 		ag__resp_error(&resp, 429, "too_many_requests", "over the request rate for this client address");
 		ag__resp_header(&resp, "Retry-After", "1");

@@ -104,6 +104,12 @@ void ag__auth_destroy(ag__auth *a);
 int ag__auth_push(ag__auth *a, const char *authorization, char *node, size_t cap);
 /* 1 when reads are open or authorization carries a read token (push tokens do not read). */
 int ag__auth_read(ag__auth *a, const char *authorization);
+/* A browser cannot set Authorization on a WebSocket; like Kubernetes' API server, the web UI offers the
+ * subprotocols "corral" and "bearer.<the token in base64url, no padding>" (docs/security.md). When
+ * *authorization is NULL, a well-formed bearer.<...> sets it to "Bearer <token>" (in the arena); anything
+ * malformed is ignored (the request then meets the usual 401). 1 when "corral" was offered: the 101
+ * answer must echo it. */
+int ag__auth_ws_protocols(const char *protocols, cm_arena *a, const char **authorization);
 /* corral_auth_* counters (never a token). */
 int ag__auth_metrics(ag__auth *a, cm_buf *out);
 /* The token file parser alone (for the fuzzer and tests): how many tokens text holds, how many bound. */

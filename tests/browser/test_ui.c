@@ -8,8 +8,9 @@
  * team=<img src=x onerror=alert(2)>, its log gets a line `<script>alert(1)</script> xss-probe`, and one
  * imported series has a label value with markup. Once the workloads' samples and logs are queryable it
  * runs tests/browser/ui_test.mjs (playwright-core driving Debian's chromium, headless), which loads every
- * page and checks it (see that file); screenshots go to <build>/tests/ui-artifacts/. The workloads live
- * below a parent cgroup of this test's that is the agent's --cgroup-root (itest_cgtree). The test fails when
+ * page and checks it (see that file). The aggregator runs with a read token (--read-token-file), so the
+ * browser goes through the UI's token form and the tail's WebSocket carries the token. Screenshots go
+ * to <build>/tests/ui-artifacts/. The workloads live below a parent cgroup of this test's that is the agent's --cgroup-root (itest_cgtree). The test fails when
  * the browser script fails or the aggregator does not exit cleanly. Needs root (cgroups), node,
  * chromium and tests/browser/node_modules (scripts/install-deps.sh); skips with a message otherwise.
  */
@@ -172,7 +173,8 @@ static int wait_body(const char *url, const char *needle, int min, int timeout_m
 	for (int64_t t0 = itest_now_ms(); itest_now_ms() - t0 < timeout_ms; itest_sleep_ms(250)) {
 		cm_buf b;
 		cm_buf_init(&b);
-		long st = itest_http("GET", url, NULL, NULL, 0, &b);
+		const char *hdr[] = {"Authorization: Bearer ui-read", NULL};
+		long st = itest_http("GET", url, hdr, NULL, 0, &b);
 		int n = 0;
 		if (st == 200 && cm_buf_append(&b, "", 1) == 0)
 			for (const char *p = (const char *)b.data; (p = strstr(p, needle)); p++)
@@ -235,6 +237,7 @@ static int run_browser(fixture *f)
 	setenv("CORRAL_UI_DIR", uidir, 1);
 	setenv("CORRAL_ARTIFACTS", artifacts, 1);
 	setenv("CHROMIUM", CHROMIUM, 1);
+	setenv("CORRAL_UI_TOKEN", "ui-read", 1);
 	char cmd[9000];
 	snprintf(cmd, sizeof(cmd), "node '%s'", script);
 	fflush(stdout);
@@ -299,13 +302,17 @@ static int setup(void **state)
 	snprintf(f->pods, sizeof(f->pods), "%s/pods", f->dir);
 	snprintf(f->manifest, sizeof(f->manifest), "%s/services.json", f->dir);
 	itest_write_file(f->token, "ui-token\n");
+	char read_token[300];
+	snprintf(read_token, sizeof(read_token), "%s/read-token", f->dir);
+	itest_write_file(read_token, "ui-read\n");
 	itest_write_file(f->manifest, MANIFEST);
 	mkdir(f->pods, 0755);
 	f->dns_port = itest_port();
 	char data[300], listen[64];
 	snprintf(data, sizeof(data), "%s/data", f->dir);
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", f->dns_port);
-	const char *extra[] = {"--dns-listen", listen, "--services", f->manifest, "--dns-threads", "1", NULL};
+	const char *extra[] = {"--dns-listen", listen, "--services", f->manifest, "--dns-threads", "1",
+	                       "--read-token-file", read_token, NULL};
 	*state = f;
 	return itest_aggregator_start(&f->agg, f->dir, data, f->token, extra, f->url, sizeof(f->url));
 }

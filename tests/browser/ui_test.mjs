@@ -3,7 +3,11 @@
 //
 // Environment (set by test_ui.c): CORRAL_URL (aggregator), CORRAL_NODE (the agent's node name),
 // CORRAL_CRI_LOG (the web pod's container log, appended to for the live tail), CORRAL_UI_DIR (the
-// installed UI files), CORRAL_ARTIFACTS (screenshots go here), CHROMIUM (the browser binary).
+// installed UI files), CORRAL_ARTIFACTS (screenshots go here), CHROMIUM (the browser binary),
+// CORRAL_UI_TOKEN (the aggregator's read token). First the token form: without a token the UI asks for
+// one, says so when a wrong one is refused, and renders once the right one is given; every page after
+// that starts with the token in its tab's sessionStorage (as after the form), so the live tail also
+// proves the WebSocket's bearer subprotocol.
 // Per page, at 1280x800: no console error, no page error and no HTTP error (but a 404 from a missing
 // capacity API, printed as "degraded"), no alert() ever, every chart marked essential has a series,
 // the first render (Performance API mark "corral:rendered") is printed, a screenshot is written; then the
@@ -19,7 +23,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 const URL_ = process.env.CORRAL_URL, NODE = process.env.CORRAL_NODE, CRI = process.env.CORRAL_CRI_LOG;
-const UI_DIR = process.env.CORRAL_UI_DIR, ART = process.env.CORRAL_ARTIFACTS;
+const UI_DIR = process.env.CORRAL_UI_DIR, ART = process.env.CORRAL_ARTIFACTS, TOKEN = process.env.CORRAL_UI_TOKEN;
 const BUDGET_KIB = 300;
 const failures = [];
 const fail = msg => { failures.push(msg); console.log(`FAIL ${msg}`); };
@@ -43,6 +47,7 @@ function degradation(r) {
 
 async function openPage(browser, name, hash, viewport = { width: 1280, height: 800 }) {
   const ctx = await browser.newContext({ viewport });
+  await ctx.addInitScript(t => sessionStorage.setItem('corral-read-token', t), TOKEN);
   const page = await ctx.newPage();
   const errors = [], bad = [];
   page.on('dialog', d => { fail(`${name}: a dialog opened: ${d.message()}`); d.dismiss(); });
@@ -207,9 +212,32 @@ function shippedKiB() {
   return n / 1024;
 }
 
+// The read-token form: asked for, a wrong token refused (the form says so), the right one renders the page.
+async function tokenForm(browser) {
+  const ctx = await browser.newContext();
+  const page = await ctx.newPage();
+  page.on('pageerror', e => fail(`token form: page error: ${e.message}`));
+  await page.goto(`${URL_}/ui/#/cluster`);
+  try {
+    await page.waitForSelector('#tokenform', { timeout: 10000 });
+    await page.fill('#token', 'wrong-token');
+    await page.click('#tokenform button');
+    await page.waitForFunction(() => /refused/.test(document.getElementById('tokenform')?.textContent || ''), null, { timeout: 10000 });
+    await page.fill('#token', TOKEN);
+    await page.click('#tokenform button');
+    await page.waitForFunction(() => document.body.dataset.rendered === 'cluster', null, { timeout: 20000 });
+    check(!(await page.$('#tokenform')), 'token form: still shown after the right token');
+    check((await page.textContent('main')).includes(NODE), 'token form: the page rendered without the node');
+  } catch (e) {
+    fail(`token form: ${e.message.split('\n')[0]}`);
+  }
+  await ctx.close();
+}
+
 const browser = await chromium.launch({ executablePath: process.env.CHROMIUM, headless: true, args: ['--no-sandbox'] });
 const t0 = Date.now();
 try {
+  await tokenForm(browser);
   for (const [name, hash] of Object.entries(hashes)) {
     const o = await openPage(browser, name, hash);
     const ms = await firstRender(o.page);

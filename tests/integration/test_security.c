@@ -318,6 +318,96 @@ static void test_read_token(void **state)
 	assert_int_equal(status_of("GET", "/metrics", NULL, NULL), 200);
 }
 
+/* ---- the tail's WebSocket ---------------------------------------------------------------------------- */
+
+typedef struct ws_reply {
+	long status;
+	char headers[2048];
+	size_t len;
+} ws_reply;
+
+/* Keeps the header lines; stops the transfer at the end of a 101's headers (what follows is WebSocket). */
+static size_t on_ws_header(char *p, size_t size, size_t n, void *ctx)
+{
+	ws_reply *r = ctx;
+	size_t len = size * n, room = sizeof(r->headers) - 1 - r->len;
+	if (!strncmp(p, "HTTP/", 5))
+		r->status = strtol(p + 9, NULL, 10), r->len = 0;
+	memcpy(r->headers + r->len, p, len < room ? len : room);
+	r->len += len < room ? len : room;
+	r->headers[r->len] = 0;
+	return r->status == 101 && len <= 2 ? 0 : len;
+}
+
+/* A WebSocket upgrade of /loki/api/v1/tail offering protocols (NULL: none); the status answered. */
+static long ws_handshake(const char *protocols, ws_reply *r)
+{
+	char url[512], proto[400];
+	snprintf(url, sizeof(url), "%s/loki/api/v1/tail?query=%%7Bjob%%3D%%22x%%22%%7D", F.url);
+	snprintf(proto, sizeof(proto), "Sec-WebSocket-Protocol: %s", protocols ? protocols : "");
+	struct curl_slist *h = curl_slist_append(NULL, "Connection: Upgrade");
+	h = curl_slist_append(h, "Upgrade: websocket");
+	h = curl_slist_append(h, "Sec-WebSocket-Version: 13");
+	h = curl_slist_append(h, "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==");
+	if (protocols)
+		h = curl_slist_append(h, proto);
+	memset(r, 0, sizeof(*r));
+	CURL *c = curl_easy_init();
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CAINFO, F.ca);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_ws_header);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+	cm_buf body;
+	cm_buf_init(&body);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+	curl_easy_perform(c);
+	curl_slist_free_all(h);
+	curl_easy_cleanup(c);
+	cm_buf_close(&body);
+	return r->status;
+}
+
+/* base64url without padding, as the web UI sends a token in the subprotocol "bearer.<...>". */
+static void b64url(const char *in, char *out)
+{
+	static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	size_t n = strlen(in), o = 0;
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)(unsigned char)in[i] << 16 | (i + 1 < n ? (uint32_t)(unsigned char)in[i + 1] << 8 : 0) |
+			     (i + 2 < n ? (unsigned char)in[i + 2] : 0);
+		for (size_t k = 0; k < 4 && k <= n - i; k++)
+			out[o++] = al[v >> (18 - 6 * k) & 63];
+	}
+	out[o] = 0;
+}
+
+/* The UI files need no token (they hold no data); the tail's WebSocket takes the read token as the
+ * subprotocol bearer.<base64url> (a browser cannot set Authorization there) and echoes "corral"; no
+ * token, a wrong one, the push token or a malformed one is 401. */
+static void test_ws_read_token(void **state)
+{
+	(void)state;
+	assert_int_not_equal(status_of("GET", "/ui/", NULL, NULL), 401);
+	char enc[200], proto[300];
+	ws_reply r;
+	assert_int_equal(ws_handshake(NULL, &r), 401);
+	const char *refused[] = {F.wrong, F.push, "*not base64*"};
+	for (size_t i = 0; i < CM_ARRAY_LEN(refused); i++) {
+		b64url(refused[i], enc);
+		snprintf(proto, sizeof(proto), "corral, bearer.%s", i == 2 ? refused[i] : enc);
+		if (ws_handshake(proto, &r) != 401)
+			fail_msg("tail upgrade offering %s: %ld", proto, r.status);
+	}
+	b64url(F.readtok, enc);
+	snprintf(proto, sizeof(proto), "corral, bearer.%s", enc);
+	if (ws_handshake(proto, &r) != 101)
+		fail_msg("tail upgrade with the read token: %ld\n%s", r.status, r.headers);
+	assert_non_null(strcasestr(r.headers, "Sec-WebSocket-Protocol: corral\r\n"));
+}
+
 /* The push token file is replaced: within two seconds the old token is refused and the new one works,
  * with no restart; a running agent refused with the old token picks the new one up from its own token
  * file, also without a restart. A broken file (no token in it) keeps the tokens in force. */
@@ -691,6 +781,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_push_refused),  cmocka_unit_test(test_read_token),
+		cmocka_unit_test(test_ws_read_token),
 		cmocka_unit_test(test_agents_over_tls), cmocka_unit_test(test_rotation),
 		cmocka_unit_test(test_limits),        cmocka_unit_test(test_rate_limit),        cmocka_unit_test(test_user),
 		cmocka_unit_test(test_agent_readonly),

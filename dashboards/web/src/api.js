@@ -2,6 +2,12 @@
 // labels, label values), Loki (query_range, labels, tail WebSocket), services, inventory, events,
 // capacity, DNS resolve. All same-origin; errors carry the API's errorType and message.
 //
+// Read token: when the aggregator runs with --read-token-file, the UI files are open but every API answers
+// 401 without a token. The token the user typed into the shell's form (app.js) is kept for the tab in
+// sessionStorage and sent as "Authorization: Bearer"; a WebSocket cannot carry that header, so the tail
+// offers it as the subprotocol "bearer.<base64url>" beside "corral" (docs/security.md). A 401 fires the
+// window event "corral:unauthorized", which opens the form.
+//
 // PromQL fallback: a chart target names the PromQL it wants (expr) and, optionally, how to compute the
 // same thing in the browser from one plain selector (fallback: {sel, fn: 'rate'|'value', by: [labels],
 // agg: 'sum'|'max', positive: keep only values > 0}). When the aggregator answers bad_data (a PromQL engine that only knows selectors),
@@ -12,12 +18,26 @@ export class ApiError extends Error {
   constructor(status, message, type) { super(message); this.status = status; this.type = type; }
 }
 
-async function call(path, params, init) {
+const TOKEN_KEY = 'corral-read-token';
+export const token = () => sessionStorage.getItem(TOKEN_KEY);
+export const setToken = t => t ? sessionStorage.setItem(TOKEN_KEY, t) : sessionStorage.removeItem(TOKEN_KEY);
+
+// The subprotocols of a WebSocket to the aggregator (undefined without a token).
+export function wsProtocols() {
+  const t = token();
+  if (!t) return undefined;
+  const b64 = btoa(String.fromCharCode(...new TextEncoder().encode(t)));
+  return ['corral', 'bearer.' + b64.replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')];
+}
+
+async function call(path, params) {
   const u = new URL(path, location.href);
   for (const [k, v] of Object.entries(params || {})) {
     for (const x of Array.isArray(v) ? v : [v]) if (x !== undefined && x !== null) u.searchParams.append(k, x);
   }
-  const r = await fetch(u, init);
+  const t = token();
+  const r = await fetch(u, t ? { headers: { Authorization: `Bearer ${t}` } } : undefined);
+  if (r.status === 401) window.dispatchEvent(new Event('corral:unauthorized'));
   let body = null;
   try { body = await r.json(); } catch { /* not JSON */ }
   if (!r.ok || !body || body.status !== 'success')

@@ -5,9 +5,13 @@
 // once, then every `refresh` seconds and on the reload button; when the first refresh has finished it
 // marks the Performance timeline ("corral:rendered") and sets body[data-rendered] to the page name,
 // which the browser test uses to measure the first render.
+//
+// When an API answers 401 (the aggregator wants a read token), the shell shows a form above the page;
+// the token typed there is kept for the tab (api.js) and the page is rendered again.
 // SPDX-License-Identifier: Apache-2.0
 import * as state from './state.js';
 import { h, fill } from './dom.js';
+import * as api from './api.js';
 
 const PAGES = {
   cluster: () => import('./pages/cluster.js'),
@@ -68,6 +72,25 @@ function syncControls() {
   document.getElementById('refresh').value = state.get('refresh', '0');
 }
 
+function askToken() {
+  if (document.getElementById('tokenform')) return;
+  const input = h('input', { type: 'password', id: 'token', autocomplete: 'off', 'aria-label': 'read token' });
+  const form = h('form', { id: 'tokenform', class: 'card' },
+    h('p', {}, api.token() ? 'The aggregator refused this token.' : 'The aggregator needs a read token.'),
+    h('label', {}, 'Read token ', input), h('button', { type: 'submit' }, 'Use token'));
+  form.addEventListener('submit', ev => {
+    ev.preventDefault();
+    api.setToken(input.value.trim());
+    form.remove();
+    delete document.body.dataset.rendered; // the page renders again, now with data
+    renderKey = '';
+    route();
+  });
+  document.getElementById('top').after(form);
+  input.focus();
+}
+
+window.addEventListener('corral:unauthorized', askToken);
 document.getElementById('range').addEventListener('change', e => state.set({ range: e.target.value }));
 document.getElementById('refresh').addEventListener('change', e => state.set({ refresh: e.target.value === '0' ? null : e.target.value }));
 document.getElementById('reload').addEventListener('click', refresh);

@@ -168,7 +168,8 @@ function buckets(r, step) {
 function tail(q, list, hs) {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const start = `${BigInt(Date.now()) * 1000000n}`;
-  const ws = new WebSocket(`${proto}//${location.host}/loki/api/v1/tail?${new URLSearchParams({ query: q, start, limit: '100' })}`);
+  const ws = new WebSocket(`${proto}//${location.host}/loki/api/v1/tail?${new URLSearchParams({ query: q, start, limit: '100' })}`,
+    api.wsProtocols());
   let first = true;
   ws.onmessage = ev => {
     let msg;
