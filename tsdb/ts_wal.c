@@ -13,8 +13,15 @@
  * ("00000001", "00000002", ...), replayed in numeric order. Other names are ignored. A segment is
  *
  *   offset 0   4 bytes   magic "CRLW"
- *   offset 4   4 bytes   u32le format version: 2 (written now) or 1 (replayed only)
+ *   offset 4   4 bytes   u32le format version: 2 (written now), 3 (a checkpoint, below) or 1 (replayed only)
  *   offset 8   records, back to back, up to the end of the file
+ *
+ * A checkpoint (version 3, records as in version 2) is what a cut (ts_cut.c) keeps of the segments
+ * below the one it rolled to: every series with samples from the cut's boundary on, and those samples;
+ * the rest is in blocks. It replaces the highest of those segments by rename and then the lower ones are
+ * removed, oldest first. It supersedes every lower-numbered segment: at open, segments below the newest
+ * checkpoint (left by a crash during that removal) are removed unreplayed. Replaying them first would
+ * be worse than useless: their newer samples would make the checkpoint's older ones look out of order.
  *
  * A record is a 9-byte header and a payload:
  *
@@ -105,6 +112,7 @@
 
 #define WAL_MAGIC "CRLW"
 #define WAL_VERSION 2u
+#define CKPT_VERSION 3u /* version 2 records, superseding every lower-numbered segment */
 #define SEG_HEADER 8u
 #define REC_HEADER 9u
 #define REC_SAMPLES 1u  /* version 1 */
@@ -544,7 +552,8 @@ static int seg_replay(replay *rp, uint32_t seg, cm_err *err)
 		goto out;
 	}
 	rp->version = size < SEG_HEADER ? 0 : cm_get_u32le(h + 4);
-	if (size < SEG_HEADER || memcmp(h, WAL_MAGIC, 4) || (rp->version != 1 && rp->version != WAL_VERSION)) {
+	if (size < SEG_HEADER || memcmp(h, WAL_MAGIC, 4) ||
+	    (rp->version != 1 && rp->version != WAL_VERSION && rp->version != CKPT_VERSION)) {
 		rc = seg_quarantine(rp, path, size, err);
 		goto out;
 	}
@@ -603,15 +612,49 @@ static int seg_list(const ts__wal *w, uint32_t **out, size_t *nout, uint32_t *ma
 	return CM_OK;
 }
 
+/* 1 when segment n is a checkpoint (a header that says so; anything else is for seg_replay to judge). */
+static int seg_is_checkpoint(const ts__wal *w, uint32_t n)
+{
+	char path[4096];
+	uint8_t h[SEG_HEADER];
+	seg_path(w, n, path, sizeof(path));
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int yes = fd >= 0 && !cm_pread_all(fd, h, SEG_HEADER, 0) && !memcmp(h, WAL_MAGIC, 4) &&
+		  cm_get_u32le(h + 4) == CKPT_VERSION;
+	if (fd >= 0)
+		close(fd);
+	return yes;
+}
+
+/* Removes the segments below the newest checkpoint (a cut's unfinished removal); *first is its index. */
+static int drop_superseded(replay *rp, const uint32_t *segs, size_t n, size_t *first, cm_err *err)
+{
+	char path[4096];
+	*first = 0;
+	for (size_t i = n; i-- > 0;)
+		if (seg_is_checkpoint(rp->w, segs[i])) {
+			*first = i;
+			break;
+		}
+	for (size_t i = 0; i < *first; i++) {
+		seg_path(rp->w, segs[i], path, sizeof(path));
+		if (unlink(path) != 0)
+			return cm_errf(err, -errno, "removing WAL segment %s below a checkpoint: %s", path, strerror(errno));
+		rp->dir_dirty = 1;
+	}
+	return CM_OK;
+}
+
 static int wal_replay(ts__wal *w, const ts__replay_ops *ops, ts_open_report *rep, uint32_t *max, cm_err *err)
 {
 	replay rp = {.w = w, .ops = ops, .rep = rep};
 	uint32_t *segs = NULL;
-	size_t n = 0;
+	size_t n = 0, first = 0;
 	cm_buf_init(&rp.dec.strs);
 	cm_buf_init(&rp.payload);
 	int rc = seg_list(w, &segs, &n, max, err);
-	for (size_t i = 0; i < n && !rc; i++)
+	rc = rc ? rc : drop_superseded(&rp, segs, n, &first, err);
+	for (size_t i = first; i < n && !rc; i++)
 		rc = seg_replay(&rp, segs[i], err);
 	if (!rc && rp.dir_dirty && !w->no_fsync && (rc = dir_sync(w->path)))
 		cm_errf(err, rc, "syncing %s: %s", w->path, cm_strerror(rc));
@@ -784,7 +827,7 @@ static int ckpt_write(ts__wal *w, uint32_t n, const uint8_t *p, size_t len, cm_e
 	char tmp[4200], path[4096];
 	uint8_t h[SEG_HEADER];
 	memcpy(h, WAL_MAGIC, 4);
-	cm_put_u32le(h + 4, WAL_VERSION);
+	cm_put_u32le(h + 4, CKPT_VERSION);
 	snprintf(tmp, sizeof(tmp), "%s/checkpoint.tmp", w->path);
 	seg_path(w, n, path, sizeof(path));
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

@@ -3,7 +3,8 @@
  * The first input byte picks how the rest becomes <dir>/wal/; modulo 8, values 4-7 write version 2
  * segment headers (series and samples-by-id records) and 0-3 version 1 ones, and modulo 4: 0 = one segment, a valid header followed
  * by the bytes as the record stream; 1 = one segment, the bytes raw (header included); 2 = two
- * segments with valid headers, split where the second byte says; 3 = like 0, but with the CRC of every
+ * segments with valid headers, split where the second byte says (with bit 3 of the first byte set and
+ * version 2, the second is a checkpoint, version 3, which supersedes the first); 3 = like 0, but with the CRC of every
  * record whose length fits recomputed, so mutations reach the payload decoder. The harness opens the store, selects
  * everything (plain and through a regex matcher), appends one probe sample and reopens: the second
  * replay must find nothing to repair and exactly what the first left plus the probe, or it aborts.
@@ -57,7 +58,7 @@ static void fix_crcs(uint8_t *p, size_t n)
 
 static void put_segments(const char *dir, const uint8_t *data, size_t size)
 {
-	uint8_t mode = size ? data[0] % 8 : 0;
+	uint8_t mode = size ? data[0] % 8 : 0, ckpt = size && mode >= 4 && (data[0] & 8);
 	seg_header[4] = mode >= 4 ? 2 : 1; /* WAL format version */
 	mode %= 4;
 	data += size != 0, size -= size != 0;
@@ -78,6 +79,7 @@ static void put_segments(const char *dir, const uint8_t *data, size_t size)
 		data += size != 0, size -= size != 0;
 		cut = cut < size ? cut : size;
 		put_file(dir, 1, 1, data, cut);
+		seg_header[4] = ckpt ? 3 : seg_header[4];
 		put_file(dir, 2, 1, data + cut, size - cut);
 	}
 }

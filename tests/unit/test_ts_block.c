@@ -284,6 +284,103 @@ static void test_cut_keeps_samples(void **state)
 	tmpdir_free(dir);
 }
 
+/* A cut killed after its checkpoint replaced a segment and while it was removing the older segments
+ * (oldest first): a restarted process cut at 2 h again, so the first cut's checkpoint (the samples from
+ * 2 h on) is gone, but the segments written after the restart are still there. They hold samples newer
+ * than the new checkpoint's oldest by more than the out-of-order window; a reopen that replayed them
+ * before the checkpoint would drop the checkpoint's first samples. The checkpoint supersedes every
+ * lower-numbered segment, so nothing may be lost. */
+typedef struct saved_seg {
+	char name[64];
+	uint8_t *data;
+	size_t len;
+} saved_seg;
+
+static int save_wal(const char *dir, saved_seg *out, int max)
+{
+	char path[600];
+	snprintf(path, sizeof(path), "%s/wal", dir);
+	DIR *d = opendir(path);
+	int n = 0;
+	assert_non_null(d);
+	for (struct dirent *e; (e = readdir(d)) && n < max;) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/wal/%.60s", dir, e->d_name);
+		saved_seg *sg = &out[n++];
+		snprintf(sg->name, sizeof(sg->name), "%.60s", e->d_name);
+		FILE *f = fopen(path, "rb");
+		assert_non_null(f);
+		fseek(f, 0, SEEK_END);
+		sg->len = (size_t)ftell(f);
+		rewind(f);
+		sg->data = malloc(sg->len + 1);
+		assert_int_equal(fread(sg->data, 1, sg->len, f), sg->len);
+		fclose(f);
+	}
+	closedir(d);
+	return n;
+}
+
+static void test_cut_interrupted(void **state)
+{
+	(void)state;
+	char *dir = tmpdir_new();
+	static model m;
+	memset(&m, 0, sizeof(m));
+	ts_db *db = NULL;
+	ts_opts opts = {.no_fsync = 1, .manual_cut = 1, .segment_bytes = 2048};
+	cm_err err;
+	int64_t t = 0;
+	static saved_seg segs[4096];
+	int nseg = 0, first_ckpt = 0;
+	for (int round = 0; round < 2; round++) {
+		assert_int_equal(ts_open(dir, &opts, &db, NULL, NULL), 0);
+		for (; t <= TS__BLOCK_MS + (round ? 3600000 : 1200000); t += 75000)
+			for (int s = 0; s < NS; s++)
+				append_one(db, &m, s, t);
+		if (round == 1)
+			nseg = save_wal(dir, segs, 4096);
+		assert_int_equal(ts__cut(db, TS__BLOCK_MS, &err), 0);
+		if (round == 0) { /* the first cut's checkpoint is the highest segment but the new one now */
+			int n = save_wal(dir, segs, 4096);
+			for (int i = 0; i < n; i++) {
+				first_ckpt = atoi(segs[i].name) > first_ckpt ? atoi(segs[i].name) : first_ckpt;
+				free(segs[i].data);
+			}
+			first_ckpt--;
+			for (; t <= TS__BLOCK_MS + 2400000; t += 75000) /* into segments that define their series */
+				for (int s = 0; s < NS; s++)
+					append_one(db, &m, s, t);
+		}
+		ts_close(db);
+	}
+	int restored = 0;
+	for (int i = 0; i < nseg; i++) { /* the second cut was killed having removed up to the first checkpoint */
+		char path[600];
+		struct stat sb;
+		snprintf(path, sizeof(path), "%s/wal/%.60s", dir, segs[i].name);
+		if (atoi(segs[i].name) > first_ckpt && stat(path, &sb) != 0) {
+			FILE *f = fopen(path, "wb");
+			assert_non_null(f);
+			assert_int_equal(fwrite(segs[i].data, 1, segs[i].len, f), segs[i].len);
+			fclose(f);
+			restored++;
+		}
+		free(segs[i].data);
+	}
+	assert_true(restored > 1);
+	db = db_open(dir, NULL);
+	check_model(db, &m);
+	ts_close(db);
+	db = db_open(dir, NULL); /* and the superseded segments are gone for good */
+	check_model(db, &m);
+	ts_close(db);
+	for (int s = 0; s < NS; s++)
+		free(m.x[s]);
+	tmpdir_free(dir);
+}
+
 /* ---- damaged blocks -------------------------------------------------------------------------------- */
 
 /* Fills out with the paths of the block directories, sorted. */
@@ -526,6 +623,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_matcher_oracle),
 		cmocka_unit_test(test_cut_keeps_samples),
+		cmocka_unit_test(test_cut_interrupted),
 		cmocka_unit_test(test_damaged_blocks),
 		cmocka_unit_test(test_retention),
 		cmocka_unit_test(test_downsampling),
