@@ -277,6 +277,9 @@ int ag__services_reload_file(ag__services *r, cm_err *err);
 void ag__services_handle(ag__services *r, const ag__req *req, ag__resp *resp);
 /* Inventory hook: the pods one node reports now replace what it reported before. */
 int ag__services_set_node_pods(ag__services *r, const char *node, const ag__pod *pods, size_t n, int64_t now_ms);
+struct json_t; /* jansson's json_t */
+/* The Kubernetes API's Services and EndpointSlices (set: key -> object, taken) replace its previous ones. */
+void ag__services_replace_kube(ag__services *r, struct json_t *set);
 
 /* ---- cluster state: inventory and events from the agents (ag_state.c) ------------------------------ */
 

@@ -43,7 +43,7 @@ struct ag__services {
 	sqlite3 *db;
 	char *file;
 	int64_t file_stamp;
-	json_t *file_items, *api_items; /* objects: key -> Kubernetes object */
+	json_t *file_items, *kube_items, *api_items; /* objects: key -> Kubernetes object */
 	node_pods *nodes;
 	size_t nnodes;
 	atomic_uint_fast64_t version;
@@ -227,9 +227,9 @@ int ag__services_create(const char *db_path, const char *file, ag__services **ou
 	if (!r)
 		return cm_errf(err, CM_ENOMEM, "out of memory");
 	pthread_mutex_init(&r->mu, NULL);
-	r->file_items = json_object(), r->api_items = json_object();
+	r->file_items = json_object(), r->kube_items = json_object(), r->api_items = json_object();
 	r->file_stamp = -2;
-	int rc = r->file_items && r->api_items ? CM_OK : cm_errf(err, CM_ENOMEM, "out of memory");
+	int rc = r->file_items && r->kube_items && r->api_items ? CM_OK : cm_errf(err, CM_ENOMEM, "out of memory");
 	if (!rc && file && *file && !(r->file = strdup(file)))
 		rc = cm_errf(err, CM_ENOMEM, "out of memory");
 	rc = rc ? rc : db_open(r, db_path, err);
@@ -254,6 +254,7 @@ void ag__services_destroy(ag__services *r)
 	}
 	free(r->nodes);
 	json_decref(r->file_items);
+	json_decref(r->kube_items);
 	json_decref(r->api_items);
 	if (r->db)
 		sqlite3_close(r->db);
@@ -265,6 +266,18 @@ void ag__services_destroy(ag__services *r)
 uint64_t ag__services_version(ag__services *r)
 {
 	return atomic_load(&r->version);
+}
+
+/* ---- the Kubernetes API's objects (ag_kube.c) -------------------------------------------------------- */
+
+void ag__services_replace_kube(ag__services *r, json_t *set)
+{
+	pthread_mutex_lock(&r->mu);
+	if (!json_equal(r->kube_items, set))
+		atomic_fetch_add(&r->version, 1);
+	json_decref(r->kube_items);
+	r->kube_items = set;
+	pthread_mutex_unlock(&r->mu);
 }
 
 /* ---- inventory hook (issue 4: the agents' pods) ------------------------------------------------------ */
@@ -491,7 +504,7 @@ static int svc_ips(model *m, json_t *spec, dn_service *s)
 	return CM_OK;
 }
 
-static int add_service(ag__services *r, model *m, json_t *o)
+static int add_service(ag__services *r, model *m, json_t *o, int from_kube)
 {
 	if (m->n == m->cap) {
 		size_t nc = m->cap ? m->cap * 2 : 256;
@@ -510,17 +523,17 @@ static int add_service(ag__services *r, model *m, json_t *o)
 	if (type && !strcmp(type, "ExternalName")) {
 		s->kind = DN_SVC_EXTERNAL;
 		s->external_name = adup(m->a, jstr(spec, "externalName"));
-	} else if (cip && !strcmp(cip, "None")) {
+	} else {
 		ep_list l = {0};
 		char k[512];
-		s->kind = DN_SVC_HEADLESS;
+		s->kind = cip && !strcmp(cip, "None") ? DN_SVC_HEADLESS : DN_SVC_CLUSTERIP;
+		if (s->kind == DN_SVC_CLUSTERIP)
+			rc = rc ? rc : svc_ips(m, spec, s);
 		snprintf(k, sizeof(k), "%s/%s", s->ns, s->name);
 		rc = rc ? rc : slice_endpoints(m, json_object_get(m->slices, k), &l);
-		rc = rc ? rc : pod_endpoints(r, m, s->ns, json_object_get(spec, "selector"), &l);
+		if (!from_kube) /* the Kubernetes API's services take their endpoints from its EndpointSlices only */
+			rc = rc ? rc : pod_endpoints(r, m, s->ns, json_object_get(spec, "selector"), &l);
 		s->endpoints = l.v, s->nendpoints = l.n;
-	} else {
-		s->kind = DN_SVC_CLUSTERIP;
-		rc = rc ? rc : svc_ips(m, spec, s);
 	}
 	if (!rc)
 		m->n++;
@@ -532,14 +545,17 @@ int ag__services_model(ag__services *r, cm_arena *a, dn_service **out, size_t *n
 	model m = {.a = a, .slices = json_object()};
 	pthread_mutex_lock(&r->mu);
 	json_t *merged = json_copy(r->file_items);
-	int rc = merged && m.slices && !json_object_update(merged, r->api_items) ? CM_OK : CM_ENOMEM;
+	int rc = merged && m.slices && !json_object_update(merged, r->kube_items) &&
+	                 !json_object_update(merged, r->api_items)
+	             ? CM_OK
+	             : CM_ENOMEM;
 	rc = rc ? rc : index_slices(merged, m.slices);
 	const char *key;
 	json_t *o;
 	json_object_foreach(merged, key, o)
 	{
 		if (!rc && !strncmp(key, "Service/", 8))
-			rc = add_service(r, &m, o);
+			rc = add_service(r, &m, o, json_object_get(r->kube_items, key) == o);
 	}
 	pthread_mutex_unlock(&r->mu);
 	json_decref(merged);
@@ -552,10 +568,31 @@ int ag__services_model(ag__services *r, cm_arena *a, dn_service **out, size_t *n
 
 /* ---- /api/v1/services ------------------------------------------------------------------------------- */
 
-static json_t *svc_json(const dn_service *s)
+/* The source ("api", "kubernetes" or "manifest") and a copy of the selector (NULL: none) of the Service
+ * object the merged view took for s. */
+static const char *svc_origin(ag__services *r, const dn_service *s, json_t **selector)
+{
+	static const char *const names[] = {"api", "kubernetes", "manifest"};
+	char key[512];
+	size_t i = 0;
+	json_t *o;
+	snprintf(key, sizeof(key), "Service/%s/%s", s->ns, s->name);
+	pthread_mutex_lock(&r->mu);
+	json_t *sets[] = {r->api_items, r->kube_items, r->file_items};
+	while (!(o = json_object_get(sets[i], key)) && i < 2)
+		i++;
+	*selector = json_deep_copy(json_object_get(json_object_get(o, "spec"), "selector"));
+	pthread_mutex_unlock(&r->mu);
+	return names[i];
+}
+
+static json_t *svc_json(ag__services *r, const dn_service *s)
 {
 	static const char *const kinds[] = {"ClusterIP", "Headless", "ExternalName"};
-	json_t *o = json_pack("{s:s, s:s, s:s}", "namespace", s->ns, "name", s->name, "type", kinds[s->kind]);
+	json_t *sel;
+	const char *source = svc_origin(r, s, &sel);
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:o*}", "namespace", s->ns, "name", s->name, "type",
+	                      kinds[s->kind], "source", source, "selector", sel);
 	json_t *ips = json_array(), *ports = json_array(), *eps = json_array();
 	for (size_t i = 0; i < s->ncluster_ips; i++)
 		json_array_append_new(ips, json_string(s->cluster_ips[i]));
@@ -598,7 +635,7 @@ static void do_list(ag__services *r, const ag__req *req, ag__resp *resp)
 	json_t *arr = json_array();
 	for (size_t i = 0; i < n; i++)
 		if (!ns || !strcmp(ns, svcs[i].ns))
-			json_array_append_new(arr, svc_json(&svcs[i]));
+			json_array_append_new(arr, svc_json(r, &svcs[i]));
 	reply_json(resp, 200, arr);
 }
 

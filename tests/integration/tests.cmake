@@ -28,6 +28,7 @@ corral_test(test_logs_e2e SOURCES integration/test_logs_e2e.c LIBS itest ls LABE
 add_dependencies(test_logs_e2e corral-aggregator)
 corral_test(test_dns_endpoints SOURCES integration/test_dns_endpoints.c LIBS itest LABELS integration TIMEOUT 120)
 add_dependencies(test_dns_endpoints corral-agent corral-aggregator corral-load)
+add_dependencies(test_dns_endpoints corralctl)
 corral_test(test_multinode SOURCES integration/test_multinode.c LIBS itest LABELS integration TIMEOUT 120)
 add_dependencies(test_multinode corral-agent corral-aggregator corral-load)
 corral_test(test_logs_agent SOURCES integration/test_logs_agent.c LIBS itest LABELS integration TIMEOUT 180)
