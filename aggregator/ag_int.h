@@ -278,8 +278,19 @@ void ag__services_handle(ag__services *r, const ag__req *req, ag__resp *resp);
 /* Inventory hook: the pods one node reports now replace what it reported before. */
 int ag__services_set_node_pods(ag__services *r, const char *node, const ag__pod *pods, size_t n, int64_t now_ms);
 struct json_t; /* jansson's json_t */
-/* The Kubernetes API's Services and EndpointSlices (set: key -> object, taken) replace its previous ones. */
-void ag__services_replace_kube(ag__services *r, struct json_t *set);
+/* The Kubernetes API's Services and EndpointSlices (a "List" of them, not taken) replace its previous ones
+ * at once; on error (an item that is not one of them) the previous ones stay. */
+int ag__services_replace_kube(ag__services *r, struct json_t *list, cm_err *err);
+
+/* ---- the Kubernetes API as a service source (ag_kube.c) ------------------------------------------ */
+
+typedef struct ag__kube ag__kube;
+/* *out is NULL when the source is off (no --kube-api and not in a pod). */
+int ag__kube_start(const ag_config *cfg, ag__services *reg, ag__kube **out, cm_err *err);
+void ag__kube_stop(ag__kube *k);
+/* Appends the items of a <kind>List body (kind "Service" or "EndpointSlice"), each given that kind, to
+ * the JSON array items; CM_EPROTO for anything else (exposed for the fuzzer). */
+int ag__kube_parse_list(const char *body, size_t len, const char *kind, struct json_t *items, cm_err *err);
 
 /* ---- cluster state: inventory and events from the agents (ag_state.c) ------------------------------ */
 

@@ -270,14 +270,21 @@ uint64_t ag__services_version(ag__services *r)
 
 /* ---- the Kubernetes API's objects (ag_kube.c) -------------------------------------------------------- */
 
-void ag__services_replace_kube(ag__services *r, json_t *set)
+int ag__services_replace_kube(ag__services *r, json_t *list, cm_err *err)
 {
+	json_t *set = json_object();
+	int rc = set ? add_items(set, list, err) : cm_errf(err, CM_ENOMEM, "out of memory");
+	if (rc < 0) {
+		json_decref(set);
+		return rc;
+	}
 	pthread_mutex_lock(&r->mu);
 	if (!json_equal(r->kube_items, set))
 		atomic_fetch_add(&r->version, 1);
 	json_decref(r->kube_items);
 	r->kube_items = set;
 	pthread_mutex_unlock(&r->mu);
+	return CM_OK;
 }
 
 /* ---- inventory hook (issue 4: the agents' pods) ------------------------------------------------------ */

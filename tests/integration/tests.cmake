@@ -58,3 +58,6 @@ corral_test(test_prom_api SOURCES integration/test_prom_api.c LIBS itest LABELS 
 add_dependencies(test_prom_api corral-aggregator corralctl)
 corral_test(test_capacity_live SOURCES integration/test_capacity_live.c LIBS itest LABELS integration TIMEOUT 120)
 add_dependencies(test_capacity_live corral-agent corral-aggregator corral-load corralctl)
+# the Kubernetes API as a service source: recorded List bodies from a loopback server, checked with dig (issue 8)
+corral_test(test_kube_source SOURCES integration/test_kube_source.c LIBS itest LABELS integration TIMEOUT 120)
+add_dependencies(test_kube_source corral-aggregator)
