@@ -1,15 +1,19 @@
 /* ag_services.c -- the service registry: Services and EndpointSlices from a manifest file or directory,
- * from /api/v1/services (persisted in sqlite3), and endpoints from the agents' pod inventory.
+ * from the Kubernetes API (ag_kube.c), from /api/v1/services (persisted in sqlite3), and endpoints from
+ * the agents' pod inventory.
  *
  * Objects are kept as the Kubernetes JSON they came in (kubectl's `v1 Service` and
- * `discovery.k8s.io/v1 EndpointSlice`), keyed "Kind/namespace/name", in two sets: the manifest's
- * (replaced whole on every reload of --services) and the API's (written through to the table
+ * `discovery.k8s.io/v1 EndpointSlice`), keyed "Kind/namespace/name", in three sets: the manifest's
+ * (replaced whole on every reload of --services), the Kubernetes API's (replaced whole by
+ * ag__services_replace_kube after every successful read) and the API's (written through to the table
  * dns_registry(key TEXT PRIMARY KEY, body TEXT) in <data-dir>/state.db, WAL mode, busy timeout; the
- * file may hold other components' tables). An API object wins over a manifest object with the same key.
+ * file may hold other components' tables). For the same key the API's object wins over the Kubernetes
+ * API's, which wins over the manifest's.
  * ag__services_model turns the merged view into dnsd's dn_service model: type ExternalName ->
- * CNAME, clusterIP "None" -> headless, else ClusterIP (clusterIPs, or clusterIP); headless endpoints are
- * the addresses of the EndpointSlices labelled kubernetes.io/service-name=<svc> (ready unless
- * conditions.ready is false, as Kubernetes reads it) plus, for services with a selector, the ready pods
+ * CNAME, clusterIP "None" -> headless, else ClusterIP (clusterIPs, or clusterIP); endpoints (of
+ * headless and ClusterIP services; DNS uses the headless ones) are the addresses of the EndpointSlices
+ * labelled kubernetes.io/service-name=<svc> (ready unless conditions.ready is false, as Kubernetes
+ * reads it) plus, for services with a selector that did not come from the Kubernetes API, the ready pods
  * of the same namespace whose labels include the selector, from the inventory hook
  * ag__services_set_node_pods (one call per batch that carries an inventory). Every batch of a node
  * touches it (ag__services_touch_node); a node silent for longer than the grace period is marked
