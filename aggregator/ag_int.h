@@ -288,9 +288,17 @@ typedef struct ag__kube ag__kube;
 /* *out is NULL when the source is off (no --kube-api and not in a pod). */
 int ag__kube_start(const ag_config *cfg, ag__services *reg, ag__kube **out, cm_err *err);
 void ag__kube_stop(ag__kube *k);
-/* Appends the items of a <kind>List body (kind "Service" or "EndpointSlice"), each given that kind, to
- * the JSON array items; CM_EPROTO for anything else (exposed for the fuzzer). */
-int ag__kube_parse_list(const char *body, size_t len, const char *kind, struct json_t *items, cm_err *err);
+/* The items of a <kind>List body (kind "Service" or "EndpointSlice"), each given that kind, into the JSON
+ * object items keyed "namespace/name", and the list's resourceVersion into rv; CM_EPROTO for anything
+ * else. Exposed for the fuzzer, as is the next one. */
+int ag__kube_parse_list(const char *body, size_t len, const char *kind, struct json_t *items, char *rv, size_t rvcap,
+                        cm_err *err);
+/* Applies one watch event line to items (as ag__kube_parse_list keys them), and takes its object's
+ * resourceVersion into rv: 1 when items changed, 0 when not (BOOKMARK, deleting what is not there),
+ * CM_AGAIN for an ERROR event with code 410 (list again), other negative codes for other ERROR events
+ * and for lines that are not watch events. */
+int ag__kube_apply_event(struct json_t *items, const char *kind, const char *line, size_t len, char *rv, size_t rvcap,
+                         cm_err *err);
 
 /* ---- cluster state: inventory and events from the agents (ag_state.c) ------------------------------ */
 

@@ -434,6 +434,9 @@ static int slice_endpoints(model *m, json_t *arr, ep_list *l)
 	json_t *sl, *ep, *addr;
 	json_array_foreach(arr, i, sl)
 	{
+		const char *type = jstr(sl, "addressType");
+		if (type && !strcmp(type, "FQDN"))
+			continue; /* only IPv4 and IPv6 slices are addresses */
 		json_array_foreach(json_object_get(sl, "endpoints"), k, ep)
 		{
 			json_t *ready = json_object_get(json_object_get(ep, "conditions"), "ready");

@@ -2,7 +2,8 @@
  *
  * Debian ships no kube-apiserver, so tests/integration/kube_api.py (started here on a loopback port,
  * stopped by PID) answers GET /api/v1/services and GET /apis/discovery.k8s.io/v1/endpointslices with the
- * List bodies this test writes, and 401 unless the bearer token is the one in its token file. The
+ * List bodies this test writes, streams watch events as those files change (410 for a version it has
+ * not served), and answers 401 unless the bearer token is the one in its token file. The
  * bodies below are shaped as the API server returns them (Kubernetes API reference, "Service v1" and
  * "EndpointSlice v1", operation list: a ServiceList / EndpointSliceList with apiVersion, kind, metadata
  * {resourceVersion} and items that carry no kind; items with metadata {name, namespace, uid,
@@ -10,13 +11,16 @@
  * [{name, protocol, port, targetPort}], selector, externalName, ...}, EndpointSlice {addressType,
  * endpoints [{addresses, conditions {ready, serving, terminating}, hostname, targetRef, nodeName}],
  * ports [{name, protocol, port}]} labelled kubernetes.io/service-name).
- * The aggregator polls every 200 ms. Checked with dig, in order:
+ * The aggregator retries failures after 200 ms. Checked with dig, in order:
  *   1. ClusterIP, headless (only the ready endpoint; <hostname>.<svc> too), ExternalName and the
  *      default/kubernetes service appear; a --services manifest service is there as well;
- *   2. a changed endpoint and a deleted Service are followed (NXDOMAIN);
- *   3. the API server goes down: the last good state stays, one warning (rate-limited) for many failures;
- *      it comes back on the same port: the next change is seen;
- *   4. the server's token rotates but the aggregator's file still holds the old one: 401 even after the
+ *   2. a changed endpoint and a deleted Service are followed through the watch (no second list);
+ *   3. the watch of the EndpointSlices gets 410 Gone: they are listed again and a change the watch never
+ *      carried is seen;
+ *   4. the API server goes down: the last good state stays, a warning per resource (rate-limited) for
+ *      many failures; it comes back on the same port knowing no old version: 410, list, the next change
+ *      is seen;
+ *   5. the server's token rotates but the aggregator's file still holds the old one: 401 even after the
  *      re-read, last good state kept; then the file rotates too: the next change is seen;
  *   and the manifest service stayed through all of it.
  */
@@ -175,6 +179,19 @@ static int log_count(fixture *f, const char *s)
 	return n;
 }
 
+/* Lines of the API server's log that are exactly s. */
+static int server_count(fixture *f, const char *s)
+{
+	char line[4096];
+	int n = 0;
+	FILE *fp = fopen(f->server.log, "r");
+	assert_non_null(fp);
+	while (fgets(line, sizeof(line), fp))
+		n += !strncmp(line, s, strlen(s)) && line[strlen(s)] == '\n';
+	fclose(fp);
+	return n;
+}
+
 /* The "source" /api/v1/services gives shop/<name>, or "" when it lists no such service. */
 static const char *source_of(fixture *f, const char *name)
 {
@@ -217,35 +234,48 @@ static void test_kube_source(void **state)
 	check_last_good(f, "10.1.0.1");
 	assert_string_equal(source_of(f, "db"), "kubernetes");
 	assert_string_equal(source_of(f, "static"), "manifest");
-	/* 2. an endpoint changes, a Service is deleted */
+	/* 2. an endpoint changes, a Service is deleted: through the watch */
 	api_state(f, 2, 0, "10.1.0.3");
 	wait_answer(f, "db.shop.svc.cluster.local", "A", "10.1.0.3\n");
 	wait_answer(f, "api.shop.svc.cluster.local", "A", "");
 	assert_string_equal(source_of(f, "api"), "");
-	/* 3. the server goes down: the last good state stays, warned once */
+	assert_int_equal(server_count(f, "200 /api/v1/services"), 1);
+	assert_int_equal(server_count(f, "200 /apis/discovery.k8s.io/v1/endpointslices"), 1);
+	assert_true(server_count(f, "200 /apis/discovery.k8s.io/v1/endpointslices watch") >= 1);
+	/* 3. 410 Gone on the slices' watch: listed again, with a change no event carried */
+	char expire[400];
+	snprintf(expire, sizeof(expire), "%s/expire-endpointslices.json", f->api);
+	put(expire, "");
+	itest_sleep_ms(200); /* the watch has sent the 410 and ended before the change is written */
+	api_state(f, 3, 0, "10.1.0.6");
+	wait_answer(f, "db.shop.svc.cluster.local", "A", "10.1.0.6\n");
+	assert_int_equal(server_count(f, "200 /apis/discovery.k8s.io/v1/endpointslices"), 2);
+	assert_int_equal(server_count(f, "200 /api/v1/services"), 1);
+	/* 4. the server goes down: the last good state stays, warned once per resource */
 	assert_int_equal(log_count(f, "kubernetes API:"), 0);
 	itest_stop(&f->server, SIGTERM, 5000);
-	itest_sleep_ms(1500); /* about 7 failed rounds */
-	check_last_good(f, "10.1.0.3");
-	assert_int_equal(log_count(f, "kubernetes API:"), 1);
-	api_state(f, 3, 0, "10.1.0.4");
-	start_server(f);
+	itest_sleep_ms(1500); /* about 7 failed rounds per resource */
+	check_last_good(f, "10.1.0.6");
+	int warned = log_count(f, "kubernetes API:");
+	assert_true(warned >= 1 && warned <= 2);
+	api_state(f, 4, 0, "10.1.0.4");
+	start_server(f); /* it knows no old version: 410, then a list */
 	wait_answer(f, "db.shop.svc.cluster.local", "A", "10.1.0.4\n");
-	/* 4. the server's token rotates first: 401 even after the re-read, last good state kept */
+	/* 5. the server's token rotates first: 401 even after the re-read, last good state kept */
 	put(f->token, "kube-token-2\n");
-	api_state(f, 4, 1, "10.1.0.5");
+	api_state(f, 5, 1, "10.1.0.5");
 	itest_sleep_ms(1000);
 	check_last_good(f, "10.1.0.4");
-	assert_int_equal(itest_wait_log(&f->server, "401 /api/v1/services", 1000), 0);
+	assert_true(server_count(f, "401 /api/v1/services") + server_count(f, "401 /api/v1/services watch") >= 2);
 	assert_true(log_count(f, "re-reading the token") >= 2);
 	/* ...then the aggregator's file rotates too (as the kubelet rewrites a projected token) */
 	put(f->kube_token, "kube-token-2\n");
 	wait_answer(f, "db.shop.svc.cluster.local", "A", "10.1.0.5\n");
 	wait_answer(f, "api.shop.svc.cluster.local", "A", "10.96.0.20\n");
 	check_last_good(f, "10.1.0.5");
-	int warned = log_count(f, "kubernetes API:");
+	warned = log_count(f, "kubernetes API:");
 	printf("kube source: %d warning line(s) for the down server and the stale token\n", warned);
-	assert_true(warned >= 1 && warned <= 2); /* one per 10 s at most; the test spans a few seconds */
+	assert_true(warned >= 1 && warned <= 4); /* one per resource per 10 s at most; the test spans a few s */
 }
 
 static int setup(void **state)
@@ -274,7 +304,7 @@ static int setup(void **state)
 	snprintf(api_url, sizeof(api_url), "http://127.0.0.1:%d/", f->api_port);
 	const char *extra[] = {"--dns-listen",    listen,        "--services",      manifest,
 	                       "--dns-threads",   "1",           "--kube-api",      api_url,
-	                       "--kube-interval", "200ms",       "--kube-token-file", f->kube_token,
+	                       "--kube-retry",    "200ms",       "--kube-token-file", f->kube_token,
 	                       NULL};
 	return itest_aggregator_start(&f->agg, f->dir, data, push_token, extra, f->url, sizeof(f->url));
 }
