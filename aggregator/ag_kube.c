@@ -9,7 +9,8 @@
  * whose body is a stream of lines {"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object": {...}}: the
  * three changes update that resource's objects, every object's metadata.resourceVersion (bookmarks'
  * too) becomes the one the next watch starts from, and when a watch ends (timeoutSeconds, the server
- * closing it) the next one starts at once from there. "410 Gone" (an HTTP status, or an ERROR event
+ * closing it) the next one starts from there: at once, or after --kube-retry when it lasted less than a
+ * second (a server or proxy that closes watches at once must not make it spin). "410 Gone" (an HTTP status, or an ERROR event
  * with code 410: the version is too old) forgets the version and the resource is listed again.
  * Requests carry "Authorization: Bearer" with the service account token (--kube-token-file, read at
  * start and again whenever the server answers 401, then the request is retried once: projected tokens
@@ -340,20 +341,23 @@ static void *resource_main(void *arg)
 	resource *r = arg;
 	while (!atomic_load(&r->k->stop)) {
 		cm_err err = {{0}};
-		int rc = r->rv[0] ? watch(r, &err) : relist(r, &err);
+		int watching = r->rv[0] != 0;
+		int64_t t0 = cm_now_ms();
+		int rc = watching ? watch(r, &err) : relist(r, &err);
 		if (atomic_load(&r->k->stop))
 			break;
-		if (rc == CM_AGAIN) {
+		if (rc == CM_AGAIN)
 			CM_LOG(CM_LOG_INFO, "kube", "%s; listing %s again", err.msg, r->path);
-			continue;
-		}
-		if (!rc && r->failing)
+		else if (!rc && r->failing)
 			CM_LOG(CM_LOG_INFO, "kube", "kubernetes API %s%s: read again", r->k->url, r->path);
-		r->failing = rc != 0;
-		if (!rc)
-			continue; /* a list, or a watch that ended: watch (again) */
-		CM_LOG_RL(&r->rl, CM_LOG_WARN, "kube", "kubernetes API: %s (keeping the last good services)", err.msg);
-		sleep_retry(r->k);
+		else if (rc)
+			CM_LOG_RL(&r->rl, CM_LOG_WARN, "kube", "kubernetes API: %s (keeping the last good services)",
+			          err.msg);
+		r->failing = rc && rc != CM_AGAIN;
+		/* after a list: watch at once; a watch that ended (or said 410) within a second waits too, so
+		 * that a server or proxy that closes watches at once cannot make this spin */
+		if (r->failing || (watching && cm_now_ms() - t0 < 1000))
+			sleep_retry(r->k);
 	}
 	return NULL;
 }
