@@ -11,7 +11,7 @@
  * API's, which wins over the manifest's.
  * ag__services_model turns the merged view into dnsd's dn_service model: type ExternalName ->
  * CNAME, clusterIP "None" -> headless, else ClusterIP (clusterIPs, or clusterIP); endpoints (of
- * headless and ClusterIP services; DNS uses the headless ones) are the addresses of the EndpointSlices
+ * headless services, and of ClusterIP ones for the listing only) are the addresses of the EndpointSlices
  * labelled kubernetes.io/service-name=<svc> (ready unless conditions.ready is false, as Kubernetes
  * reads it) plus, for services with a selector that did not come from the Kubernetes API, the ready pods
  * of the same namespace whose labels include the selector, from the inventory hook
@@ -379,7 +379,8 @@ typedef struct model {
 	cm_arena *a;
 	dn_service *svcs;
 	size_t n, cap;
-	json_t *slices; /* "ns/svc" -> [EndpointSlice] */
+	json_t *slices;    /* "ns/svc" -> [EndpointSlice] */
+	int clusterip_eps; /* endpoints of ClusterIP services too (the listing; DNS does not use them) */
 } model;
 
 static const char *adup(cm_arena *a, const char *s)
@@ -518,6 +519,20 @@ static int svc_ips(model *m, json_t *spec, dn_service *s)
 	return CM_OK;
 }
 
+/* The EndpointSlices' endpoints of s, and the matching pods' unless s came from the Kubernetes API (the
+ * endpoint controller has turned its selector into slices already). */
+static int svc_endpoints(ag__services *r, model *m, json_t *spec, int from_kube, dn_service *s)
+{
+	ep_list l = {0};
+	char k[512];
+	snprintf(k, sizeof(k), "%s/%s", s->ns, s->name);
+	int rc = slice_endpoints(m, json_object_get(m->slices, k), &l);
+	if (!from_kube)
+		rc = rc ? rc : pod_endpoints(r, m, s->ns, json_object_get(spec, "selector"), &l);
+	s->endpoints = l.v, s->nendpoints = l.n;
+	return rc;
+}
+
 static int add_service(ag__services *r, model *m, json_t *o, int from_kube)
 {
 	if (m->n == m->cap) {
@@ -538,25 +553,20 @@ static int add_service(ag__services *r, model *m, json_t *o, int from_kube)
 		s->kind = DN_SVC_EXTERNAL;
 		s->external_name = adup(m->a, jstr(spec, "externalName"));
 	} else {
-		ep_list l = {0};
-		char k[512];
 		s->kind = cip && !strcmp(cip, "None") ? DN_SVC_HEADLESS : DN_SVC_CLUSTERIP;
 		if (s->kind == DN_SVC_CLUSTERIP)
 			rc = rc ? rc : svc_ips(m, spec, s);
-		snprintf(k, sizeof(k), "%s/%s", s->ns, s->name);
-		rc = rc ? rc : slice_endpoints(m, json_object_get(m->slices, k), &l);
-		if (!from_kube) /* the Kubernetes API's services take their endpoints from its EndpointSlices only */
-			rc = rc ? rc : pod_endpoints(r, m, s->ns, json_object_get(spec, "selector"), &l);
-		s->endpoints = l.v, s->nendpoints = l.n;
+		if (s->kind == DN_SVC_HEADLESS || m->clusterip_eps)
+			rc = rc ? rc : svc_endpoints(r, m, spec, from_kube, s);
 	}
 	if (!rc)
 		m->n++;
 	return rc;
 }
 
-int ag__services_model(ag__services *r, cm_arena *a, dn_service **out, size_t *n)
+static int build_model(ag__services *r, cm_arena *a, int clusterip_eps, dn_service **out, size_t *n)
 {
-	model m = {.a = a, .slices = json_object()};
+	model m = {.a = a, .slices = json_object(), .clusterip_eps = clusterip_eps};
 	pthread_mutex_lock(&r->mu);
 	json_t *merged = json_copy(r->file_items);
 	int rc = merged && m.slices && !json_object_update(merged, r->kube_items) &&
@@ -578,6 +588,11 @@ int ag__services_model(ag__services *r, cm_arena *a, dn_service **out, size_t *n
 		return rc;
 	*out = m.svcs, *n = m.n;
 	return CM_OK;
+}
+
+int ag__services_model(ag__services *r, cm_arena *a, dn_service **out, size_t *n)
+{
+	return build_model(r, a, 0, out, n);
 }
 
 /* ---- /api/v1/services ------------------------------------------------------------------------------- */
@@ -644,7 +659,7 @@ static void do_list(ag__services *r, const ag__req *req, ag__resp *resp)
 	dn_service *svcs;
 	size_t n;
 	const char *ns = ag__param_get(req, "namespace");
-	if (ag__services_model(r, req->arena, &svcs, &n))
+	if (build_model(r, req->arena, 1, &svcs, &n))
 		return ag__resp_error(resp, 500, "internal", "out of memory");
 	json_t *arr = json_array();
 	for (size_t i = 0; i < n; i++)
