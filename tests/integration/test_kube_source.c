@@ -246,7 +246,9 @@ static void test_kube_source(void **state)
 	char expire[400];
 	snprintf(expire, sizeof(expire), "%s/expire-endpointslices.json", f->api);
 	put(expire, "");
-	itest_sleep_ms(200); /* the watch has sent the 410 and ended before the change is written */
+	struct stat sb;
+	for (int64_t t0 = itest_now_ms(); !stat(expire, &sb); itest_sleep_ms(20)) /* the 410 went out */
+		assert_true(itest_now_ms() - t0 < WAIT_MS);
 	api_state(f, 3, 0, "10.1.0.6");
 	wait_answer(f, "db.shop.svc.cluster.local", "A", "10.1.0.6\n");
 	assert_int_equal(server_count(f, "200 /apis/discovery.k8s.io/v1/endpointslices"), 2);
