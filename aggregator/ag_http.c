@@ -247,7 +247,8 @@ static void route_metrics(ag_server *s, const ag__req *req, ag__resp *resp)
 	if (ag__metrics_render(&s->metrics, s->db, &resp->body) || ag__dns_metrics(s->dns, &resp->body) ||
 	    ag__loki_metrics(s->loki, &resp->body) || ag__auth_metrics(s->auth, &resp->body) ||
 	    ag__rate_metrics(s->rate, &resp->body) ||
-	    ag__rw_metrics(s->rw, &resp->body) || ag__rwsend_metrics(s->rwsend, &resp->body))
+	    ag__rw_metrics(s->rw, &resp->body) || ag__rwsend_metrics(s->rwsend, &resp->body) ||
+	    ag__kube_metrics(s->kube, &resp->body))
 		ag__resp_error(resp, 500, "internal", "out of memory");
 }
 

@@ -288,6 +288,8 @@ typedef struct ag__kube ag__kube;
 /* *out is NULL when the source is off (no --kube-api and not in a pod). */
 int ag__kube_start(const ag_config *cfg, ag__services *reg, ag__kube **out, cm_err *err);
 void ag__kube_stop(ag__kube *k);
+/* corral_kube_* on /metrics (nothing when k is NULL). */
+int ag__kube_metrics(ag__kube *k, cm_buf *out);
 /* The items of a <kind>List body (kind "Service" or "EndpointSlice"), each given that kind, into the JSON
  * object items keyed "namespace/name", and the list's resourceVersion into rv; CM_EPROTO for anything
  * else. Exposed for the fuzzer, as is the next one. */

@@ -63,6 +63,9 @@ typedef struct resource {
 	pthread_t thread;
 	int started, failing;
 	cm_ratelimit rl;
+	const char *metric;                       /* its label on /metrics */
+	atomic_uint_fast64_t lists, events, errors; /* successful lists, events applied, failed requests */
+	atomic_size_t objects;
 } resource;
 
 struct ag__kube {
@@ -208,11 +211,14 @@ static int apply_lines(resource *r)
 		                                &r->stream_err)
 		         : 0;
 		changed |= rc > 0;
+		if (rc >= 0)
+			atomic_fetch_add(&r->events, 1);
 		rc = rc > 0 ? CM_OK : rc;
 		off += len + 1;
 	}
 	if (changed)
 		publish(k, r);
+	atomic_store(&r->objects, json_object_size(r->items));
 	pthread_mutex_unlock(&k->mu);
 	memmove(r->body.data, r->body.data + off, r->body.len - off);
 	r->body.len -= off;
@@ -306,6 +312,8 @@ static int relist(resource *r, cm_err *err)
 	r->synced = 1;
 	publish(r->k, r);
 	pthread_mutex_unlock(&r->k->mu);
+	atomic_fetch_add(&r->lists, 1);
+	atomic_store(&r->objects, json_object_size(items));
 	CM_LOG(CM_LOG_DEBUG, "kube", "%s: %zu listed at resourceVersion %s", r->path, json_object_size(items), rv);
 	return CM_OK;
 }
@@ -346,14 +354,17 @@ static void *resource_main(void *arg)
 		int rc = watching ? watch(r, &err) : relist(r, &err);
 		if (atomic_load(&r->k->stop))
 			break;
-		if (rc == CM_AGAIN)
+		int failed = rc && rc != CM_AGAIN;
+		if (rc == CM_AGAIN) {
 			CM_LOG(CM_LOG_INFO, "kube", "%s; listing %s again", err.msg, r->path);
-		else if (!rc && r->failing)
-			CM_LOG(CM_LOG_INFO, "kube", "kubernetes API %s%s: read again", r->k->url, r->path);
-		else if (rc)
+		} else if (failed) {
+			atomic_fetch_add(&r->errors, 1);
 			CM_LOG_RL(&r->rl, CM_LOG_WARN, "kube", "kubernetes API: %s (keeping the last good services)",
 			          err.msg);
-		r->failing = rc && rc != CM_AGAIN;
+		} else if (r->failing) {
+			CM_LOG(CM_LOG_INFO, "kube", "kubernetes API %s%s: read again", r->k->url, r->path);
+		}
+		r->failing = failed;
 		/* after a list: watch at once; a watch that ended (or said 410) within a second waits too, so
 		 * that a server or proxy that closes watches at once cannot make this spin */
 		if (r->failing || (watching && cm_now_ms() - t0 < 1000))
@@ -380,9 +391,10 @@ static int api_url(const ag_config *cfg, char *out, size_t cap)
 	return n != 0;
 }
 
-static int resource_init(ag__kube *k, resource *r, const char *path, const char *kind)
+static int resource_init(ag__kube *k, resource *r, const char *path, const char *kind, const char *metric)
 {
-	*r = (resource){.k = k, .path = path, .kind = kind, .items = json_object(), .curl = curl_easy_init()};
+	*r = (resource){.k = k, .path = path, .kind = kind, .metric = metric, .items = json_object(),
+	                .curl = curl_easy_init()};
 	cm_buf_init(&r->body);
 	if (!r->items || !r->curl)
 		return CM_ENOMEM;
@@ -411,8 +423,8 @@ static int kube_init(ag__kube *k, const ag_config *cfg, cm_err *err)
 	k->retry_ms = cfg->kube_retry_ms > 0 ? cfg->kube_retry_ms : 5000;
 	if (curl_global_init(CURL_GLOBAL_DEFAULT))
 		return cm_errf(err, CM_ENOMEM, "cannot start libcurl");
-	if (resource_init(k, &k->res[0], "/api/v1/services", "Service") ||
-	    resource_init(k, &k->res[1], "/apis/discovery.k8s.io/v1/endpointslices", "EndpointSlice"))
+	if (resource_init(k, &k->res[0], "/api/v1/services", "Service", "services") ||
+	    resource_init(k, &k->res[1], "/apis/discovery.k8s.io/v1/endpointslices", "EndpointSlice", "endpointslices"))
 		return cm_errf(err, CM_ENOMEM, "out of memory");
 	return CM_OK;
 }
@@ -443,6 +455,29 @@ int ag__kube_start(const ag_config *cfg, ag__services *reg, ag__kube **out, cm_e
 	CM_LOG(CM_LOG_INFO, "kube", "services and endpointslices from %s (list + watch)", k->url);
 	*out = k;
 	return CM_OK;
+}
+
+int ag__kube_metrics(ag__kube *k, cm_buf *b)
+{
+	static const char *const names[] = {"corral_kube_objects", "corral_kube_lists_total",
+	                                    "corral_kube_watch_events_total", "corral_kube_errors_total"};
+	static const char *const help[] = {"objects held from the Kubernetes API",
+	                                   "successful lists (the first, and one per 410 Gone)",
+	                                   "watch events applied (bookmarks included)",
+	                                   "failed lists and watches (the last good objects were kept)"};
+	int rc = CM_OK;
+	for (int m = 0; k && !rc && m < 4; m++) {
+		rc = cm_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", names[m], help[m], names[m], m ? "counter" : "gauge");
+		for (int i = 0; !rc && i < 2; i++) {
+			resource *r = &k->res[i];
+			uint64_t v = m == 0 ? atomic_load(&r->objects)
+			             : m == 1 ? atomic_load(&r->lists)
+			             : m == 2 ? atomic_load(&r->events)
+			                      : atomic_load(&r->errors);
+			rc = cm_buf_printf(b, "%s{resource=\"%s\"} %llu\n", names[m], r->metric, (unsigned long long)v);
+		}
+	}
+	return rc;
 }
 
 void ag__kube_stop(ag__kube *k)

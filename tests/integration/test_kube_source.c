@@ -253,6 +253,10 @@ static void test_kube_source(void **state)
 	wait_answer(f, "db.shop.svc.cluster.local", "A", "10.1.0.6\n");
 	assert_int_equal(server_count(f, "200 /apis/discovery.k8s.io/v1/endpointslices"), 2);
 	assert_int_equal(server_count(f, "200 /api/v1/services"), 1);
+	assert_true(itest_metric(f->url, "corral_kube_lists_total{resource=\"endpointslices\"}") == 2);
+	assert_true(itest_metric(f->url, "corral_kube_watch_events_total{resource=\"services\"}") >= 1);
+	assert_true(itest_metric(f->url, "corral_kube_objects{resource=\"services\"}") == 3);
+	assert_true(itest_metric(f->url, "corral_kube_errors_total{resource=\"services\"}") == 0);
 	/* 4. the server goes down: the last good state stays, warned once per resource */
 	assert_int_equal(log_count(f, "kubernetes API:"), 0);
 	itest_stop(&f->server, SIGTERM, 5000);
@@ -260,6 +264,7 @@ static void test_kube_source(void **state)
 	check_last_good(f, "10.1.0.6");
 	int warned = log_count(f, "kubernetes API:");
 	assert_true(warned >= 1 && warned <= 2);
+	assert_true(itest_metric(f->url, "corral_kube_errors_total{resource=\"services\"}") >= 3);
 	api_state(f, 4, 0, "10.1.0.4");
 	start_server(f); /* it knows no old version: 410, then a list */
 	wait_answer(f, "db.shop.svc.cluster.local", "A", "10.1.0.4\n");
