@@ -290,10 +290,15 @@ int ag__kube_start(const ag_config *cfg, ag__services *reg, ag__kube **out, cm_e
 void ag__kube_stop(ag__kube *k);
 /* corral_kube_* on /metrics (nothing when k is NULL). */
 int ag__kube_metrics(ag__kube *k, cm_buf *out);
-/* The items of a <kind>List body (kind "Service" or "EndpointSlice"), each given that kind, into the JSON
- * object items keyed "namespace/name", and the list's resourceVersion into rv; CM_EPROTO for anything
- * else. Exposed for the fuzzer, as is the next one. */
-int ag__kube_parse_list(const char *body, size_t len, const char *kind, struct json_t *items, char *rv, size_t rvcap,
+/* A list page's metadata. */
+typedef struct ag__kube_page {
+	char rv[128];    /* resourceVersion */
+	char cont[4096]; /* continue: "" on the last page */
+} ag__kube_page;
+/* The items of a <kind>List page (kind "Service" or "EndpointSlice"), each given that kind, into the JSON
+ * object items keyed "namespace/name", and its metadata into page; CM_EPROTO for anything else.
+ * Exposed for the fuzzer, as is the next one. */
+int ag__kube_parse_list(const char *body, size_t len, const char *kind, struct json_t *items, ag__kube_page *page,
                         cm_err *err);
 /* Applies one watch event line to items (as ag__kube_parse_list keys them), and takes its object's
  * resourceVersion into rv: 1 when items changed, 0 when not (BOOKMARK, deleting what is not there),

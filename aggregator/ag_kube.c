@@ -4,7 +4,9 @@
  * when those are set, as in every pod; "off" never), two threads of their own, one per resource,
  *   GET <api>/api/v1/services                          (a v1 ServiceList)
  *   GET <api>/apis/discovery.k8s.io/v1/endpointslices  (a discovery.k8s.io/v1 EndpointSliceList)
- * each list their resource, then watch it from the list's metadata.resourceVersion
+ * each list their resource in pages (?limit=500, then &continue=<metadata.continue> until a page has
+ * none; a 410 on a page, the token having expired, starts the list again), then watch it from the
+ * list's metadata.resourceVersion
  *   GET <path>?watch=1&allowWatchBookmarks=true&resourceVersion=RV&timeoutSeconds=300
  * whose body is a stream of lines {"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, "object": {...}}: the
  * three changes update that resource's objects, every object's metadata.resourceVersion (bookmarks'
@@ -44,7 +46,8 @@
 
 #include "ag_int.h"
 
-#define MAX_BODY         (64u << 20) /* a list, or one event line */
+#define MAX_BODY         (64u << 20) /* a list page, or one event line */
+#define LIST_LIMIT       500         /* items per list page, as client-go asks */
 #define WATCH_S          300         /* timeoutSeconds of a watch */
 #define LIST_TIMEOUT_MS  60000L
 #define CONNECT_TIMEOUT  10L
@@ -92,18 +95,18 @@ static int obj_key(json_t *o, const char *kind, char *key, size_t cap, cm_err *e
 	return json_object_set_new(o, "kind", json_string(kind)) ? cm_errf(err, CM_ENOMEM, "out of memory") : CM_OK;
 }
 
-/* metadata.resourceVersion of o into rv (unchanged when o has none). */
-static int take_rv(json_t *o, char *rv, size_t cap, cm_err *err)
+/* metadata.<field> of o into out (unchanged when o has none). */
+static int take_meta(json_t *o, const char *field, char *out, size_t cap, cm_err *err)
 {
-	const char *v = json_string_value(json_object_get(json_object_get(o, "metadata"), "resourceVersion"));
+	const char *v = json_string_value(json_object_get(json_object_get(o, "metadata"), field));
 	if (v && strlen(v) >= cap)
-		return cm_errf(err, CM_EPROTO, "resourceVersion longer than %zu bytes", cap - 1);
+		return cm_errf(err, CM_EPROTO, "%s longer than %zu bytes", field, cap - 1);
 	if (v)
-		memcpy(rv, v, strlen(v) + 1);
+		memcpy(out, v, strlen(v) + 1);
 	return CM_OK;
 }
 
-int ag__kube_parse_list(const char *body, size_t len, const char *kind, json_t *items_out, char *rv, size_t rvcap,
+int ag__kube_parse_list(const char *body, size_t len, const char *kind, json_t *items_out, ag__kube_page *page,
                         cm_err *err)
 {
 	json_error_t je;
@@ -113,9 +116,11 @@ int ag__kube_parse_list(const char *body, size_t len, const char *kind, json_t *
 	if (!doc)
 		return cm_errf(err, CM_EPROTO, "bad JSON at byte %d: %s", je.position, je.text);
 	const char *k = json_string_value(json_object_get(doc, "kind"));
+	page->cont[0] = 0;
 	int rc = k && !strcmp(k, list_kind) && (json_is_array(items) || json_is_null(items))
-	             ? take_rv(doc, rv, rvcap, err)
+	             ? take_meta(doc, "resourceVersion", page->rv, sizeof(page->rv), err)
 	             : cm_errf(err, CM_EPROTO, "not a %s", list_kind);
+	rc = rc ? rc : take_meta(doc, "continue", page->cont, sizeof(page->cont), err);
 	size_t i;
 	json_array_foreach(rc ? NULL : items, i, it)
 	{
@@ -158,7 +163,7 @@ int ag__kube_apply_event(json_t *items, const char *kind, const char *line, size
 	else if (t == 4)
 		rc = watch_error(o, err);
 	else
-		rc = take_rv(o, rv, rvcap, err);
+		rc = take_meta(o, "resourceVersion", rv, rvcap, err);
 	if (!rc && t < 3)
 		rc = obj_key(o, kind, key, sizeof(key), err);
 	if (!rc && t < 3)
@@ -294,21 +299,31 @@ static int request(resource *r, const char *query, int watch, cm_err *err)
 	return rc;
 }
 
-/* Lists the resource: its objects are replaced whole and published. */
+/* Lists the resource, page by page: its objects are replaced whole and published. */
 static int relist(resource *r, cm_err *err)
 {
-	char rv[sizeof(r->rv)] = "";
+	ag__kube_page pg = {.rv = ""};
+	char query[sizeof(pg.cont) * 3 + 64];
 	json_t *items = json_object();
-	int rc = items ? request(r, "", 0, err) : CM_ENOMEM;
-	rc = rc ? rc : ag__kube_parse_list((const char *)r->body.data, r->body.len, r->kind, items, rv, sizeof(rv), err);
+	int rc = items ? CM_OK : CM_ENOMEM;
+	snprintf(query, sizeof(query), "?limit=%d", LIST_LIMIT);
+	do {
+		rc = rc ? rc : request(r, query, 0, err);
+		rc = rc ? rc : ag__kube_parse_list((const char *)r->body.data, r->body.len, r->kind, items, &pg, err);
+		char *e = !rc && pg.cont[0] ? curl_easy_escape(r->curl, pg.cont, 0) : NULL;
+		if (e)
+			snprintf(query, sizeof(query), "?limit=%d&continue=%s", LIST_LIMIT, e);
+		curl_free(e);
+	} while (!rc && pg.cont[0]);
 	if (rc) {
 		json_decref(items);
 		return rc;
 	}
+	const char *rv = pg.rv;
 	pthread_mutex_lock(&r->k->mu);
 	json_decref(r->items);
 	r->items = items;
-	memcpy(r->rv, rv, sizeof(rv));
+	snprintf(r->rv, sizeof(r->rv), "%s", rv);
 	r->synced = 1;
 	publish(r->k, r);
 	pthread_mutex_unlock(&r->k->mu);
@@ -365,9 +380,10 @@ static void *resource_main(void *arg)
 			CM_LOG(CM_LOG_INFO, "kube", "kubernetes API %s%s: read again", r->k->url, r->path);
 		}
 		r->failing = failed;
-		/* after a list: watch at once; a watch that ended (or said 410) within a second waits too, so
-		 * that a server or proxy that closes watches at once cannot make this spin */
-		if (r->failing || (watching && cm_now_ms() - t0 < 1000))
+		/* after a list: watch at once; a watch that ended within a second, or a 410 that came within a
+		 * second, waits too, so that a server or proxy that closes watches (or expires lists) at once
+		 * cannot make this spin */
+		if (failed || ((watching || rc == CM_AGAIN) && cm_now_ms() - t0 < 1000))
 			sleep_retry(r->k);
 	}
 	return NULL;

@@ -28,7 +28,7 @@ static void stream(json_t *items, const char *kind, const char *data, size_t siz
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	cm_err err = {{0}};
-	char rv[128];
+	ag__kube_page page;
 	ag__services *r;
 	if (ag__services_create(":memory:", NULL, &r, &err))
 		return 0;
@@ -36,7 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	json_t *list = json_pack("{s:s, s:o}", "kind", "List", "items", items);
 	const char *kinds[2] = {"Service", "EndpointSlice"}, *key;
 	for (int i = 0; i < 2; i++) {
-		ag__kube_parse_list((const char *)data, size, kinds[i], sets[i], rv, sizeof(rv), &err);
+		ag__kube_parse_list((const char *)data, size, kinds[i], sets[i], &page, &err);
 		stream(sets[i], kinds[i], (const char *)data, size);
 		json_object_foreach(sets[i], key, o) json_array_append(items, o);
 		json_decref(sets[i]);

@@ -6,7 +6,9 @@
 #
 # GET /api/v1/services answers DIR/services.json and GET /apis/discovery.k8s.io/v1/endpointslices
 # DIR/endpointslices.json: recorded List bodies (see test_kube_source.c for where their shape comes
-# from), each with its metadata.resourceVersion (RV). With ?watch=1&resourceVersion=RV the answer is a
+# from), each with its metadata.resourceVersion (RV). With ?limit=N a list comes in pages of at most 2
+# items (fewer than asked, as the API server may answer), metadata.continue naming the next; a continue
+# token of another RV than the file's gets 410 (expired). With ?watch=1&resourceVersion=RV the answer is a
 # chunked stream of watch events, one JSON object a line, as the API server sends them: ADDED, MODIFIED
 # and DELETED for the items that differ between the list at RV and the file whenever the file changes
 # (polled every 50 ms), a BOOKMARK every second when allowWatchBookmarks=true, and the stream ends after
@@ -102,6 +104,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.close_connection = True
 
+    def page(self, name, query):
+        """A list, or with limit one page of it: (status, body)."""
+        rv, _, doc = read(name)
+        if "limit" not in query:
+            return 200, doc
+        cont = query.get("continue", [rv + ":0"])[0].split(":")
+        if cont[0] != rv:
+            return 410, status(410, "Expired", "The provided continue parameter is too old")
+        start, items = int(cont[1]), doc["items"] or []
+        end = start + min(int(query["limit"][0]), 2)
+        doc = dict(doc, items=items[start:end], metadata=dict(doc["metadata"]))
+        if end < len(items):
+            doc["metadata"]["continue"] = "%s:%d" % (rv, end)
+            doc["metadata"]["remainingItemCount"] = len(items) - end
+        return 200, doc
+
     def do_GET(self):
         url = urllib.parse.urlparse(self.path)
         query = urllib.parse.parse_qs(url.query)
@@ -117,8 +135,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             print(200, url.path + " watch", flush=True)
             return self.watch(PATHS[url.path], query, tok)
         else:
-            code = 200
-            self.answer(200, read(PATHS[url.path])[2])
+            code, body = self.page(PATHS[url.path], query)
+            self.answer(code, body)
         print(code, url.path + (" watch" if watching else ""), flush=True)
 
     def log_message(self, *args):

@@ -13,7 +13,8 @@
  * ports [{name, protocol, port}]} labelled kubernetes.io/service-name).
  * The aggregator retries failures after 200 ms. Checked with dig, in order:
  *   1. ClusterIP, headless (only the ready endpoint; <hostname>.<svc> too), ExternalName and the
- *      default/kubernetes service appear; a --services manifest service is there as well;
+ *      default/kubernetes service appear (the Services come in two pages); a --services manifest
+ *      service is there as well;
  *   2. a changed endpoint and a deleted Service are followed through the watch (no second list);
  *   3. the watch of the EndpointSlices gets 410 Gone: they are listed again and a change the watch never
  *      carried is seen;
@@ -239,7 +240,8 @@ static void test_kube_source(void **state)
 	wait_answer(f, "db.shop.svc.cluster.local", "A", "10.1.0.3\n");
 	wait_answer(f, "api.shop.svc.cluster.local", "A", "");
 	assert_string_equal(source_of(f, "api"), "");
-	assert_int_equal(server_count(f, "200 /api/v1/services"), 1);
+	assert_int_equal(server_count(f, "200 /api/v1/services"), 2); /* one list of 4 in pages of 2 */
+	assert_true(itest_metric(f->url, "corral_kube_lists_total{resource=\"services\"}") == 1);
 	assert_int_equal(server_count(f, "200 /apis/discovery.k8s.io/v1/endpointslices"), 1);
 	assert_true(server_count(f, "200 /apis/discovery.k8s.io/v1/endpointslices watch") >= 1);
 	/* 3. 410 Gone on the slices' watch: listed again, with a change no event carried */
@@ -252,7 +254,7 @@ static void test_kube_source(void **state)
 	api_state(f, 3, 0, "10.1.0.6");
 	wait_answer(f, "db.shop.svc.cluster.local", "A", "10.1.0.6\n");
 	assert_int_equal(server_count(f, "200 /apis/discovery.k8s.io/v1/endpointslices"), 2);
-	assert_int_equal(server_count(f, "200 /api/v1/services"), 1);
+	assert_int_equal(server_count(f, "200 /api/v1/services"), 2);
 	assert_true(itest_metric(f->url, "corral_kube_lists_total{resource=\"endpointslices\"}") == 2);
 	assert_true(itest_metric(f->url, "corral_kube_watch_events_total{resource=\"services\"}") >= 1);
 	assert_true(itest_metric(f->url, "corral_kube_objects{resource=\"services\"}") == 3);
