@@ -12,8 +12,9 @@
  * three changes update that resource's objects, every object's metadata.resourceVersion (bookmarks'
  * too) becomes the one the next watch starts from, and when a watch ends (timeoutSeconds, the server
  * closing it) the next one starts from there: at once, or after --kube-retry when it lasted less than a
- * second (a server or proxy that closes watches at once must not make it spin). "410 Gone" (an HTTP status, or an ERROR event
- * with code 410: the version is too old) forgets the version and the resource is listed again.
+ * second (a server or proxy that closes watches at once must not make it spin). "410 Gone" (an HTTP
+ * status, or an ERROR event with code 410: the version is too old) forgets the version and the resource
+ * is listed again.
  * Requests carry "Authorization: Bearer" with the service account token (--kube-token-file, read at
  * start and again whenever the server answers 401, then the request is retried once: projected tokens
  * rotate) and trust the cluster CA (--kube-ca-file) for https.
@@ -46,27 +47,26 @@
 
 #include "ag_int.h"
 
-#define MAX_BODY         (64u << 20) /* a list page, or one event line */
-#define LIST_LIMIT       500         /* items per list page, as client-go asks */
-#define WATCH_S          300         /* timeoutSeconds of a watch */
-#define LIST_TIMEOUT_MS  60000L
-#define CONNECT_TIMEOUT  10L
+#define MAX_BODY        (64u << 20) /* a list page, or one event line */
+#define LIST_LIMIT      500         /* items per list page, as client-go asks */
+#define WATCH_S         300         /* timeoutSeconds of a watch */
+#define LIST_TIMEOUT_MS 60000L
+#define CONNECT_TIMEOUT 10L
 
 typedef struct resource {
 	ag__kube *k;
 	const char *path, *kind;
 	CURL *curl;
-	cm_buf body;      /* a list's body, or the unfinished line of a watch stream */
-	json_t *items;    /* "namespace/name" -> object; under k->mu */
-	char rv[128];     /* resourceVersion the next watch starts from; "" = list first */
-	int synced;       /* listed at least once (under k->mu) */
-	int gone;         /* the watch said 410: list again */
-	int stream_rc;    /* why the write callback stopped a watch */
+	cm_buf body;   /* a list's body, or the unfinished line of a watch stream */
+	json_t *items; /* "namespace/name" -> object; under k->mu */
+	char rv[128];  /* resourceVersion the next watch starts from; "" = list first */
+	int synced;    /* listed at least once (under k->mu) */
+	int stream_rc; /* why the write callback stopped a watch */
 	cm_err stream_err;
 	pthread_t thread;
 	int started, failing;
 	cm_ratelimit rl;
-	const char *metric;                       /* its label on /metrics */
+	const char *metric;                         /* its label on /metrics */
 	atomic_uint_fast64_t lists, events, errors; /* successful lists, events applied, failed requests */
 	atomic_size_t objects;
 } resource;
@@ -88,7 +88,8 @@ struct ag__kube {
 static int obj_key(json_t *o, const char *kind, char *key, size_t cap, cm_err *err)
 {
 	json_t *md = json_object_get(o, "metadata");
-	const char *ns = json_string_value(json_object_get(md, "namespace")), *name = json_string_value(json_object_get(md, "name"));
+	const char *ns = json_string_value(json_object_get(md, "namespace"));
+	const char *name = json_string_value(json_object_get(md, "name"));
 	if (!json_is_object(o) || !name)
 		return cm_errf(err, CM_EPROTO, "a %s without metadata.name", kind);
 	snprintf(key, cap, "%s/%s", ns ? ns : "", name);
@@ -212,8 +213,8 @@ static int apply_lines(resource *r)
 	pthread_mutex_lock(&k->mu);
 	for (char *nl; !rc && (nl = memchr(r->body.data + off, '\n', r->body.len - off));) {
 		size_t len = (size_t)(nl - (char *)r->body.data) - off;
-		rc = len ? ag__kube_apply_event(r->items, r->kind, (char *)r->body.data + off, len, r->rv, sizeof(r->rv),
-		                                &r->stream_err)
+		rc = len ? ag__kube_apply_event(r->items, r->kind, (char *)r->body.data + off, len, r->rv,
+		                                sizeof(r->rv), &r->stream_err)
 		         : 0;
 		changed |= rc > 0;
 		if (rc >= 0)
@@ -409,8 +410,8 @@ static int api_url(const ag_config *cfg, char *out, size_t cap)
 
 static int resource_init(ag__kube *k, resource *r, const char *path, const char *kind, const char *metric)
 {
-	*r = (resource){.k = k, .path = path, .kind = kind, .metric = metric, .items = json_object(),
-	                .curl = curl_easy_init()};
+	*r = (resource){
+	    .k = k, .path = path, .kind = kind, .metric = metric, .items = json_object(), .curl = curl_easy_init()};
 	cm_buf_init(&r->body);
 	if (!r->items || !r->curl)
 		return CM_ENOMEM;
@@ -477,16 +478,16 @@ int ag__kube_metrics(ag__kube *k, cm_buf *b)
 {
 	static const char *const names[] = {"corral_kube_objects", "corral_kube_lists_total",
 	                                    "corral_kube_watch_events_total", "corral_kube_errors_total"};
-	static const char *const help[] = {"objects held from the Kubernetes API",
-	                                   "successful lists (the first, and one per 410 Gone)",
-	                                   "watch events applied (bookmarks included)",
-	                                   "failed lists and watches (the last good objects were kept)"};
+	static const char *const help[] = {
+	    "objects held from the Kubernetes API", "successful lists (the first, and one per 410 Gone)",
+	    "watch events applied (bookmarks included)", "failed lists and watches (the last good objects were kept)"};
 	int rc = CM_OK;
 	for (int m = 0; k && !rc && m < 4; m++) {
-		rc = cm_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", names[m], help[m], names[m], m ? "counter" : "gauge");
+		rc = cm_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", names[m], help[m], names[m],
+		                   m ? "counter" : "gauge");
 		for (int i = 0; !rc && i < 2; i++) {
 			resource *r = &k->res[i];
-			uint64_t v = m == 0 ? atomic_load(&r->objects)
+			uint64_t v = m == 0   ? atomic_load(&r->objects)
 			             : m == 1 ? atomic_load(&r->lists)
 			             : m == 2 ? atomic_load(&r->events)
 			                      : atomic_load(&r->errors);
