@@ -2,8 +2,9 @@
 # kube_api.py -- a loopback HTTP server that answers the two Kubernetes API lists corral reads, and
 # watches of them, from files the test writes.
 #
-#   kube_api.py PORT DIR
+#   kube_api.py PORT DIR [CERT KEY]
 #
+# With CERT and KEY (PEM files) it speaks HTTPS only, as the API server does.
 # GET /api/v1/services answers DIR/services.json and GET /apis/discovery.k8s.io/v1/endpointslices
 # DIR/endpointslices.json: recorded List bodies (see test_kube_source.c for where their shape comes
 # from), each with its metadata.resourceVersion (RV). With ?limit=N a list comes in pages of at most 2
@@ -22,6 +23,7 @@
 import http.server
 import json
 import os
+import ssl
 import sys
 import threading
 import time
@@ -147,5 +149,9 @@ if __name__ == "__main__":
     DIR = sys.argv[2]
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
     srv.daemon_threads = True
+    if len(sys.argv) == 5:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     print("ready", flush=True)
     srv.serve_forever()

@@ -11,7 +11,9 @@
  * [{name, protocol, port, targetPort}], selector, externalName, ...}, EndpointSlice {addressType,
  * endpoints [{addresses, conditions {ready, serving, terminating}, hostname, targetRef, nodeName}],
  * ports [{name, protocol, port}]} labelled kubernetes.io/service-name).
- * The aggregator retries failures after 200 ms. Checked with dig, in order:
+ * It speaks HTTPS with a certificate from a test CA (itest_make_certs), which the aggregator trusts
+ * through --kube-ca-file, as in a pod. The aggregator retries failures after 200 ms. Checked with dig,
+ * in order:
  *   1. ClusterIP, headless (only the ready endpoint; <hostname>.<svc> too), ExternalName and the
  *      default/kubernetes service appear (the Services come in two pages); a --services manifest
  *      service is there as well;
@@ -124,11 +126,13 @@ static void api_state(fixture *f, int rv, int with_api, const char *ip0)
 
 static void start_server(fixture *f)
 {
-	char script[4096], port[16];
+	char script[4096], port[16], cert[300], key[300];
 	const char *src = getenv("CORRAL_SRC");
 	snprintf(script, sizeof(script), "%s/tests/integration/kube_api.py", src ? src : ".");
 	snprintf(port, sizeof(port), "%d", f->api_port);
-	char *argv[] = {"/usr/bin/python3", script, port, f->api, NULL};
+	snprintf(cert, sizeof(cert), "%s/server.crt", f->dir);
+	snprintf(key, sizeof(key), "%s/server.key", f->dir);
+	char *argv[] = {"/usr/bin/python3", script, port, f->api, cert, key, NULL};
 	assert_int_equal(itest_spawn(&f->server, f->dir, "kube-api", argv), 0);
 	assert_int_equal(itest_wait_log(&f->server, "ready", 10000), 0);
 }
@@ -296,12 +300,14 @@ static int setup(void **state)
 	snprintf(f->kube_token, sizeof(f->kube_token), "%s/kube-token", f->dir);
 	mkdir(f->api, 0755);
 	*state = f;
+	if (itest_make_certs(f->dir))
+		return -1;
 	put(f->token, "kube-token-1\n");
 	put(f->kube_token, "kube-token-1\n");
 	api_state(f, 1, 1, "10.1.0.1");
 	f->api_port = itest_port();
 	start_server(f);
-	char push_token[300], manifest[300], data[300], listen[64], api_url[64];
+	char push_token[300], manifest[300], data[300], listen[64], api_url[64], ca[300];
 	snprintf(push_token, sizeof(push_token), "%s/push-token", f->dir);
 	itest_write_file(push_token, "push-token\n");
 	snprintf(manifest, sizeof(manifest), "%s/services.json", f->dir);
@@ -310,11 +316,12 @@ static int setup(void **state)
 	f->dns_port = itest_port();
 	snprintf(data, sizeof(data), "%s/data", f->dir);
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", f->dns_port);
-	snprintf(api_url, sizeof(api_url), "http://127.0.0.1:%d/", f->api_port);
+	snprintf(api_url, sizeof(api_url), "https://127.0.0.1:%d/", f->api_port);
+	snprintf(ca, sizeof(ca), "%s/ca.crt", f->dir);
 	const char *extra[] = {"--dns-listen",    listen,        "--services",      manifest,
 	                       "--dns-threads",   "1",           "--kube-api",      api_url,
 	                       "--kube-retry",    "200ms",       "--kube-token-file", f->kube_token,
-	                       NULL};
+	                       "--kube-ca-file",  ca,            NULL};
 	return itest_aggregator_start(&f->agg, f->dir, data, push_token, extra, f->url, sizeof(f->url));
 }
 
