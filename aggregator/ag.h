@@ -25,6 +25,10 @@ typedef struct ag_config {
 	const char *services;       /* Service/EndpointSlice manifest file or directory, reloaded on change */
 	long dns_threads;           /* UDP serving threads, 0 = one per CPU */
 	long dns_rrl_rate;          /* DNS responses per second per client /24 (/56), 0 = no limit */
+	const char *kube_api;        /* Kubernetes API for Services + EndpointSlices; NULL = in-cluster default; "off" */
+	const char *kube_token_file; /* its bearer token (re-read on 401) */
+	const char *kube_ca_file;    /* its CA bundle (https) */
+	int64_t kube_retry_ms;       /* wait after a failed list or watch */
 	const char *loki_push;      /* forward every stored log line to this Loki push URL, NULL = no */
 	cm_strlist remote_write;    /* --remote-write URLs: every stored sample is forwarded (ag_rwsend.c) */
 	const char *remote_write_token_file; /* bearer token sent to them, NULL = none */

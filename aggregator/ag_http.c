@@ -31,6 +31,7 @@ struct ag_server {
 	struct MHD_Daemon *mhd;
 	ag__services *services; /* service registry (ag_services.c) */
 	ag__dns *dns;           /* cluster DNS, NULL when off (ag_dns.c) */
+	ag__kube *kube;         /* Kubernetes API service source, NULL when off (ag_kube.c) */
 	ag__loki *loki;         /* log store + Loki API (ag_loki.c) */
 	ag__state *state;       /* inventory and events (ag_state.c) */
 	ag__capacity *capacity; /* capacity reports (ag_capacity.c) */
@@ -248,7 +249,8 @@ static void route_metrics(ag_server *s, const ag__req *req, ag__resp *resp)
 	if (ag__metrics_render(&s->metrics, s->db, &resp->body) || ag__dns_metrics(s->dns, &resp->body) ||
 	    ag__loki_metrics(s->loki, &resp->body) || ag__auth_metrics(s->auth, &resp->body) ||
 	    ag__rate_metrics(s->rate, &resp->body) ||
-	    ag__rw_metrics(s->rw, &resp->body) || ag__rwsend_metrics(s->rwsend, &resp->body))
+	    ag__rw_metrics(s->rw, &resp->body) || ag__rwsend_metrics(s->rwsend, &resp->body) ||
+	    ag__kube_metrics(s->kube, &resp->body))
 		ag__resp_error(resp, 500, "internal", "out of memory");
 }
 
@@ -672,6 +674,7 @@ int ag_server_start(const ag_config *cfg, ag_server **out, cm_err *err)
 	}
 	rc = rc ? rc : ag__user_bind(&user, err);
 	rc = rc ? rc : ag__dns_start(cfg, s->services, &s->dns, err);
+	rc = rc ? rc : ag__kube_start(cfg, s->services, &s->kube, err);
 	if (rc)
 		goto fail;
 	s->api = (ag__api){.db = s->db, .metrics = &s->metrics, .lookback_ms = 5 * 60 * 1000,
@@ -704,6 +707,7 @@ void ag_server_stop(ag_server *s)
 	if (s->mhd)
 		MHD_stop_daemon(s->mhd);
 	ag__dns_stop(s->dns);
+	ag__kube_stop(s->kube);
 	ag__rw_destroy(s->rw);
 	ag__rwsend_destroy(s->rwsend); /* after the HTTP threads: nothing enqueues any more */
 	if (s->ingest)

@@ -283,6 +283,35 @@ int ag__services_reload_file(ag__services *r, cm_err *err);
 void ag__services_handle(ag__services *r, const ag__req *req, ag__resp *resp);
 /* Inventory hook: the pods one node reports now replace what it reported before. */
 int ag__services_set_node_pods(ag__services *r, const char *node, const ag__pod *pods, size_t n, int64_t now_ms);
+struct json_t; /* jansson's json_t */
+/* The Kubernetes API's Services and EndpointSlices (a "List" of them, not taken) replace its previous ones
+ * at once; on error (an item that is not one of them) the previous ones stay. */
+int ag__services_replace_kube(ag__services *r, struct json_t *list, cm_err *err);
+
+/* ---- the Kubernetes API as a service source (ag_kube.c) ------------------------------------------ */
+
+typedef struct ag__kube ag__kube;
+/* *out is NULL when the source is off (no --kube-api and not in a pod). */
+int ag__kube_start(const ag_config *cfg, ag__services *reg, ag__kube **out, cm_err *err);
+void ag__kube_stop(ag__kube *k);
+/* corral_kube_* on /metrics (nothing when k is NULL). */
+int ag__kube_metrics(ag__kube *k, cm_buf *out);
+/* A list page's metadata. */
+typedef struct ag__kube_page {
+	char rv[128];    /* resourceVersion */
+	char cont[4096]; /* continue: "" on the last page */
+} ag__kube_page;
+/* The items of a <kind>List page (kind "Service" or "EndpointSlice"), each given that kind, into the JSON
+ * object items keyed "namespace/name", and its metadata into page; CM_EPROTO for anything else.
+ * Exposed for the fuzzer, as is the next one. */
+int ag__kube_parse_list(const char *body, size_t len, const char *kind, struct json_t *items, ag__kube_page *page,
+                        cm_err *err);
+/* Applies one watch event line to items (as ag__kube_parse_list keys them), and takes its object's
+ * resourceVersion into rv: 1 when items changed, 0 when not (BOOKMARK, deleting what is not there),
+ * CM_AGAIN for an ERROR event with code 410 (list again), other negative codes for other ERROR events
+ * and for lines that are not watch events. */
+int ag__kube_apply_event(struct json_t *items, const char *kind, const char *line, size_t len, char *rv, size_t rvcap,
+                         cm_err *err);
 
 /* ---- cluster state: inventory and events from the agents (ag_state.c) ------------------------------ */
 

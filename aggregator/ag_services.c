@@ -1,15 +1,19 @@
 /* ag_services.c -- the service registry: Services and EndpointSlices from a manifest file or directory,
- * from /api/v1/services (persisted in sqlite3), and endpoints from the agents' pod inventory.
+ * from the Kubernetes API (ag_kube.c), from /api/v1/services (persisted in sqlite3), and endpoints from
+ * the agents' pod inventory.
  *
  * Objects are kept as the Kubernetes JSON they came in (kubectl's `v1 Service` and
- * `discovery.k8s.io/v1 EndpointSlice`), keyed "Kind/namespace/name", in two sets: the manifest's
- * (replaced whole on every reload of --services) and the API's (written through to the table
+ * `discovery.k8s.io/v1 EndpointSlice`), keyed "Kind/namespace/name", in three sets: the manifest's
+ * (replaced whole on every reload of --services), the Kubernetes API's (replaced whole by
+ * ag__services_replace_kube after every successful read) and the API's (written through to the table
  * dns_registry(key TEXT PRIMARY KEY, body TEXT) in <data-dir>/state.db, WAL mode, busy timeout; the
- * file may hold other components' tables). An API object wins over a manifest object with the same key.
+ * file may hold other components' tables). For the same key the API's object wins over the Kubernetes
+ * API's, which wins over the manifest's.
  * ag__services_model turns the merged view into dnsd's dn_service model: type ExternalName ->
- * CNAME, clusterIP "None" -> headless, else ClusterIP (clusterIPs, or clusterIP); headless endpoints are
- * the addresses of the EndpointSlices labelled kubernetes.io/service-name=<svc> (ready unless
- * conditions.ready is false, as Kubernetes reads it) plus, for services with a selector, the ready pods
+ * CNAME, clusterIP "None" -> headless, else ClusterIP (clusterIPs, or clusterIP); endpoints (of
+ * headless services, and of ClusterIP ones for the listing only) are the addresses of the EndpointSlices
+ * labelled kubernetes.io/service-name=<svc> (ready unless conditions.ready is false, as Kubernetes
+ * reads it) plus, for services with a selector that did not come from the Kubernetes API, the ready pods
  * of the same namespace whose labels include the selector, from the inventory hook
  * ag__services_set_node_pods (one call per batch that carries an inventory). Every batch of a node
  * touches it (ag__services_touch_node); a node silent for longer than the grace period is marked
@@ -43,7 +47,7 @@ struct ag__services {
 	sqlite3 *db;
 	char *file;
 	int64_t file_stamp;
-	json_t *file_items, *api_items; /* objects: key -> Kubernetes object */
+	json_t *file_items, *kube_items, *api_items; /* objects: key -> Kubernetes object */
 	node_pods *nodes;
 	size_t nnodes;
 	atomic_uint_fast64_t version;
@@ -227,9 +231,9 @@ int ag__services_create(const char *db_path, const char *file, ag__services **ou
 	if (!r)
 		return cm_errf(err, CM_ENOMEM, "out of memory");
 	pthread_mutex_init(&r->mu, NULL);
-	r->file_items = json_object(), r->api_items = json_object();
+	r->file_items = json_object(), r->kube_items = json_object(), r->api_items = json_object();
 	r->file_stamp = -2;
-	int rc = r->file_items && r->api_items ? CM_OK : cm_errf(err, CM_ENOMEM, "out of memory");
+	int rc = r->file_items && r->kube_items && r->api_items ? CM_OK : cm_errf(err, CM_ENOMEM, "out of memory");
 	if (!rc && file && *file && !(r->file = strdup(file)))
 		rc = cm_errf(err, CM_ENOMEM, "out of memory");
 	rc = rc ? rc : db_open(r, db_path, err);
@@ -254,6 +258,7 @@ void ag__services_destroy(ag__services *r)
 	}
 	free(r->nodes);
 	json_decref(r->file_items);
+	json_decref(r->kube_items);
 	json_decref(r->api_items);
 	if (r->db)
 		sqlite3_close(r->db);
@@ -265,6 +270,25 @@ void ag__services_destroy(ag__services *r)
 uint64_t ag__services_version(ag__services *r)
 {
 	return atomic_load(&r->version);
+}
+
+/* ---- the Kubernetes API's objects (ag_kube.c) -------------------------------------------------------- */
+
+int ag__services_replace_kube(ag__services *r, json_t *list, cm_err *err)
+{
+	json_t *set = json_object();
+	int rc = set ? add_items(set, list, err) : cm_errf(err, CM_ENOMEM, "out of memory");
+	if (rc < 0) {
+		json_decref(set);
+		return rc;
+	}
+	pthread_mutex_lock(&r->mu);
+	if (!json_equal(r->kube_items, set))
+		atomic_fetch_add(&r->version, 1);
+	json_decref(r->kube_items);
+	r->kube_items = set;
+	pthread_mutex_unlock(&r->mu);
+	return CM_OK;
 }
 
 /* ---- inventory hook (issue 4: the agents' pods) ------------------------------------------------------ */
@@ -355,7 +379,8 @@ typedef struct model {
 	cm_arena *a;
 	dn_service *svcs;
 	size_t n, cap;
-	json_t *slices; /* "ns/svc" -> [EndpointSlice] */
+	json_t *slices;    /* "ns/svc" -> [EndpointSlice] */
+	int clusterip_eps; /* endpoints of ClusterIP services too (the listing; DNS does not use them) */
 } model;
 
 static const char *adup(cm_arena *a, const char *s)
@@ -410,6 +435,9 @@ static int slice_endpoints(model *m, json_t *arr, ep_list *l)
 	json_t *sl, *ep, *addr;
 	json_array_foreach(arr, i, sl)
 	{
+		const char *type = jstr(sl, "addressType");
+		if (type && !strcmp(type, "FQDN"))
+			continue; /* only IPv4 and IPv6 slices are addresses */
 		json_array_foreach(json_object_get(sl, "endpoints"), k, ep)
 		{
 			json_t *ready = json_object_get(json_object_get(ep, "conditions"), "ready");
@@ -491,7 +519,21 @@ static int svc_ips(model *m, json_t *spec, dn_service *s)
 	return CM_OK;
 }
 
-static int add_service(ag__services *r, model *m, json_t *o)
+/* The EndpointSlices' endpoints of s, and the matching pods' unless s came from the Kubernetes API (the
+ * endpoint controller has turned its selector into slices already). */
+static int svc_endpoints(ag__services *r, model *m, json_t *spec, int from_kube, dn_service *s)
+{
+	ep_list l = {0};
+	char k[512];
+	snprintf(k, sizeof(k), "%s/%s", s->ns, s->name);
+	int rc = slice_endpoints(m, json_object_get(m->slices, k), &l);
+	if (!from_kube)
+		rc = rc ? rc : pod_endpoints(r, m, s->ns, json_object_get(spec, "selector"), &l);
+	s->endpoints = l.v, s->nendpoints = l.n;
+	return rc;
+}
+
+static int add_service(ag__services *r, model *m, json_t *o, int from_kube)
 {
 	if (m->n == m->cap) {
 		size_t nc = m->cap ? m->cap * 2 : 256;
@@ -510,36 +552,34 @@ static int add_service(ag__services *r, model *m, json_t *o)
 	if (type && !strcmp(type, "ExternalName")) {
 		s->kind = DN_SVC_EXTERNAL;
 		s->external_name = adup(m->a, jstr(spec, "externalName"));
-	} else if (cip && !strcmp(cip, "None")) {
-		ep_list l = {0};
-		char k[512];
-		s->kind = DN_SVC_HEADLESS;
-		snprintf(k, sizeof(k), "%s/%s", s->ns, s->name);
-		rc = rc ? rc : slice_endpoints(m, json_object_get(m->slices, k), &l);
-		rc = rc ? rc : pod_endpoints(r, m, s->ns, json_object_get(spec, "selector"), &l);
-		s->endpoints = l.v, s->nendpoints = l.n;
 	} else {
-		s->kind = DN_SVC_CLUSTERIP;
-		rc = rc ? rc : svc_ips(m, spec, s);
+		s->kind = cip && !strcmp(cip, "None") ? DN_SVC_HEADLESS : DN_SVC_CLUSTERIP;
+		if (s->kind == DN_SVC_CLUSTERIP)
+			rc = rc ? rc : svc_ips(m, spec, s);
+		if (s->kind == DN_SVC_HEADLESS || m->clusterip_eps)
+			rc = rc ? rc : svc_endpoints(r, m, spec, from_kube, s);
 	}
 	if (!rc)
 		m->n++;
 	return rc;
 }
 
-int ag__services_model(ag__services *r, cm_arena *a, dn_service **out, size_t *n)
+static int build_model(ag__services *r, cm_arena *a, int clusterip_eps, dn_service **out, size_t *n)
 {
-	model m = {.a = a, .slices = json_object()};
+	model m = {.a = a, .slices = json_object(), .clusterip_eps = clusterip_eps};
 	pthread_mutex_lock(&r->mu);
 	json_t *merged = json_copy(r->file_items);
-	int rc = merged && m.slices && !json_object_update(merged, r->api_items) ? CM_OK : CM_ENOMEM;
+	int rc = merged && m.slices && !json_object_update(merged, r->kube_items) &&
+	                 !json_object_update(merged, r->api_items)
+	             ? CM_OK
+	             : CM_ENOMEM;
 	rc = rc ? rc : index_slices(merged, m.slices);
 	const char *key;
 	json_t *o;
 	json_object_foreach(merged, key, o)
 	{
 		if (!rc && !strncmp(key, "Service/", 8))
-			rc = add_service(r, &m, o);
+			rc = add_service(r, &m, o, json_object_get(r->kube_items, key) == o);
 	}
 	pthread_mutex_unlock(&r->mu);
 	json_decref(merged);
@@ -550,12 +590,38 @@ int ag__services_model(ag__services *r, cm_arena *a, dn_service **out, size_t *n
 	return CM_OK;
 }
 
+int ag__services_model(ag__services *r, cm_arena *a, dn_service **out, size_t *n)
+{
+	return build_model(r, a, 0, out, n);
+}
+
 /* ---- /api/v1/services ------------------------------------------------------------------------------- */
 
-static json_t *svc_json(const dn_service *s)
+/* The source ("api", "kubernetes" or "manifest") and a copy of the selector (NULL: none) of the Service
+ * object the merged view took for s. */
+static const char *svc_origin(ag__services *r, const dn_service *s, json_t **selector)
+{
+	static const char *const names[] = {"api", "kubernetes", "manifest"};
+	char key[512];
+	size_t i = 0;
+	json_t *o;
+	snprintf(key, sizeof(key), "Service/%s/%s", s->ns, s->name);
+	pthread_mutex_lock(&r->mu);
+	json_t *sets[] = {r->api_items, r->kube_items, r->file_items};
+	while (!(o = json_object_get(sets[i], key)) && i < 2)
+		i++;
+	*selector = json_deep_copy(json_object_get(json_object_get(o, "spec"), "selector"));
+	pthread_mutex_unlock(&r->mu);
+	return names[i];
+}
+
+static json_t *svc_json(ag__services *r, const dn_service *s)
 {
 	static const char *const kinds[] = {"ClusterIP", "Headless", "ExternalName"};
-	json_t *o = json_pack("{s:s, s:s, s:s}", "namespace", s->ns, "name", s->name, "type", kinds[s->kind]);
+	json_t *sel;
+	const char *source = svc_origin(r, s, &sel);
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:o*}", "namespace", s->ns, "name", s->name, "type",
+	                      kinds[s->kind], "source", source, "selector", sel);
 	json_t *ips = json_array(), *ports = json_array(), *eps = json_array();
 	for (size_t i = 0; i < s->ncluster_ips; i++)
 		json_array_append_new(ips, json_string(s->cluster_ips[i]));
@@ -593,12 +659,12 @@ static void do_list(ag__services *r, const ag__req *req, ag__resp *resp)
 	dn_service *svcs;
 	size_t n;
 	const char *ns = ag__param_get(req, "namespace");
-	if (ag__services_model(r, req->arena, &svcs, &n))
+	if (build_model(r, req->arena, 1, &svcs, &n))
 		return ag__resp_error(resp, 500, "internal", "out of memory");
 	json_t *arr = json_array();
 	for (size_t i = 0; i < n; i++)
 		if (!ns || !strcmp(ns, svcs[i].ns))
-			json_array_append_new(arr, svc_json(&svcs[i]));
+			json_array_append_new(arr, svc_json(r, &svcs[i]));
 	reply_json(resp, 200, arr);
 }
 

@@ -3,6 +3,7 @@
  *   corralctl [--url URL] [--token-file F] [--ca-file F] query-range '<selector>' [--since 15m] [--step 10s]
  *   corralctl [flags] query EXPR [--time T] | series SELECTOR... | labels [NAME] [--match SELECTOR]
  *   corralctl [flags] capacity nodes|workloads|summary [--window 24h] | capacity fit CPU [MEMORY [REPLICAS]]
+ *   corralctl [flags] services [--namespace NS]
  *
  * Talks HTTP with libcurl, parses the Prometheus JSON envelope with jansson and prints a table: one row
  * per point (TIME, VALUE, then a column per label name). An error answer from the server is printed as it came and the exit status is 1.
@@ -29,7 +30,7 @@ typedef struct ctl_config {
 	const char *time;       /* query: evaluation time, NULL = now */
 	const char *match;      /* labels: series selector, NULL = every series */
 	const char *window;     /* capacity: report window */
-	const char *namespace_; /* capacity workloads: only this namespace */
+	const char *namespace_; /* capacity workloads, services: only this namespace */
 } ctl_config;
 
 static const cm_opt ctl_opts[] = {
@@ -43,7 +44,7 @@ static const cm_opt ctl_opts[] = {
 	 NULL},
 	{"match", CM_OPT_STR, NULL, offsetof(ctl_config, match), "labels: only series this selector selects", NULL},
 	{"window", CM_OPT_STR, "24h", offsetof(ctl_config, window), "capacity: the window the reports cover", NULL},
-	{"namespace", CM_OPT_STR, NULL, offsetof(ctl_config, namespace_), "capacity workloads: only this namespace",
+	{"namespace", CM_OPT_STR, NULL, offsetof(ctl_config, namespace_), "capacity workloads, services: only this namespace",
 	 NULL},
 };
 
@@ -53,7 +54,8 @@ static const char usage[] = "usage: corralctl [flags] COMMAND ARGS\n\nCommands:\
 			    "  series SELECTOR...     series with data within --since, a column per label\n"
 			    "  labels [NAME]          label names, or NAME's values, of the --match series within --since\n"
 			    "  capacity nodes|workloads|summary   capacity reports over --window (ending at --time)\n"
-			    "  capacity fit CPU [MEMORY [REPLICAS]]  how many more pods of that shape fit (e.g. 500m 512Mi 3)";
+			    "  capacity fit CPU [MEMORY [REPLICAS]]  how many more pods of that shape fit (e.g. 500m 512Mi 3)\n"
+			    "  services               the service registry: type, cluster IPs, ports, selector, endpoints";
 
 static size_t on_data(char *p, size_t size, size_t n, void *ctx)
 {
@@ -575,6 +577,96 @@ static int cmd_capacity(const ctl_config *cfg, char **args, int n)
 	return 0;
 }
 
+/* ---- services ----------------------------------------------------------------------------------------- */
+
+/* The strings fmt makes of each element of arr, joined with ","; "<none>" for none. */
+static char *joined(json_t *arr, void (*fmt)(cm_buf *b, const char *key, json_t *v))
+{
+	cm_buf b;
+	cm_buf_init(&b);
+	const char *k = NULL;
+	json_t *v;
+	size_t i;
+	if (json_is_object(arr)) {
+		json_object_foreach(arr, k, v)
+		{
+			cm_buf_puts(&b, b.len ? "," : "");
+			fmt(&b, k, v);
+		}
+	}
+	json_array_foreach(arr, i, v)
+	{
+		cm_buf_puts(&b, b.len ? "," : "");
+		fmt(&b, NULL, v);
+	}
+	char *c = cell(b.len ? (char *)b.data : "<none>");
+	cm_buf_close(&b);
+	return c;
+}
+
+static void fmt_ip(cm_buf *b, const char *k, json_t *v)
+{
+	(void)k;
+	cm_buf_puts(b, json_is_string(v) ? json_string_value(v) : "");
+}
+
+static void fmt_port(cm_buf *b, const char *k, json_t *p)
+{
+	const char *name = json_string_value(json_object_get(p, "name"));
+	(void)k;
+	cm_buf_printf(b, "%s%s%lld/%s", name && *name ? name : "", name && *name ? ":" : "",
+	              (long long)json_integer_value(json_object_get(p, "port")),
+	              json_string_value(json_object_get(p, "protocol")) ? json_string_value(json_object_get(p, "protocol"))
+	                                                                  : "TCP");
+}
+
+static void fmt_label(cm_buf *b, const char *k, json_t *v)
+{
+	cm_buf_printf(b, "%s=%s", k, json_is_string(v) ? json_string_value(v) : "");
+}
+
+static void fmt_endpoint(cm_buf *b, const char *k, json_t *e)
+{
+	const char *ip = json_string_value(json_object_get(e, "ip"));
+	(void)k;
+	cm_buf_printf(b, "%s%s", ip ? ip : "", json_is_false(json_object_get(e, "ready")) ? "(not ready)" : "");
+}
+
+/* corralctl services [--namespace NS]: one row per service of the registry, as DNS sees it. */
+static int cmd_services(const ctl_config *cfg)
+{
+	cm_buf q;
+	cm_buf_init(&q);
+	if (cfg->namespace_)
+		add_arg(&q, "namespace", cfg->namespace_);
+	json_t *d = api_data(cfg, "/api/v1/services", q.data ? (char *)q.data : ""), *s;
+	cm_buf_close(&q);
+	if (!d)
+		return 1;
+	table t = {.head = {"NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "PORTS", "SELECTOR", "ENDPOINTS", "SOURCE"},
+	           .ncols = 8};
+	size_t i;
+	char **row;
+	json_array_foreach(d, i, s)
+	{
+		const char *ext = json_string_value(json_object_get(s, "externalName"));
+		if (table_row(&t, &row))
+			break;
+		row[0] = cell(json_string_value(json_object_get(s, "namespace")));
+		row[1] = cell(json_string_value(json_object_get(s, "name")));
+		row[2] = cell(json_string_value(json_object_get(s, "type")));
+		row[3] = ext ? cell(ext) : joined(json_object_get(s, "clusterIPs"), fmt_ip);
+		row[4] = joined(json_object_get(s, "ports"), fmt_port);
+		row[5] = joined(json_object_get(s, "selector"), fmt_label);
+		row[6] = joined(json_object_get(s, "endpoints"), fmt_endpoint);
+		row[7] = cell(json_string_value(json_object_get(s, "source")));
+	}
+	table_print(&t);
+	printf("(%zu services)\n", json_array_size(d));
+	json_decref(d);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	ctl_config cfg = {0};
@@ -606,6 +698,8 @@ int main(int argc, char **argv)
 	rc = run_prom_command(&cfg, pos, npos);
 	if (rc < 0 && npos >= 2 && !strcmp(pos[0], "capacity"))
 		rc = cmd_capacity(&cfg, pos + 1, npos - 1);
+	if (rc < 0 && npos == 1 && !strcmp(pos[0], "services"))
+		rc = cmd_services(&cfg);
 	curl_global_cleanup();
 	if (rc >= 0)
 		return rc;

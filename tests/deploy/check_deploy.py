@@ -206,6 +206,16 @@ def check_kinds(docs):
             for r in d.get("rules", []):
                 if set(r.get("verbs", [])) - {"get", "list", "watch"}:
                     fail(f"{fn}: ClusterRole {d['metadata']['name']} may only read")
+        if d.get("kind") == "ClusterRole" and d["metadata"]["name"] == "corral-aggregator":
+            check_kube_source_rbac(fn, d)
+
+
+def check_kube_source_rbac(fn, role):
+    """The aggregator lists (and may watch) Services and discovery.k8s.io/v1 EndpointSlices (ag_kube.c)."""
+    for group, res in (("", "services"), ("discovery.k8s.io", "endpointslices")):
+        if not any(group in r.get("apiGroups", []) and res in r.get("resources", []) and
+                   {"list", "watch"} <= set(r.get("verbs", [])) for r in role.get("rules", [])):
+            fail(f"{fn}: ClusterRole corral-aggregator needs list and watch on {group or 'core'}/{res}")
 
 
 def unit_exec_start(path):

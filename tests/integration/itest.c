@@ -417,6 +417,27 @@ void itest_write_file(const char *path, const char *s)
 	}
 }
 
+int itest_make_certs(const char *dir)
+{
+	static const char *const cmds[] = {
+	    "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt "
+	    "-days 2 -subj /CN=corral-test-ca",
+	    "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr "
+	    "-subj /CN=127.0.0.1",
+	    "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\n' > ext.cnf && "
+	    "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf "
+	    "-out server.crt"};
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		char full[2048];
+		snprintf(full, sizeof(full), "cd '%s' && (%s) >>openssl.out 2>&1", dir, cmds[i]);
+		if (system(full) != 0) {
+			fprintf(stderr, "command failed: %s (see %s/openssl.out)\n", cmds[i], dir);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int itest_aggregator_start(itest_proc *p, const char *logdir, const char *data_dir, const char *token_file,
 			   const char *const *extra, char *url, size_t cap)
 {

@@ -64,6 +64,10 @@ size_t itest_loki_forward(const char *url, const char *query, long long start_ns
 long itest_push(const char *url, const char *token, const void *frame, size_t len, cm_buf *reply);
 /* Writes s to path (truncating). */
 void itest_write_file(const char *path, const char *s);
+/* A CA (dir/ca.crt, dir/ca.key) and a server certificate for 127.0.0.1 and localhost signed by it
+ * (dir/server.crt, dir/server.key), made with openssl, its output in dir/openssl.out; 0, or -1 with the
+ * failed command on stderr. */
+int itest_make_certs(const char *dir);
 
 /* A subtree of real test cgroups below this process's own cgroup, seen by an agent as a whole host: v1
  * makes <name> in the cpu, cpuacct and memory hierarchies and a directory of symlinks to them (root,

@@ -10,6 +10,9 @@
  *   both IPs are in the answer; then one workload is stopped (SIGTERM: it removes its cgroup) and its IP
  *   must leave the answer within 2 intervals + slack; then a third workload and pod file are added and
  *   its IP must appear within 2 intervals + slack. The measured times are printed.
+ * After each step `corralctl services --namespace shop` must list the same endpoints for web and for a
+ * ClusterIP service (shop/api, same selector; its endpoints are listed though DNS answers its cluster IP),
+ * and the service of another namespace must not be listed.
  * Slack (250 ms): the aggregator's zone builder wakes every 100 ms (ag_dns.c), plus the build, the
  * agent's HTTP push and ingest, and this test's 25 ms dig polling. Needs root (cgroups); skips otherwise.
  */
@@ -83,6 +86,38 @@ static int64_t wait_ip(fixture *f, const char *ip, int want, int timeout_ms)
 	}
 }
 
+/* `corralctl services --namespace shop`'s row of service name: ENDPOINTS (the cell before SOURCE) holds
+ * exactly the ready ips ("a,b", in any order). */
+static void check_ctl(fixture *f, const char *name, const char *ips)
+{
+	char bin[4096], cmd[8400], want[128], cell[128], *save = NULL;
+	itest_bin(bin, sizeof(bin), "corralctl");
+	snprintf(cmd, sizeof(cmd), "'%s' --url %s --namespace shop services 2>&1", bin, f->url);
+	FILE *p = popen(cmd, "r");
+	assert_non_null(p);
+	size_t n = fread(OUT, 1, sizeof(OUT) - 1, p);
+	OUT[n] = 0;
+	assert_int_equal(pclose(p), 0);
+	printf("%s", OUT);
+	assert_null(strstr(OUT, "other"));
+	snprintf(want, sizeof(want), "\nshop       %s ", name);
+	const char *row = strstr(OUT, want), *end = row ? strstr(row, " manifest\n") : NULL, *start;
+	assert_non_null(end);
+	while (end[-1] == ' ')
+		end--;
+	for (start = end; start[-1] != ' ';)
+		start--;
+	snprintf(cell, sizeof(cell), ",%.*s,", (int)(end - start), start);
+	assert_int_equal(strlen(cell), strlen(ips) + 2);
+	snprintf(want, sizeof(want), "%s", ips);
+	for (char *ip = strtok_r(want, ",", &save); ip; ip = strtok_r(NULL, ",", &save)) {
+		char one[64];
+		snprintf(one, sizeof(one), ",%s,", ip);
+		assert_non_null(strstr(cell, one));
+	}
+	assert_non_null(strstr(row, " app=web "));
+}
+
 /* ---- workloads and pods --------------------------------------------------------------------------- */
 
 static void start_load(fixture *f, int i)
@@ -151,6 +186,8 @@ static void test_endpoints_follow_cgroups(void **state)
 	start_agent(f);
 	assert_true(wait_ip(f, "10.0.0.1", 1, 15000) >= 0);
 	assert_true(wait_ip(f, "10.0.0.2", 1, 5000) >= 0);
+	check_ctl(f, "web", "10.0.0.1,10.0.0.2");
+	check_ctl(f, "api", "10.0.0.1,10.0.0.2");
 	/* stop workload 0: corral-load removes its cgroup before it exits */
 	assert_int_equal(itest_stop(&f->w[0].p, SIGTERM, 10000), 0);
 	int64_t gone = wait_ip(f, "10.0.0.1", 0, 10000);
@@ -159,6 +196,8 @@ static void test_endpoints_follow_cgroups(void **state)
 		assert_int_not_equal(stat(f->w[0].dirs[i], &sb), 0);
 	check_within(f, gone, "removed cgroup's pod left the answer");
 	assert_true(has_ip(dig_web(f), "10.0.0.2")); /* the other pod stays */
+	check_ctl(f, "web", "10.0.0.2");
+	check_ctl(f, "api", "10.0.0.2");
 	/* a new matching pod: cgroup first, then its file */
 	start_load(f, 2);
 	write_pod(f, 2);
@@ -166,6 +205,7 @@ static void test_endpoints_follow_cgroups(void **state)
 	check_within(f, seen, "new pod appeared in the answer");
 	assert_true(has_ip(OUT, "10.0.0.2"));
 	assert_false(has_ip(OUT, "10.0.0.1"));
+	check_ctl(f, "web", "10.0.0.2,10.0.0.3");
 }
 
 static int setup(void **state)
@@ -181,7 +221,10 @@ static int setup(void **state)
 	                 "{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[{\"apiVersion\":\"v1\",\"kind\":\"Service\","
 	                 "\"metadata\":{\"name\":\"web\",\"namespace\":\"shop\"},\"spec\":{\"clusterIP\":\"None\","
 	                 "\"selector\":{\"app\":\"web\"},\"ports\":[{\"name\":\"http\",\"protocol\":\"TCP\","
-	                 "\"port\":80}]}}]}\n");
+	                 "\"port\":80}]}},{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"api\","
+	                 "\"namespace\":\"shop\"},\"spec\":{\"clusterIP\":\"10.96.0.10\",\"selector\":{\"app\":\"web\"}}},"
+	                 "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"other\",\"namespace\":"
+	                 "\"default\"},\"spec\":{\"clusterIP\":\"10.96.0.11\",\"selector\":{\"app\":\"web\"}}}]}\n");
 	f->dns_port = itest_port();
 	char data[300], listen[64];
 	snprintf(data, sizeof(data), "%s/data", f->dir);

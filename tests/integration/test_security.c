@@ -42,14 +42,6 @@ typedef struct fixture {
 
 static fixture F;
 
-static void run(const char *cmd)
-{
-	char full[2048];
-	snprintf(full, sizeof(full), "cd %s && (%s) >>openssl.out 2>&1", F.dir, cmd);
-	if (system(full) != 0)
-		fail_msg("command failed: %s (see %s/openssl.out)", cmd, F.dir);
-}
-
 static void random_token(char *out, const char *prefix)
 {
 	FILE *f = fopen("/dev/urandom", "r");
@@ -145,13 +137,8 @@ static int group_setup(void **state)
 	snprintf(F.push_file, sizeof(F.push_file), "%s/push-tokens", F.dir);
 	snprintf(F.read_file, sizeof(F.read_file), "%s/read-token", F.dir);
 	snprintf(F.data, sizeof(F.data), "%s/data", F.dir);
-	run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt "
-	    "-days 2 -subj /CN=corral-test-ca");
-	run("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr "
-	    "-subj /CN=127.0.0.1");
-	run("printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\n' > ext.cnf && "
-	    "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf "
-	    "-out server.crt");
+	if (itest_make_certs(F.dir))
+		fail_msg("cannot make the test certificates");
 	random_token(F.push, "push-");
 	random_token(F.push2, "rotated-");
 	random_token(F.bound, "bound-");

@@ -2,7 +2,9 @@
  * Services + EndpointSlices) becomes the dn_service model; the inventory hook (pods with labels, IPs,
  * ready, per node) adds matching ready pods to headless services, a pod gone from its node's report
  * leaves, and a silent node's pods are dropped after the grace period; every change moves the version
- * the DNS builder polls.
+ * the DNS builder polls. The Kubernetes API's set (ag__services_replace_kube) overrides the manifest's
+ * objects, takes its endpoints from EndpointSlices only (not the agents' pods), is replaced whole, and
+ * a bad list leaves the previous set in place.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <setjmp.h>
@@ -14,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "ag_int.h"
 
@@ -128,8 +132,72 @@ static void test_manifest_and_inventory(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+static json_t *kube_list(const char *items)
+{
+	char buf[2048];
+	snprintf(buf, sizeof(buf), "{\"kind\":\"List\",\"items\":[%s]}", items);
+	json_t *j = json_loads(buf, 0, NULL);
+	assert_non_null(j);
+	return j;
+}
+
+static void test_kube_set(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/test_dn_registry-XXXXXX", db[256], file[256];
+	assert_non_null(mkdtemp(dir));
+	snprintf(db, sizeof(db), "%s/state.db", dir);
+	snprintf(file, sizeof(file), "%s/svc.json", dir);
+	FILE *f = fopen(file, "w");
+	fputs(MANIFEST, f);
+	fclose(f);
+	ag__services *r;
+	cm_err err;
+	cm_arena a;
+	cm_arena_init(&a, 0);
+	assert_int_equal(ag__services_create(db, file, &r, &err), CM_OK);
+	cm_label db_l[] = {{"app", "db"}};
+	ag__pod pods[] = {{"prod", "db-a", "10.244.1.1", NULL, 1, db_l, 1}};
+	assert_int_equal(ag__services_set_node_pods(r, "node-1", pods, 1, 1000), CM_OK);
+	assert_int_equal(ready_eps(model_of(r, &a, "db")), 2); /* the manifest's slice + the pod */
+	/* the API's prod/db (same selector) replaces the manifest's: slices only, no pods */
+	json_t *l = kube_list("{\"kind\":\"Service\",\"metadata\":{\"name\":\"db\",\"namespace\":\"prod\"},"
+	                      "\"spec\":{\"clusterIP\":\"None\",\"selector\":{\"app\":\"db\"}}},"
+	                      "{\"kind\":\"EndpointSlice\",\"metadata\":{\"name\":\"db-k\",\"namespace\":\"prod\","
+	                      "\"labels\":{\"kubernetes.io/service-name\":\"db\"}},\"endpoints\":["
+	                      "{\"addresses\":[\"10.9.0.1\"],\"conditions\":{\"ready\":true}}]}");
+	uint64_t v0 = ag__services_version(r);
+	assert_int_equal(ag__services_replace_kube(r, l, &err), CM_OK);
+	assert_true(ag__services_version(r) > v0);
+	const dn_service *s = model_of(r, &a, "db");
+	assert_int_equal(s->nendpoints, 3); /* 10.244.0.9, 10.244.0.10 (not ready), 10.9.0.1 */
+	assert_int_equal(ready_eps(s), 2);
+	for (size_t i = 0; i < s->nendpoints; i++)
+		assert_string_not_equal(s->endpoints[i].ip, "10.244.1.1");
+	/* the same set again changes nothing; a bad list changes nothing either */
+	v0 = ag__services_version(r);
+	assert_int_equal(ag__services_replace_kube(r, l, &err), CM_OK);
+	json_decref(l);
+	l = kube_list("{\"kind\":\"Pod\",\"metadata\":{\"name\":\"x\"}}");
+	assert_int_equal(ag__services_replace_kube(r, l, &err), CM_EINVAL);
+	json_decref(l);
+	assert_int_equal(ag__services_version(r), v0);
+	assert_int_equal(model_of(r, &a, "db")->nendpoints, 3);
+	/* an empty set: the manifest's db is back, with the pod */
+	l = kube_list("");
+	assert_int_equal(ag__services_replace_kube(r, l, &err), CM_OK);
+	json_decref(l);
+	assert_int_equal(ready_eps(model_of(r, &a, "db")), 2);
+	cm_arena_close(&a);
+	ag__services_destroy(r);
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
-	const struct CMUnitTest tests[] = {cmocka_unit_test(test_manifest_and_inventory)};
+	const struct CMUnitTest tests[] = {cmocka_unit_test(test_manifest_and_inventory),
+	                                   cmocka_unit_test(test_kube_set)};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
