@@ -25,6 +25,7 @@ typedef struct ag_config {
 	const char *services;       /* Service/EndpointSlice manifest file or directory, reloaded on change */
 	long dns_threads;           /* UDP serving threads, 0 = one per CPU */
 	long dns_rrl_rate;          /* DNS responses per second per client /24 (/56), 0 = no limit */
+	cm_strlist dns_upstream;    /* --dns-upstream ADDR:PORT: forward names outside the zones (docs/dns.md) */
 	const char *loki_push;      /* forward every stored log line to this Loki push URL, NULL = no */
 	cm_strlist remote_write;    /* --remote-write URLs: every stored sample is forwarded (ag_rwsend.c) */
 	const char *remote_write_token_file; /* bearer token sent to them, NULL = none */

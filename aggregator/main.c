@@ -31,6 +31,8 @@ const cm_opt ag_opts[] = {
 	{"dns-threads", CM_OPT_INT, "0", offsetof(ag_config, dns_threads), "DNS UDP threads, 0 = one per CPU", NULL},
 	{"dns-rrl-rate", CM_OPT_INT, "0", offsetof(ag_config, dns_rrl_rate),
 	 "DNS responses per second per client /24 (/56 for IPv6), 0 = unlimited", NULL},
+	{"dns-upstream", CM_OPT_STRLIST, NULL, offsetof(ag_config, dns_upstream),
+	 "resolver ADDR:PORT for names outside the cluster zones, instead of REFUSED (repeatable or comma list)", NULL},
 	{"node-grace", CM_OPT_DURATION, "30s", offsetof(ag_config, node_grace_ms),
 	 "a node whose agent has not pushed for this long is not ready: its pods leave DNS and service endpoints",
 	 NULL},

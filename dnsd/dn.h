@@ -166,6 +166,10 @@ typedef struct dn_server_config {
 	int tcp_max_conns;  /* 0 = 512 */
 	uint32_t rrl_rate;  /* responses per second per client prefix (/24, /56), 0 = off */
 	uint32_t rrl_slip;  /* every Nth limited answer goes out truncated (TC), 0 = never */
+	const char *const *upstreams; /* ADDR:PORT (each may be a comma list): forward names outside the
+	                               * zones there instead of REFUSED; NULL = no forwarding */
+	size_t nupstreams;
+	int upstream_timeout_ms; /* SERVFAIL after this, 0 = 2000 */
 } dn_server_config;
 
 typedef struct dn_server dn_server;
