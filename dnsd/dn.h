@@ -147,7 +147,8 @@ typedef struct dn_answer_info {
 	uint16_t qtype;
 	uint8_t rcode;
 	uint8_t truncated;
-	uint8_t outside; /* the name is outside our zones (REFUSED, or forwarded when an upstream is set) */
+	uint8_t outside; /* the name is outside our zones (REFUSED), or a reverse name we have nothing for
+	                  * (NXDOMAIN): a server with an upstream forwards it instead */
 } dn_answer_info;
 
 /* Answers the query in pkt[0..len) from zone z (NULL = no snapshot yet: SERVFAIL) into out. max_udp is the

@@ -8,7 +8,8 @@
  * Decisions, in order: drop what dn_parse_query says to drop; FORMERR / NOTIMP / BADVERS from the parser;
  * class other than IN or ANY: REFUSED; AXFR/IXFR: NOTIMP; OPT or another meta type in the question:
  * FORMERR; no snapshot: SERVFAIL; a name outside the cluster domain and the reverse zones: REFUSED (and
- * info->outside, so a server with an upstream forwards it instead); an existing name with a CNAME:
+ * info->outside, so a server with an upstream forwards it instead; so too a reverse name that would be
+ * NXDOMAIN, as CoreDNS' "fallthrough in-addr.arpa ip6.arpa" does); an existing name with a CNAME:
  * the CNAME (not chased: targets are outside our data); records of the type: NOERROR with them (SRV
  * targets' addresses as additional glue, as room allows); an existing name without them: NODATA with
  * the SOA in authority; otherwise NXDOMAIN with the SOA. AA is set on every answer from our zones.
@@ -275,5 +276,6 @@ size_t dn_answer(const dn_zone *z, const uint8_t *pkt, size_t len, uint8_t *out,
 		return finish(&c, DN_RC_NOERROR, 1, 1);
 	}
 	info->rcode = (uint8_t)rc;
+	info->outside = zi > 0 && rc == DN_RC_NXDOMAIN; /* a reverse name not ours: an upstream may know it */
 	return finish(&c, rc, 1, 0);
 }

@@ -116,15 +116,17 @@ static void quiescent(worker *w)
 	atomic_store(&w->seen, atomic_load(&w->s->epoch));
 }
 
-/* Hands a query for a name outside the zones to the forwarder; 0 when it took it. Otherwise the answer in
- * ans (REFUSED from dn_answer) becomes SERVFAIL for the caller to send. */
+/* Hands a query dn_answer marked outside to the forwarder; 0 when it took it. Otherwise the caller sends
+ * dn_answer's answer: a reverse name's NXDOMAIN as it is, REFUSED turned into SERVFAIL. */
 static int forward(dn__fwd *f, const uint8_t *q, size_t len, const dn__fwd_client *c, uint8_t *ans,
                    dn_answer_info *ai)
 {
 	if (!dn__fwd_submit(f, q, len, c))
 		return 0;
-	ans[3] = (uint8_t)((ans[3] & 0xF0) | DN_RC_SERVFAIL);
-	ai->rcode = DN_RC_SERVFAIL;
+	if (ai->rcode == DN_RC_REFUSED) {
+		ans[3] = (uint8_t)((ans[3] & 0xF0) | DN_RC_SERVFAIL);
+		ai->rcode = DN_RC_SERVFAIL;
+	}
 	return -1;
 }
 

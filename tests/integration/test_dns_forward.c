@@ -6,7 +6,8 @@
  * service from a manifest) on loopback ports picked here. Checked: knot's answers pass through with
  * their flags, sections and TTLs and the client's ID and question case; NXDOMAIN with knot's SOA; a TC
  * answer is retried over TCP (and a client limited to 512 bytes gets TC and retries itself); TCP clients
- * are forwarded over TCP; corral's own zone is still answered locally and not forwarded; with knot
+ * are forwarded over TCP; corral's own zone is still answered locally and not forwarded, reverse names
+ * it has nothing for go to knot (a 2.0.192.in-addr.arpa zone there); with knot
  * stopped, SERVFAIL within the 2 s timeout. (Without --dns-upstream: REFUSED, test_dns_conformance.)
  */
 /* SPDX-License-Identifier: Apache-2.0 */
@@ -82,6 +83,7 @@ static void write_knot(void)
 	              "server:\n  listen: 127.0.0.1@%d\n  rundir: %s\n  udp-max-payload: 1220\n"
 	              "database:\n  storage: %s\ntemplate:\n  - id: default\n    storage: %s\n"
 	              "zone:\n  - domain: example.org\n    file: example.org.zone\n"
+	              "  - domain: 2.0.192.in-addr.arpa\n    file: reverse.zone\n"
 	              "log:\n  - target: stderr\n    any: info\n",
 	              F->knot_port, F->dir, F->dir, F->dir);
 	snprintf(path, sizeof(path), "%s/knot.conf", F->dir);
@@ -101,6 +103,10 @@ static void write_knot(void)
 	snprintf(path, sizeof(path), "%s/example.org.zone", F->dir);
 	itest_write_file(path, (const char *)b.data);
 	cm_buf_close(&b);
+	snprintf(path, sizeof(path), "%s/reverse.zone", F->dir);
+	itest_write_file(path, "$ORIGIN 2.0.192.in-addr.arpa.\n$TTL 300\n"
+	                       "@ IN SOA ns.example.org. admin.example.org. 1 3600 600 86400 60\n@ IN NS ns.example.org.\n"
+	                       "10 IN PTR www.example.org.\n");
 }
 
 static int start_knot(void)
@@ -222,6 +228,21 @@ static void test_own_zone_stays_local(void **state)
 	assert_true(metric("corral_dns_forwarded_total") == fwd);
 }
 
+/* Reverse names we have nothing for fall through to the upstream (NXDOMAIN without one). */
+static void test_reverse_fallthrough(void **state)
+{
+	(void)state;
+	double fwd = metric("corral_dns_forwarded_total");
+	run("dig", "96.10.in-addr.arpa PTR"); /* an empty non-terminal of ours: NODATA, here */
+	expect("status: NOERROR"), expect("\nin-addr.arpa. 5 IN SOA ns.dns.cluster.local.");
+	assert_true(metric("corral_dns_forwarded_total") == fwd);
+	run("dig", "-x 192.0.2.10");
+	expect("flags: qr aa rd;"), expect("\n10.2.0.192.in-addr.arpa. 300 IN PTR www.example.org.\n");
+	run("dig", "-x 10.96.0.21"); /* knot has no zone for it */
+	expect("status: REFUSED");
+	assert_true(metric("corral_dns_forwarded_total") == fwd + 2);
+}
+
 static void test_upstream_down_servfail(void **state)
 {
 	(void)state;
@@ -249,6 +270,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_answers_pass_through), cmocka_unit_test(test_nxdomain_passes_through),
 	    cmocka_unit_test(test_truncated_retried_over_tcp), cmocka_unit_test(test_own_zone_stays_local),
+	    cmocka_unit_test(test_reverse_fallthrough),
 	    cmocka_unit_test(test_upstream_down_servfail),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -104,6 +104,7 @@ typedef struct resp {
 	size_t n;
 	size_t len;
 	int opt_size;
+	int outside; /* dn_answer_info.outside: what a server with an upstream forwards */
 } resp;
 
 static void rdata_text(const uint8_t *p, size_t len, size_t off, const rr *r, size_t rdlen, char *out, size_t cap)
@@ -196,6 +197,7 @@ static void ask(const dn_zone *z, const char *name, uint16_t type, resp *r)
 	parse_resp(a, n, r);
 	assert_int_equal(r->opt_size, 1232);
 	assert_int_equal(ai.rcode, r->rcode);
+	r->outside = ai.outside;
 }
 
 static int has(const resp *r, const char *owner, uint16_t type, const char *data)
@@ -318,8 +320,13 @@ static void test_cname_txt_negative(void **state)
 	ask(z, "1.2.3.4.in-addr.arpa", DN_T_PTR, &r);
 	assert_int_equal(r.rcode, DN_RC_NXDOMAIN);
 	assert_true(has(&r, "in-addr.arpa.", DN_T_SOA, NULL));
+	assert_true(r.outside); /* not ours: forwarded when there is an upstream */
 	ask(z, "other.svc.cluster.local", DN_T_A, &r); /* a namespace without services */
 	assert_int_equal(r.rcode, DN_RC_NXDOMAIN);
+	assert_false(r.outside);
+	ask(z, "96.10.in-addr.arpa", DN_T_PTR, &r); /* an empty non-terminal of ours: NODATA, kept */
+	assert_int_equal(r.rcode, DN_RC_NOERROR);
+	assert_false(r.outside);
 	dn_zone_destroy(z);
 }
 
@@ -335,6 +342,7 @@ static void test_case_refused_errors(void **state)
 	ask(z, "www.example.com", DN_T_A, &r);
 	assert_int_equal(r.rcode, DN_RC_REFUSED);
 	assert_false(r.flags & AA);
+	assert_true(r.outside);
 	ask(z, "xcluster.local", DN_T_A, &r); /* a suffix that is not a label boundary */
 	assert_int_equal(r.rcode, DN_RC_REFUSED);
 	ask(z, "cluster.local", DN_T_AXFR, &r);
