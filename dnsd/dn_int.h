@@ -28,7 +28,18 @@ typedef struct dn__node {
 	uint32_t hash;
 	uint32_t rr_first, rr_count; /* into z->rrs, sorted by type; count 0 = empty non-terminal */
 	uint32_t zone;               /* index of the zone (apex) this node belongs to */
+	uint32_t pre_first, pre_count; /* into z->pre: its precomputed answers */
 } dn__node;
+
+/* A precomputed answer to a query for a node's name and one type: the bytes that follow the question
+ * when the query has EDNS0, without the OPT. Every query for that name has a question of the same length,
+ * so the compression pointers in them (into the question, or into themselves) hold for any query; names
+ * taken from the question are pointers, so they come out in the query's case. */
+typedef struct dn__pre {
+	uint16_t type, len;
+	uint16_t counts[3]; /* answer, authority, additional (the OPT not counted) */
+	uint32_t off;       /* into z->pre_bytes */
+} dn__pre;
 
 #define DN__NZONES 3 /* the cluster domain, in-addr.arpa, ip6.arpa */
 
@@ -43,6 +54,9 @@ struct dn_zone {
 	uint8_t *bytes;
 	size_t nbytes;
 	uint32_t apex[DN__NZONES]; /* node index of each zone apex */
+	dn__pre *pre;
+	size_t npre;
+	uint8_t *pre_bytes;
 };
 
 uint32_t dn__name_hash(const uint8_t *lname, size_t len);
@@ -50,6 +64,9 @@ uint32_t dn__name_hash(const uint8_t *lname, size_t len);
 void dn__name_lower(uint8_t *dst, const uint8_t *src, size_t len);
 /* The node for a lowercase wire name, or NULL. */
 const dn__node *dn__zone_find(const dn_zone *z, const uint8_t *lname, size_t len);
+/* Fills z->pre: for every name without a CNAME and every type it has records of, the answer dn_answer
+ * gives, when it is complete within DN_EDNS_SIZE bytes (dn_answer.c; the last step of dn_zone_build). */
+int dn__precompute(dn_zone *z);
 
 /* ---- response rate limiting (dn_rrl.c): one table per serving thread, no lock ----------------------- */
 
