@@ -65,7 +65,8 @@ typedef struct pending {
 
 struct dn__fwd {
 	pthread_mutex_t mu;
-	int ep, nup, next_up;
+	int ep, nup;
+	unsigned next_up; /* the first upstream of the next query, round robin */
 	size_t max_udp;
 	int64_t share_ns; /* each upstream's share of the timeout */
 	struct sockaddr_storage up[DN__FWD_MAXUP];
@@ -216,7 +217,7 @@ int dn__fwd_submit(dn__fwd *f, const uint8_t *q, size_t len, const dn__fwd_clien
 	}
 	pending *p = &f->slots[f->freel[--f->nfree]];
 	*p = (pending){.fd = -1, .client = *c, .tcp = c->udp_fd < 0, .client_id = pq.id, .qlen = (uint16_t)len,
-	               .qname_len = pq.qname_len, .first_up = f->next_up++ % f->nup};
+	               .qname_len = pq.qname_len, .first_up = (int)(f->next_up++ % (unsigned)f->nup)};
 	size_t cap = f->max_udp < pq.edns_size ? f->max_udp : pq.edns_size;
 	p->limit = p->tcp ? 65535 : pq.has_edns ? cap : DN_UDP_MIN;
 	memcpy(p->q, q, len);

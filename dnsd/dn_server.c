@@ -368,9 +368,10 @@ static void tcp_reply(void *ctx, uint64_t id, const uint8_t *ans, size_t n)
 		conn *c = t->conns[i];
 		if (c->id != id || c->fd < 0)
 			continue;
-		uint8_t len[2] = {(uint8_t)(n >> 8), (uint8_t)n};
+		t->ans[0] = (uint8_t)(n >> 8), t->ans[1] = (uint8_t)n; /* one send: no Nagle wait between */
+		memcpy(t->ans + 2, ans, n);
 		struct epoll_event e = {.events = EPOLLOUT, .data.ptr = c};
-		if (conn_send(c, len, 2) || conn_send(c, ans, n) || (c->out && epoll_ctl(t->ep, EPOLL_CTL_MOD, c->fd, &e)))
+		if (conn_send(c, t->ans, n + 2) || (c->out && epoll_ctl(t->ep, EPOLL_CTL_MOD, c->fd, &e)))
 			conn_fail(c);
 		return;
 	}
