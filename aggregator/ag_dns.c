@@ -6,7 +6,7 @@
  * the registry into dnsd's model (ag__services_model), builds an immutable zone and publishes it
  * (dn_server_publish swaps it in atomically). So a change is served within about 100 ms plus the build.
  * The default listen address is best effort (a warning when taken); an explicit --dns-listen that
- * cannot bind is fatal; "off" disables DNS.
+ * cannot bind is fatal; "off" disables DNS. --dns-upstream makes dnsd forward names outside the zones.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <netinet/in.h>
@@ -81,14 +81,17 @@ static int start_server(ag__dns *d, const ag_config *cfg, cm_err *err)
 	dn_server_config sc = {.listen = listen,
 	                       .udp_threads = (int)cfg->dns_threads,
 	                       .rrl_rate = (uint32_t)cfg->dns_rrl_rate,
-	                       .rrl_slip = 2};
+	                       .rrl_slip = 2,
+	                       .upstreams = cfg->dns_upstream.v,
+	                       .nupstreams = cfg->dns_upstream.n};
 	int rc = dn_server_start(&sc, &d->srv, err);
 	if (rc && !cfg->dns_listen) {
 		CM_LOG(CM_LOG_WARN, "dns", "%s; DNS is off (pass --dns-listen to make this fatal)", err->msg);
 		return CM_OK;
 	}
 	if (!rc)
-		CM_LOG(CM_LOG_INFO, "dns", "dns on %s (udp+tcp), zone %s", listen, d->domain);
+		CM_LOG(CM_LOG_INFO, "dns", "dns on %s (udp+tcp), zone %s%s", listen, d->domain,
+		       cfg->dns_upstream.n ? ", other names forwarded upstream" : "");
 	return rc;
 }
 

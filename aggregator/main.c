@@ -40,6 +40,8 @@ const cm_opt ag_opts[] = {
 	 offsetof(ag_config, kube_ca_file), "CA bundle (PEM) of an https --kube-api", NULL},
 	{"kube-retry", CM_OPT_DURATION, "5s", offsetof(ag_config, kube_retry_ms),
 	 "wait after a failed list or watch of --kube-api before trying again", NULL},
+	{"dns-upstream", CM_OPT_STRLIST, NULL, offsetof(ag_config, dns_upstream),
+	 "resolver ADDR:PORT for names outside the cluster zones, instead of REFUSED (repeatable or comma list)", NULL},
 	{"node-grace", CM_OPT_DURATION, "30s", offsetof(ag_config, node_grace_ms),
 	 "a node whose agent has not pushed for this long is not ready: its pods leave DNS and service endpoints",
 	 NULL},

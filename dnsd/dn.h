@@ -147,7 +147,8 @@ typedef struct dn_answer_info {
 	uint16_t qtype;
 	uint8_t rcode;
 	uint8_t truncated;
-	uint8_t outside; /* the name is outside our zones (REFUSED, or forwarded when an upstream is set) */
+	uint8_t outside; /* the name is outside our zones (REFUSED), or a reverse name we have nothing for
+	                  * (NXDOMAIN): a server with an upstream forwards it instead */
 } dn_answer_info;
 
 /* Answers the query in pkt[0..len) from zone z (NULL = no snapshot yet: SERVFAIL) into out. max_udp is the
@@ -166,6 +167,10 @@ typedef struct dn_server_config {
 	int tcp_max_conns;  /* 0 = 512 */
 	uint32_t rrl_rate;  /* responses per second per client prefix (/24, /56), 0 = off */
 	uint32_t rrl_slip;  /* every Nth limited answer goes out truncated (TC), 0 = never */
+	const char *const *upstreams; /* ADDR:PORT (each may be a comma list): forward names outside the
+	                               * zones there instead of REFUSED; NULL = no forwarding */
+	size_t nupstreams;
+	int upstream_timeout_ms; /* SERVFAIL after this, 0 = 2000 */
 } dn_server_config;
 
 typedef struct dn_server dn_server;

@@ -8,7 +8,8 @@
  * Decisions, in order: drop what dn_parse_query says to drop; FORMERR / NOTIMP / BADVERS from the parser;
  * class other than IN or ANY: REFUSED; AXFR/IXFR: NOTIMP; OPT or another meta type in the question:
  * FORMERR; no snapshot: SERVFAIL; a name outside the cluster domain and the reverse zones: REFUSED (and
- * info->outside, so a server with an upstream forwards it instead); an existing name with a CNAME:
+ * info->outside, so a server with an upstream forwards it instead; so too a reverse name that would be
+ * NXDOMAIN, as CoreDNS' "fallthrough in-addr.arpa ip6.arpa" does); an existing name with a CNAME:
  * the CNAME (not chased: targets are outside our data); records of the type: NOERROR with them (SRV
  * targets' addresses as additional glue, as room allows); an existing name without them: NODATA with
  * the SOA in authority; otherwise NXDOMAIN with the SOA. AA is set on every answer from our zones.
@@ -17,6 +18,7 @@
  * question only, with TC set; glue that does not fit is left out without TC (RFC 2181 9).
  */
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <stdlib.h>
 #include <string.h>
 
 #include "dn_int.h"
@@ -135,11 +137,11 @@ static void write_glue(actx *c)
 	}
 }
 
-/* Authoritative answer for a name in zone index zi; returns the rcode. */
-static int answer_zone(actx *c, const uint8_t *lname, size_t len, int zi)
+/* Authoritative answer for a name in zone index zi (n: its node, NULL when it does not exist); returns the
+ * rcode. */
+static int answer_zone(actx *c, const dn__node *n, int zi)
 {
 	const dn_query *q = c->q;
-	const dn__node *n = dn__zone_find(c->z, lname, len);
 	if (n && n->rr_count && q->qtype != DN_T_CNAME && has_type(c->z, n, DN_T_CNAME))
 		return write_rrset(c, n, DN_T_CNAME, 0, q->qname, q->qname_len) ? -1 : DN_RC_NOERROR;
 	if (n && has_type(c->z, n, q->qtype)) {
@@ -229,6 +231,25 @@ static size_t finish(actx *c, int rcode, int aa, int tc)
 	return c->e.len;
 }
 
+/* The node's precomputed answer to the query when it has one that fits: question as the client sent it,
+ * the stored bytes, the OPT; 0 otherwise (the caller encodes the answer). */
+static size_t answer_pre(actx *c, const dn__node *n, size_t cap, size_t limit)
+{
+	size_t opt = c->q->has_edns ? OPT_LEN : 0;
+	for (uint32_t i = 0; i < n->pre_count; i++) {
+		const dn__pre *p = &c->z->pre[n->pre_first + i];
+		if (p->type != c->q->qtype)
+			continue;
+		if (c->e.len + p->len + opt > (limit < cap ? limit : cap))
+			return 0;
+		memcpy(c->e.buf + c->e.len, c->z->pre_bytes + p->off, p->len);
+		c->e.len += p->len;
+		memcpy(c->counts, p->counts, sizeof(c->counts));
+		return finish(c, DN_RC_NOERROR, 1, 0);
+	}
+	return 0;
+}
+
 static int precheck(const dn_zone *z, const dn_query *q)
 {
 	if (q->qclass != DN_C_IN && q->qclass != DN_C_ANY)
@@ -265,8 +286,14 @@ size_t dn_answer(const dn_zone *z, const uint8_t *pkt, size_t len, uint8_t *out,
 		info->outside = 1, info->rcode = DN_RC_REFUSED;
 		return finish(&c, DN_RC_REFUSED, 0, 0);
 	}
+	const dn__node *n = dn__zone_find(z, lname, q.qname_len);
+	size_t pre = n ? answer_pre(&c, n, cap, limit_for(&q, max_udp, tcp)) : 0;
+	if (pre) {
+		info->rcode = DN_RC_NOERROR;
+		return pre;
+	}
 	size_t qend = c.e.len;
-	rc = answer_zone(&c, lname, q.qname_len, zi);
+	rc = answer_zone(&c, n, zi);
 	if (rc < 0) { /* answer or authority did not fit: question only, TC */
 		c.e.len = qend;
 		memset(c.counts, 0, sizeof(c.counts));
@@ -275,5 +302,67 @@ size_t dn_answer(const dn_zone *z, const uint8_t *pkt, size_t len, uint8_t *out,
 		return finish(&c, DN_RC_NOERROR, 1, 1);
 	}
 	info->rcode = (uint8_t)rc;
+	info->outside = zi > 0 && rc == DN_RC_NXDOMAIN; /* a reverse name not ours: an upstream may know it */
 	return finish(&c, rc, 1, 0);
+}
+
+/* ---- precomputed answers (at build time) ------------------------------------------------------------ */
+
+/* A query for the node's name and type t with EDNS0 (1232 bytes), as a client sends it; returns its length. */
+static size_t synth_query(const dn_zone *z, const dn__node *n, uint16_t t, uint8_t *q)
+{
+	const uint8_t tail[4 + OPT_LEN] = {(uint8_t)(t >> 8), (uint8_t)t, 0, DN_C_IN, 0, 0, DN_T_OPT,
+	                                   DN_EDNS_SIZE >> 8, DN_EDNS_SIZE & 0xFF, 0, 0, 0, 0, 0, 0};
+	memset(q, 0, 12);
+	q[5] = 1, q[11] = 1; /* QDCOUNT, ARCOUNT (the OPT) */
+	memcpy(q + 12, z->bytes + n->name, n->name_len);
+	memcpy(q + 12 + n->name_len, tail, sizeof(tail));
+	return 12u + n->name_len + sizeof(tail);
+}
+
+/* Answers the query for (n, t) with nothing left out (TCP limits) and keeps it when it is positive and
+ * fits DN_EDNS_SIZE; 1 when kept. */
+static int pre_one(dn_zone *z, const dn__node *n, uint16_t t, uint8_t *a, size_t cap, cm_buf *bytes)
+{
+	uint8_t q[12 + DN_NAME_MAX + 4 + OPT_LEN];
+	dn_answer_info ai;
+	size_t len = dn_answer(z, q, synth_query(z, n, t, q), a, cap, 0, 1, &ai);
+	size_t qend = 12u + n->name_len + 4;
+	if (!len || ai.rcode != DN_RC_NOERROR || ai.truncated || len > DN_EDNS_SIZE || !(a[6] | a[7]))
+		return 0;
+	dn__pre *p = &z->pre[z->npre];
+	*p = (dn__pre){.type = t, .len = (uint16_t)(len - qend - OPT_LEN), .off = (uint32_t)bytes->len};
+	for (int s = 0; s < 3; s++)
+		p->counts[s] = (uint16_t)(a[6 + 2 * s] << 8 | a[7 + 2 * s]);
+	p->counts[2]--; /* the OPT */
+	return cm_buf_append(bytes, a + qend, p->len) ? CM_ENOMEM : 1;
+}
+
+int dn__precompute(dn_zone *z)
+{
+	cm_buf bytes;
+	cm_buf_init(&bytes);
+	size_t cap = 65535;
+	uint8_t *a = malloc(cap);
+	z->pre = calloc(z->nrrs ? z->nrrs : 1, sizeof(*z->pre)); /* at most one per record */
+	int rc = a && z->pre ? CM_OK : CM_ENOMEM;
+	for (size_t i = 0; i < z->nnodes && !rc; i++) {
+		dn__node *n = &z->nodes[i];
+		n->pre_first = (uint32_t)z->npre;
+		if (has_type(z, n, DN_T_CNAME))
+			continue; /* any type gets the CNAME: the encoding path has the rule */
+		for (uint32_t r = 0; r < n->rr_count && !rc; r++) {
+			uint16_t t = z->rrs[n->rr_first + r].type;
+			if (r && t == z->rrs[n->rr_first + r - 1].type)
+				continue;
+			int kept = pre_one(z, n, t, a, cap, &bytes);
+			rc = kept < 0 ? kept : CM_OK;
+			z->npre += kept > 0;
+		}
+		n->pre_count = (uint32_t)z->npre - n->pre_first; /* from here on, queries for n use them */
+	}
+	free(a);
+	size_t nbytes;
+	z->pre_bytes = cm_buf_take(&bytes, &nbytes);
+	return rc;
 }

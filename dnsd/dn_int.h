@@ -9,6 +9,7 @@
 #define DN_INT_H
 
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "dn.h"
 
@@ -27,7 +28,18 @@ typedef struct dn__node {
 	uint32_t hash;
 	uint32_t rr_first, rr_count; /* into z->rrs, sorted by type; count 0 = empty non-terminal */
 	uint32_t zone;               /* index of the zone (apex) this node belongs to */
+	uint32_t pre_first, pre_count; /* into z->pre: its precomputed answers */
 } dn__node;
+
+/* A precomputed answer to a query for a node's name and one type: the bytes that follow the question
+ * when the query has EDNS0, without the OPT. Every query for that name has a question of the same length,
+ * so the compression pointers in them (into the question, or into themselves) hold for any query; names
+ * taken from the question are pointers, so they come out in the query's case. */
+typedef struct dn__pre {
+	uint16_t type, len;
+	uint16_t counts[3]; /* answer, authority, additional (the OPT not counted) */
+	uint32_t off;       /* into z->pre_bytes */
+} dn__pre;
 
 #define DN__NZONES 3 /* the cluster domain, in-addr.arpa, ip6.arpa */
 
@@ -42,6 +54,9 @@ struct dn_zone {
 	uint8_t *bytes;
 	size_t nbytes;
 	uint32_t apex[DN__NZONES]; /* node index of each zone apex */
+	dn__pre *pre;
+	size_t npre;
+	uint8_t *pre_bytes;
 };
 
 uint32_t dn__name_hash(const uint8_t *lname, size_t len);
@@ -49,6 +64,9 @@ uint32_t dn__name_hash(const uint8_t *lname, size_t len);
 void dn__name_lower(uint8_t *dst, const uint8_t *src, size_t len);
 /* The node for a lowercase wire name, or NULL. */
 const dn__node *dn__zone_find(const dn_zone *z, const uint8_t *lname, size_t len);
+/* Fills z->pre: for every name without a CNAME and every type it has records of, the answer dn_answer
+ * gives, when it is complete within DN_EDNS_SIZE bytes (dn_answer.c; the last step of dn_zone_build). */
+int dn__precompute(dn_zone *z);
 
 /* ---- response rate limiting (dn_rrl.c): one table per serving thread, no lock ----------------------- */
 
@@ -66,10 +84,39 @@ typedef struct dn__rrl {
 } dn__rrl;
 
 enum { DN__RRL_PASS, DN__RRL_DROP, DN__RRL_SLIP };
-struct sockaddr;
 /* Charges one response to the client's prefix (/24 for IPv4, /56 for IPv6). */
 int dn__rrl_check(dn__rrl *r, const struct sockaddr *sa, int64_t now_ns);
 /* A truncated (TC) version of the answer in buf, in place; returns its length. */
 size_t dn__truncate(uint8_t *buf, size_t len);
+
+/* ---- forwarding to upstreams (dn_forward.c): any serving thread submits, the TCP thread runs it ------ */
+
+#define DN__FWD_MAXUP 8
+typedef struct dn__fwd dn__fwd;
+
+/* Where a forwarded answer goes: sendto on udp_fd, or (udp_fd < 0) the server's TCP connection conn. */
+typedef struct dn__fwd_client {
+	int udp_fd;
+	socklen_t alen;
+	struct sockaddr_storage addr;
+	uint64_t conn;
+} dn__fwd_client;
+
+/* Delivers an answer (ID and question already the client's) to TCP connection conn; on the TCP thread. */
+typedef void (*dn__fwd_reply_fn)(void *ctx, uint64_t conn, const uint8_t *ans, size_t n);
+
+/* ups: ADDR:PORT strings, each possibly a comma list. timeout_ms 0 = 2000; max_udp caps UDP answers. */
+int dn__fwd_create(const char *const *ups, size_t n, int timeout_ms, size_t max_udp, dn__fwd **out, cm_err *err);
+void dn__fwd_destroy(dn__fwd *f);
+/* Sends the query (one dn_answer found outside the zones) upstream. CM_AGAIN when too many are in flight,
+ * CM_EPROTO when it cannot be forwarded: the caller answers SERVFAIL. */
+int dn__fwd_submit(dn__fwd *f, const uint8_t *q, size_t len, const dn__fwd_client *c);
+/* An epoll descriptor, readable when dn__fwd_run has upstream traffic to handle. */
+int dn__fwd_fd(const dn__fwd *f);
+/* Handles upstream answers and TCP attempts, and expires timeouts, answering TCP clients through reply;
+ * on the TCP thread, at least every 100 ms. Every answer to a client is sent from here. */
+void dn__fwd_run(dn__fwd *f, dn__fwd_reply_fn reply, void *ctx);
+/* corral_dns_forward* counters in Prometheus text; nothing when f is NULL. */
+int dn__fwd_metrics(dn__fwd *f, cm_buf *b);
 
 #endif

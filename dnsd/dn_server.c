@@ -9,6 +9,8 @@
  * thread has seen an epoch at or past the one it was retired at (QSBR; threads wake at least every
  * 100 ms, so a retired zone lives at most about that long after the swap). The query path takes no lock
  * and allocates nothing; counters are per thread (single writer, relaxed atomics) and summed when read.
+ * With upstreams configured, a query dn_answer finds outside our zones is handed to the forwarder
+ * (dn_forward.c) instead of being answered REFUSED; the TCP thread also runs the forwarder's event loop.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <fcntl.h>
@@ -72,7 +74,8 @@ struct dn_server {
 	_Atomic int64_t published_ms;
 	atomic_uint_fast64_t generation;
 	retired *retired;
-	worker *w; /* nudp UDP workers, then the TCP one */
+	dn__fwd *fwd; /* NULL without upstreams */
+	worker *w;    /* nudp UDP workers, then the TCP one */
 	int nudp;
 };
 
@@ -113,6 +116,20 @@ static void quiescent(worker *w)
 	atomic_store(&w->seen, atomic_load(&w->s->epoch));
 }
 
+/* Hands a query dn_answer marked outside to the forwarder; 0 when it took it. Otherwise the caller sends
+ * dn_answer's answer: a reverse name's NXDOMAIN as it is, REFUSED turned into SERVFAIL. */
+static int forward(dn__fwd *f, const uint8_t *q, size_t len, const dn__fwd_client *c, uint8_t *ans,
+                   dn_answer_info *ai)
+{
+	if (!dn__fwd_submit(f, q, len, c))
+		return 0;
+	if (ai->rcode == DN_RC_REFUSED) {
+		ans[3] = (uint8_t)((ans[3] & 0xF0) | DN_RC_SERVFAIL);
+		ai->rcode = DN_RC_SERVFAIL;
+	}
+	return -1;
+}
+
 /* ---- UDP -------------------------------------------------------------------------------------------- */
 
 typedef struct udp_bufs {
@@ -140,6 +157,11 @@ static int udp_one(worker *w, udp_bufs *u, const dn_zone *z, int i, int m, int64
 	if (!n) {
 		bump(&w->c.dropped);
 		return 0;
+	}
+	if (ai.outside && w->s->fwd) {
+		dn__fwd_client c = {.udp_fd = w->fd, .alen = u->in[i].msg_hdr.msg_namelen, .addr = u->from[i]};
+		if (!forward(w->s->fwd, u->q[i], u->in[i].msg_len, &c, u->a[m], &ai))
+			return 0;
 	}
 	int v = dn__rrl_check(w->rrl, (struct sockaddr *)&u->from[i], t1);
 	if (v == DN__RRL_DROP) {
@@ -193,6 +215,7 @@ static void *udp_main(void *arg)
 
 typedef struct conn {
 	int fd;
+	uint64_t id; /* forwarded answers find their connection by it */
 	int64_t last_ns;
 	size_t inlen;
 	uint8_t in[2 + TCP_IN];
@@ -202,6 +225,7 @@ typedef struct conn {
 
 typedef struct tcp_state {
 	int ep, lfd, nconns;
+	uint64_t next_id;
 	conn **conns;
 	uint8_t ans[2 + 65535];
 } tcp_state;
@@ -228,18 +252,23 @@ static int conn_flush(conn *c)
 	return 0;
 }
 
+/* Sends or queues (behind what is pending) an answer. */
 static int conn_send(conn *c, const uint8_t *p, size_t n)
 {
-	ssize_t r = send(c->fd, p, n, MSG_NOSIGNAL);
-	if (r < 0 && errno != EAGAIN)
+	size_t done = 0;
+	if (!c->out) {
+		ssize_t r = send(c->fd, p, n, MSG_NOSIGNAL);
+		if (r < 0 && errno != EAGAIN)
+			return -1;
+		done = r < 0 ? 0 : (size_t)r;
+		if (done == n)
+			return 0;
+	}
+	uint8_t *o = realloc(c->out, c->outlen + n - done);
+	if (!o)
 		return -1;
-	size_t done = r < 0 ? 0 : (size_t)r;
-	if (done == n)
-		return 0;
-	if (!(c->out = malloc(n - done)))
-		return -1;
-	memcpy(c->out, p + done, n - done);
-	c->outlen = n - done, c->outoff = 0;
+	memcpy(o + c->outlen, p + done, n - done);
+	c->out = o, c->outlen += n - done;
 	return 0;
 }
 
@@ -255,12 +284,16 @@ static int conn_serve(worker *w, tcp_state *t, conn *c)
 			break;
 		int64_t t0 = mono_ns();
 		dn_answer_info ai;
-		size_t n = dn_answer(atomic_load(&w->s->zone), c->in + off + 2, qlen, t->ans + 2, 65535, 0, 1, &ai);
+		const uint8_t *q = c->in + off + 2;
+		size_t n = dn_answer(atomic_load(&w->s->zone), q, qlen, t->ans + 2, 65535, 0, 1, &ai);
 		off += 2 + qlen;
 		if (!n) {
 			bump(&w->c.dropped);
 			continue;
 		}
+		dn__fwd_client fc = {.udp_fd = -1, .conn = c->id};
+		if (ai.outside && w->s->fwd && !forward(w->s->fwd, q, qlen, &fc, t->ans + 2, &ai))
+			continue;
 		t->ans[0] = (uint8_t)(n >> 8), t->ans[1] = (uint8_t)n;
 		count(w, &ai, mono_ns() - t0);
 		bump(&w->c.tcp_queries);
@@ -306,7 +339,7 @@ static void tcp_accept(worker *w, tcp_state *t)
 			close(fd);
 			continue;
 		}
-		c->fd = fd, c->last_ns = mono_ns();
+		c->fd = fd, c->last_ns = mono_ns(), c->id = ++t->next_id;
 		t->conns[t->nconns++] = c;
 		bump(&w->c.tcp_conns);
 	}
@@ -320,6 +353,30 @@ static void tcp_sweep(tcp_state *t, int64_t idle_ns)
 			conn_close(t, i);
 }
 
+static void conn_fail(conn *c)
+{
+	close(c->fd);
+	c->fd = -1; /* freed by the sweep, after this batch of events */
+	c->last_ns = 0;
+}
+
+/* The forwarder's answer for a TCP client: to its connection if it is still open. */
+static void tcp_reply(void *ctx, uint64_t id, const uint8_t *ans, size_t n)
+{
+	tcp_state *t = ctx;
+	for (int i = 0; i < t->nconns; i++) {
+		conn *c = t->conns[i];
+		if (c->id != id || c->fd < 0)
+			continue;
+		t->ans[0] = (uint8_t)(n >> 8), t->ans[1] = (uint8_t)n; /* one send: no Nagle wait between */
+		memcpy(t->ans + 2, ans, n);
+		struct epoll_event e = {.events = EPOLLOUT, .data.ptr = c};
+		if (conn_send(c, t->ans, n + 2) || (c->out && epoll_ctl(t->ep, EPOLL_CTL_MOD, c->fd, &e)))
+			conn_fail(c);
+		return;
+	}
+}
+
 static void tcp_loop(worker *w, tcp_state *t)
 {
 	struct epoll_event ev[64];
@@ -329,14 +386,13 @@ static void tcp_loop(worker *w, tcp_state *t)
 		int n = epoll_wait(t->ep, ev, 64, 100);
 		for (int i = 0; i < n; i++) {
 			conn *c = ev[i].data.ptr;
-			if (!c) {
+			if (!c)
 				tcp_accept(w, t);
-			} else if (conn_event(w, t, c, ev[i].events)) {
-				close(c->fd);
-				c->fd = -1; /* freed by the sweep, after this batch of events */
-				c->last_ns = 0;
-			}
+			else if ((void *)c != w->s->fwd && conn_event(w, t, c, ev[i].events))
+				conn_fail(c);
 		}
+		if (w->s->fwd)
+			dn__fwd_run(w->s->fwd, tcp_reply, t);
 		tcp_sweep(t, idle_ns);
 	}
 	for (int i = t->nconns - 1; i >= 0; i--)
@@ -352,7 +408,9 @@ static void *tcp_main(void *arg)
 	if (t && t->conns && (t->ep = epoll_create1(EPOLL_CLOEXEC)) >= 0) {
 		t->lfd = w->fd;
 		struct epoll_event e = {.events = EPOLLIN, .data.ptr = NULL};
-		if (!epoll_ctl(t->ep, EPOLL_CTL_ADD, t->lfd, &e))
+		struct epoll_event fe = {.events = EPOLLIN, .data.ptr = w->s->fwd};
+		if (!epoll_ctl(t->ep, EPOLL_CTL_ADD, t->lfd, &e) &&
+		    (!w->s->fwd || !epoll_ctl(t->ep, EPOLL_CTL_ADD, dn__fwd_fd(w->s->fwd), &fe)))
 			tcp_loop(w, t);
 		close(t->ep);
 	}
@@ -464,6 +522,9 @@ int dn_server_start(const dn_server_config *cfg, dn_server **out, cm_err *err)
 			s->w[i].fd = -1;
 		rc = s->w ? open_all(s, err) : cm_errf(err, CM_ENOMEM, "out of memory");
 	}
+	if (!rc && cfg->nupstreams)
+		rc = dn__fwd_create(cfg->upstreams, cfg->nupstreams, cfg->upstream_timeout_ms, s->cfg.max_udp, &s->fwd,
+		                    err);
 	rc = rc ? rc : start_threads(s, err);
 	if (rc)
 		goto fail;
@@ -534,6 +595,7 @@ void dn_server_stop(dn_server *s)
 			close(s->w[i].fd);
 		free(s->w[i].rrl);
 	}
+	dn__fwd_destroy(s->fwd);
 	reclaim(s, 1);
 	dn_zone_destroy(atomic_load(&s->zone));
 	free(s->w);
@@ -603,6 +665,7 @@ int dn_server_metrics(dn_server *s, cm_buf *b)
 	rc = rc ? rc : counter(b, "corral_dns_truncated_total", "Answers sent with TC set.", SUM(truncated));
 	rc = rc ? rc : counter(b, "corral_dns_tcp_queries_total", "Queries answered over TCP.", SUM(tcp_queries));
 	rc = rc ? rc : counter(b, "corral_dns_tcp_connections_total", "TCP connections accepted.", SUM(tcp_conns));
+	rc = rc ? rc : dn__fwd_metrics(s->fwd, b);
 	rc = rc ? rc
 	        : counter(b, "corral_dns_zone_generation", "Zone snapshots published.", atomic_load(&s->generation));
 	int64_t pub = atomic_load(&s->published_ms);

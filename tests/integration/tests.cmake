@@ -18,6 +18,8 @@ corral_test(test_agent_cgroups SOURCES integration/test_agent_cgroups.c LIBS ite
 add_dependencies(test_agent_cgroups corral-agent)
 corral_test(test_dns_rrl SOURCES integration/test_dns_rrl.c LIBS itest LABELS integration)
 add_dependencies(test_dns_rrl corral-aggregator)
+corral_test(test_dns_forward SOURCES integration/test_dns_forward.c LIBS itest LABELS integration)
+add_dependencies(test_dns_forward corral-aggregator)
 corral_test(test_logs_loki SOURCES integration/test_logs_loki.c LIBS itest PkgConfig::SNAPPY LABELS integration)
 add_dependencies(test_logs_loki corral-aggregator)
 corral_test(test_agent_inventory SOURCES integration/test_agent_inventory.c LIBS itest LABELS integration)

@@ -1,6 +1,7 @@
 /* test_dn_answer.c -- dnsd/dn_zone.c + dn_answer.c: every row of the Kubernetes DNS schema 1.1.0 answered
  * from a snapshot built from a small model, plus NXDOMAIN vs NODATA, SOA in negative answers, case,
- * REFUSED, NOTIMP, FORMERR, EDNS sizes and truncation.
+ * REFUSED, NOTIMP, FORMERR, EDNS sizes and truncation; and that every precomputed answer is byte for byte
+ * what encoding the query gives (dn_int.h: the test turns a node's precomputed answers off and back on).
  *
  * Answers are decoded by a small reader here (sections, flags, TTLs, rdata as text) and compared with
  * what the schema says.
@@ -15,7 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "dn.h"
+#include "dn_int.h"
 
 /* ---- the model --------------------------------------------------------------------------------------- */
 
@@ -104,6 +105,7 @@ typedef struct resp {
 	size_t n;
 	size_t len;
 	int opt_size;
+	int outside; /* dn_answer_info.outside: what a server with an upstream forwards */
 } resp;
 
 static void rdata_text(const uint8_t *p, size_t len, size_t off, const rr *r, size_t rdlen, char *out, size_t cap)
@@ -196,6 +198,7 @@ static void ask(const dn_zone *z, const char *name, uint16_t type, resp *r)
 	parse_resp(a, n, r);
 	assert_int_equal(r->opt_size, 1232);
 	assert_int_equal(ai.rcode, r->rcode);
+	r->outside = ai.outside;
 }
 
 static int has(const resp *r, const char *owner, uint16_t type, const char *data)
@@ -318,8 +321,13 @@ static void test_cname_txt_negative(void **state)
 	ask(z, "1.2.3.4.in-addr.arpa", DN_T_PTR, &r);
 	assert_int_equal(r.rcode, DN_RC_NXDOMAIN);
 	assert_true(has(&r, "in-addr.arpa.", DN_T_SOA, NULL));
+	assert_true(r.outside); /* not ours: forwarded when there is an upstream */
 	ask(z, "other.svc.cluster.local", DN_T_A, &r); /* a namespace without services */
 	assert_int_equal(r.rcode, DN_RC_NXDOMAIN);
+	assert_false(r.outside);
+	ask(z, "96.10.in-addr.arpa", DN_T_PTR, &r); /* an empty non-terminal of ours: NODATA, kept */
+	assert_int_equal(r.rcode, DN_RC_NOERROR);
+	assert_false(r.outside);
 	dn_zone_destroy(z);
 }
 
@@ -335,6 +343,7 @@ static void test_case_refused_errors(void **state)
 	ask(z, "www.example.com", DN_T_A, &r);
 	assert_int_equal(r.rcode, DN_RC_REFUSED);
 	assert_false(r.flags & AA);
+	assert_true(r.outside);
 	ask(z, "xcluster.local", DN_T_A, &r); /* a suffix that is not a label boundary */
 	assert_int_equal(r.rcode, DN_RC_REFUSED);
 	ask(z, "cluster.local", DN_T_AXFR, &r);
@@ -411,6 +420,43 @@ static void test_sizes_and_truncation(void **state)
 	dn_zone_destroy(z);
 }
 
+/* Every precomputed answer, asked in mixed case with EDNS 1232 and 512, without EDNS and over TCP, is
+ * the same bytes as the encoded answer (the node's precomputed answers switched off). */
+static void test_precomputed_identical(void **state)
+{
+	(void)state;
+	dn_zone *z = build(40);
+	size_t used = 0;
+	assert_true(z->npre > 20);
+	for (size_t i = 0; i < z->nnodes; i++) {
+		dn__node *n = &z->nodes[i];
+		for (uint32_t k = 0; k < n->pre_count; k++) {
+			char name[300];
+			dn_name_to_text(z->bytes + n->name, n->name_len, name, sizeof(name));
+			for (size_t j = 0; name[j]; j += 2)
+				if (name[j] >= 'a' && name[j] <= 'z')
+					name[j] = (char)(name[j] - 32);
+			const int variants[][3] = {{1, 1232, 0}, {1, 512, 0}, {0, 0, 0}, {0, 0, 1}};
+			for (size_t v = 0; v < 4; v++) {
+				uint8_t q[512], a1[4096], a2[4096];
+				size_t ql = mkquery(q, name, z->pre[n->pre_first + k].type, variants[v][0], (uint16_t)variants[v][1]);
+				dn_answer_info ai;
+				size_t l1 = dn_answer(z, q, ql, a1, sizeof(a1), 0, variants[v][2], &ai);
+				uint32_t keep = n->pre_count;
+				n->pre_count = 0;
+				size_t l2 = dn_answer(z, q, ql, a2, sizeof(a2), 0, variants[v][2], &ai);
+				n->pre_count = keep;
+				assert_true(l1 > 12);
+				assert_int_equal(l1, l2);
+				assert_memory_equal(a1, a2, l1);
+				used++;
+			}
+		}
+	}
+	assert_int_equal(used, 4 * z->npre);
+	dn_zone_destroy(z);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -419,6 +465,7 @@ int main(void)
 	    cmocka_unit_test(test_cname_txt_negative),
 	    cmocka_unit_test(test_case_refused_errors),
 	    cmocka_unit_test(test_sizes_and_truncation),
+	    cmocka_unit_test(test_precomputed_identical),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

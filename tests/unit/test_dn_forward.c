@@ -1,0 +1,199 @@
+/* test_dn_forward.c -- dnsd/dn_forward.c through a running dn_server: what it sends upstream, which
+ * upstream answers it accepts (anti-spoofing), the client's ID and question case on the way back, the
+ * timeout's SERVFAIL and the bound on queries in flight.
+ *
+ * The test plays the upstream (and the spoofer) with its own UDP socket on a loopback port, and the
+ * client with another; the server runs one UDP thread with a 300 ms upstream timeout. Knot as the real
+ * upstream is in tests/integration/test_dns_forward.c.
+ */
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "dn.h"
+
+typedef struct fix {
+	dn_server *s;
+	int up, client; /* the test's upstream and client sockets */
+	struct sockaddr_in srv;
+} fix;
+
+static int udp_socket(struct sockaddr_in *bound)
+{
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t l = sizeof(a);
+	struct timeval tv = {0, 200000};
+	assert_true(fd >= 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	getsockname(fd, (struct sockaddr *)&a, &l);
+	if (bound)
+		*bound = a;
+	return fd;
+}
+
+static int setup(void **state)
+{
+	fix *f = calloc(1, sizeof(*f));
+	struct sockaddr_in up;
+	f->up = udp_socket(&up);
+	f->client = udp_socket(NULL);
+	char upstream[64];
+	snprintf(upstream, sizeof(upstream), "127.0.0.1:%d", ntohs(up.sin_port));
+	const char *ups[] = {upstream};
+	dn_server_config cfg = {.listen = "127.0.0.1:0", .udp_threads = 1, .upstreams = ups, .nupstreams = 1,
+	                        .upstream_timeout_ms = 300};
+	cm_err err;
+	dn_zone_config zc = {.domain = "cluster.local", .ttl = 5, .serial = 1};
+	dn_zone *z;
+	if (dn_server_start(&cfg, &f->s, &err) || dn_zone_build(&zc, NULL, 0, &z, NULL, &err))
+		return -1;
+	dn_server_publish(f->s, z); /* no zone: SERVFAIL before anything is forwarded */
+	f->srv = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)dn_server_port(f->s)),
+	                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fix *f = *state;
+	dn_server_stop(f->s);
+	close(f->up);
+	close(f->client);
+	free(f);
+	return 0;
+}
+
+/* A query for name (wire form via dn_name_from_text) of type A with id; returns its length. */
+static size_t query(uint8_t *q, uint16_t id, const char *name)
+{
+	size_t nl;
+	memset(q, 0, 12);
+	q[0] = (uint8_t)(id >> 8), q[1] = (uint8_t)id, q[2] = 0x01, q[5] = 1; /* RD, QDCOUNT 1 */
+	assert_int_equal(dn_name_from_text(name, q + 12, &nl), 0);
+	memcpy(q + 12 + nl, (const uint8_t[]){0, DN_T_A, 0, DN_C_IN}, 4);
+	return 12 + nl + 4;
+}
+
+static double metric(fix *f, const char *name)
+{
+	cm_buf b;
+	cm_buf_init(&b);
+	assert_int_equal(dn_server_metrics(f->s, &b), 0);
+	cm_buf_append(&b, "", 1);
+	char key[128];
+	snprintf(key, sizeof(key), "\n%s ", name);
+	const char *p = strstr((const char *)b.data, key);
+	double v = p ? atof(p + strlen(key)) : -1;
+	cm_buf_close(&b);
+	return v;
+}
+
+static void test_answer_matching(void **state)
+{
+	fix *f = *state;
+	uint8_t q[512], fq[512], a[512], got[512];
+	size_t ql = query(q, 0x1234, "WwW.Example.ORG");
+	assert_int_equal(sendto(f->client, q, ql, 0, (struct sockaddr *)&f->srv, sizeof(f->srv)), (ssize_t)ql);
+	struct sockaddr_in from;
+	socklen_t fl = sizeof(from);
+	ssize_t n = recvfrom(f->up, fq, sizeof(fq), 0, (struct sockaddr *)&from, &fl);
+	assert_int_equal(n, (ssize_t)ql);
+	assert_memory_equal(fq + 2, q + 2, ql - 2); /* the client's query as it came, with an ID of ours */
+	/* the answer the upstream means: lowercase question, one A record */
+	size_t al = query(a, (uint16_t)(fq[0] << 8 | fq[1]), "www.example.org");
+	a[2] = 0x81, a[3] = 0x80, a[7] = 1; /* QR RD RA, ANCOUNT 1 */
+	const uint8_t rr[] = {0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 42, 0, 4, 192, 0, 2, 10};
+	memcpy(a + al, rr, sizeof(rr));
+	al += sizeof(rr);
+	uint8_t bad[4][512];
+	for (int i = 0; i < 4; i++)
+		memcpy(bad[i], a, al);
+	bad[0][1] ^= 1;                /* another ID */
+	bad[1][2] &= 0x7F;             /* not a response */
+	bad[2][27] ^= 4;               /* example.org -> example.orc: another question */
+	bad[3][ql - 3] = DN_T_AAAA;    /* another type */
+	for (int i = 0; i < 4; i++)
+		sendto(f->up, bad[i], al, 0, (struct sockaddr *)&from, fl);
+	int spoofer = udp_socket(NULL); /* the right answer from another port: the connected socket ignores it */
+	sendto(spoofer, a, al, 0, (struct sockaddr *)&from, fl);
+	close(spoofer);
+	usleep(50000);
+	sendto(f->up, a, al, 0, (struct sockaddr *)&from, fl);
+	n = recv(f->client, got, sizeof(got), 0);
+	assert_int_equal(n, (ssize_t)al);
+	assert_int_equal(got[0] << 8 | got[1], 0x1234);
+	assert_memory_equal(got + 12, q + 12, ql - 12 - 4); /* the client's case */
+	assert_memory_equal(got + ql, rr, sizeof(rr));
+	assert_true(recv(f->client, got, sizeof(got), 0) < 0); /* nothing else came through */
+	assert_true(metric(f, "corral_dns_forward_unmatched_total") == 4);
+	assert_true(metric(f, "corral_dns_forward_answers_total") == 1);
+}
+
+static void test_fresh_ids(void **state)
+{
+	fix *f = *state;
+	uint8_t q[512], fq[512];
+	int same = 0;
+	for (int i = 0; i < 4; i++) { /* the same client ID four times: the IDs sent upstream are random */
+		size_t ql = query(q, 7, "a.example.org");
+		sendto(f->client, q, ql, 0, (struct sockaddr *)&f->srv, sizeof(f->srv));
+		assert_true(recv(f->up, fq, sizeof(fq), 0) > 12);
+		same += fq[0] == 0 && fq[1] == 7;
+	}
+	assert_true(same < 4);
+	uint8_t a[512];
+	for (int i = 0; i < 4; i++) { /* unanswered: SERVFAIL after the 300 ms timeout, with the client's ID */
+		ssize_t n = -1;
+		for (int t = 0; t < 5 && n < 0; t++) /* 200 ms each */
+			n = recv(f->client, a, sizeof(a), 0);
+		assert_true(n >= 12);
+		assert_int_equal(a[0] << 8 | a[1], 7);
+		assert_int_equal(a[3] & 15, DN_RC_SERVFAIL);
+	}
+	assert_true(metric(f, "corral_dns_forward_timeouts_total") == 4);
+}
+
+static void test_in_flight_bound(void **state)
+{
+	fix *f = *state;
+	uint8_t q[512], a[512];
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	struct timeval tv = {1, 0};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	double timeouts = metric(f, "corral_dns_forward_timeouts_total");
+	for (int i = 0; i < 1100; i++) { /* nobody answers: the table (1024) fills, 76 get SERVFAIL at once */
+		size_t ql = query(q, (uint16_t)i, "b.example.org");
+		sendto(fd, q, ql, 0, (struct sockaddr *)&f->srv, sizeof(f->srv));
+	}
+	int servfail = 0;
+	while (recv(fd, a, sizeof(a), 0) >= 12) /* the rest after the timeout (some may overflow our buffer) */
+		servfail += (a[3] & 15) == DN_RC_SERVFAIL;
+	close(fd);
+	assert_true(servfail >= 1100 - 1024);
+	assert_true(metric(f, "corral_dns_forward_full_total") == 1100 - 1024);
+	assert_true(metric(f, "corral_dns_forward_timeouts_total") == timeouts + 1024);
+	assert_true(metric(f, "corral_dns_forwarded_total") == 1 + 4 + 1024);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_answer_matching),
+	    cmocka_unit_test(test_fresh_ids),
+	    cmocka_unit_test(test_in_flight_bound),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
