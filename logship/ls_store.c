@@ -89,6 +89,7 @@ typedef struct sstream {
 	int64_t head_prev, head_min, head_max;
 	uint64_t head_lsn;   /* highest WAL lsn with entries in the head */
 	uint64_t flushed_lsn;
+	int cut;             /* the next flush makes the head a block: the append in hand would overfill it */
 	struct sstream *next;
 } sstream;
 
@@ -400,20 +401,28 @@ static int block_write(ls_store *s, sstream *x)
 	return 0;
 }
 
-static void head_clear(sstream *x)
+/* An empty head; one that a single append grew past twice the block size gives its memory back. */
+static void head_clear(ls_store *s, sstream *x)
 {
 	x->flushed_lsn = x->head_lsn;
-	x->head.len = 0, x->head_n = 0, x->head_prev = 0;
+	x->head.len = 0, x->head_n = 0, x->head_prev = 0, x->cut = 0;
+	if (x->head.cap > 2 * s->o.block_bytes)
+		cm_buf_close(&x->head);
 }
 
-/* Cuts every head over block_bytes (all non-empty heads when all is set) into blocks: blocks written,
- * chunk file synced, index rows committed, then the heads cleared. */
+static int flush_wanted(const ls_store *s, const sstream *x, int all)
+{
+	return x->head_n && (all || x->cut || x->head.len >= s->o.block_bytes);
+}
+
+/* Cuts every head over block_bytes or marked cut (all non-empty heads when all is set) into blocks:
+ * blocks written, chunk file synced, index rows committed, then the heads cleared. */
 static int flush_heads(ls_store *s, int all)
 {
 	int rc = 0, any = 0;
 	for (size_t i = 0; i < s->tabcap && !rc; i++)
 		for (sstream *x = s->tab[i]; x && !rc; x = x->next)
-			if (x->head_n && (all || x->head.len >= s->o.block_bytes)) {
+			if (flush_wanted(s, x, all)) {
 				if (!any && sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
 					return CM_EIO;
 				any = 1;
@@ -427,9 +436,31 @@ static int flush_heads(ls_store *s, int all)
 	}
 	for (size_t i = 0; i < s->tabcap; i++)
 		for (sstream *x = s->tab[i]; x; x = x->next)
-			if (x->head_n && (all || x->head.len >= s->o.block_bytes))
-				head_clear(x);
+			if (flush_wanted(s, x, all))
+				head_clear(s, x);
 	return 0;
+}
+
+/* Before an append's entries go to the heads: every head they would push past block_bytes becomes a
+ * block first, so a head holds at most about one block (not a block plus a whole append's share, which
+ * with a hundred streams and 4 MiB agent batches kept ~200 MiB in heads). */
+static int cut_full_heads(ls_store *s, const ls_push_stream *st, size_t n)
+{
+	int any = 0;
+	for (size_t i = 0; i < n; i++) {
+		cm_label sorted[MAX_LABELS];
+		sstream *x;
+		labels_check(st[i].labels, st[i].nlabels, sorted);
+		int rc = stream_get(s, sorted, st[i].nlabels, &x);
+		if (rc)
+			return rc;
+		size_t need = 0;
+		for (size_t k = 0; k < st[i].nentries; k++)
+			need += st[i].entries[k].len + 12; /* two varints */
+		if (x->head_n && x->head.len + need > s->o.block_bytes)
+			x->cut = any = 1;
+	}
+	return any ? flush_heads(s, 0) : 0;
 }
 
 /* ---- origins (dedupe) ------------------------------------------------------------------------------------- */
@@ -901,6 +932,7 @@ static int append_locked(ls_store *s, const char *origin, uint64_t seq, const ls
 	}
 	s->next_lsn++;
 	s->wal_size += s->rec.len;
+	int cut = cut_full_heads(s, st, n); /* its failure must not keep the entries from their heads */
 	for (size_t i = 0; i < n && !rc; i++) {
 		cm_label sorted[MAX_LABELS];
 		labels_check(st[i].labels, st[i].nlabels, sorted);
@@ -909,7 +941,7 @@ static int append_locked(ls_store *s, const char *origin, uint64_t seq, const ls
 	if (!rc && origin && *origin)
 		rc = origin_set(s, origin, seq);
 	if (!rc)
-		rc = s->wal_size >= s->o.wal_bytes ? wal_restart(s) : flush_heads(s, 0);
+		rc = cut ? cut : s->wal_size >= s->o.wal_bytes ? wal_restart(s) : flush_heads(s, 0);
 	return rc ? cm_errf(err, rc, "log store: %s (the entries are in the WAL)", cm_strerror(rc)) : 0;
 }
 
