@@ -79,6 +79,7 @@
 #define MAX_RECORD (256u << 20)
 #define MAX_BLOCK_RAW (64u << 20)
 #define MAX_LABELS 64
+#define ENTRY_MAX 20 /* an entry's two varints at most: zigzag ts delta and length */
 
 typedef struct sstream {
 	ls_stream_info info;
@@ -126,7 +127,16 @@ static uint64_t hash_str(const char *s)
 	return h;
 }
 
-static int put_varint(cm_buf *b, int64_t v) { return cm_buf_put_uvarint(b, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63)); }
+/* A uvarint at p, which has room for it; returns the byte after it. */
+static uint8_t *put_uv(uint8_t *p, uint64_t v)
+{
+	for (; v >= 0x80; v >>= 7)
+		*p++ = (uint8_t)(v | 0x80);
+	*p++ = (uint8_t)v;
+	return p;
+}
+
+static uint64_t zigzag(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
 
 static int rd_varint(cm_rd *r, int64_t *v)
 {
@@ -299,11 +309,12 @@ static int stream_get(ls_store *s, const cm_label *l, size_t n, sstream **out)
 	return 0;
 }
 
-static int head_add(sstream *x, int64_t ts, const char *line, size_t len, uint64_t lsn)
+/* One entry onto the head, whose room the caller reserved (ENTRY_MAX + len). */
+static void head_add(sstream *x, int64_t ts, const char *line, size_t len, uint64_t lsn)
 {
-	if (put_varint(&x->head, ts - x->head_prev) || cm_buf_put_uvarint(&x->head, len) ||
-	    cm_buf_append(&x->head, line, len))
-		return CM_ENOMEM;
+	uint8_t *p = put_uv(put_uv(x->head.data + x->head.len, zigzag(ts - x->head_prev)), len);
+	memcpy(p, line, len);
+	x->head.len = (size_t)(p + len - x->head.data);
 	x->head_prev = ts;
 	if (!x->head_n || ts < x->head_min)
 		x->head_min = ts;
@@ -315,7 +326,6 @@ static int head_add(sstream *x, int64_t ts, const char *line, size_t len, uint64
 		x->info.min_ns = ts;
 	if (ts > x->info.max_ns)
 		x->info.max_ns = ts;
-	return 0;
 }
 
 /* ---- blocks ----------------------------------------------------------------------------------------------- */
@@ -456,7 +466,7 @@ static int cut_full_heads(ls_store *s, const ls_push_stream *st, size_t n)
 			return rc;
 		size_t need = 0;
 		for (size_t k = 0; k < st[i].nentries; k++)
-			need += st[i].entries[k].len + 12; /* two varints */
+			need += st[i].entries[k].len + 6; /* two varints, as short as they mostly are */
 		if (x->head_n && x->head.len + need > s->o.block_bytes)
 			x->cut = any = 1;
 	}
@@ -505,13 +515,21 @@ static int wal_encode(cm_buf *b, uint64_t lsn, const char *origin, uint64_t seq,
 			     cm_buf_put_uvarint(b, vl) || cm_buf_append(b, st[i].labels[k].value, vl);
 		}
 		rc = rc || cm_buf_put_uvarint(b, st[i].nentries);
+		size_t need = 0;
+		for (size_t k = 0; k < st[i].nentries; k++)
+			need += ENTRY_MAX + st[i].entries[k].len;
+		if (rc || (rc = cm_buf_reserve(b, need + 1)))
+			break;
 		int64_t prev = 0;
-		for (size_t k = 0; k < st[i].nentries && !rc; k++) {
+		uint8_t *p = b->data + b->len;
+		for (size_t k = 0; k < st[i].nentries; k++) {
 			const ls_entry *e = &st[i].entries[k];
-			rc = put_varint(b, e->ts_ns - prev) || cm_buf_put_uvarint(b, e->len) ||
-			     (e->len && cm_buf_append(b, e->line, e->len));
+			p = put_uv(put_uv(p, zigzag(e->ts_ns - prev)), e->len);
+			memcpy(p, e->line, e->len);
+			p += e->len;
 			prev = e->ts_ns;
 		}
+		b->len = (size_t)(p - b->data);
 	}
 	if (rc)
 		return CM_ENOMEM;
@@ -532,12 +550,18 @@ static int apply_stream(ls_store *s, const cm_label *sorted, size_t nl, const ls
 		return rc;
 	if (replay && lsn <= x->flushed_lsn)
 		return 0;
-	for (size_t i = 0; i < n && !rc; i++) {
-		rc = head_add(x, e[i].ts_ns, e[i].line, e[i].len, lsn);
-		s->st.entries++, s->st.bytes += e[i].len;
-		s->st.wal_replayed += replay != 0;
+	size_t need = 0;
+	for (size_t i = 0; i < n; i++)
+		need += ENTRY_MAX + e[i].len;
+	if (cm_buf_reserve(&x->head, need + 1))
+		return CM_ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		head_add(x, e[i].ts_ns, e[i].line, e[i].len, lsn);
+		s->st.bytes += e[i].len;
 	}
-	return rc;
+	s->st.entries += n;
+	s->st.wal_replayed += replay ? n : 0;
+	return 0;
 }
 
 /* Decodes one stream of a WAL payload into arena memory. */
