@@ -313,7 +313,8 @@ static int stream_get(ls_store *s, const cm_label *l, size_t n, sstream **out)
 static void head_add(sstream *x, int64_t ts, const char *line, size_t len, uint64_t lsn)
 {
 	uint8_t *p = put_uv(put_uv(x->head.data + x->head.len, zigzag(ts - x->head_prev)), len);
-	memcpy(p, line, len);
+	if (len) /* an empty line may come without a pointer (protobuf-c) */
+		memcpy(p, line, len);
 	x->head.len = (size_t)(p + len - x->head.data);
 	x->head_prev = ts;
 	if (!x->head_n || ts < x->head_min)
@@ -525,7 +526,8 @@ static int wal_encode(cm_buf *b, uint64_t lsn, const char *origin, uint64_t seq,
 		for (size_t k = 0; k < st[i].nentries; k++) {
 			const ls_entry *e = &st[i].entries[k];
 			p = put_uv(put_uv(p, zigzag(e->ts_ns - prev)), e->len);
-			memcpy(p, e->line, e->len);
+			if (e->len)
+				memcpy(p, e->line, e->len);
 			p += e->len;
 			prev = e->ts_ns;
 		}

@@ -1,6 +1,7 @@
 /* test_ls_store.c -- the log store on a real directory: append and select, heads cut into zstd blocks,
  * WAL replay after a close without a flush, a torn WAL tail, idempotent replays of the same (origin,
- * seq), WAL restart, retention by size and by age, blocks within their size, and bad labels refused.
+ * seq), WAL restart, retention by size and by age, blocks within their size, an empty line without a
+ * pointer, and bad labels refused.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <setjmp.h>
@@ -249,6 +250,29 @@ static void test_blocks_within_size(void **state)
 	assert_true(a.ordered);
 }
 
+static int count_empty(void *arg, const ls_stream_info *st, int64_t ts, const char *line, size_t len)
+{
+	(void)st, (void)line;
+	*(int *)arg += ts == 5000000 && len == 0;
+	return 0;
+}
+
+/* An empty line may come without a pointer (protobuf-c decodes empty bytes so): stored, read back empty. */
+static void test_empty_line(void **state)
+{
+	fx *f = *state;
+	cm_label l[1] = {{"app", "empty"}};
+	ls_entry e = {5000000, NULL, 0};
+	ls_push_stream st = {l, 1, &e, 1};
+	cm_err err = {{0}};
+	assert_int_equal(ls_store_append(f->s, NULL, 0, &st, 1, &err), 0);
+	int n = 0;
+	assert_int_equal(ls_store_select(f->s, 0, 10000000, want_app, "empty", count_empty, &n), 0);
+	reopen(f); /* and from the WAL */
+	assert_int_equal(ls_store_select(f->s, 0, 10000000, want_app, "empty", count_empty, &n), 0);
+	assert_int_equal(n, 2);
+}
+
 static void test_bad_labels(void **state)
 {
 	fx *f = *state;
@@ -271,6 +295,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_torn_wal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_blocks_within_size, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_empty_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_labels, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
