@@ -70,9 +70,10 @@ def get(url, timeout=120):
 
 
 class Stack:
-    """An aggregator and an agent on one work directory; each can be killed and restarted in place."""
+    """An aggregator and an agent on one work directory; each can be killed and restarted in place.
+    agg_pre / agent_pre go before each command (e.g. perf record); bench/logs/agent.sh uses this too."""
 
-    def __init__(self, tree, work):
+    def __init__(self, tree, work, interval="10s", agg_pre=(), agent_pre=()):
         shutil.rmtree(work, ignore_errors=True)
         os.makedirs(work)
         self.work, self.log = work, open(os.path.join(work, "daemons.log"), "w")
@@ -81,12 +82,14 @@ class Stack:
         ap = port()
         self.url = "http://127.0.0.1:%d" % ap
         data = os.path.join(ROOT, "tests", "data")
-        self.agg_cmd = [os.path.join(BUILD, "corral-aggregator"), "--listen", "127.0.0.1:%d" % ap, "--data-dir",
-                        os.path.join(work, "agg"), "--token-file", tok, "--dns-listen", "off"]
-        self.agent_cmd = [os.path.join(BUILD, "corral-agent"), "--node", NODE, "--aggregator", self.url,
-                          "--token-file", tok, "--listen", "127.0.0.1:%d" % port(), "--cgroup-root",
-                          os.path.join(data, "cgroup-v2"), "--proc-root", os.path.join(data, "proc"),
-                          "--state-dir", os.path.join(work, "state"), "--log-root", tree]
+        self.agg_cmd = list(agg_pre) + [
+            os.path.join(BUILD, "corral-aggregator"), "--listen", "127.0.0.1:%d" % ap, "--data-dir",
+            os.path.join(work, "agg"), "--token-file", tok, "--dns-listen", "off"]
+        self.agent_cmd = list(agent_pre) + [
+            os.path.join(BUILD, "corral-agent"), "--node", NODE, "--aggregator", self.url, "--token-file", tok,
+            "--interval", interval, "--listen", "127.0.0.1:%d" % port(), "--cgroup-root",
+            os.path.join(data, "cgroup-v2"), "--proc-root", os.path.join(data, "proc"), "--state-dir",
+            os.path.join(work, "state"), "--log-root", tree]
         self.agg = self.agent = None
         self.start_agg()
         self.start_agent()
