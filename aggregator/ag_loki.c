@@ -428,12 +428,16 @@ static int put_json_bytes(cm_buf *b, const char *s, size_t n)
 	int rc = cm_buf_append(b, "\"", 1);
 	for (size_t i = 0; i < n && !rc;) {
 		unsigned char c = (unsigned char)s[i];
-		if (c == '"' || c == '\\')
+		size_t run = i;
+		while (run < n && (unsigned char)s[run] >= 0x20 && (unsigned char)s[run] < 0x80 && s[run] != '"' &&
+		       s[run] != '\\')
+			run++;
+		if (run > i) /* plain ASCII up to run, in one copy */
+			rc = cm_buf_append(b, s + i, run - i), i = run;
+		else if (c == '"' || c == '\\')
 			rc = cm_buf_printf(b, "\\%c", c), i++;
 		else if (c < 0x20)
 			rc = cm_buf_printf(b, "\\u%04x", c), i++;
-		else if (c < 0x80)
-			rc = cm_buf_append(b, &s[i], 1), i++;
 		else {
 			size_t k = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
 			if (k > 1 && i + k <= n && cm_utf8_valid(s + i, k))

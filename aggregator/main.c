@@ -3,6 +3,7 @@
  * Only wiring lives here; see ag.h for the server and ag_opts for every flag.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -117,6 +118,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "corral-aggregator: --http-threads must be 1..256\n");
 		return 2;
 	}
+	/* a push allocates and frees a few MiB (body, decompressed batch, decoded records): kept in the heap,
+	 * not mmapped and unmapped per request, whose page faults were a tenth of a log push's CPU */
+	mallopt(M_MMAP_THRESHOLD, 32 << 20);
+	mallopt(M_TRIM_THRESHOLD, 64 << 20);
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);

@@ -79,6 +79,7 @@
 #define MAX_RECORD (256u << 20)
 #define MAX_BLOCK_RAW (64u << 20)
 #define MAX_LABELS 64
+#define ENTRY_MAX 20 /* an entry's two varints at most: zigzag ts delta and length */
 
 typedef struct sstream {
 	ls_stream_info info;
@@ -89,6 +90,7 @@ typedef struct sstream {
 	int64_t head_prev, head_min, head_max;
 	uint64_t head_lsn;   /* highest WAL lsn with entries in the head */
 	uint64_t flushed_lsn;
+	int cut;             /* the next flush makes the head a block: the append in hand would overfill it */
 	struct sstream *next;
 } sstream;
 
@@ -125,7 +127,16 @@ static uint64_t hash_str(const char *s)
 	return h;
 }
 
-static int put_varint(cm_buf *b, int64_t v) { return cm_buf_put_uvarint(b, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63)); }
+/* A uvarint at p, which has room for it; returns the byte after it. */
+static uint8_t *put_uv(uint8_t *p, uint64_t v)
+{
+	for (; v >= 0x80; v >>= 7)
+		*p++ = (uint8_t)(v | 0x80);
+	*p++ = (uint8_t)v;
+	return p;
+}
+
+static uint64_t zigzag(int64_t v) { return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63); }
 
 static int rd_varint(cm_rd *r, int64_t *v)
 {
@@ -298,11 +309,13 @@ static int stream_get(ls_store *s, const cm_label *l, size_t n, sstream **out)
 	return 0;
 }
 
-static int head_add(sstream *x, int64_t ts, const char *line, size_t len, uint64_t lsn)
+/* One entry onto the head, whose room the caller reserved (ENTRY_MAX + len). */
+static void head_add(sstream *x, int64_t ts, const char *line, size_t len, uint64_t lsn)
 {
-	if (put_varint(&x->head, ts - x->head_prev) || cm_buf_put_uvarint(&x->head, len) ||
-	    cm_buf_append(&x->head, line, len))
-		return CM_ENOMEM;
+	uint8_t *p = put_uv(put_uv(x->head.data + x->head.len, zigzag(ts - x->head_prev)), len);
+	if (len) /* an empty line may come without a pointer (protobuf-c) */
+		memcpy(p, line, len);
+	x->head.len = (size_t)(p + len - x->head.data);
 	x->head_prev = ts;
 	if (!x->head_n || ts < x->head_min)
 		x->head_min = ts;
@@ -314,7 +327,6 @@ static int head_add(sstream *x, int64_t ts, const char *line, size_t len, uint64
 		x->info.min_ns = ts;
 	if (ts > x->info.max_ns)
 		x->info.max_ns = ts;
-	return 0;
 }
 
 /* ---- blocks ----------------------------------------------------------------------------------------------- */
@@ -400,20 +412,28 @@ static int block_write(ls_store *s, sstream *x)
 	return 0;
 }
 
-static void head_clear(sstream *x)
+/* An empty head; one that a single append grew past twice the block size gives its memory back. */
+static void head_clear(ls_store *s, sstream *x)
 {
 	x->flushed_lsn = x->head_lsn;
-	x->head.len = 0, x->head_n = 0, x->head_prev = 0;
+	x->head.len = 0, x->head_n = 0, x->head_prev = 0, x->cut = 0;
+	if (x->head.cap > 2 * s->o.block_bytes)
+		cm_buf_close(&x->head);
 }
 
-/* Cuts every head over block_bytes (all non-empty heads when all is set) into blocks: blocks written,
- * chunk file synced, index rows committed, then the heads cleared. */
+static int flush_wanted(const ls_store *s, const sstream *x, int all)
+{
+	return x->head_n && (all || x->cut || x->head.len >= s->o.block_bytes);
+}
+
+/* Cuts every head over block_bytes or marked cut (all non-empty heads when all is set) into blocks:
+ * blocks written, chunk file synced, index rows committed, then the heads cleared. */
 static int flush_heads(ls_store *s, int all)
 {
 	int rc = 0, any = 0;
 	for (size_t i = 0; i < s->tabcap && !rc; i++)
 		for (sstream *x = s->tab[i]; x && !rc; x = x->next)
-			if (x->head_n && (all || x->head.len >= s->o.block_bytes)) {
+			if (flush_wanted(s, x, all)) {
 				if (!any && sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
 					return CM_EIO;
 				any = 1;
@@ -427,9 +447,31 @@ static int flush_heads(ls_store *s, int all)
 	}
 	for (size_t i = 0; i < s->tabcap; i++)
 		for (sstream *x = s->tab[i]; x; x = x->next)
-			if (x->head_n && (all || x->head.len >= s->o.block_bytes))
-				head_clear(x);
+			if (flush_wanted(s, x, all))
+				head_clear(s, x);
 	return 0;
+}
+
+/* Before an append's entries go to the heads: every head they would push past block_bytes becomes a
+ * block first, so a head holds at most about one block (not a block plus a whole append's share, which
+ * with a hundred streams and 4 MiB agent batches kept ~200 MiB in heads). */
+static int cut_full_heads(ls_store *s, const ls_push_stream *st, size_t n)
+{
+	int any = 0;
+	for (size_t i = 0; i < n; i++) {
+		cm_label sorted[MAX_LABELS];
+		sstream *x;
+		labels_check(st[i].labels, st[i].nlabels, sorted);
+		int rc = stream_get(s, sorted, st[i].nlabels, &x);
+		if (rc)
+			return rc;
+		size_t need = 0;
+		for (size_t k = 0; k < st[i].nentries; k++)
+			need += st[i].entries[k].len + 6; /* two varints, as short as they mostly are */
+		if (x->head_n && x->head.len + need > s->o.block_bytes)
+			x->cut = any = 1;
+	}
+	return any ? flush_heads(s, 0) : 0;
 }
 
 /* ---- origins (dedupe) ------------------------------------------------------------------------------------- */
@@ -474,13 +516,22 @@ static int wal_encode(cm_buf *b, uint64_t lsn, const char *origin, uint64_t seq,
 			     cm_buf_put_uvarint(b, vl) || cm_buf_append(b, st[i].labels[k].value, vl);
 		}
 		rc = rc || cm_buf_put_uvarint(b, st[i].nentries);
+		size_t need = 0;
+		for (size_t k = 0; k < st[i].nentries; k++)
+			need += ENTRY_MAX + st[i].entries[k].len;
+		if (rc || (rc = cm_buf_reserve(b, need + 1)))
+			break;
 		int64_t prev = 0;
-		for (size_t k = 0; k < st[i].nentries && !rc; k++) {
+		uint8_t *p = b->data + b->len;
+		for (size_t k = 0; k < st[i].nentries; k++) {
 			const ls_entry *e = &st[i].entries[k];
-			rc = put_varint(b, e->ts_ns - prev) || cm_buf_put_uvarint(b, e->len) ||
-			     (e->len && cm_buf_append(b, e->line, e->len));
+			p = put_uv(put_uv(p, zigzag(e->ts_ns - prev)), e->len);
+			if (e->len)
+				memcpy(p, e->line, e->len);
+			p += e->len;
 			prev = e->ts_ns;
 		}
+		b->len = (size_t)(p - b->data);
 	}
 	if (rc)
 		return CM_ENOMEM;
@@ -501,12 +552,18 @@ static int apply_stream(ls_store *s, const cm_label *sorted, size_t nl, const ls
 		return rc;
 	if (replay && lsn <= x->flushed_lsn)
 		return 0;
-	for (size_t i = 0; i < n && !rc; i++) {
-		rc = head_add(x, e[i].ts_ns, e[i].line, e[i].len, lsn);
-		s->st.entries++, s->st.bytes += e[i].len;
-		s->st.wal_replayed += replay != 0;
+	size_t need = 0;
+	for (size_t i = 0; i < n; i++)
+		need += ENTRY_MAX + e[i].len;
+	if (cm_buf_reserve(&x->head, need + 1))
+		return CM_ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		head_add(x, e[i].ts_ns, e[i].line, e[i].len, lsn);
+		s->st.bytes += e[i].len;
 	}
-	return rc;
+	s->st.entries += n;
+	s->st.wal_replayed += replay ? n : 0;
+	return 0;
 }
 
 /* Decodes one stream of a WAL payload into arena memory. */
@@ -901,6 +958,7 @@ static int append_locked(ls_store *s, const char *origin, uint64_t seq, const ls
 	}
 	s->next_lsn++;
 	s->wal_size += s->rec.len;
+	int cut = cut_full_heads(s, st, n); /* its failure must not keep the entries from their heads */
 	for (size_t i = 0; i < n && !rc; i++) {
 		cm_label sorted[MAX_LABELS];
 		labels_check(st[i].labels, st[i].nlabels, sorted);
@@ -909,7 +967,7 @@ static int append_locked(ls_store *s, const char *origin, uint64_t seq, const ls
 	if (!rc && origin && *origin)
 		rc = origin_set(s, origin, seq);
 	if (!rc)
-		rc = s->wal_size >= s->o.wal_bytes ? wal_restart(s) : flush_heads(s, 0);
+		rc = cut ? cut : s->wal_size >= s->o.wal_bytes ? wal_restart(s) : flush_heads(s, 0);
 	return rc ? cm_errf(err, rc, "log store: %s (the entries are in the WAL)", cm_strerror(rc)) : 0;
 }
 

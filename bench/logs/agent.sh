@@ -6,9 +6,9 @@
 #   LINES=5000000 FILES=50 BUILD=build-lp ./bench/logs/agent.sh
 #
 # Makes the tree once under $PEERBENCH_DIR/logs (default ~/.cache/peerbench), then REPS times: `cat` of
-# every file to /dev/null (the I/O floor, warm cache), and a fresh aggregator + agent that ship the whole
-# tree; a run ends when the aggregator's corral_log_entries_appended_total reaches the records of
-# meta.json, and /loki/api/v1/index/stats must then count exactly that many. Prints medians of
+# every file to /dev/null (the I/O floor, warm cache), and a fresh aggregator + agent (e2e.py's Stack)
+# that ship the whole tree; a run ends when the aggregator's corral_log_entries_appended_total reaches
+# the records of meta.json, and /loki/api/v1/index/stats must then count exactly that many. Prints medians of
 # records/s, the agent's and the aggregator's CPU us per record (utime + stime from /proc) and VmHWM, and
 # the wall time as a ratio to cat's. The agent runs at INTERVAL (default 10s, its default): its logs
 # passes follow each other while a backlog lasts, so the interval no longer bounds throughput.
@@ -36,17 +36,17 @@ D=${PEERBENCH_DIR:-$HOME/.cache/peerbench}/logs
 tree=$D/tree-$FILES-$LINES
 mkdir -p "$D"
 [ -f "$tree/meta.json" ] || python3 "$shared/gen.py" tree --out "$tree" --files "$FILES" --lines "$LINES"
-exec python3 - "$root/$BUILD" "$tree" "$D/agent-run-$$" "$REPS" "$INTERVAL" "$root/tests/data" "$shared" \
-	"$STEADY_S" "$STEADY_RATE" "$FILES" <<'PY'
-import json, os, shutil, signal, socket, statistics, subprocess, sys, time, urllib.parse, urllib.request
-build, tree, work, reps, interval, data = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
-shared, steady_s, steady_rate, nfiles = sys.argv[7], float(sys.argv[8]), float(sys.argv[9]), int(sys.argv[10])
+export BUILD
+exec python3 - "$here" "$tree" "$D/agent-run-$$" "$REPS" "$INTERVAL" "$shared" "$STEADY_S" "$STEADY_RATE" \
+	"$FILES" <<'PY'
+import json, os, shutil, statistics, subprocess, sys, time
+here, tree, work, reps, interval = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+shared, steady_s, steady_rate, nfiles = sys.argv[6], float(sys.argv[7]), float(sys.argv[8]), int(sys.argv[9])
+sys.path.insert(0, here)
+import e2e
 meta = json.load(open(os.path.join(tree, "meta.json")))
 records = meta["records"]
 tick = os.sysconf("SC_CLK_TCK")
-
-def port():
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 
 def files():
     for d, _, fs in os.walk(os.path.join(tree, "var/log/pods")):
@@ -59,25 +59,6 @@ def run_cat():
         subprocess.run(["cat", f], stdout=subprocess.DEVNULL, check=True)
     return time.monotonic() - t
 
-def stored(url):
-    q = urllib.parse.quote('{node="bench"}')
-    u = "%s/loki/api/v1/index/stats?query=%s&start=0&end=%d" % (url, q, (int(time.time()) + 86400) * 10**9)
-    try:
-        return json.load(urllib.request.urlopen(u, timeout=10)).get("entries", 0)
-    except Exception:
-        return -1
-
-def appended(url):
-    # the aggregator's own counter: cheap to poll, unlike index/stats, which decompresses every block
-    # under the store's lock (polled every 50 ms it slowed the store it measured)
-    try:
-        for l in urllib.request.urlopen(url + "/metrics", timeout=10).read().decode().splitlines():
-            if l.startswith("corral_log_entries_appended_total "):
-                return int(float(l.split()[1]))
-    except Exception:
-        pass
-    return -1
-
 def proc_stats(pid):
     f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
     cpu = (int(f[11]) + int(f[12])) / tick
@@ -85,46 +66,27 @@ def proc_stats(pid):
     return cpu, int(hwm)
 
 def start(root):
-    """A fresh aggregator and agent tailing root; returns (agg, agent, url)."""
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    tok = os.path.join(work, "token"); open(tok, "w").write("bench-token\n")
-    ap, np = port(), port()
-    url = "http://127.0.0.1:%d" % ap
-    log = open(os.path.join(work, "daemons.log"), "w")
-    pre = ["perf", "record", "-g", "-q", "-o", os.environ["PERF_AGG"], "--"] if os.environ.get("PERF_AGG") else []
-    agg = subprocess.Popen(pre + [os.path.join(build, "corral-aggregator"), "--listen", "127.0.0.1:%d" % ap, "--data-dir",
-                            os.path.join(work, "agg"), "--token-file", tok, "--dns-listen", "off"], stdout=log, stderr=log)
-    for _ in range(100):
-        if appended(url) >= 0: break
-        time.sleep(0.1)
-    pre = ["perf", "record", "-g", "-q", "-o", os.environ["PERF"], "--"] if os.environ.get("PERF") else []
-    agent = subprocess.Popen(pre + [os.path.join(build, "corral-agent"), "--node", "bench", "--aggregator", url, "--token-file",
-                              tok, "--interval", interval, "--listen", "127.0.0.1:%d" % np, "--cgroup-root",
-                              os.path.join(data, "cgroup-v2"), "--proc-root", os.path.join(data, "proc"),
-                              "--state-dir", os.path.join(work, "state"), "--log-root", root], stdout=log, stderr=log)
-    return agg, agent, url
+    """A fresh aggregator and agent tailing root (e2e.py's Stack), each under perf record if asked."""
+    pre = lambda env: ["perf", "record", "-g", "-q", "-o", os.environ[env], "--"] if os.environ.get(env) else []
+    return e2e.Stack(root, work, interval, pre("PERF_AGG"), pre("PERF"))
 
-def stop(agg, agent, url, want):
-    n = stored(url)
-    for p in (agent, agg):
-        p.send_signal(signal.SIGTERM); p.wait(30)
+def stop(st, want):
+    # index/stats decompresses every block under the store's lock: asked once, at the end (the wait
+    # polls the aggregator's appended counter, which is cheap)
+    n = st.stored()
+    st.stop()
     if n != want:
         sys.exit("stored %d of %d records (daemon logs in %s)" % (n, want, work))
     shutil.rmtree(work, ignore_errors=True)
 
-def wait_for(url, want, deadline):
-    while appended(url) < want and time.monotonic() < deadline:
-        time.sleep(0.02)
-
 def run_agent():
-    agg, agent, url = start(tree)
+    st = start(tree)
     t = time.monotonic()
-    wait_for(url, records, t + 600)
+    st.wait_appended(records, t + 600)
     wall = time.monotonic() - t
-    cpu, hwm = proc_stats(agent.pid)
-    acpu, ahwm = proc_stats(agg.pid)
-    stop(agg, agent, url, records)
+    cpu, hwm = proc_stats(st.agent.pid)
+    acpu, ahwm = proc_stats(st.agg.pid)
+    stop(st, records)
     return wall, cpu, hwm, acpu, ahwm
 
 def run_steady():
@@ -132,17 +94,17 @@ def run_steady():
     shutil.rmtree(root, ignore_errors=True)
     subprocess.run([sys.executable, os.path.join(shared, "gen.py"), "tree", "--out", root, "--files", str(nfiles),
                     "--lines", "0"], stdout=subprocess.DEVNULL, check=True)
-    agg, agent, url = start(root)
+    st = start(root)
     time.sleep(1)
-    c0, _ = proc_stats(agent.pid)
+    c0, _ = proc_stats(st.agent.pid)
     out = subprocess.run([sys.executable, os.path.join(shared, "gen.py"), "append", "--out", root, "--rate",
                           str(steady_rate), "--duration", str(steady_s)], stdout=subprocess.PIPE, check=True)
     a = json.loads(out.stdout.decode().strip().splitlines()[-1])
     t = time.monotonic()
-    wait_for(url, a["records"], t + 120)
+    st.wait_appended(a["records"], t + 120)
     lag = time.monotonic() - t
-    cpu, hwm = proc_stats(agent.pid)
-    stop(agg, agent, url, a["records"])
+    cpu, hwm = proc_stats(st.agent.pid)
+    stop(st, a["records"])
     shutil.rmtree(root, ignore_errors=True)
     return a, cpu - c0, hwm, lag
 

@@ -1,6 +1,7 @@
 /* test_ls_store.c -- the log store on a real directory: append and select, heads cut into zstd blocks,
  * WAL replay after a close without a flush, a torn WAL tail, idempotent replays of the same (origin,
- * seq), WAL restart, retention by size and by age, and bad labels refused.
+ * seq), WAL restart, retention by size and by age, blocks within their size, an empty line without a
+ * pointer, and bad labels refused.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <setjmp.h>
@@ -220,6 +221,58 @@ static void test_retention(void **state)
 	assert_true(query(f, "web", 0, 29999).n < a.n);
 }
 
+/* Appends of 100 entries (about 1.3 KiB raw each) into 4 KiB blocks: the head is cut before an append
+ * would overfill it, so every block in the chunk file holds whole appends within block_bytes (a head
+ * that took a block plus an append's share kept ~2 MiB per stream on the agent's 4 MiB batches). */
+static void test_blocks_within_size(void **state)
+{
+	fx *f = *state;
+	for (int k = 0; k < 30; k++)
+		assert_int_equal(push(f, "web", k * 100, 100, NULL, 0), 0);
+	char path[512];
+	snprintf(path, sizeof(path), "%s/chunks/00000001", f->dir);
+	FILE *fp = fopen(path, "rb");
+	assert_non_null(fp);
+	uint8_t h[40];
+	assert_int_equal(fread(h, 1, 8, fp), 8);
+	int blocks = 0;
+	while (fread(h, 1, 40, fp) == 40) {
+		uint32_t c = cm_get_u32le(h), raw = cm_get_u32le(h + 4), n = cm_get_u32le(h + 8);
+		assert_true(raw <= f->o.block_bytes);
+		assert_int_equal(n % 100, 0);
+		assert_int_equal(fseek(fp, c, SEEK_CUR), 0);
+		blocks++;
+	}
+	fclose(fp);
+	assert_true(blocks >= 8);
+	acc a = query(f, "web", 0, 3000);
+	assert_int_equal(a.n, 3000);
+	assert_true(a.ordered);
+}
+
+static int count_empty(void *arg, const ls_stream_info *st, int64_t ts, const char *line, size_t len)
+{
+	(void)st, (void)line;
+	*(int *)arg += ts == 5000000 && len == 0;
+	return 0;
+}
+
+/* An empty line may come without a pointer (protobuf-c decodes empty bytes so): stored, read back empty. */
+static void test_empty_line(void **state)
+{
+	fx *f = *state;
+	cm_label l[1] = {{"app", "empty"}};
+	ls_entry e = {5000000, NULL, 0};
+	ls_push_stream st = {l, 1, &e, 1};
+	cm_err err = {{0}};
+	assert_int_equal(ls_store_append(f->s, NULL, 0, &st, 1, &err), 0);
+	int n = 0;
+	assert_int_equal(ls_store_select(f->s, 0, 10000000, want_app, "empty", count_empty, &n), 0);
+	reopen(f); /* and from the WAL */
+	assert_int_equal(ls_store_select(f->s, 0, 10000000, want_app, "empty", count_empty, &n), 0);
+	assert_int_equal(n, 2);
+}
+
 static void test_bad_labels(void **state)
 {
 	fx *f = *state;
@@ -241,6 +294,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dedupe, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_wal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_blocks_within_size, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_empty_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_labels, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
