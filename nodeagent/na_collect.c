@@ -30,6 +30,7 @@ struct na__collector {
 	char boot_id[64];
 	na_gen gen[2];
 	int cur;
+	cm_wire_enc *enc;     /* zstd context, message arena and packed bytes, reused from pass to pass */
 	size_t *table;        /* open addressing over the current pass: index + 1, 0 = empty */
 	size_t tcap;
 	int64_t now_ms;
@@ -48,6 +49,7 @@ struct na__collector {
 };
 
 #define MAX_EVENTS_PER_PASS 1024
+#define WIRE_ZSTD_LEVEL 3
 
 static int read_boot_id(const char *proc_root, char *out, size_t cap)
 {
@@ -84,14 +86,15 @@ int na__collector_create(const na_config *cfg, na__collector **out, cm_err *err)
 		}
 	}
 	na__cgroups_opts co = {.root = cfg->cgroup_root, .proc_root = cfg->proc_root, .meta = c->meta};
-	rc = na__cgroups_open(&co, &c->cgroups, err);
-	if (rc) {
-		na__meta_destroy(c->meta);
-		free(c);
-		return rc;
-	}
 	cm_arena_init(&c->gen[0].arena, 0);
 	cm_arena_init(&c->gen[1].arena, 0);
+	rc = na__cgroups_open(&co, &c->cgroups, err);
+	if (!rc && cm_wire_enc_create(WIRE_ZSTD_LEVEL, &c->enc))
+		rc = cm_errf(err, CM_ENOMEM, "out of memory");
+	if (rc) {
+		na__collector_destroy(c);
+		return rc;
+	}
 	*out = c;
 	return CM_OK;
 }
@@ -102,6 +105,7 @@ void na__collector_destroy(na__collector *c)
 		return;
 	na__cgroups_close(c->cgroups);
 	na__meta_destroy(c->meta);
+	cm_wire_enc_destroy(c->enc);
 	for (int i = 0; i < 2; i++) {
 		cm_arena_close(&c->gen[i].arena);
 		free(c->gen[i].series);
@@ -591,7 +595,11 @@ int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, cm_buf *text, na_
 		      .created_ms = c->now_ms, .series = g->series, .nseries = g->n + nstale,
 		      .inventory = inv_due ? &inv : NULL, .events = c->ev, .nevents = c->nev,
 		      .log_streams = c->logs, .nlog_streams = c->nlogs};
-	int rc = cm_wire_encode(&b, 3, frame, err);
+	const uint8_t *f;
+	size_t flen;
+	int rc = cm_wire_enc_encode(c->enc, &b, &f, &flen, err);
+	if (!rc && cm_buf_append(frame, f, flen))
+		rc = cm_errf(err, CM_ENOMEM, "out of memory for the batch frame");
 	if (!rc && inv_due)
 		c->inventory_sent = 1, c->inventory_sent_ms = c->now_ms;
 	st->events = c->nev;
