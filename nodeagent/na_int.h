@@ -152,7 +152,15 @@ enum {
 typedef struct na__cg_fdef {
 	int role;
 	const char *name;
+	int spec; /* a container_spec_* (limit) file: its slot in na__cg_node.spec + 1; 0 = read every pass */
 } na__cg_fdef;
+
+/* Limit files change rarely (cAdvisor reads them once, when it finds the container): a node re-reads
+ * them in one pass out of NA__CG_SPEC_EVERY (which one depends on its id, so the reads are spread over
+ * the passes) and reuses the text of the last read in the others. */
+#define NA__CG_SPEC_EVERY 10
+#define NA__CG_SPEC_SLOTS 7
+#define NA__CG_SPEC_TEXT 24 /* "9223372036854771712\n" and "max 100000\n" fit; longer is read each pass */
 
 extern const na__cg_fdef na__cg_files[NA__F_COUNT];
 
@@ -173,6 +181,8 @@ typedef struct na__cg_node {
 	int dfd[NA__CG_MOUNTS];       /* directory per mount, -1 = not in that mount */
 	int fd[NA__F_COUNT];          /* -1 = not opened yet, -2 = absent */
 	signed char fmount[NA__F_COUNT];
+	unsigned char spec_len[NA__CG_SPEC_SLOTS]; /* bytes of the last read of each limit file, 0 = none */
+	char spec[NA__CG_SPEC_SLOTS][NA__CG_SPEC_TEXT];
 	int stale;                    /* a read said the directory is gone */
 	na__ident ident;
 	na__meta_labels meta;
