@@ -14,13 +14,14 @@
 #include "na_int.h"
 
 /* One pass's series; two alternate so the next pass can tell which series vanished. */
-typedef struct na_gen {
+struct na__pass {
 	cm_arena arena;       /* label strings, reset (blocks kept) at the start of the pass that reuses it */
 	cm_series *series;    /* [0, n) collected, then stale markers appended for the batch */
 	cm_sample *samples;
 	uint64_t *hash;       /* per collected series, over its labels */
 	size_t n, cap;
-} na_gen;
+};
+typedef struct na__pass na_gen;
 
 struct na__collector {
 	na__cgroups *cgroups;
@@ -30,6 +31,7 @@ struct na__collector {
 	char boot_id[64];
 	na_gen gen[2];
 	int cur;
+	const na_gen *last;   /* the last pass that succeeded, NULL while one runs or after a failure */
 	cm_wire_enc *enc;     /* zstd context, message arena and packed bytes, reused from pass to pass */
 	size_t *table;        /* open addressing over the current pass: index + 1, 0 = empty */
 	size_t tcap;
@@ -526,7 +528,7 @@ static int render_one(const cm_series *s, cm_buf *out)
 	return rc ? rc : cm_buf_append(out, "\n", 1);
 }
 
-static int render_text(const na_gen *g, cm_buf *out)
+int na__pass_render(const na__pass *g, cm_buf *out)
 {
 	cm_series **order = malloc((g->n ? g->n : 1) * sizeof(*order));
 	if (!order)
@@ -554,10 +556,12 @@ void na__collector_set_logs(na__collector *c, const cm_log_stream *streams, size
 
 /* ---- the pass --------------------------------------------------------------------------------------- */
 
-int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, cm_buf *text, na__collect_stats *st,
-		cm_err *err)
+const na__pass *na__collector_last(const na__collector *c) { return c->last; }
+
+int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, na__collect_stats *st, cm_err *err)
 {
 	int64_t t0 = cm_mono_ns();
+	c->last = NULL;
 	c->cur = !c->cur;
 	na_gen *g = &c->gen[c->cur];
 	cm_arena_reset(&g->arena);
@@ -604,8 +608,8 @@ int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, cm_buf *text, na_
 		c->inventory_sent = 1, c->inventory_sent_ms = c->now_ms;
 	st->events = c->nev;
 	st->inventory = inv_due;
-	if (!rc && render_text(g, text))
-		rc = cm_errf(err, CM_ENOMEM, "out of memory rendering /metrics");
+	if (!rc)
+		c->last = g;
 	st->series = g->n;
 	st->stale = nstale;
 	st->duration_ns = cm_mono_ns() - t0;

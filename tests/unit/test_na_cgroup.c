@@ -415,7 +415,8 @@ static void test_spec_reread_every_nth_pass(void **state)
 		int due = (cg->gen + n->hash) % NA__CG_SPEC_EVERY == 0;
 		if (pass >= 1 && changed_at < 0 && due)
 			changed_at = pass;
-		assert_true(lim->v == (changed_at >= 0 ? 512 * MiB : 1 * GiB));
+		if (lim->v != (changed_at >= 0 ? 512 * MiB : 1 * GiB))
+			fail_msg("pass %d (due %d, changed at %d): limit %.17g", pass, due, changed_at, lim->v);
 		sink_clear(&s);
 	}
 	assert_true(changed_at >= 1 && changed_at <= NA__CG_SPEC_EVERY);
