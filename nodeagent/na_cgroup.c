@@ -193,6 +193,7 @@ static void cg_node_renew(na__cgroups *cg, na__cg_node *n)
 			close(n->dfd[m]);
 		n->dfd[m] = -1;
 	}
+	n->watched = 0;
 	memset(n->spec_len, 0, sizeof(n->spec_len));
 	n->stale = 0;
 	n->born_gen = cg->gen;
@@ -278,15 +279,17 @@ static int cg_is_dir(int dfd, const struct linux_dirent64 *de)
 	(IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
 
 /* Watches n's directory in mount m so that a change below it makes the next pass walk. */
-static void cg_watch(na__cgroups *cg, int m, const na__cg_node *n)
+static void cg_watch(na__cgroups *cg, int m, na__cg_node *n)
 {
 	na__cg_mount *mt = &cg->mounts[m];
 	char path[64];
-	if (mt->ino_fd < 0 || !mt->ino_ok)
+	if (mt->ino_fd < 0 || !mt->ino_ok || (n->watched & 1u << m))
 		return;
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", n->dfd[m]);
 	if (inotify_add_watch(mt->ino_fd, path, CG_WATCH_MASK) < 0)
 		mt->ino_ok = 0; /* at the watch limit (or no /proc): walk every pass */
+	else
+		n->watched |= 1u << m;
 }
 
 static void cg_walk(na__cgroups *cg, int m, na__cg_node *n, size_t idlen, int depth)
@@ -323,6 +326,7 @@ static void cg_sweep(na__cgroups *cg, const na_event_sink *ev, int64_t now_ms)
 			}
 			if (n->dfd[m] >= 0)
 				close(n->dfd[m]), n->dfd[m] = -1;
+			n->watched &= ~(1u << m);
 			for (int f = 0; f < NA__F_COUNT; f++)
 				if (n->fd[f] >= 0 && n->fmount[f] == m)
 					cg_close_file(cg, n, f);

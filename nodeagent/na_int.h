@@ -179,6 +179,7 @@ typedef struct na__cg_node {
 	uint64_t mgen[NA__CG_MOUNTS]; /* pass in which each mount last listed this cgroup */
 	uint64_t born_gen;            /* pass that discovered it */
 	int dfd[NA__CG_MOUNTS];       /* directory per mount, -1 = not in that mount */
+	unsigned watched;             /* bit m: dfd[m] has an inotify watch (added once, not per walk) */
 	int fd[NA__F_COUNT];          /* -1 = not opened yet, -2 = absent */
 	signed char fmount[NA__F_COUNT];
 	unsigned char spec_len[NA__CG_SPEC_SLOTS]; /* bytes of the last read of each limit file, 0 = none */
