@@ -2,8 +2,11 @@
  *
  * Called on a libuv worker thread once per interval (never two at once). Collectors emit series
  * through na_emit; this file stamps them with the pass's time, keeps them in a vector that is reused
- * from pass to pass (strings in an arena reset per pass), encodes the batch for the sender and renders
- * the same samples as Prometheus text for the agent's own /metrics.
+ * from pass to pass (strings in an arena reset per pass; a string equal to the one the previous series
+ * had at the same position is shared, not copied) and encodes the batch for the sender with an encoder
+ * kept across passes. The Prometheus text of the agent's own /metrics is rendered from a finished pass
+ * only when it is scraped (na__pass_render, on a worker while the next pass may run: that pass only
+ * reads the one before it).
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <math.h>
@@ -32,6 +35,7 @@ struct na__collector {
 	na_gen gen[2];
 	int cur;
 	const na_gen *last;   /* the last pass that succeeded, NULL while one runs or after a failure */
+	const char *recent[24]; /* per name/value position: the string the last series copied there */
 	cm_wire_enc *enc;     /* zstd context, message arena and packed bytes, reused from pass to pass */
 	size_t *table;        /* open addressing over the current pass: index + 1, 0 = empty */
 	size_t tcap;
@@ -157,6 +161,18 @@ static uint64_t hash_labels(const cm_label *l, size_t n)
 	return h;
 }
 
+/* s copied into the pass's arena, or the copy the previous series made at the same position when equal
+ * (a cgroup's series share its label strings, so most are copied once per cgroup). */
+static const char *pass_str(na__collector *c, size_t pos, const char *s)
+{
+	if (pos < CM_ARRAY_LEN(c->recent) && c->recent[pos] && !strcmp(c->recent[pos], s))
+		return c->recent[pos];
+	const char *copy = cm_arena_strdup(&c->gen[c->cur].arena, s);
+	if (pos < CM_ARRAY_LEN(c->recent))
+		c->recent[pos] = copy;
+	return copy;
+}
+
 static int emit_series(void *ctx, const char *metric, const cm_label *labels, size_t nlabels, double value)
 {
 	na__collector *c = ctx;
@@ -166,10 +182,9 @@ static int emit_series(void *ctx, const char *metric, const cm_label *labels, si
 	cm_label *l = cm_arena_alloc(&g->arena, (nlabels + 1) * sizeof(*l));
 	if (!l)
 		return CM_ENOMEM;
-	l[0] = (cm_label){"__name__", cm_arena_strdup(&g->arena, metric)};
+	l[0] = (cm_label){"__name__", pass_str(c, 0, metric)};
 	for (size_t i = 0; i < nlabels; i++)
-		l[i + 1] = (cm_label){cm_arena_strdup(&g->arena, labels[i].name),
-				      cm_arena_strdup(&g->arena, labels[i].value)};
+		l[i + 1] = (cm_label){pass_str(c, 2 * i + 1, labels[i].name), pass_str(c, 2 * i + 2, labels[i].value)};
 	for (size_t i = 0; i <= nlabels; i++)
 		if (!l[i].name || !l[i].value)
 			return CM_ENOMEM;
@@ -565,6 +580,7 @@ int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, na__collect_stats
 	c->cur = !c->cur;
 	na_gen *g = &c->gen[c->cur];
 	cm_arena_reset(&g->arena);
+	memset(c->recent, 0, sizeof(c->recent));
 	g->n = 0;
 	c->now_ms = cm_now_ms();
 	na_emit emit = {emit_series, c};
