@@ -4,7 +4,6 @@
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <curl/curl.h>
-#include <malloc.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -96,9 +95,6 @@ int main(int argc, char **argv)
 		host[sizeof(host) - 1] = 0, cfg.node = host;
 	cm_log_set_level(cfg.log_level);
 	signal(SIGPIPE, SIG_IGN);
-	/* one malloc arena: passes run on whichever libuv worker is free, and an arena per worker would each
-	 * keep a pass's worth of freed memory resident */
-	mallopt(M_ARENA_MAX, 1);
 	struct rlimit rl; /* the cgroup collector keeps about 20 files open per cgroup */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
