@@ -327,9 +327,12 @@ static void cg_sweep(na__cgroups *cg, const na_event_sink *ev, int64_t now_ms)
 			if (n->dfd[m] >= 0)
 				close(n->dfd[m]), n->dfd[m] = -1;
 			n->watched &= ~(1u << m);
-			for (int f = 0; f < NA__F_COUNT; f++)
+			for (int f = 0; f < NA__F_COUNT; f++) {
 				if (n->fd[f] >= 0 && n->fmount[f] == m)
 					cg_close_file(cg, n, f);
+				else if (n->fmount[f] == m && cg_spec_slot(f) >= 0)
+					n->spec_len[cg_spec_slot(f)] = 0; /* read past the fd budget */
+			}
 		}
 		if (seen) {
 			cg->nodes[kept++] = n;
