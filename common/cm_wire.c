@@ -62,22 +62,32 @@ const cm_wire_limits cm_wire_default_limits = {
 
 /* ---- encode ---------------------------------------------------------------------------------------- */
 
-static int build_series(const cm_series *in, Corral__Wire__Series *out, cm_arena *a)
+/* A label whose name and value are the very strings (same pointers) of the previous series' label at
+ * the same position shares that label's message: an agent's series of one cgroup share their strings. */
+static int build_series(const cm_series *in, const cm_series *prev, const Corral__Wire__Series *prev_out,
+			Corral__Wire__Series *out, cm_arena *a)
 {
 	corral__wire__series__init(out);
 	out->n_labels = in->nlabels;
 	out->labels = cm_arena_calloc(a, in->nlabels ? in->nlabels : 1, sizeof(*out->labels));
-	Corral__Wire__Label *labels = cm_arena_calloc(a, in->nlabels ? in->nlabels : 1, sizeof(*labels));
 	out->n_timestamps_ms = out->n_values = in->nsamples;
 	out->timestamps_ms = cm_arena_calloc(a, in->nsamples ? in->nsamples : 1, sizeof(int64_t));
 	out->values = cm_arena_calloc(a, in->nsamples ? in->nsamples : 1, sizeof(double));
-	if (!out->labels || !labels || !out->timestamps_ms || !out->values)
+	if (!out->labels || !out->timestamps_ms || !out->values)
 		return CM_ENOMEM;
 	for (size_t i = 0; i < in->nlabels; i++) {
-		corral__wire__label__init(&labels[i]);
-		labels[i].name = (char *)in->labels[i].name;
-		labels[i].value = (char *)in->labels[i].value;
-		out->labels[i] = &labels[i];
+		const cm_label *l = &in->labels[i];
+		if (prev && i < prev->nlabels && prev->labels[i].name == l->name && prev->labels[i].value == l->value) {
+			out->labels[i] = prev_out->labels[i];
+			continue;
+		}
+		Corral__Wire__Label *m = cm_arena_alloc(a, sizeof(*m));
+		if (!m)
+			return CM_ENOMEM;
+		corral__wire__label__init(m);
+		m->name = (char *)l->name;
+		m->value = (char *)l->value;
+		out->labels[i] = m;
 	}
 	for (size_t i = 0; i < in->nsamples; i++) {
 		out->timestamps_ms[i] = in->samples[i].t_ms;
@@ -226,7 +236,7 @@ static int pack_batch(const cm_batch *b, cm_arena *a, cm_buf *pbuf, uint8_t **ou
 	if (!msg.series || !series)
 		return CM_ENOMEM;
 	for (size_t i = 0; i < b->nseries; i++) {
-		int rc = build_series(&b->series[i], &series[i], a);
+		int rc = build_series(&b->series[i], i ? &b->series[i - 1] : NULL, i ? &series[i - 1] : NULL, &series[i], a);
 		if (rc)
 			return rc;
 		msg.series[i] = &series[i];

@@ -2,8 +2,11 @@
  *
  * Owns the timer, the collector (used only on a worker thread, one pass at a time), the spool, the
  * sender and the HTTP server. A pass runs on a worker and puts its frame in the spool there (disk
- * writes never touch the loop thread); back on the loop thread the sender is kicked and the rendered
- * text replaces the /metrics snapshot. A tick that finds the previous pass still running is skipped
+ * writes never touch the loop thread); back on the loop thread the sender is kicked and the pass becomes
+ * the /metrics snapshot. Its text is rendered only when /metrics is asked for: the request is parked, a
+ * worker renders the snapshot (while the next pass may run, which only reads it) and the parked
+ * requests are answered; later scrapes of the same snapshot reuse the text. No metrics pass starts
+ * while a render runs (the pass after next would overwrite the snapshot). A tick that finds the previous pass still running is skipped
  * and counted. Batch sequence numbers start at the larger of the wall clock in microseconds and the
  * last seq the spool remembers plus one, so they keep increasing across agent restarts (the aggregator
  * dedupes on them) even if the clock steps back.
@@ -46,11 +49,19 @@ struct na_agent {
 	/* the pass in flight (worker side) */
 	int kind;        /* PASS_METRICS or PASS_LOGS */
 	int logs_spooled; /* the logs-only pass used next_seq */
-	cm_buf frame, text;
+	cm_buf frame;
 	na__collect_stats st;
 	int rc, put_rc;
 	cm_err err;
+	/* the /metrics render in flight (worker side) */
+	uv_work_t render;
+	const na__pass *render_of;
+	uint64_t render_id;
+	cm_buf text;
+	int rendering, render_rc;
 	/* loop side */
+	const na__pass *snap; /* the last pass, if it succeeded; snap_id counts passes */
+	uint64_t snap_id, text_id; /* metrics_text holds the text of pass text_id */
 	cm_buf metrics_text;
 	uint64_t passes, pass_errors, skipped_ticks, logs_passes, logs_pass_errors;
 	uint64_t err_cgroup, err_node, err_meta, events, inventories;
@@ -62,8 +73,8 @@ struct na_agent {
 static void collect_work(uv_work_t *w)
 {
 	na_agent *a = w->data;
-	a->frame.len = a->text.len = 0;
-	a->rc = na__collect(a->collector, a->next_seq, &a->frame, &a->text, &a->st, &a->err);
+	a->frame.len = 0;
+	a->rc = na__collect(a->collector, a->next_seq, &a->frame, &a->st, &a->err);
 	if (a->rc)
 		return;
 	size_t len;
@@ -79,6 +90,8 @@ static void collect_done(uv_work_t *w, int status)
 	a->collecting = 0;
 	a->passes++;
 	a->logs_due = 1;
+	a->snap = status ? NULL : na__collector_last(a->collector);
+	a->snap_id = a->passes;
 	if (status || a->rc) {
 		a->pass_errors++;
 		CM_LOG_RL(&a->rl, CM_LOG_ERROR, "agent", "collection failed: %s", status ? "cancelled" : a->err.msg);
@@ -94,9 +107,6 @@ static void collect_done(uv_work_t *w, int status)
 	a->inventories += (uint64_t)a->st.inventory;
 	a->last_duration_s = (double)a->st.duration_ns / 1e9;
 	a->last_series = a->st.series;
-	cm_buf tmp = a->metrics_text;
-	a->metrics_text = a->text;
-	a->text = tmp;
 	if (a->put_rc)
 		CM_LOG_RL(&a->rl, CM_LOG_ERROR, "agent", "cannot spool batch %llu: %s (batch lost)",
 			  (unsigned long long)(a->next_seq - 1), cm_strerror(a->put_rc));
@@ -146,7 +156,7 @@ static void start_pass(na_agent *a, int kind)
  * while the tailer has more and the spool has room. */
 static void next_pass(na_agent *a)
 {
-	if (a->collecting || a->stopping)
+	if (a->collecting || a->stopping || (a->tick_due && a->rendering))
 		return;
 	if (a->tick_due) {
 		a->tick_due = 0;
@@ -162,7 +172,7 @@ static void on_sent(void *arg) { next_pass(arg); }
 static void on_tick(uv_timer_t *t)
 {
 	na_agent *a = t->data;
-	if (a->collecting && a->kind == PASS_LOGS) {
+	if ((a->collecting && a->kind == PASS_LOGS) || (!a->collecting && a->rendering)) {
 		a->tick_due = 1;
 	} else if (a->collecting) {
 		a->skipped_ticks++;
@@ -237,6 +247,42 @@ static int render_collectors(na_agent *a, cm_buf *b)
 		(unsigned long long)a->logs_pass_errors);
 }
 
+static void render_work(uv_work_t *w)
+{
+	na_agent *a = w->data;
+	a->text.len = 0;
+	a->render_rc = na__pass_render(a->render_of, &a->text);
+}
+
+static void render_done(uv_work_t *w, int status)
+{
+	na_agent *a = w->data;
+	a->rendering = 0;
+	a->text_id = a->render_id; /* after a failure too: the old text is served, the next pass retries */
+	if (status || a->render_rc) {
+		CM_LOG_RL(&a->rl, CM_LOG_ERROR, "agent", "cannot render /metrics: %s",
+			  cm_strerror(status ? status : a->render_rc));
+	} else {
+		cm_buf tmp = a->metrics_text;
+		a->metrics_text = a->text;
+		a->text = tmp;
+	}
+	if (a->stopping)
+		return;
+	na__http_resume(a->http);
+	next_pass(a);
+}
+
+/* Renders the snapshot on a worker; 0 when that could not start. */
+static int start_render(na_agent *a)
+{
+	a->render.data = a;
+	a->render_of = a->snap;
+	a->render_id = a->snap_id;
+	a->rendering = !uv_queue_work(a->loop, &a->render, render_work, render_done);
+	return a->rendering;
+}
+
 static int on_http(void *ctx, const char *path, cm_buf *body, const char **ctype)
 {
 	na_agent *a = ctx;
@@ -244,6 +290,8 @@ static int on_http(void *ctx, const char *path, cm_buf *body, const char **ctype
 		return cm_buf_puts(body, "ok\n") ? 500 : 200;
 	if (strcmp(path, "/metrics"))
 		return cm_buf_puts(body, "not found\n") ? 500 : 404;
+	if (a->snap && a->text_id != a->snap_id && (a->rendering || start_render(a)))
+		return NA__HTTP_LATER;
 	*ctype = "text/plain; version=0.0.4; charset=utf-8";
 	if (cm_buf_append(body, a->metrics_text.data, a->metrics_text.len) || render_self(a, body) ||
 	    render_collectors(a, body))

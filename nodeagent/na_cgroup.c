@@ -59,40 +59,40 @@ struct linux_dirent64 {
 const na__cg_fdef na__cg_files[NA__F_COUNT] = {
 	[NA__F_PROCS] = {NA__R_ANY, "cgroup.procs"},
 	[NA__F2_CPU_STAT] = {NA__R_UNIFIED, "cpu.stat"},
-	[NA__F2_CPU_MAX] = {NA__R_UNIFIED, "cpu.max"},
-	[NA__F2_CPU_WEIGHT] = {NA__R_UNIFIED, "cpu.weight"},
+	[NA__F2_CPU_MAX] = {NA__R_UNIFIED, "cpu.max", 1},
+	[NA__F2_CPU_WEIGHT] = {NA__R_UNIFIED, "cpu.weight", 2},
 	[NA__F2_CPU_PRESSURE] = {NA__R_UNIFIED, "cpu.pressure"},
 	[NA__F2_MEM_CURRENT] = {NA__R_UNIFIED, "memory.current"},
 	[NA__F2_MEM_STAT] = {NA__R_UNIFIED, "memory.stat"},
 	[NA__F2_MEM_EVENTS] = {NA__R_UNIFIED, "memory.events"},
-	[NA__F2_MEM_MAX] = {NA__R_UNIFIED, "memory.max"},
-	[NA__F2_MEM_LOW] = {NA__R_UNIFIED, "memory.low"},
+	[NA__F2_MEM_MAX] = {NA__R_UNIFIED, "memory.max", 3},
+	[NA__F2_MEM_LOW] = {NA__R_UNIFIED, "memory.low", 4},
 	[NA__F2_MEM_PEAK] = {NA__R_UNIFIED, "memory.peak"},
 	[NA__F2_SWAP_CURRENT] = {NA__R_UNIFIED, "memory.swap.current"},
-	[NA__F2_SWAP_MAX] = {NA__R_UNIFIED, "memory.swap.max"},
+	[NA__F2_SWAP_MAX] = {NA__R_UNIFIED, "memory.swap.max", 5},
 	[NA__F2_MEM_PRESSURE] = {NA__R_UNIFIED, "memory.pressure"},
 	[NA__F2_IO_STAT] = {NA__R_UNIFIED, "io.stat"},
 	[NA__F2_IO_PRESSURE] = {NA__R_UNIFIED, "io.pressure"},
 	[NA__F2_PIDS_CURRENT] = {NA__R_UNIFIED, "pids.current"},
-	[NA__F2_PIDS_MAX] = {NA__R_UNIFIED, "pids.max"},
+	[NA__F2_PIDS_MAX] = {NA__R_UNIFIED, "pids.max", 6},
 	[NA__F1_CPUACCT_USAGE] = {NA__R_CPUACCT, "cpuacct.usage"},
 	[NA__F1_CPUACCT_STAT] = {NA__R_CPUACCT, "cpuacct.stat"},
 	[NA__F1_CPU_STAT] = {NA__R_CPU, "cpu.stat"},
-	[NA__F1_CPU_SHARES] = {NA__R_CPU, "cpu.shares"},
-	[NA__F1_CPU_QUOTA] = {NA__R_CPU, "cpu.cfs_quota_us"},
-	[NA__F1_CPU_PERIOD] = {NA__R_CPU, "cpu.cfs_period_us"},
+	[NA__F1_CPU_SHARES] = {NA__R_CPU, "cpu.shares", 1},
+	[NA__F1_CPU_QUOTA] = {NA__R_CPU, "cpu.cfs_quota_us", 2},
+	[NA__F1_CPU_PERIOD] = {NA__R_CPU, "cpu.cfs_period_us", 3},
 	[NA__F1_MEM_USAGE] = {NA__R_MEMORY, "memory.usage_in_bytes"},
 	[NA__F1_MEM_STAT] = {NA__R_MEMORY, "memory.stat"},
 	[NA__F1_MEM_MAX_USAGE] = {NA__R_MEMORY, "memory.max_usage_in_bytes"},
 	[NA__F1_MEM_FAILCNT] = {NA__R_MEMORY, "memory.failcnt"},
-	[NA__F1_MEM_LIMIT] = {NA__R_MEMORY, "memory.limit_in_bytes"},
-	[NA__F1_MEM_SOFT_LIMIT] = {NA__R_MEMORY, "memory.soft_limit_in_bytes"},
-	[NA__F1_MEMSW_LIMIT] = {NA__R_MEMORY, "memory.memsw.limit_in_bytes"},
+	[NA__F1_MEM_LIMIT] = {NA__R_MEMORY, "memory.limit_in_bytes", 4},
+	[NA__F1_MEM_SOFT_LIMIT] = {NA__R_MEMORY, "memory.soft_limit_in_bytes", 5},
+	[NA__F1_MEMSW_LIMIT] = {NA__R_MEMORY, "memory.memsw.limit_in_bytes", 6},
 	[NA__F1_MEM_OOM_CONTROL] = {NA__R_MEMORY, "memory.oom_control"},
 	[NA__F1_BLKIO_BYTES] = {NA__R_BLKIO, "blkio.throttle.io_service_bytes"},
 	[NA__F1_BLKIO_OPS] = {NA__R_BLKIO, "blkio.throttle.io_serviced"},
 	[NA__F1_PIDS_CURRENT] = {NA__R_PIDS, "pids.current"},
-	[NA__F1_PIDS_MAX] = {NA__R_PIDS, "pids.max"},
+	[NA__F1_PIDS_MAX] = {NA__R_PIDS, "pids.max", 7},
 	/* hugetlb files are named per page size at open: na__cg_file_name */
 };
 
@@ -157,11 +157,16 @@ static int cg_table_rebuild(na__cgroups *cg, size_t want)
 	return CM_OK;
 }
 
+/* The spec slot of file f, or -1 when f is read every pass. */
+static int cg_spec_slot(int f) { return f < NA__F_HUGE0 ? na__cg_files[f].spec - 1 : -1; }
+
 static void cg_close_file(na__cgroups *cg, na__cg_node *n, int f)
 {
 	close(n->fd[f]);
 	n->fd[f] = -1;
 	cg->kept_fds--;
+	if (cg_spec_slot(f) >= 0)
+		n->spec_len[cg_spec_slot(f)] = 0;
 }
 
 static void cg_node_free(na__cgroups *cg, na__cg_node *n)
@@ -188,6 +193,8 @@ static void cg_node_renew(na__cgroups *cg, na__cg_node *n)
 			close(n->dfd[m]);
 		n->dfd[m] = -1;
 	}
+	n->watched = 0;
+	memset(n->spec_len, 0, sizeof(n->spec_len));
 	n->stale = 0;
 	n->born_gen = cg->gen;
 	n->start_s = 0;
@@ -272,15 +279,17 @@ static int cg_is_dir(int dfd, const struct linux_dirent64 *de)
 	(IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
 
 /* Watches n's directory in mount m so that a change below it makes the next pass walk. */
-static void cg_watch(na__cgroups *cg, int m, const na__cg_node *n)
+static void cg_watch(na__cgroups *cg, int m, na__cg_node *n)
 {
 	na__cg_mount *mt = &cg->mounts[m];
 	char path[64];
-	if (mt->ino_fd < 0 || !mt->ino_ok)
+	if (mt->ino_fd < 0 || !mt->ino_ok || (n->watched & 1u << m))
 		return;
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", n->dfd[m]);
 	if (inotify_add_watch(mt->ino_fd, path, CG_WATCH_MASK) < 0)
 		mt->ino_ok = 0; /* at the watch limit (or no /proc): walk every pass */
+	else
+		n->watched |= 1u << m;
 }
 
 static void cg_walk(na__cgroups *cg, int m, na__cg_node *n, size_t idlen, int depth)
@@ -317,9 +326,13 @@ static void cg_sweep(na__cgroups *cg, const na_event_sink *ev, int64_t now_ms)
 			}
 			if (n->dfd[m] >= 0)
 				close(n->dfd[m]), n->dfd[m] = -1;
-			for (int f = 0; f < NA__F_COUNT; f++)
+			n->watched &= ~(1u << m);
+			for (int f = 0; f < NA__F_COUNT; f++) {
 				if (n->fd[f] >= 0 && n->fmount[f] == m)
 					cg_close_file(cg, n, f);
+				else if (n->fmount[f] == m && cg_spec_slot(f) >= 0)
+					n->spec_len[cg_spec_slot(f)] = 0; /* read past the fd budget */
+			}
 		}
 		if (seen) {
 			cg->nodes[kept++] = n;
@@ -351,13 +364,14 @@ static int cg_fd(na__cgroups *cg, na__cg_node *n, int f, int *temp)
 		char buf[96];
 		const char *name = na__cg_file_name(cg, f, buf, sizeof(buf)); /* buf is used for hugetlb only */
 		int fd = openat(n->dfd[m], name, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0)
+			n->fmount[f] = (signed char)m;
 		if (fd >= 0 && cg->kept_fds >= cg->fd_budget) {
 			*temp = 1;
 			return fd;
 		}
 		if (fd >= 0) {
 			n->fd[f] = fd;
-			n->fmount[f] = (signed char)m;
 			cg->kept_fds++;
 			return fd;
 		}
@@ -374,8 +388,33 @@ static int cg_fd(na__cgroups *cg, na__cg_node *n, int f, int *temp)
 	return -1;
 }
 
+/* Limit file f of n as its last read left it, unless this pass is n's pass to re-read its limits (or
+ * its directory in that mount is gone). */
+static int cg_spec_cached(na__cgroups *cg, const na__cg_node *n, int f, const char **text)
+{
+	int slot = cg_spec_slot(f);
+	if (slot < 0 || !n->spec_len[slot] || n->stale || n->mgen[n->fmount[f]] != cg->gen ||
+	    (cg->gen + n->hash) % NA__CG_SPEC_EVERY == 0)
+		return 0;
+	memcpy(cg->text, n->spec[slot], n->spec_len[slot]);
+	cg->text[n->spec_len[slot]] = '\0';
+	*text = cg->text;
+	return 1;
+}
+
+static void cg_spec_keep(na__cg_node *n, int f, const char *text, size_t len)
+{
+	int slot = cg_spec_slot(f);
+	if (slot < 0)
+		return;
+	n->spec_len[slot] = len < NA__CG_SPEC_TEXT ? (unsigned char)len : 0;
+	memcpy(n->spec[slot], text, n->spec_len[slot]);
+}
+
 int na__cg_read(na__cgroups *cg, na__cg_node *n, int f, const char **text)
 {
+	if (cg_spec_cached(cg, n, f, text))
+		return CM_OK;
 	int temp = 0, fd = cg_fd(cg, n, f, &temp);
 	if (fd < 0)
 		return CM_ENOENT;
@@ -399,6 +438,7 @@ int na__cg_read(na__cgroups *cg, na__cg_node *n, int f, const char **text)
 	if ((size_t)r == sizeof(cg->text) - 1)
 		return CM_E2BIG;
 	cg->text[r] = '\0';
+	cg_spec_keep(n, f, cg->text, (size_t)r);
 	*text = cg->text;
 	return CM_OK;
 }

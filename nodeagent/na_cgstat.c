@@ -40,6 +40,9 @@
  *            container_spec_memory_limit_bytes, _reservation_limit_bytes, _swap_limit_bytes ("max" = 0)
  *         v1 cpu.shares; cpu.cfs_quota_us (not when -1); cpu.cfs_period_us; memory.limit_in_bytes,
  *            memory.soft_limit_in_bytes, memory.memsw.limit_in_bytes (unlimited, >= 2^62, = 0)
+ *         The spec files and pids.max are read in one pass out of NA__CG_SPEC_EVERY (10) per cgroup and
+ *         the text of the last read is parsed in the others (na_cgroup.c): a changed limit shows within
+ *         10 intervals (cAdvisor reads them once, when it finds the container).
  *   time  container_start_time_seconds: the cgroup directory's ctime when first seen;
  *         container_last_seen: the pass's wall clock, seconds
  *   net   pods (once per pod, from any member process of its containers) and containers outside pods:

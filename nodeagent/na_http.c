@@ -2,7 +2,9 @@
  *
  * One request per connection: read the request head (at most 8 KiB, within 10 s), answer with
  * Content-Length and "Connection: close", close. Only GET and HEAD are served. The request parser is
- * a pure function (fuzzed); everything that reaches it comes from the network. Never blocks the loop.
+ * a pure function (fuzzed); everything that reaches it comes from the network. Never blocks the loop:
+ * a handler whose answer needs work on a worker parks the request (NA__HTTP_LATER) and resumes the
+ * parked ones when the work is done.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <stdio.h>
@@ -14,15 +16,18 @@
 #define HEAD_MAX 8192
 #define CONN_TIMEOUT_MS 10000
 
+typedef struct conn conn;
+
 struct na__http {
 	uv_tcp_t server;
 	na__http_handler fn;
 	void *ctx;
 	void (*done)(void *);
 	void *done_arg;
+	conn *parked; /* requests waiting for na__http_resume, linked by next */
 };
 
-typedef struct conn {
+struct conn {
 	uv_tcp_t tcp;
 	uv_timer_t timer;
 	uv_write_t wr;
@@ -32,7 +37,11 @@ typedef struct conn {
 	cm_buf out;
 	int open_handles;
 	int answered;
-} conn;
+	int head;        /* a HEAD request */
+	int parked;
+	conn *next;
+	char path[1024];
+};
 
 /* ---- request parsing --------------------------------------------------------------------------------- */
 
@@ -82,8 +91,20 @@ static void on_conn_handle_closed(uv_handle_t *hd)
 	}
 }
 
+static void unpark(conn *c)
+{
+	conn **p = &c->h->parked;
+	while (*p && *p != c)
+		p = &(*p)->next;
+	if (*p)
+		*p = c->next;
+	c->parked = 0;
+}
+
 static void conn_close(conn *c)
 {
+	if (c->parked)
+		unpark(c);
 	if (!uv_is_closing((uv_handle_t *)&c->tcp))
 		uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
 	if (!uv_is_closing((uv_handle_t *)&c->timer))
@@ -116,19 +137,33 @@ static void reply(conn *c, int status, const char *ctype, const char *body, size
 		conn_close(c);
 }
 
-static void serve(conn *c, const char *method, const char *path)
+static void serve(conn *c)
 {
-	int head = !strcmp(method, "HEAD");
-	if (strcmp(method, "GET") && !head) {
-		reply(c, 405, "text/plain", "method not allowed\n", 19, 0);
-		return;
-	}
 	cm_buf body;
 	cm_buf_init(&body);
 	const char *ctype = "text/plain; charset=utf-8";
-	int status = c->h->fn(c->h->ctx, path, &body, &ctype);
-	reply(c, status, ctype, body.data ? (const char *)body.data : "", body.len, head);
+	int status = c->h->fn(c->h->ctx, c->path, &body, &ctype);
+	if (status == NA__HTTP_LATER) {
+		uv_read_stop((uv_stream_t *)&c->tcp);
+		c->parked = 1;
+		c->next = c->h->parked;
+		c->h->parked = c;
+	} else {
+		reply(c, status, ctype, body.data ? (const char *)body.data : "", body.len, c->head);
+	}
 	cm_buf_close(&body);
+}
+
+void na__http_resume(na__http *h)
+{
+	conn *c = h->parked;
+	h->parked = NULL;
+	while (c) {
+		conn *next = c->next;
+		c->parked = 0;
+		serve(c); /* may park it again */
+		c = next;
+	}
 }
 
 static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *b)
@@ -148,12 +183,15 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 		return;
 	}
 	c->len += (size_t)n;
-	char method[16], path[1024];
-	int r = na__http_parse_request(c->buf, c->len, method, sizeof(method), path, sizeof(path));
+	char method[16];
+	int r = na__http_parse_request(c->buf, c->len, method, sizeof(method), c->path, sizeof(c->path));
+	c->head = r > 0 && !strcmp(method, "HEAD");
 	if (r < 0)
 		reply(c, 400, "text/plain", "bad request\n", 12, 0);
+	else if (r > 0 && strcmp(method, "GET") && !c->head)
+		reply(c, 405, "text/plain", "method not allowed\n", 19, 0);
 	else if (r > 0)
-		serve(c, method, path);
+		serve(c);
 	else if (c->len == sizeof(c->buf))
 		reply(c, 431, "text/plain", "request head too large\n", 23, 0);
 }
@@ -218,5 +256,7 @@ void na__http_close(na__http *h, void (*done)(void *), void *arg)
 {
 	h->done = done;
 	h->done_arg = arg;
+	while (h->parked)
+		conn_close(h->parked);
 	uv_close((uv_handle_t *)&h->server, on_server_closed);
 }

@@ -152,7 +152,15 @@ enum {
 typedef struct na__cg_fdef {
 	int role;
 	const char *name;
+	int spec; /* a container_spec_* (limit) file: its slot in na__cg_node.spec + 1; 0 = read every pass */
 } na__cg_fdef;
+
+/* Limit files change rarely (cAdvisor reads them once, when it finds the container): a node re-reads
+ * them in one pass out of NA__CG_SPEC_EVERY (which one depends on its id, so the reads are spread over
+ * the passes) and reuses the text of the last read in the others. */
+#define NA__CG_SPEC_EVERY 10
+#define NA__CG_SPEC_SLOTS 7
+#define NA__CG_SPEC_TEXT 24 /* "9223372036854771712\n" and "max 100000\n" fit; longer is read each pass */
 
 extern const na__cg_fdef na__cg_files[NA__F_COUNT];
 
@@ -171,8 +179,11 @@ typedef struct na__cg_node {
 	uint64_t mgen[NA__CG_MOUNTS]; /* pass in which each mount last listed this cgroup */
 	uint64_t born_gen;            /* pass that discovered it */
 	int dfd[NA__CG_MOUNTS];       /* directory per mount, -1 = not in that mount */
+	unsigned watched;             /* bit m: dfd[m] has an inotify watch (added once, not per walk) */
 	int fd[NA__F_COUNT];          /* -1 = not opened yet, -2 = absent */
 	signed char fmount[NA__F_COUNT];
+	unsigned char spec_len[NA__CG_SPEC_SLOTS]; /* bytes of the last read of each limit file, 0 = none */
+	char spec[NA__CG_SPEC_SLOTS][NA__CG_SPEC_TEXT];
 	int stale;                    /* a read said the directory is gone */
 	na__ident ident;
 	na__meta_labels meta;
@@ -263,12 +274,18 @@ typedef struct na__collect_stats {
 	int inventory;      /* the batch carries the inventory */
 } na__collect_stats;
 
+typedef struct na__pass na__pass; /* one pass's series */
+
 int na__collector_create(const na_config *cfg, na__collector **out, cm_err *err);
 void na__collector_destroy(na__collector *c);
-/* One pass over every collector: appends the wire frame for batch seq to frame and the Prometheus
- * text exposition of the same samples to text. Runs on a worker thread. */
-int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, cm_buf *text, na__collect_stats *st,
-		cm_err *err);
+/* One pass over every collector: appends the wire frame for batch seq to frame. Runs on a worker
+ * thread. */
+int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, na__collect_stats *st, cm_err *err);
+/* Between passes: the series of the last pass if it succeeded, else NULL. They stay valid (and are only
+ * read) during the next pass and change when the pass after it starts. */
+const na__pass *na__collector_last(const na__collector *c);
+/* Appends the Prometheus text exposition of p (families sorted, # HELP and # TYPE) to out. */
+int na__pass_render(const na__pass *p, cm_buf *out);
 /* Log streams (na_logs.c) the next na__collect puts in its batch; NULL, 0 = none. */
 void na__collector_set_logs(na__collector *c, const cm_log_stream *streams, size_t n);
 
@@ -349,12 +366,16 @@ void na__sender_free(na__sender *s);
 
 typedef struct na__http na__http;
 
-/* Fills body and content type for GET path; returns the HTTP status. Runs on the loop thread. */
+/* Fills body and content type for GET path; returns the HTTP status, or NA__HTTP_LATER to park the
+ * request until the next na__http_resume, which calls the handler for it again (a parked request is
+ * closed at the connection timeout or when the server closes). Runs on the loop thread. */
 typedef int (*na__http_handler)(void *ctx, const char *path, cm_buf *body, const char **ctype);
+#define NA__HTTP_LATER 0
 
 int na__http_start(uv_loop_t *loop, const char *listen, na__http_handler fn, void *ctx, na__http **out,
 		   cm_err *err);
 void na__http_close(na__http *h, void (*done)(void *), void *arg);
+void na__http_resume(na__http *h);
 
 /* Parses a request head. Returns its length when complete (method and path, query stripped, are
  * copied out), 0 when more bytes are needed, CM_EPROTO when it is not HTTP/1.x. */

@@ -384,6 +384,45 @@ static void tmp_mkdir(const tmp_tree *t, const char *rel)
 	assert_int_equal(mkdir(path, 0755), 0);
 }
 
+/* Limit files are re-read in one pass out of NA__CG_SPEC_EVERY (the node's own, from its id hash) and
+ * their last text reused in between; usage files are read every pass. */
+static void test_spec_reread_every_nth_pass(void **state)
+{
+	tmp_tree *t = *state;
+	static const char *const only[] = {"container_memory_usage_bytes", "container_spec_memory_limit_bytes", NULL};
+	const char *dir = "memory" V1_CTR;
+	char rel[PATH_MAX];
+	tmp_copy(t, "cgroup-v1");
+	na__cgroups *cg = NULL;
+	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
+	int changed_at = -1;
+	for (int pass = 0; pass < 2 * NA__CG_SPEC_EVERY; pass++) {
+		if (pass == 1) {
+			fmt_into(rel, sizeof(rel), "%s/memory.limit_in_bytes", dir);
+			tmp_write(t, rel, "536870912\n");
+			fmt_into(rel, sizeof(rel), "%s/memory.usage_in_bytes", dir);
+			tmp_write(t, rel, "1000\n");
+		}
+		sink s = {.only = only};
+		na_emit e = sink_emit(&s);
+		assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0), 0);
+		const sink_rec *lim = sink_find(&s, "container_spec_memory_limit_bytes{id=\"" V1_CTR "\"}");
+		const sink_rec *use = sink_find(&s, MEM(V1_CTR));
+		assert_non_null(lim);
+		assert_non_null(use);
+		assert_true(use->v == (pass ? 1000 : 768 * MiB));
+		const na__cg_node *n = na__cg_find(cg, V1_CTR);
+		int due = (cg->gen + n->hash) % NA__CG_SPEC_EVERY == 0;
+		if (pass >= 1 && changed_at < 0 && due)
+			changed_at = pass;
+		if (lim->v != (changed_at >= 0 ? 512 * MiB : 1 * GiB))
+			fail_msg("pass %d (due %d, changed at %d): limit %.17g", pass, due, changed_at, lim->v);
+		sink_clear(&s);
+	}
+	assert_true(changed_at >= 1 && changed_at <= NA__CG_SPEC_EVERY);
+	na__cgroups_close(cg);
+}
+
 /* Corrupt files cost exactly their own metric. */
 static size_t count_key(const sink *s, const char *key) { return sink_find(s, key) != NULL; }
 
@@ -772,6 +811,7 @@ int main(void)
 		cmocka_unit_test(test_layout_errors),
 		cmocka_unit_test(test_layout_v1_names_and_hybrid),
 		cmocka_unit_test_setup_teardown(test_walk_only_on_change, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_spec_reread_every_nth_pass, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_files, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_cgroup_removed_mid_walk, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_sibling_removed_after_listing, tmp_setup, tmp_teardown),

@@ -30,8 +30,10 @@ static void run_pass(na__collector *c, uint64_t seq, pass *p)
 	cm_buf_init(&p->frame);
 	cm_buf_init(&p->text);
 	cm_arena_init(&p->arena, 0);
-	if (na__collect(c, seq, &p->frame, &p->text, &st, &err))
+	if (na__collect(c, seq, &p->frame, &st, &err))
 		fail_msg("collect: %s", err.msg);
+	assert_non_null(na__collector_last(c));
+	assert_int_equal(na__pass_render(na__collector_last(c), &p->text), 0);
 	assert_int_equal(cm_wire_decode(p->frame.data, p->frame.len, &cm_wire_default_limits, &p->arena, &p->b, &err), 0);
 	cm_buf_append(&p->text, "", 1);
 }
