@@ -193,9 +193,18 @@ int ts__block_select(ts__block *b, const ts_matcher *m, size_t nm, uint64_t **ou
 /* Labels (pointing into the block, valid while it is open; TS__MAX_LABELS room) and location of series i. */
 int ts__block_series(ts__block *b, uint64_t i, cm_label *labels, size_t *nlabels, ts__bseries *info,
 		     cm_err *err);
-/* Appends the series' samples to a growable array. */
-int ts__block_samples(ts__block *b, const ts__bseries *info, cm_sample **buf, size_t *len, size_t *cap,
-		      cm_err *err);
+/* What one reading thread reuses from series to series: a zstd context, the compressed and raw frame. */
+typedef struct ZSTD_DCtx_s ZSTD_DCtx;
+typedef struct ts__rdbuf {
+	ZSTD_DCtx *dz;
+	uint8_t *z, *raw;
+	size_t zcap, rawcap;
+} ts__rdbuf;
+
+void ts__rdbuf_free(ts__rdbuf *rb);
+/* Appends the series' samples to a growable array; rb may be NULL (buffers for this call only). */
+int ts__block_samples(ts__block *b, const ts__bseries *info, ts__rdbuf *rb, cm_sample **buf, size_t *len,
+		      size_t *cap, cm_err *err);
 int ts__fsync_dir(const char *path);
 
 /* ---- write-ahead log (ts_wal.c) -------------------------------------------------------------------- */

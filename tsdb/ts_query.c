@@ -2,14 +2,19 @@
  *
  * Every source lists its matching series in label-set order: the head (ts__head_collect, under every
  * shard's read lock) and each block overlapping the range (ts__block_select on its postings). A k-way
- * merge walks the lists in label-set order; for each label set it gathers the samples of every source
- * that has it (block samples read with pread and decoded, head chunks decoded) and merges them into
- * one time-ordered run in which a timestamp appears once (blocks first, oldest block first, then the
- * head: the same sample can be in a block and, until the cut finishes, in the head). The callback runs
- * under the head's read locks and the block list's read lock. A series that fails to read from a
- * block (checksum, frame or stream damage) stops the walk, and ts_select returns CM_ECORRUPT.
+ * merge walks the lists in label-set order and plans one job per label set: where each source keeps it.
+ * A job's samples (block frames read with pread, decompressed and decoded; head chunks decoded) are
+ * merged into one time-ordered run in which a timestamp appears once (blocks first, oldest block first,
+ * then the head: the same sample can be in a block and, until the cut finishes, in the head); a label
+ * set in one block only is decoded straight into its run. Jobs sit in a ring of slots: when a select
+ * reads many block series, one worker thread decodes the jobs ahead while the calling thread runs the
+ * callback on the finished ones, in label-set order (and decodes too when it would wait), so decoding
+ * and the caller's work overlap on two cores. The callback runs on the calling thread, under the head's
+ * read locks and the block list's read lock. A series that fails to read from a block (checksum, frame or
+ * stream damage) stops the walk, and ts_select returns CM_ECORRUPT.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,24 +92,38 @@ static int merge_run(merge *m, const cm_sample *x, size_t n)
 	return CM_OK;
 }
 
-/* Adds the current series of c (inside [mint, maxt]) to the merge. */
-static int cursor_samples(cursor *c, merge *m, int64_t mint, int64_t maxt, cm_err *err)
+/* Where one source keeps a label set: a block's series, or the head's. */
+typedef struct src {
+	ts__block *b;
+	ts__bseries info;
+	const ts__series *hs;
+} src;
+
+/* Adds the samples of s inside [mint, maxt] to the merge; into the run directly while it is empty. */
+static int src_samples(const src *s, merge *m, ts__rdbuf *rb, int64_t mint, int64_t maxt, cm_err *err)
 {
 	size_t len = 0, lo, hi;
 	int rc;
-	if (!c->b) {
-		rc = ts__series_read(c->hits[c->i], mint, maxt, &m->run, &m->caprun, &lo, &hi);
+	if (!s->b) {
+		rc = ts__series_read(s->hs, mint, maxt, &m->run, &m->caprun, &lo, &hi);
 		return rc ? rc : merge_run(m, m->run + lo, hi - lo);
 	}
-	if (c->info.maxt < mint || c->info.mint > maxt)
+	if (s->info.maxt < mint || s->info.mint > maxt)
 		return CM_OK;
-	if ((rc = ts__block_samples(c->b, &c->info, &m->run, &len, &m->caprun, err)))
+	int direct = m->nout == 0;
+	cm_sample **buf = direct ? &m->out : &m->run;
+	if ((rc = ts__block_samples(s->b, &s->info, rb, buf, &len, direct ? &m->capout : &m->caprun, err)))
 		return rc;
-	for (lo = 0; lo < len && m->run[lo].t_ms < mint; lo++)
+	cm_sample *x = *buf;
+	for (lo = 0; lo < len && x[lo].t_ms < mint; lo++)
 		;
-	for (hi = len; hi > lo && m->run[hi - 1].t_ms > maxt; hi--)
+	for (hi = len; hi > lo && x[hi - 1].t_ms > maxt; hi--)
 		;
-	return merge_run(m, m->run + lo, hi - lo);
+	if (!direct)
+		return merge_run(m, x + lo, hi - lo);
+	memmove(x, x + lo, (hi - lo) * sizeof(*x));
+	m->nout = hi - lo;
+	return CM_OK;
 }
 
 /* Builds the cursors: blocks overlapping the range (oldest first), then the head. */
@@ -183,29 +202,163 @@ static int walk_labels(cursor *c, size_t n, int64_t mint, int64_t maxt, ts_serie
 	return rc;
 }
 
+/* ---- the ring of jobs -------------------------------------------------------------------------- */
+
+#define SLOTS 16            /* jobs in flight with a worker */
+#define WORKER_SERIES 64    /* block series a select must read before a worker pays for itself */
+
+typedef struct job {
+	cm_label labels[TS__MAX_LABELS];
+	size_t nlabels;
+	src *src;      /* one per cursor */
+	size_t nsrc;
+	merge mg;
+	int done, rc;
+	cm_err err;
+} job;
+
+typedef struct ring {
+	job *slots;
+	size_t nslots;
+	size_t planned, claimed, consumed;  /* job numbers; planned and claimed change under mu */
+	int64_t mint, maxt;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int stop;
+} ring;
+
+static int job_decode(ring *p, job *j, ts__rdbuf *rb)
+{
+	int rc = CM_OK;
+	j->mg.nout = 0;
+	for (size_t i = 0; i < j->nsrc && !rc; i++)
+		rc = src_samples(&j->src[i], &j->mg, rb, p->mint, p->maxt, &j->err);
+	return rc;
+}
+
+/* Claims and decodes the next planned job; called and returns with mu held. */
+static void claim_one(ring *p, ts__rdbuf *rb)
+{
+	job *j = &p->slots[p->claimed++ % p->nslots];
+	pthread_mutex_unlock(&p->mu);
+	int rc = job_decode(p, j, rb);
+	pthread_mutex_lock(&p->mu);
+	j->rc = rc, j->done = 1;
+	pthread_cond_broadcast(&p->cv);
+}
+
+static void *worker(void *arg)
+{
+	ring *p = arg;
+	ts__rdbuf rb = {0};
+	pthread_mutex_lock(&p->mu);
+	while (!p->stop) {
+		if (p->claimed < p->planned)
+			claim_one(p, &rb);
+		else
+			pthread_cond_wait(&p->cv, &p->mu);
+	}
+	pthread_mutex_unlock(&p->mu);
+	ts__rdbuf_free(&rb);
+	return NULL;
+}
+
+/* Plans the next label set into a free slot: its labels and every source that has it. */
+static int plan(ring *p, cursor *c, size_t n, cursor *low, cm_err *err)
+{
+	job *j = &p->slots[p->planned % p->nslots];
+	int rc = CM_OK;
+	j->nlabels = low->nlabels;
+	memcpy(j->labels, low->labels, j->nlabels * sizeof(*j->labels));
+	j->nsrc = 0;
+	for (size_t i = 0; i < n && !rc; i++) {
+		if (c[i].i >= c[i].n || ts__labels_cmp(c[i].labels, c[i].nlabels, j->labels, j->nlabels) != 0)
+			continue;
+		j->src[j->nsrc++] = c[i].b ? (src){.b = c[i].b, .info = c[i].info} : (src){.hs = c[i].hits[c[i].i]};
+		c[i].i++;
+		rc = cursor_load(&c[i], err);
+	}
+	pthread_mutex_lock(&p->mu);
+	j->done = 0;
+	p->planned++;
+	pthread_cond_signal(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	return rc;
+}
+
+/* Waits for job j, decoding planned jobs meanwhile. */
+static void await(ring *p, job *j, ts__rdbuf *rb)
+{
+	pthread_mutex_lock(&p->mu);
+	while (!j->done) {
+		if (p->claimed < p->planned)
+			claim_one(p, rb);
+		else
+			pthread_cond_wait(&p->cv, &p->mu);
+	}
+	pthread_mutex_unlock(&p->mu);
+}
+
+static int ring_run(ring *p, cursor *c, size_t n, ts_series_fn fn, void *ctx, cm_err *err)
+{
+	ts__rdbuf rb = {0};
+	int rc = CM_OK;
+	for (;;) {
+		cursor *low = NULL;
+		while (!rc && p->planned - p->consumed < p->nslots && (low = cursors_min(c, n)))
+			rc = plan(p, c, n, low, err);
+		if (rc || p->consumed == p->planned)
+			break;
+		job *j = &p->slots[p->consumed % p->nslots];
+		await(p, j, &rb);
+		if (j->rc) {
+			*err = j->err;
+			rc = j->rc;
+		} else if (j->mg.nout) {
+			rc = fn(ctx, j->labels, j->nlabels, j->mg.out, j->mg.nout);
+		}
+		p->consumed++;
+		if (rc)
+			break;
+	}
+	ts__rdbuf_free(&rb);
+	return rc;
+}
+
 static int walk(cursor *c, size_t n, int64_t mint, int64_t maxt, ts_series_fn fn, void *ctx, cm_err *err)
 {
-	merge mg = {0};
-	cm_label labels[TS__MAX_LABELS];
-	int rc = CM_OK;
-	for (cursor *low; !rc && (low = cursors_min(c, n));) {
-		size_t nl = low->nlabels;
-		memcpy(labels, low->labels, nl * sizeof(*labels));
-		mg.nout = 0;
-		for (size_t i = 0; i < n && !rc; i++) {
-			if (c[i].i >= c[i].n || ts__labels_cmp(c[i].labels, c[i].nlabels, labels, nl) != 0)
-				continue;
-			rc = cursor_samples(&c[i], &mg, mint, maxt, err);
-			c[i].i++;
-			if (!rc)
-				rc = cursor_load(&c[i], err);
-		}
-		if (!rc && mg.nout)
-			rc = fn(ctx, labels, nl, mg.out, mg.nout);
+	size_t bseries = 0;
+	for (size_t i = 0; i < n; i++)
+		bseries += c[i].b ? c[i].n : 0;
+	ring p = {.nslots = bseries >= WORKER_SERIES ? SLOTS : 1, .mint = mint, .maxt = maxt};
+	pthread_t th;
+	int threaded = 0, rc = CM_ENOMEM;
+	pthread_mutex_init(&p.mu, NULL);
+	pthread_cond_init(&p.cv, NULL);
+	if (!(p.slots = calloc(p.nslots, sizeof(*p.slots))))
+		goto fail;
+	for (size_t i = 0; i < p.nslots; i++)
+		if (!(p.slots[i].src = calloc(n ? n : 1, sizeof(src))))
+			goto fail;
+	threaded = p.nslots > 1 && pthread_create(&th, NULL, worker, &p) == 0;
+	rc = ring_run(&p, c, n, fn, ctx, err);
+fail:
+	if (threaded) {
+		pthread_mutex_lock(&p.mu);
+		p.stop = 1;
+		pthread_cond_broadcast(&p.cv);
+		pthread_mutex_unlock(&p.mu);
+		pthread_join(th, NULL);
 	}
-	free(mg.out);
-	free(mg.tmp);
-	free(mg.run);
+	for (size_t i = 0; p.slots && i < p.nslots; i++) {
+		free(p.slots[i].src);
+		free(p.slots[i].mg.out);
+		free(p.slots[i].mg.tmp);
+		free(p.slots[i].mg.run);
+	}
+	free(p.slots);
+	pthread_mutex_destroy(&p.mu);
+	pthread_cond_destroy(&p.cv);
 	return rc;
 }
 
