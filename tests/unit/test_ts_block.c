@@ -178,7 +178,7 @@ static void test_matcher_oracle(void **state)
 
 /* ---- cuts keep every sample ---------------------------------------------------------------------- */
 
-#define NS 20
+#define NS 70 /* more than the 64 block series past which ts_select decodes on a worker thread */
 #define HOUR (3600 * 1000LL)
 
 typedef struct model {
@@ -202,6 +202,7 @@ static void model_add(model *m, int s, cm_sample x)
 typedef struct cmp_ctx {
 	model *m;
 	int seen;
+	char prev[16];
 } cmp_ctx;
 
 static int compare(void *ctx, const cm_label *l, size_t nl, const cm_sample *x, size_t n)
@@ -209,8 +210,11 @@ static int compare(void *ctx, const cm_label *l, size_t nl, const cm_sample *x, 
 	cmp_ctx *c = ctx;
 	int s = -1;
 	for (size_t i = 0; i < nl; i++)
-		if (!strcmp(l[i].name, "s"))
+		if (!strcmp(l[i].name, "s")) {
 			s = atoi(l[i].value);
+			assert_true(strcmp(c->prev, l[i].value) < 0); /* in label-set order */
+			snprintf(c->prev, sizeof(c->prev), "%s", l[i].value);
+		}
 	assert_true(s >= 0 && s < NS);
 	if (n != c->m->n[s])
 		fail_msg("series %d: %zu samples, want %zu", s, n, c->m->n[s]);
@@ -224,7 +228,7 @@ static int compare(void *ctx, const cm_label *l, size_t nl, const cm_sample *x, 
 
 static void check_model(ts_db *db, model *m)
 {
-	cmp_ctx c = {m, 0};
+	cmp_ctx c = {m, 0, ""};
 	assert_int_equal(ts_select(db, NULL, 0, INT64_MIN, INT64_MAX, compare, &c), 0);
 	assert_int_equal(c.seen, NS);
 }
