@@ -33,6 +33,7 @@ typedef struct ts_opts {
 	int downsample;          /* write the 5 min and 1 h tiers of each compacted day (more disk) */
 	int64_t ooo_window_ms;   /* how far behind a series' newest sample a sample may arrive; 0 = 10 min,
 				    negative = none */
+	uint64_t cache_bytes;    /* decoded block series kept for repeated queries (LRU); 0 = none */
 } ts_opts;
 
 /* What ts_open found while replaying; reported by the caller, never fatal. */
@@ -128,6 +129,9 @@ typedef struct ts_stats {
 	uint64_t cuts;          /* head cuts done */
 	uint64_t compactions;   /* blocks merged into larger ones */
 	uint64_t blocks_dropped; /* blocks removed by retention */
+	uint64_t cache_hits;    /* block series a select found decoded in the cache */
+	uint64_t cache_misses;  /* block series a select read and decoded */
+	uint64_t cache_bytes;   /* held by the cache */
 } ts_stats;
 
 void ts_get_stats(ts_db *db, ts_stats *out);

@@ -83,6 +83,7 @@ struct ts__block {
 	uint32_t *sym_len;
 	size_t nsyms;
 	uint64_t nseries, series_offs, ptable, npairs;
+	uint64_t uid;        /* FNV-1a of the directory name, which holds the time it was written in ns */
 };
 
 /* ---- helpers ------------------------------------------------------------------------------------- */
@@ -546,6 +547,10 @@ int ts__block_open(const char *path, ts__block **out, cm_err *err)
 		return cm_errf(err, CM_ENOMEM, "out of memory");
 	}
 	b->chunks_fd = -1;
+	const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+	b->uid = 0xcbf29ce484222325ULL;
+	for (; *name; name++)
+		b->uid = (b->uid ^ (uint8_t)*name) * 0x100000001b3ULL;
 	int rc = meta_read(b, err);
 	rc = rc ? rc : index_map(b, err);
 	rc = rc ? rc : toc_read(b, err);
@@ -584,6 +589,7 @@ const ts__block_meta *ts__block_meta_get(const ts__block *b) { return &b->meta; 
 const char *ts__block_path(const ts__block *b) { return b->path; }
 uint64_t ts__block_nseries(const ts__block *b) { return b->nseries; }
 uint64_t ts__block_bytes(const ts__block *b) { return b->bytes; }
+uint64_t ts__block_uid(const ts__block *b) { return b->uid; }
 
 /* ---- reader: series -------------------------------------------------------------------------------- */
 

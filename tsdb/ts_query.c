@@ -5,8 +5,9 @@
  * merge walks the lists in label-set order and plans one job per label set: where each source keeps it.
  * A job's samples (block frames read with pread, decompressed and decoded; head chunks decoded) are
  * merged into one time-ordered run in which a timestamp appears once (blocks first, oldest block first,
- * then the head: the same sample can be in a block and, until the cut finishes, in the head); a label
- * set in one block only is decoded straight into its run. Jobs sit in a ring of slots: when a select
+ * then the head: the same sample can be in a block and, until the cut finishes, in the head); block
+ * series come through the cache of decoded series (ts_cache.c), and a label set with one source is
+ * handed to the callback where its samples are, without a copy. Jobs sit in a ring of slots: when a select
  * reads many block series, one worker thread decodes the jobs ahead while the calling thread runs the
  * callback on the finished ones, in label-set order (and decodes too when it would wait), so decoding
  * and the caller's work overlap on two cores. The callback runs on the calling thread, under the head's
@@ -97,34 +98,8 @@ typedef struct src {
 	ts__block *b;
 	ts__bseries info;
 	const ts__series *hs;
+	ts__centry *ce;  /* the block series' samples, held while the job's samples are in use */
 } src;
-
-/* Adds the samples of s inside [mint, maxt] to the merge; into the run directly while it is empty. */
-static int src_samples(const src *s, merge *m, ts__rdbuf *rb, int64_t mint, int64_t maxt, cm_err *err)
-{
-	size_t len = 0, lo, hi;
-	int rc;
-	if (!s->b) {
-		rc = ts__series_read(s->hs, mint, maxt, &m->run, &m->caprun, &lo, &hi);
-		return rc ? rc : merge_run(m, m->run + lo, hi - lo);
-	}
-	if (s->info.maxt < mint || s->info.mint > maxt)
-		return CM_OK;
-	int direct = m->nout == 0;
-	cm_sample **buf = direct ? &m->out : &m->run;
-	if ((rc = ts__block_samples(s->b, &s->info, rb, buf, &len, direct ? &m->capout : &m->caprun, err)))
-		return rc;
-	cm_sample *x = *buf;
-	for (lo = 0; lo < len && x[lo].t_ms < mint; lo++)
-		;
-	for (hi = len; hi > lo && x[hi - 1].t_ms > maxt; hi--)
-		;
-	if (!direct)
-		return merge_run(m, x + lo, hi - lo);
-	memmove(x, x + lo, (hi - lo) * sizeof(*x));
-	m->nout = hi - lo;
-	return CM_OK;
-}
 
 /* Builds the cursors: blocks overlapping the range (oldest first), then the head. */
 static int cursors_make(ts_db *db, const ts_matcher *m, size_t nm, int64_t mint, int64_t maxt, int64_t res,
@@ -213,6 +188,8 @@ typedef struct job {
 	src *src;      /* one per cursor */
 	size_t nsrc;
 	merge mg;
+	const cm_sample *x;  /* the samples for the callback: a cached series' or mg.out */
+	size_t n;
 	int done, rc;
 	cm_err err;
 } job;
@@ -222,18 +199,60 @@ typedef struct ring {
 	size_t nslots;
 	size_t planned, claimed, consumed;  /* job numbers; planned and claimed change under mu */
 	int64_t mint, maxt;
+	ts__cache *cache;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	int stop;
 } ring;
 
+/* The samples of s, [*lo, *hi) being those inside [mint, maxt]: the head's decoded into m->run, a
+ * block's from the cache. */
+static int src_read(ring *p, src *s, merge *m, ts__rdbuf *rb, const cm_sample **x, size_t *lo, size_t *hi,
+		    cm_err *err)
+{
+	size_t n;
+	if (!s->b) {
+		int rc = ts__series_read(s->hs, p->mint, p->maxt, &m->run, &m->caprun, lo, hi);
+		*x = m->run;
+		return rc;
+	}
+	*x = NULL, *lo = *hi = 0;
+	if (s->info.maxt < p->mint || s->info.mint > p->maxt)
+		return CM_OK;
+	int rc = ts__cache_get(p->cache, s->b, &s->info, rb, &s->ce, err);
+	if (rc)
+		return rc;
+	*x = ts__centry_samples(s->ce, &n);
+	*lo = ts__samples_lower(*x, n, p->mint);
+	*hi = p->maxt == INT64_MAX ? n : ts__samples_lower(*x, n, p->maxt + 1);
+	return CM_OK;
+}
+
+/* Reads every source of j; one source's samples are used where they are, several are merged. */
 static int job_decode(ring *p, job *j, ts__rdbuf *rb)
 {
 	int rc = CM_OK;
 	j->mg.nout = 0;
-	for (size_t i = 0; i < j->nsrc && !rc; i++)
-		rc = src_samples(&j->src[i], &j->mg, rb, p->mint, p->maxt, &j->err);
+	for (size_t i = 0; i < j->nsrc && !rc; i++) {
+		const cm_sample *x;
+		size_t lo, hi;
+		rc = src_read(p, &j->src[i], &j->mg, rb, &x, &lo, &hi, &j->err);
+		if (!rc && j->nsrc == 1) {
+			j->x = x + lo, j->n = hi - lo;
+			return CM_OK;
+		}
+		rc = rc ? rc : merge_run(&j->mg, x + lo, hi - lo);
+	}
+	j->x = j->mg.out, j->n = j->mg.nout;
 	return rc;
+}
+
+static void job_release(ring *p, job *j)
+{
+	for (size_t i = 0; i < j->nsrc; i++) {
+		ts__cache_release(p->cache, j->src[i].ce);
+		j->src[i].ce = NULL;
+	}
 }
 
 /* Claims and decodes the next planned job; called and returns with mu held. */
@@ -314,9 +333,10 @@ static int ring_run(ring *p, cursor *c, size_t n, ts_series_fn fn, void *ctx, cm
 		if (j->rc) {
 			*err = j->err;
 			rc = j->rc;
-		} else if (j->mg.nout) {
-			rc = fn(ctx, j->labels, j->nlabels, j->mg.out, j->mg.nout);
+		} else if (j->n) {
+			rc = fn(ctx, j->labels, j->nlabels, j->x, j->n);
 		}
+		job_release(p, j);
 		p->consumed++;
 		if (rc)
 			break;
@@ -325,12 +345,13 @@ static int ring_run(ring *p, cursor *c, size_t n, ts_series_fn fn, void *ctx, cm
 	return rc;
 }
 
-static int walk(cursor *c, size_t n, int64_t mint, int64_t maxt, ts_series_fn fn, void *ctx, cm_err *err)
+static int walk(ts__cache *cache, cursor *c, size_t n, int64_t mint, int64_t maxt, ts_series_fn fn, void *ctx,
+		cm_err *err)
 {
 	size_t bseries = 0;
 	for (size_t i = 0; i < n; i++)
 		bseries += c[i].b ? c[i].n : 0;
-	ring p = {.nslots = bseries >= WORKER_SERIES ? SLOTS : 1, .mint = mint, .maxt = maxt};
+	ring p = {.nslots = bseries >= WORKER_SERIES ? SLOTS : 1, .mint = mint, .maxt = maxt, .cache = cache};
 	pthread_t th;
 	int threaded = 0, rc = CM_ENOMEM;
 	pthread_mutex_init(&p.mu, NULL);
@@ -351,6 +372,8 @@ fail:
 		pthread_join(th, NULL);
 	}
 	for (size_t i = 0; p.slots && i < p.nslots; i++) {
+		if (p.slots[i].src)
+			job_release(&p, &p.slots[i]);
 		free(p.slots[i].src);
 		free(p.slots[i].mg.out);
 		free(p.slots[i].mg.tmp);
@@ -376,7 +399,8 @@ static int select_any(ts_db *db, const ts_matcher *m, size_t nm, int64_t mint, i
 	ts__head_rdlock(db->head);
 	int rc = cursors_make(db, m, nm, mint, maxt, res, &c, &n, &err);
 	if (!rc)
-		rc = labels_only ? walk_labels(c, n, mint, maxt, fn, ctx, &err) : walk(c, n, mint, maxt, fn, ctx, &err);
+		rc = labels_only ? walk_labels(c, n, mint, maxt, fn, ctx, &err)
+				 : walk(db->cache, c, n, mint, maxt, fn, ctx, &err);
 	ts__head_unlock(db->head);
 	pthread_rwlock_unlock(&db->blocks_lock);
 	cursors_free(c, n);

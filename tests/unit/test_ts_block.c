@@ -56,7 +56,7 @@ static ts_db *db_open(const char *dir, ts_open_report *rep)
 {
 	ts_db *db = NULL;
 	ts_open_report local;
-	ts_opts opts = {.no_fsync = 1, .manual_cut = 1};
+	ts_opts opts = {.no_fsync = 1, .manual_cut = 1, .cache_bytes = 256 << 10}; /* small: entries are evicted */
 	cm_err err = {{0}};
 	if (ts_open(dir, &opts, &db, rep ? rep : &local, &err))
 		fail_msg("ts_open: %s", err.msg);
@@ -279,6 +279,18 @@ static void test_cut_keeps_samples(void **state)
 	assert_true(st.compactions >= 1); /* the 2 h blocks of each day merged: every sample still there */
 	assert_true(st.blocks <= 2);
 	assert_int_equal(st.samples, 0);
+	assert_true(st.cache_misses > 0 && st.cache_bytes <= 256 << 10); /* every select scanned more than fits */
+	ts_matcher one;
+	assert_int_equal(ts_matcher_init(&one, TS_MATCH_EQ, "s", "7", NULL), 0);
+	for (int i = 0; i < 2; i++) { /* the second select of one series finds it in the cache */
+		cmp_ctx c = {&m, 0, ""};
+		assert_int_equal(ts_select(db, &one, 1, INT64_MIN, INT64_MAX, compare, &c), 0);
+		assert_int_equal(c.seen, 1);
+	}
+	ts_matcher_close(&one);
+	uint64_t hits = st.cache_hits;
+	ts_get_stats(db, &st);
+	assert_true(st.cache_hits > hits);
 	ts_close(db);
 	db = db_open(dir, NULL);
 	check_model(db, &m);
