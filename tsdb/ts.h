@@ -100,6 +100,16 @@ typedef int (*ts_series_fn)(void *ctx, const cm_label *labels, size_t nlabels, c
 int ts_select(ts_db *db, const ts_matcher *m, size_t nm, int64_t mint, int64_t maxt, ts_series_fn fn,
 	      void *ctx);
 
+/* Like ts_select, but fn may run on two threads at once (the caller's and a worker's that decodes
+ * ahead), so the caller's work per series runs in parallel: each call gets the label set's rank in
+ * label-set order (0, 1, ...; the rank of a label set without samples in the range is skipped) to put
+ * results back in order. fn must be thread-safe; a non-zero return stops the walk as in ts_select. */
+typedef int (*ts_series_rank_fn)(void *ctx, size_t rank, const cm_label *labels, size_t nlabels,
+				 const cm_sample *samples, size_t nsamples);
+
+int ts_select_par(ts_db *db, const ts_matcher *m, size_t nm, int64_t mint, int64_t maxt, ts_series_rank_fn fn,
+		  void *ctx);
+
 /* Like ts_select, but reads only the index and the head's series: fn gets samples NULL and nsamples 0,
  * once per label set whose data overlaps [mint, maxt] by its time range (a series with a gap over the
  * whole range can be included), in label-set order. For the series API; cheap on long ranges. */

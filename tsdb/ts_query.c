@@ -190,6 +190,7 @@ typedef struct job {
 	merge mg;
 	const cm_sample *x;  /* the samples for the callback: a cached series' or mg.out */
 	size_t n;
+	size_t rank;         /* the job's number: the label set's rank in label-set order */
 	int done, rc;
 	cm_err err;
 } job;
@@ -200,6 +201,9 @@ typedef struct ring {
 	size_t planned, claimed, consumed;  /* job numbers; planned and claimed change under mu */
 	int64_t mint, maxt;
 	ts__cache *cache;
+	ts_series_fn fn;        /* called in order on the calling thread, or */
+	ts_series_rank_fn rfn;  /* called by whichever thread decoded the job */
+	void *ctx;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	int stop;
@@ -261,6 +265,11 @@ static void claim_one(ring *p, ts__rdbuf *rb)
 	job *j = &p->slots[p->claimed++ % p->nslots];
 	pthread_mutex_unlock(&p->mu);
 	int rc = job_decode(p, j, rb);
+	if (p->rfn) {
+		if (!rc && j->n)
+			rc = p->rfn(p->ctx, j->rank, j->labels, j->nlabels, j->x, j->n);
+		job_release(p, j);
+	}
 	pthread_mutex_lock(&p->mu);
 	j->rc = rc, j->done = 1;
 	pthread_cond_broadcast(&p->cv);
@@ -299,7 +308,7 @@ static int plan(ring *p, cursor *c, size_t n, cursor *low, cm_err *err)
 	}
 	pthread_mutex_lock(&p->mu);
 	j->done = 0;
-	p->planned++;
+	j->rank = p->planned++;
 	pthread_cond_signal(&p->cv);
 	pthread_mutex_unlock(&p->mu);
 	return rc;
@@ -318,7 +327,7 @@ static void await(ring *p, job *j, ts__rdbuf *rb)
 	pthread_mutex_unlock(&p->mu);
 }
 
-static int ring_run(ring *p, cursor *c, size_t n, ts_series_fn fn, void *ctx, cm_err *err)
+static int ring_run(ring *p, cursor *c, size_t n, cm_err *err)
 {
 	ts__rdbuf rb = {0};
 	int rc = CM_OK;
@@ -333,8 +342,8 @@ static int ring_run(ring *p, cursor *c, size_t n, ts_series_fn fn, void *ctx, cm
 		if (j->rc) {
 			*err = j->err;
 			rc = j->rc;
-		} else if (j->n) {
-			rc = fn(ctx, j->labels, j->nlabels, j->x, j->n);
+		} else if (p->fn && j->n) {
+			rc = p->fn(p->ctx, j->labels, j->nlabels, j->x, j->n);
 		}
 		job_release(p, j);
 		p->consumed++;
@@ -345,62 +354,61 @@ static int ring_run(ring *p, cursor *c, size_t n, ts_series_fn fn, void *ctx, cm
 	return rc;
 }
 
-static int walk(ts__cache *cache, cursor *c, size_t n, int64_t mint, int64_t maxt, ts_series_fn fn, void *ctx,
-		cm_err *err)
+/* Runs the jobs of the walk through the ring p (callbacks, range and cache set by the caller). */
+static int walk(ring *p, cursor *c, size_t n, cm_err *err)
 {
 	size_t bseries = 0;
 	for (size_t i = 0; i < n; i++)
 		bseries += c[i].b ? c[i].n : 0;
-	ring p = {.nslots = bseries >= WORKER_SERIES ? SLOTS : 1, .mint = mint, .maxt = maxt, .cache = cache};
+	p->nslots = bseries >= WORKER_SERIES ? SLOTS : 1;
 	pthread_t th;
 	int threaded = 0, rc = CM_ENOMEM;
-	pthread_mutex_init(&p.mu, NULL);
-	pthread_cond_init(&p.cv, NULL);
-	if (!(p.slots = calloc(p.nslots, sizeof(*p.slots))))
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->cv, NULL);
+	if (!(p->slots = calloc(p->nslots, sizeof(*p->slots))))
 		goto fail;
-	for (size_t i = 0; i < p.nslots; i++)
-		if (!(p.slots[i].src = calloc(n ? n : 1, sizeof(src))))
+	for (size_t i = 0; i < p->nslots; i++)
+		if (!(p->slots[i].src = calloc(n ? n : 1, sizeof(src))))
 			goto fail;
-	threaded = p.nslots > 1 && pthread_create(&th, NULL, worker, &p) == 0;
-	rc = ring_run(&p, c, n, fn, ctx, err);
+	threaded = p->nslots > 1 && pthread_create(&th, NULL, worker, p) == 0;
+	rc = ring_run(p, c, n, err);
 fail:
 	if (threaded) {
-		pthread_mutex_lock(&p.mu);
-		p.stop = 1;
-		pthread_cond_broadcast(&p.cv);
-		pthread_mutex_unlock(&p.mu);
+		pthread_mutex_lock(&p->mu);
+		p->stop = 1;
+		pthread_cond_broadcast(&p->cv);
+		pthread_mutex_unlock(&p->mu);
 		pthread_join(th, NULL);
 	}
-	for (size_t i = 0; p.slots && i < p.nslots; i++) {
-		if (p.slots[i].src)
-			job_release(&p, &p.slots[i]);
-		free(p.slots[i].src);
-		free(p.slots[i].mg.out);
-		free(p.slots[i].mg.tmp);
-		free(p.slots[i].mg.run);
+	for (size_t i = 0; p->slots && i < p->nslots; i++) {
+		if (p->slots[i].src)
+			job_release(p, &p->slots[i]);
+		free(p->slots[i].src);
+		free(p->slots[i].mg.out);
+		free(p->slots[i].mg.tmp);
+		free(p->slots[i].mg.run);
 	}
-	free(p.slots);
-	pthread_mutex_destroy(&p.mu);
-	pthread_cond_destroy(&p.cv);
+	free(p->slots);
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->cv);
 	return rc;
 }
 
-static int select_any(ts_db *db, const ts_matcher *m, size_t nm, int64_t mint, int64_t maxt, int64_t res,
-		      ts_series_fn fn, void *ctx, int labels_only)
+static int select_any(ts_db *db, const ts_matcher *m, size_t nm, int64_t res, ring *p, int labels_only)
 {
 	cursor *c = NULL;
 	size_t n = 0;
 	cm_err err;
-	if (!fn || (nm && !m))
+	if ((!p->fn && !p->rfn) || (nm && !m))
 		return CM_EINVAL;
-	if (mint > maxt)
+	if (p->mint > p->maxt)
 		return CM_OK;
 	pthread_rwlock_rdlock(&db->blocks_lock);
 	ts__head_rdlock(db->head);
-	int rc = cursors_make(db, m, nm, mint, maxt, res, &c, &n, &err);
+	p->cache = db->cache;
+	int rc = cursors_make(db, m, nm, p->mint, p->maxt, res, &c, &n, &err);
 	if (!rc)
-		rc = labels_only ? walk_labels(c, n, mint, maxt, fn, ctx, &err)
-				 : walk(db->cache, c, n, mint, maxt, fn, ctx, &err);
+		rc = labels_only ? walk_labels(c, n, p->mint, p->maxt, p->fn, p->ctx, &err) : walk(p, c, n, &err);
 	ts__head_unlock(db->head);
 	pthread_rwlock_unlock(&db->blocks_lock);
 	cursors_free(c, n);
@@ -410,17 +418,27 @@ static int select_any(ts_db *db, const ts_matcher *m, size_t nm, int64_t mint, i
 int ts_select(ts_db *db, const ts_matcher *m, size_t nm, int64_t mint, int64_t maxt, ts_series_fn fn,
 	      void *ctx)
 {
-	return select_any(db, m, nm, mint, maxt, 0, fn, ctx, 0);
+	ring p = {.mint = mint, .maxt = maxt, .fn = fn, .ctx = ctx};
+	return select_any(db, m, nm, 0, &p, 0);
+}
+
+int ts_select_par(ts_db *db, const ts_matcher *m, size_t nm, int64_t mint, int64_t maxt, ts_series_rank_fn fn,
+		  void *ctx)
+{
+	ring p = {.mint = mint, .maxt = maxt, .rfn = fn, .ctx = ctx};
+	return select_any(db, m, nm, 0, &p, 0);
 }
 
 int ts__select_res(ts_db *db, const ts_matcher *m, size_t nm, int64_t mint, int64_t maxt, int64_t res,
 		   ts_series_fn fn, void *ctx)
 {
-	return select_any(db, m, nm, mint, maxt, res, fn, ctx, 0);
+	ring p = {.mint = mint, .maxt = maxt, .fn = fn, .ctx = ctx};
+	return select_any(db, m, nm, res, &p, 0);
 }
 
 int ts_select_series(ts_db *db, const ts_matcher *m, size_t nm, int64_t mint, int64_t maxt, ts_series_fn fn,
 		     void *ctx)
 {
-	return select_any(db, m, nm, mint, maxt, 0, fn, ctx, 1);
+	ring p = {.mint = mint, .maxt = maxt, .fn = fn, .ctx = ctx};
+	return select_any(db, m, nm, 0, &p, 1);
 }
