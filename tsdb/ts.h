@@ -116,6 +116,13 @@ int ts_select_par(ts_db *db, const ts_matcher *m, size_t nm, int64_t mint, int64
 int ts_select_series(ts_db *db, const ts_matcher *m, size_t nm, int64_t mint, int64_t maxt, ts_series_fn fn,
 		     void *ctx);
 
+/* The values of label name among the series whose data overlaps [mint, maxt] (by time range, as
+ * ts_select_series), each given to fn at least once, in no particular order. A block inside the range
+ * answers from its postings table without reading its series. For the label values API. */
+typedef int (*ts_value_fn)(void *ctx, const char *value);
+
+int ts_label_values(ts_db *db, const char *name, int64_t mint, int64_t maxt, ts_value_fn fn, void *ctx);
+
 /* Downsampled tiers (written when compaction completes a day): per bucket of resolution_ms (300000 or
  * 3600000), the min, max or sum of the non-NaN samples, their count, or the last value; points sit at the
  * bucket start. ts_select_agg is ts_select over the tier of that resolution: it returns only what tier

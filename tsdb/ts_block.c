@@ -724,6 +724,25 @@ static int sym_find(const ts__block *b, const char *s, uint32_t *out)
 	return 0;
 }
 
+int ts__block_label_values(ts__block *b, const char *name, ts_value_fn fn, void *ctx, cm_err *err)
+{
+	uint32_t sym;
+	if (!sym_find(b, name, &sym))
+		return CM_OK;
+	for (uint64_t i = ptable_lower(b, sym); i < b->npairs; i++) {
+		const uint8_t *e = b->idx + b->ptable + 12 * i;
+		uint32_t v = cm_get_u32le(e + 4);
+		if (cm_get_u32le(e) != sym)
+			break;
+		if (v >= b->nsyms)
+			return corrupt(err, b->path, "index", b->ptable + 12 * i, "bad value symbol");
+		int rc = fn(ctx, b->syms[v]);
+		if (rc)
+			return rc;
+	}
+	return CM_OK;
+}
+
 /* ORs the postings list at off into bits. */
 static int postings_or(ts__block *b, uint64_t off, uint64_t *bits, cm_err *err)
 {

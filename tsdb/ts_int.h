@@ -206,6 +206,8 @@ void ts__rdbuf_free(ts__rdbuf *rb);
 int ts__block_samples(ts__block *b, const ts__bseries *info, ts__rdbuf *rb, cm_sample **buf, size_t *len,
 		      size_t *cap, cm_err *err);
 int ts__fsync_dir(const char *path);
+/* Calls fn with every value of label name in the block (from the postings table, no series read). */
+int ts__block_label_values(ts__block *b, const char *name, ts_value_fn fn, void *ctx, cm_err *err);
 /* A number that tells this block from every other (from its unique directory name). */
 uint64_t ts__block_uid(const ts__block *b);
 

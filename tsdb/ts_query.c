@@ -442,3 +442,69 @@ int ts_select_series(ts_db *db, const ts_matcher *m, size_t nm, int64_t mint, in
 	ring p = {.mint = mint, .maxt = maxt, .fn = fn, .ctx = ctx};
 	return select_any(db, m, nm, 0, &p, 1);
 }
+
+/* ---- label values ---------------------------------------------------------------------------------- */
+
+typedef struct values_ctx {
+	const char *name;
+	ts_value_fn fn;
+	void *ctx;
+} values_ctx;
+
+static int value_of(void *arg, const cm_label *l, size_t nl, const cm_sample *x, size_t n)
+{
+	values_ctx *v = arg;
+	(void)x, (void)n;
+	for (size_t i = 0; i < nl; i++)
+		if (!strcmp(l[i].name, v->name))
+			return v->fn(v->ctx, l[i].value);
+	return CM_OK;
+}
+
+/* The values in the head and in blocks that lie inside [mint, maxt]; *inside = 0 (and nothing done) when
+ * a block reaches out of the range. Under the caller's locks. */
+static int values_inside(ts_db *db, const ts_matcher *m, int64_t mint, int64_t maxt, values_ctx *v, int *inside)
+{
+	ts__series **hits = NULL;
+	size_t n = 0;
+	int rc = CM_OK;
+	for (size_t i = 0; i < db->nblocks && *inside; i++) {
+		const ts__block_meta *bm = ts__block_meta_get(db->blocks[i]);
+		*inside = bm->resolution_ms || bm->maxt < mint || bm->mint > maxt || (bm->mint >= mint && bm->maxt <= maxt);
+	}
+	for (size_t i = 0; i < db->nblocks && *inside && !rc; i++) {
+		const ts__block_meta *bm = ts__block_meta_get(db->blocks[i]);
+		if (!bm->resolution_ms && bm->maxt >= mint && bm->mint <= maxt)
+			rc = ts__block_label_values(db->blocks[i], v->name, v->fn, v->ctx, NULL);
+	}
+	if (*inside && !rc)
+		rc = ts__head_collect(db->head, m, 1, mint, maxt, &hits, &n);
+	for (size_t i = 0; i < n && !rc; i++) {
+		size_t nl;
+		const cm_label *l = ts__series_labels(hits[i], &nl);
+		rc = value_of(v, l, nl, NULL, 0);
+	}
+	free(hits);
+	return rc;
+}
+
+int ts_label_values(ts_db *db, const char *name, int64_t mint, int64_t maxt, ts_value_fn fn, void *ctx)
+{
+	ts_matcher m;
+	values_ctx v = {name, fn, ctx};
+	int inside = 1, rc = ts_matcher_init(&m, TS_MATCH_NE, name, "", NULL);
+	if (rc)
+		return rc;
+	if (mint <= maxt) {
+		pthread_rwlock_rdlock(&db->blocks_lock);
+		ts__head_rdlock(db->head);
+		rc = values_inside(db, &m, mint, maxt, &v, &inside);
+		ts__head_unlock(db->head);
+		pthread_rwlock_unlock(&db->blocks_lock);
+	}
+	ring p = {.mint = mint, .maxt = maxt, .fn = value_of, .ctx = &v};
+	if (!rc && !inside) /* series by series */
+		rc = select_any(db, &m, 1, 0, &p, 1);
+	ts_matcher_close(&m);
+	return rc;
+}

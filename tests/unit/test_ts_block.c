@@ -155,6 +155,29 @@ static void check_matchers(ts_db *db, int rounds)
 	}
 }
 
+static int value_seen(void *ctx, const char *v)
+{
+	int *hit = ctx;
+	for (int i = 1; i < 6; i++)
+		if (!strcmp(vals[i], v))
+			hit[i] = 1;
+	assert_true(v[0]);
+	return 0;
+}
+
+/* ts_label_values of every name over [1000 + from, end] against the values the series hold. */
+static void check_values(ts_db *db, int from)
+{
+	for (int k = 0; k < 3; k++) {
+		int want[6] = {0}, got[6] = {0};
+		for (int i = from; i < NSER; i++)
+			for (int j = 1; j < 6; j++)
+				want[j] |= !strcmp(S[i].v[k], vals[j]);
+		assert_int_equal(ts_label_values(db, names[k], 1000 + from, INT64_MAX, value_seen, got), 0);
+		assert_memory_equal(got, want, sizeof(want));
+	}
+}
+
 static void test_matcher_oracle(void **state)
 {
 	(void)state;
@@ -162,7 +185,11 @@ static void test_matcher_oracle(void **state)
 	ts_db *db = db_open(dir, NULL);
 	make_series(db);
 	check_matchers(db, 300); /* the head */
+	check_values(db, 0);
+	check_values(db, 290);
 	assert_int_equal(ts_flush(db, NULL), 0);
+	check_values(db, 0);   /* the block's postings */
+	check_values(db, 290); /* the block reaches out of the range: series by series */
 	ts_stats st;
 	ts_get_stats(db, &st);
 	assert_int_equal(st.blocks, 1);
