@@ -28,13 +28,12 @@ typedef unsigned __int128 u128;
 
 #define FAST_MIN_E (-70)
 
-static u128 pow10_128(int k)
-{
-	u128 r = 1;
-	while (k-- > 0)
-		r *= 10;
-	return r;
-}
+#define P10(k) ((u128)1e##k##L)
+static const u128 pow10_tab[23] = {P10(0),  P10(1),  P10(2),  P10(3),  P10(4),  P10(5),  P10(6),	 P10(7),
+				   P10(8),  P10(9),  P10(10), P10(11), P10(12), P10(13), P10(14), P10(15),
+				   P10(16), P10(17), P10(18), P10(19), P10(20), P10(21), P10(22)};
+
+static u128 pow10_128(int k) { return pow10_tab[k]; }
 
 typedef struct exact {
 	uint64_t m;  /* the 53-bit mantissa with its leading bit */
@@ -51,9 +50,9 @@ static int exact_init(double v, exact *x)
 	x->e2 = e2 - 53;
 	if (x->e2 < FAST_MIN_E || x->e2 > -1)
 		return 0;
-	int e = (int)floor(log10(v));
+	int e = (int)floor((x->e2 + 52) * 0.30102999566398120); /* log10(2^floor(log2 v)): low by at most 1 */
 	u128 d = (u128)1 << -x->e2;
-	for (int tries = 0; tries < 3; tries++) { /* log10 can be off by one next to a power of ten */
+	for (int tries = 0; tries < 3; tries++) { /* the estimate is off by one at most */
 		int s = 16 - e;
 		if (s < 0 || s > 22)
 			return 0;
@@ -101,11 +100,32 @@ static int slow_roundtrips(double v, int p)
 }
 
 /* Shortest round-trip mantissa digits (no dot) and decimal exponent of |v| (v finite, non-zero). */
+/* The decimal digits of q (no leading zeros), and how many. */
+static int u64_digits(uint64_t q, char *digits)
+{
+	char rev[24];
+	int n = 0;
+	do
+		rev[n++] = (char)('0' + q % 10);
+	while ((q /= 10) > 0);
+	for (int i = 0; i < n; i++)
+		digits[i] = rev[n - 1 - i];
+	return n;
+}
+
 static int shortest_digits(double v, char *digits, int *exp10)
 {
 	char tmp[40];
 	exact x;
 	uint64_t q;
+	if (v < 9007199254740992.0 && v == floor(v)) { /* an integer below 2^53: its own digits are shortest */
+		int n = u64_digits((uint64_t)v, digits);
+		*exp10 = n - 1;
+		while (n > 1 && digits[n - 1] == '0')
+			n--;
+		digits[n] = 0;
+		return n;
+	}
 	int fast = exact_init(v, &x);
 	/* Binary search: once p digits read back, p + 1 do too (the nearest p + 1-digit decimal is at
 	 * least as near as the p-digit one), so the shortest is found in 5 tries instead of up to 17. */
@@ -119,13 +139,7 @@ static int shortest_digits(double v, char *digits, int *exp10)
 	}
 	if (fast) {
 		exact_digits(&x, lo, &q);
-		char rev[24];
-		int n = 0;
-		do
-			rev[n++] = (char)('0' + q % 10);
-		while ((q /= 10) > 0);
-		for (int i = 0; i < n; i++)
-			digits[i] = rev[n - 1 - i];
+		int n = u64_digits(q, digits);
 		*exp10 = x.e10 + (n > lo); /* 9.99... rounded up to 10.0 */
 		while (n > 1 && digits[n - 1] == '0')
 			n--;
@@ -171,8 +185,12 @@ size_t cm_fmt_double(char *buf, size_t cap, double v)
 			out[o++] = i < n ? digits[i] : '0';
 		}
 	}
-	out[o] = 0;
-	return (size_t)snprintf(buf, cap, "%s", out);
+	if (cap) {
+		size_t c = o < cap ? o : cap - 1;
+		memcpy(buf, out, c);
+		buf[c] = 0;
+	}
+	return o;
 }
 
 int cm_scan_u64(const char **pp, const char *end, uint64_t *out)
