@@ -675,12 +675,16 @@ typedef struct agg_state {
 	pmap group;          /* input label set -> group number + 1 (as a pointer-sized integer) */
 	const ag__pls **out; /* group labels */
 	size_t n, cap;
+	struct acc *fused;   /* over a streamed input: every step's accumulators, step by step (eval_fused) */
+	int fuse_tried;
 } agg_state;
 
 typedef struct acc {
 	double value, mean, count;
 	size_t first, nvals;
 } acc;
+
+static int eval_fused(ag__pctx *c, ag__pexpr *e, agg_state *st, int64_t t, ag__pval *out);
 
 static const ag__pls *group_labels(ag__pctx *c, const ag__pexpr *e, const ag__pls *ls)
 {
@@ -867,15 +871,22 @@ static int count_values(ag__pctx *c, ag__pexpr *e, const ag__pval *in, const cha
 static int eval_agg(ag__pctx *c, ag__pexpr *e, int64_t t, ag__pval *out)
 {
 	ag__pval in, param = {0};
+	agg_state *st = e->state;
+	if (!st && !(st = e->state = cm_arena_calloc(&c->qa, 1, sizeof(*st))))
+		return ag__pctx_fail(c, AG_PQL_INTERNAL, "out of memory");
+	if (st->fused)
+		return eval_fused(c, e, st, t, out);
 	int rc = e->param ? eval(c, e->param, t, &param) : CM_OK;
 	rc = rc ? rc : eval(c, e->lhs, t, &in);
 	if (rc)
 		return rc;
 	if (e->op == AG_AGG_COUNT_VALUES)
 		return count_values(c, e, &in, param.str, t, out);
-	agg_state *st = e->state;
-	if (!st && !(st = e->state = cm_arena_calloc(&c->qa, 1, sizeof(*st))))
-		return ag__pctx_fail(c, AG_PQL_INTERNAL, "out of memory");
+	if (!st->fuse_tried && !e->param) {
+		st->fuse_tried = 1;
+		if ((rc = eval_fused(c, e, st, t, out)) != CM_AGAIN)
+			return rc;
+	}
 	size_t *gi = ag__pctx_alloc(c, in.n * sizeof(*gi));
 	for (size_t i = 0; gi && i < in.n; i++)
 		if (group_of(c, e, st, in.v[i].ls, &gi[i]))
@@ -1001,6 +1012,7 @@ static void stream_vector(stream_state *st, stream_series *se, const cm_sample *
 static int stream_counter(stream_state *st, stream_series *se, const cm_sample *s, size_t n, int kind)
 {
 	size_t *resets = malloc((n ? n : 1) * sizeof(*resets)), nr = 0, r = 0, lo = 0, hi = 0;
+	ag__pxmemo memo = {0};
 	if (!resets)
 		return CM_ENOMEM;
 	for (size_t i = 1; i < n; i++)
@@ -1021,7 +1033,7 @@ static int stream_counter(stream_state *st, stream_series *se, const cm_sample *
 		for (size_t k = r; k < nr && resets[k] < hi; k++)
 			result += s[resets[k] - 1].v;
 		ag__pwin w = {se->ls, s + lo, hi - lo};
-		se->v[j] = ag__pfunc_extrapolate(&w, ref, st->sel->range, 1, kind == 2, result);
+		se->v[j] = ag__pfunc_extrapolate(&w, ref, st->sel->range, 1, kind == 2, result, &memo);
 	}
 	free(resets);
 	return CM_OK;
@@ -1132,6 +1144,72 @@ static int eval_stream(ag__pctx *c, ag__pexpr *e, int is_call, int64_t t, ag__pv
 			v[k++] = (ag__psmp){st->v[i]->ls, st->v[i]->v[j], is_call ? t : st->v[i]->t[j]};
 	*out = (ag__pval){.type = AG_PT_VECTOR, .v = v, .n = k};
 	return st->dups ? ag__pvec_unique(c, out) : CM_OK;
+}
+
+/* ---- aggregations over a streamed input ---------------------------------------------------------- */
+
+#define FUSED_MAX (8u << 20) /* accumulators (steps x groups) */
+
+/* The stream under e's input when it is a streamed selector or range function, else NULL. */
+static stream_state *streamed_input(ag__pexpr *e)
+{
+	ag__pexpr *in = e->lhs;
+	while (in->kind == AG_P_PAREN)
+		in = in->lhs;
+	int streamed = (in->kind == AG_P_SEL && in->type != AG_PT_MATRIX) ||
+		       (in->kind == AG_P_CALL && ag__pfunc_streamable(in));
+	return streamed ? in->state : NULL;
+}
+
+/* Fills every step's accumulators of sum by (x) and its kin once, series by series in rank order (the
+ * order in which each step would add them), instead of a vector of every series at every step; then
+ * answers each step from them. CM_AGAIN when the input is not streamed, may hold duplicate label sets
+ * (the per-step path reports them) or the table would be too large: the caller goes step by step. */
+static int fused_build(ag__pctx *c, ag__pexpr *e, agg_state *st, stream_state *ss)
+{
+	size_t *gi = cm_arena_alloc(&c->qa, (ss->n ? ss->n : 1) * sizeof(*gi));
+	if (!gi)
+		return ag__pctx_fail(c, AG_PQL_INTERNAL, "out of memory");
+	for (size_t i = 0; i < ss->n; i++) {
+		gi[i] = SIZE_MAX;
+		if (memchr(ss->v[i]->has, 1, ss->nsteps) && group_of(c, e, st, ss->v[i]->ls, &gi[i]))
+			return ag__pctx_fail(c, AG_PQL_INTERNAL, "out of memory");
+	}
+	size_t ng = st->n;
+	if (ng && ss->nsteps > FUSED_MAX / ng)
+		return CM_AGAIN;
+	acc *a = cm_arena_calloc(&c->qa, ss->nsteps * ng + 1, sizeof(*a));
+	if (!a)
+		return ag__pctx_fail(c, AG_PQL_INTERNAL, "out of memory");
+	for (size_t i = 0; i < ss->n; i++)
+		for (size_t j = 0; gi[i] != SIZE_MAX && j < ss->nsteps; j++)
+			if (ss->v[i]->has[j])
+				acc_add(e->op, &a[j * ng + gi[i]], ss->v[i]->v[j]);
+	st->fused = a;
+	return CM_OK;
+}
+
+static int eval_fused(ag__pctx *c, ag__pexpr *e, agg_state *st, int64_t t, ag__pval *out)
+{
+	stream_state *ss = streamed_input(e);
+	int simple = e->op != AG_AGG_TOPK && e->op != AG_AGG_BOTTOMK && e->op != AG_AGG_QUANTILE &&
+		     e->op != AG_AGG_COUNT_VALUES;
+	if (!st->fused) {
+		int rc = ss && simple && !ss->dups ? fused_build(c, e, st, ss) : CM_AGAIN;
+		if (rc)
+			return rc;
+	}
+	size_t j = (size_t)((t - ss->start) / ss->step), k = 0;
+	ag__psmp *v = ag__pctx_alloc(c, (st->n ? st->n : 1) * sizeof(*v));
+	if (!v)
+		return CM_ENOMEM;
+	for (size_t g = 0; j < ss->nsteps && g < st->n; g++) {
+		const acc *a = &st->fused[j * st->n + g];
+		if (a->count > 0)
+			v[k++] = (ag__psmp){st->out[g], acc_result(e->op, a), t};
+	}
+	*out = (ag__pval){.type = AG_PT_VECTOR, .v = v, .n = k};
+	return CM_OK;
 }
 
 /* ---- functions and dispatch --------------------------------------------------------------------- */
