@@ -253,11 +253,49 @@ static int compare(void *ctx, const cm_label *l, size_t nl, const cm_sample *x, 
 	return 0;
 }
 
+typedef struct par_ctx {
+	model *m;
+	long rank[NS]; /* each written by the one call that gets its series */
+} par_ctx;
+
+static int compare_par(void *ctx, size_t rank, const cm_label *l, size_t nl, const cm_sample *x, size_t n)
+{
+	par_ctx *c = ctx;
+	int s = -1;
+	for (size_t i = 0; i < nl; i++)
+		if (!strcmp(l[i].name, "s"))
+			s = atoi(l[i].value);
+	if (s < 0 || s >= NS || n != c->m->n[s] || c->rank[s] != -1)
+		return CM_EINVAL; /* cmocka's asserts are not for other threads */
+	for (size_t i = 0; i < n; i++)
+		if (x[i].t_ms != c->m->x[s][i].t_ms || memcmp(&x[i].v, &c->m->x[s][i].v, sizeof(double)))
+			return CM_EINVAL;
+	c->rank[s] = (long)rank;
+	return 0;
+}
+
+static int by_label(const void *a, const void *b)
+{
+	char x[16], y[16];
+	snprintf(x, sizeof(x), "%d", *(const int *)a);
+	snprintf(y, sizeof(y), "%d", *(const int *)b);
+	return strcmp(x, y);
+}
+
 static void check_model(ts_db *db, model *m)
 {
 	cmp_ctx c = {m, 0, ""};
 	assert_int_equal(ts_select(db, NULL, 0, INT64_MIN, INT64_MAX, compare, &c), 0);
 	assert_int_equal(c.seen, NS);
+	static par_ctx p; /* the same through ts_select_par: every series once, ranks in label-set order */
+	int order[NS];
+	p.m = m;
+	for (int s = 0; s < NS; s++)
+		p.rank[s] = -1, order[s] = s;
+	assert_int_equal(ts_select_par(db, NULL, 0, INT64_MIN, INT64_MAX, compare_par, &p), 0);
+	qsort(order, NS, sizeof(*order), by_label);
+	for (int i = 1; i < NS; i++)
+		assert_true(p.rank[order[i - 1]] >= 0 && p.rank[order[i - 1]] < p.rank[order[i]]);
 }
 
 static void append_one(ts_db *db, model *m, int s, int64_t t)
