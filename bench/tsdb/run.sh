@@ -12,8 +12,9 @@
 # and whether the answers agree. Data, server directories and results go to $PEERBENCH_DIR/tsdb
 # (default ~/.cache/peerbench), never into the repository.
 #
-# QUERY_ONLY=1 loads nothing: each server starts on the directory an earlier KEEP=1 run kept, answers
-# the queries and stops (the peers in turn, one invocation).
+# QUERY_ONLY=1 loads nothing: every server starts on the directory an earlier KEEP=1 run kept, then the
+# peers answer the queries one after the other within one hold of the bench lock (so they see the same
+# machine), and the servers stop.
 #
 # Every timed part (ingest, queries) runs under flock $BENCH_LOCK; loading Prometheus' blocks (not
 # timed) does not hold it.
@@ -68,18 +69,21 @@ PART=$(python3 -c "import json,time;print(time.strftime('%Y_%m',time.gmtime(json
 printf 'global:\n  scrape_interval: 1h\n' > "$WORK/prometheus.yml"
 
 # serve NAME CMD DIR PORT READY_PATH: starts CMD on DIR, waits until READY_PATH answers; sets SRV_PID.
+SRV_PIDS=()
 serve() {
   local cmd=${2//\{data\}/$3}
   cmd=${cmd//\{port\}/$4}
   bash -c "exec $pin $cmd" >> "$3.log" 2>&1 &
   SRV_PID=$!
+  SRV_PIDS+=("$SRV_PID")
   until curl -fsS -o /dev/null "http://127.0.0.1:$4$5" 2>/dev/null; do
     kill -0 "$SRV_PID" 2>/dev/null || { log "$1 died, see $3.log"; exit 1; }
     sleep 0.2
   done
 }
 unserve() { kill "$SRV_PID" 2>/dev/null || true; wait "$SRV_PID" 2>/dev/null || true; }
-trap unserve EXIT
+unserve_all() { for p in "${SRV_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
+trap unserve_all EXIT
 
 # queries NAME PORT: query_bench.py against the server, under the lock, into $RES/NAME.queries.json.
 queries() {
@@ -112,43 +116,64 @@ prom_load() {
   unserve
 }
 
-# peer NAME: loads (unless QUERY_ONLY) and queries one peer.
+# peer NAME: loads and queries one peer.
 peer() {
   case $1 in
-  vm) if [ "$QUERY_ONLY" = 1 ]; then
-        serve victoria-metrics "$VM_CMD" "$WORK/vm-data" "$VM_PORT" /api/v1/labels
-        queries victoria-metrics "$VM_PORT"; unserve
-      else
-        NAME=victoria-metrics START_CMD="$VM_CMD" \
+  vm) NAME=victoria-metrics START_CMD="$VM_CMD" \
         META="$DS.meta.json" PROM_FILE="$DS.prom" DATA_DIR="$WORK/vm-data" PORT="$VM_PORT" \
         FLUSH_PATH=/internal/force_flush POST_SETTLE_PATH="/internal/force_merge?partition_prefix=$PART" \
         REPS="$REPS" CPUS="$CPUS" OUT_JSON="$RES/victoria-metrics.json" \
           locked "$SHARED/run_target.sh" > /dev/null
-        cp "$WORK/vm-data.queries.json" "$RES/victoria-metrics.queries.json"
-      fi;;
-  prom) [ "$QUERY_ONLY" = 1 ] || prom_load
+        cp "$WORK/vm-data.queries.json" "$RES/victoria-metrics.queries.json";;
+  prom) prom_load
       serve prometheus "$PROM_CMD" "$WORK/prom-data" "$PROM_PORT" /-/ready
       queries prometheus "$PROM_PORT"; unserve;;
-  corral) if [ "$QUERY_ONLY" = 1 ]; then
-        serve corral "$CORRAL_CMD" "$WORK/corral-data" "$CORRAL_PORT" /healthz
-        queries corral "$CORRAL_PORT"; unserve
-      else
-        NAME=corral START_CMD="$CORRAL_CMD" \
+  corral) NAME=corral START_CMD="$CORRAL_CMD" \
         AUTH_TOKEN=bench-token READY_PATH=/healthz FLUSH_PATH=/api/v1/admin/flush FLUSH_METHOD=POST \
         VERIFY=0 MIN_SETTLE_S=3 \
         META="$DS.meta.json" PROM_FILE="$DS.prom" DATA_DIR="$WORK/corral-data" PORT="$CORRAL_PORT" \
         REPS="$REPS" CPUS="$CPUS" OUT_JSON="$RES/corral.json" \
           locked "$SHARED/run_target.sh" > /dev/null
-        cp "$WORK/corral-data.queries.json" "$RES/corral.queries.json"
-      fi;;
+        cp "$WORK/corral-data.queries.json" "$RES/corral.queries.json";;
   *) echo "run.sh: unknown peer $1" >&2; exit 1;;
   esac
 }
 
-for p in $PEERS; do
-  log "$p"
-  peer "$p"
-done
+# Every server up on its kept directory, then all queries in one hold of the lock.
+query_only() {
+  local names=() ports=() i
+  for p in $PEERS; do
+    case $p in
+    vm) serve victoria-metrics "$VM_CMD" "$WORK/vm-data" "$VM_PORT" /api/v1/labels
+        names+=(victoria-metrics); ports+=("$VM_PORT");;
+    prom) serve prometheus "$PROM_CMD" "$WORK/prom-data" "$PROM_PORT" /-/ready
+        names+=(prometheus); ports+=("$PROM_PORT");;
+    corral) serve corral "$CORRAL_CMD" "$WORK/corral-data" "$CORRAL_PORT" /healthz
+        names+=(corral); ports+=("$CORRAL_PORT");;
+    *) echo "run.sh: unknown peer $p" >&2; exit 1;;
+    esac
+  done
+  exec 9> "$BENCH_LOCK"
+  flock 9
+  echo "load when the queries started: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$RES/versions.txt"
+  for i in "${!names[@]}"; do
+    log "${names[$i]}"
+    "$SHARED/query_bench.py" --url "http://127.0.0.1:${ports[$i]}" --meta "$DS.meta.json" --reps "$REPS" \
+      --name "${names[$i]}" --out "$RES/${names[$i]}.queries.json" >&2
+  done
+  echo "load when the queries ended: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$RES/versions.txt"
+  flock -u 9
+  unserve_all
+}
+
+if [ "$QUERY_ONLY" = 1 ]; then
+  query_only
+else
+  for p in $PEERS; do
+    log "$p"
+    peer "$p"
+  done
+fi
 if [ "${KEEP:-0}" != 1 ] && [ "$QUERY_ONLY" != 1 ]; then
   rm -rf "$WORK/vm-data" "$WORK/corral-data" "$WORK/prom-data"
 fi
