@@ -5,8 +5,8 @@ Ingest (corral and VictoriaMetrics, absent after a QUERY_ONLY run) is samples/s 
 flush; disk is bytes per sample after background work settles (VictoriaMetrics: after its force_merge,
 when it ran); RSS is after ingest and the high-water mark. Queries are query_bench.py medians of each
 peer (<name>.queries.json) with corral's ratio to each peer, and whether the answers agree: the same
-series, points and items, and sums equal to the 6 significant digits the driver keeps (an error answer
-is shown as unsupported).
+series, points and items, and sums equal to the 6 significant digits the driver keeps), peer by peer
+(an error answer is shown as unsupported).
 SPDX-License-Identifier: Apache-2.0
 """
 import json
@@ -84,8 +84,8 @@ def query_table(qs):
     print("|---|---|---|---|---|---|---|")
     for n in names:
         c, v, p = (by[x].get(n) for x in PEERS)
-        peers = [x for x in (v, p) if x is not None]
-        agree = "equal" if c and peers and all(same(c["result"], x["result"]) for x in peers) else "DIFFER"
+        agree = ", ".join("%s %s" % ("=" if c and same(c["result"], x["result"]) else "differs from", label)
+                          for x, label in ((v, "VM"), (p, "Prometheus")) if x is not None)
         print("| %s | %s | %s | %s | %s | %s | %s |" % (n, ms(c), ms(v), ms(p), ratio(c, v), ratio(c, p), agree))
     print()
     for n in names:
