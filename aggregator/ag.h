@@ -52,6 +52,7 @@ typedef struct ag_config {
 	const char *capacity_reserved_memory; /* per node, bytes as a Kubernetes quantity */
 	int64_t capacity_max_window_ms;       /* longest window the capacity reports accept (the history kept) */
 	int tsdb_downsample;                  /* write the tsdb's 5 min and 1 h tiers of each compacted day */
+	uint64_t tsdb_cache_bytes;            /* decoded block series kept for repeated queries, 0 = none */
 	int64_t node_grace_ms;      /* a node silent this long is not ready and its pods leave endpoints */
 	int64_t query_timeout_ms;   /* PromQL: longest evaluation (docs/promql.md) */
 	long query_max_samples;     /* PromQL: samples loaded plus points computed per query */

@@ -520,7 +520,7 @@ static int open_store(ag_server *s, cm_err *err)
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/tsdb", s->cfg.data_dir);
 	ts_open_report rep;
-	ts_opts topts = {.downsample = s->cfg.tsdb_downsample};
+	ts_opts topts = {.downsample = s->cfg.tsdb_downsample, .cache_bytes = s->cfg.tsdb_cache_bytes};
 	int rc = ts_open(path, &topts, &s->db, &rep, err);
 	if (rc)
 		return rc;

@@ -49,6 +49,12 @@ int ag__metrics_render(ag__metrics *m, ts_db *db, cm_buf *b)
 	rc = rc ? rc : counter(b, "corral_tsdb_appends_total", "Durable appends to the tsdb.", st.appends);
 	rc = rc ? rc : counter(b, "corral_tsdb_wal_fsyncs_total", "WAL fsyncs (group commits).", st.fsyncs);
 	rc = rc ? rc : counter(b, "corral_tsdb_wal_written_bytes_total", "Bytes written to the WAL.", st.wal_bytes);
+	rc = rc ? rc : counter(b, "corral_tsdb_cache_hits_total", "Block series queries found decoded in the cache.",
+			       st.cache_hits);
+	rc = rc ? rc : counter(b, "corral_tsdb_cache_misses_total", "Block series queries read and decoded.",
+			       st.cache_misses);
+	rc = rc ? rc : gauge(b, "corral_tsdb_cache_bytes", "Memory held by the cache of decoded block series.",
+			     (double)st.cache_bytes);
 	rc = rc ? rc : gauge(b, "corral_aggregator_start_time_seconds", "Start time of the process.",
 			     (double)m->start_ms / 1000.0);
 	return rc;

@@ -248,6 +248,20 @@ static int collect_values(void *ctx, const cm_label *l, size_t nl, const cm_samp
 	return CM_OK;
 }
 
+static int add_value(void *ctx, const char *v)
+{
+	collect_ctx *c = ctx;
+	return v[0] ? strset_add(&c->set, v, strlen(v)) : CM_OK;
+}
+
+static int has_match(const ag__req *req)
+{
+	for (size_t i = 0; i < req->nparams; i++)
+		if (!strcmp(req->params[i].key, "match[]"))
+			return 1;
+	return 0;
+}
+
 static void labels_or_values(const ag__papi *p, const ag__req *req, ag__resp *resp, const char *name)
 {
 	int64_t start, end;
@@ -256,8 +270,15 @@ static void labels_or_values(const ag__papi *p, const ag__req *req, ag__resp *re
 	    limit_param(req, resp, "limit", &limit))
 		return;
 	collect_ctx c = {.set = {.a = req->arena}, .name = name};
-	if (for_matched(p, req, resp, start, end, 1, name ? collect_values : collect_names, &c))
+	if (name && !has_match(req)) { /* every series: the tsdb answers from its postings */
+		int rc = ts_label_values(p->db, name, start, end, add_value, &c);
+		if (rc) {
+			ag__resp_error(resp, 500, "internal", cm_strerror(rc));
+			return;
+		}
+	} else if (for_matched(p, req, resp, start, end, 1, name ? collect_values : collect_names, &c)) {
 		return;
+	}
 	atomic_fetch_add(&p->metrics->queries, 1);
 	answer_list(resp, &c.set, limit, 0, NULL);
 }

@@ -59,8 +59,6 @@ struct ag__pctx {
 	int64_t rstart, rend;  /* the range being evaluated: what selectors load */
 	int64_t rstep;
 	uint64_t stamp;        /* ag__pvec_unique's last check */
-	cm_sample *scratch;    /* a series without its stale markers, while streaming */
-	size_t scratch_cap;
 	uint64_t samples;
 	int64_t deadline_ns;
 	cm_err *err;
@@ -677,12 +675,16 @@ typedef struct agg_state {
 	pmap group;          /* input label set -> group number + 1 (as a pointer-sized integer) */
 	const ag__pls **out; /* group labels */
 	size_t n, cap;
+	struct acc *fused;   /* over a streamed input: every step's accumulators, step by step (eval_fused) */
+	int fuse_tried;
 } agg_state;
 
 typedef struct acc {
 	double value, mean, count;
 	size_t first, nvals;
 } acc;
+
+static int eval_fused(ag__pctx *c, ag__pexpr *e, agg_state *st, int64_t t, ag__pval *out);
 
 static const ag__pls *group_labels(ag__pctx *c, const ag__pexpr *e, const ag__pls *ls)
 {
@@ -869,15 +871,22 @@ static int count_values(ag__pctx *c, ag__pexpr *e, const ag__pval *in, const cha
 static int eval_agg(ag__pctx *c, ag__pexpr *e, int64_t t, ag__pval *out)
 {
 	ag__pval in, param = {0};
+	agg_state *st = e->state;
+	if (!st && !(st = e->state = cm_arena_calloc(&c->qa, 1, sizeof(*st))))
+		return ag__pctx_fail(c, AG_PQL_INTERNAL, "out of memory");
+	if (st->fused)
+		return eval_fused(c, e, st, t, out);
 	int rc = e->param ? eval(c, e->param, t, &param) : CM_OK;
 	rc = rc ? rc : eval(c, e->lhs, t, &in);
 	if (rc)
 		return rc;
 	if (e->op == AG_AGG_COUNT_VALUES)
 		return count_values(c, e, &in, param.str, t, out);
-	agg_state *st = e->state;
-	if (!st && !(st = e->state = cm_arena_calloc(&c->qa, 1, sizeof(*st))))
-		return ag__pctx_fail(c, AG_PQL_INTERNAL, "out of memory");
+	if (!st->fuse_tried && !e->param) {
+		st->fuse_tried = 1;
+		if ((rc = eval_fused(c, e, st, t, out)) != CM_AGAIN)
+			return rc;
+	}
 	size_t *gi = ag__pctx_alloc(c, in.n * sizeof(*gi));
 	for (size_t i = 0; gi && i < in.n; i++)
 		if (group_of(c, e, st, in.v[i].ls, &gi[i]))
@@ -908,9 +917,13 @@ static int eval_agg(ag__pctx *c, ag__pexpr *e, int64_t t, ag__pval *out)
 /* ---- streamed selectors and range functions ------------------------------------------------------ */
 
 /* An instant-vector selector, and rate(x[5m]) and its kin over a plain range selector, are computed
- * while ts_select hands over each series: indices slide over its samples through every step of the
+ * while ts_select_par hands over each series: indices slide over its samples through every step of the
  * range, and only the per-step results are kept (a value, a flag and for selectors the sample's time
- * per step) instead of every sample. Steps are those of the range evaluation the node belongs to. */
+ * per step) instead of every sample. Steps are those of the range evaluation the node belongs to. The
+ * callback runs on two threads at once (the tsdb's worker decodes and computes some series while the
+ * query's thread does others): the bookkeeping (guards, interning, the arena) is done under the
+ * stream's mutex, the per-step arithmetic outside it, and series are kept by their rank in label-set
+ * order, so the answer does not depend on which thread took which series. */
 typedef struct stream_series {
 	const ag__pls *ls;
 	double *v;
@@ -921,53 +934,57 @@ typedef struct stream_series {
 typedef struct stream_state {
 	ag__pctx *c;
 	const ag__pexpr *call, *sel;  /* call is NULL for a plain selector */
-	stream_series *v;
+	stream_series **v;  /* by rank while loading (NULL where none came), then packed in rank order */
 	size_t n, cap, nsteps;
 	int64_t start, step;
 	pmap outs;  /* output label sets seen, to know whether duplicates are possible */
 	int dups, keep_name;
+	pthread_mutex_t mu; /* the context, its arena, v and outs while loading */
 } stream_state;
 
-static const cm_sample *without_stale(ag__pctx *c, const cm_sample *s, size_t *n)
+/* s without its stale markers: s itself, or a copy in *own (malloc'd) when it has any; NULL = no memory. */
+static const cm_sample *without_stale(const cm_sample *s, size_t *n, cm_sample **own)
 {
 	size_t i = 0;
 	while (i < *n && !is_stale(s[i].v))
 		i++;
 	if (i == *n)
 		return s;
-	if (c->scratch_cap < *n) {
-		cm_sample *b = realloc(c->scratch, *n * sizeof(*b));
-		if (!b)
-			return NULL;
-		c->scratch = b, c->scratch_cap = *n;
-	}
+	if (!(*own = malloc(*n * sizeof(**own))))
+		return NULL;
 	size_t k = 0;
 	for (i = 0; i < *n; i++)
 		if (!is_stale(s[i].v))
-			c->scratch[k++] = s[i];
+			(*own)[k++] = s[i];
 	*n = k;
-	return c->scratch;
+	return *own;
 }
 
-static int stream_push(stream_state *st, const ag__pls *ls, stream_series **out)
+/* Registers the series of rank with its (interned) output labels; under st->mu. */
+static int stream_push(stream_state *st, size_t rank, const ag__pls *ls, stream_series **out)
 {
 	ag__pctx *c = st->c;
-	if (st->n == st->cap) {
+	if (rank >= st->cap) {
 		size_t cap = st->cap ? st->cap * 2 : 64;
-		stream_series *v = cm_arena_alloc(&c->qa, cap * sizeof(*v));
+		cap = cap > rank ? cap : rank + 1;
+		stream_series **v = cm_arena_calloc(&c->qa, cap, sizeof(*v));
 		if (!v)
 			return CM_ENOMEM;
 		if (st->n)
 			memcpy(v, st->v, st->n * sizeof(*v));
 		st->v = v, st->cap = cap;
 	}
-	stream_series *se = &st->v[st->n++];
+	stream_series *se = cm_arena_alloc(&c->qa, sizeof(*se));
+	if (!se)
+		return CM_ENOMEM;
 	se->ls = ls;
 	se->v = cm_arena_alloc(&c->qa, st->nsteps * sizeof(double));
 	se->t = st->call ? NULL : cm_arena_alloc(&c->qa, st->nsteps * sizeof(int64_t));
 	se->has = cm_arena_alloc(&c->qa, st->nsteps);
 	if (!se->v || !se->has || (!st->call && !se->t))
 		return CM_ENOMEM;
+	st->v[rank] = se;
+	st->n = rank + 1 > st->n ? rank + 1 : st->n;
 	if (st->call && pmap_find(&st->outs, ls))
 		st->dups = 1;
 	*out = se;
@@ -995,6 +1012,7 @@ static void stream_vector(stream_state *st, stream_series *se, const cm_sample *
 static int stream_counter(stream_state *st, stream_series *se, const cm_sample *s, size_t n, int kind)
 {
 	size_t *resets = malloc((n ? n : 1) * sizeof(*resets)), nr = 0, r = 0, lo = 0, hi = 0;
+	ag__pxmemo memo = {0};
 	if (!resets)
 		return CM_ENOMEM;
 	for (size_t i = 1; i < n; i++)
@@ -1015,7 +1033,7 @@ static int stream_counter(stream_state *st, stream_series *se, const cm_sample *
 		for (size_t k = r; k < nr && resets[k] < hi; k++)
 			result += s[resets[k] - 1].v;
 		ag__pwin w = {se->ls, s + lo, hi - lo};
-		se->v[j] = ag__pfunc_extrapolate(&w, ref, st->sel->range, 1, kind == 2, result);
+		se->v[j] = ag__pfunc_extrapolate(&w, ref, st->sel->range, 1, kind == 2, result, &memo);
 	}
 	free(resets);
 	return CM_OK;
@@ -1035,30 +1053,51 @@ static void stream_windows(stream_state *st, stream_series *se, const cm_sample 
 	}
 }
 
-static int stream_one(void *arg, const cm_label *labels, size_t nlabels, const cm_sample *s, size_t n)
+/* The guards, the labels and the series' place for one callback; under st->mu. */
+static int stream_begin(stream_state *st, size_t rank, const cm_label *labels, size_t nlabels, size_t n,
+			stream_series **se)
 {
-	stream_state *st = arg;
 	ag__pctx *c = st->c;
 	cm_label tmp[MAX_LABELS];
-	if (check_deadline(c) || count_samples(c, n + st->nsteps))
+	if (c->kind || check_deadline(c) || count_samples(c, n + st->nsteps))
 		return CM_EINVAL;
-	if (nlabels > MAX_LABELS || (st->call && !(s = without_stale(c, s, &n))))
-		return ag__pctx_fail(c, AG_PQL_INTERNAL, "out of memory or too many labels");
+	if (nlabels > MAX_LABELS)
+		return ag__pctx_fail(c, AG_PQL_INTERNAL, "too many labels");
 	memcpy(tmp, labels, nlabels * sizeof(*tmp));
 	const ag__pls *ls = ag__pls_make(c, tmp, nlabels);
 	if (ls && !st->keep_name)
 		ls = ag__pls_drop_name(c, ls);
-	stream_series *se;
-	if (!ls || stream_push(st, ls, &se))
+	if (!ls || stream_push(st, rank, ls, se))
 		return ag__pctx_fail(c, AG_PQL_INTERNAL, "out of memory");
-	int kind = st->call ? ag__pfunc_counter_rate(st->call) : 0;
-	if (kind && stream_counter(st, se, s, n, kind))
-		return ag__pctx_fail(c, AG_PQL_INTERNAL, "out of memory");
-	else if (st->call && !kind)
-		stream_windows(st, se, s, n);
-	else if (!st->call)
-		stream_vector(st, se, s, n);
 	return CM_OK;
+}
+
+static int stream_one(void *arg, size_t rank, const cm_label *labels, size_t nlabels, const cm_sample *s, size_t n)
+{
+	stream_state *st = arg;
+	stream_series *se;
+	cm_sample *own = NULL;
+	pthread_mutex_lock(&st->mu);
+	int rc = stream_begin(st, rank, labels, nlabels, n, &se);
+	pthread_mutex_unlock(&st->mu);
+	if (rc)
+		return rc;
+	int kind = st->call ? ag__pfunc_counter_rate(st->call) : 0;
+	if (st->call && !(s = without_stale(s, &n, &own)))
+		rc = CM_ENOMEM;
+	else if (kind)
+		rc = stream_counter(st, se, s, n, kind);
+	else if (st->call)
+		stream_windows(st, se, s, n);
+	else
+		stream_vector(st, se, s, n);
+	free(own);
+	if (rc) {
+		pthread_mutex_lock(&st->mu);
+		ag__pctx_fail(st->c, AG_PQL_INTERNAL, "out of memory");
+		pthread_mutex_unlock(&st->mu);
+	}
+	return rc;
 }
 
 /* e is the selector (call NULL) or the call whose first argument is the range selector. */
@@ -1076,7 +1115,14 @@ static int stream_load(ag__pctx *c, ag__pexpr *e, const ag__pexpr *call, stream_
 	e->state = st;
 	int64_t lo = at_time(c, sel, c->rstart) - sel->offset - (call ? sel->range : c->o->lookback_ms);
 	int64_t hi = at_time(c, sel, c->rend) - sel->offset;
-	int rc = ts_select(c->db, sel->sel.matchers, sel->sel.nmatchers, lo, hi, stream_one, st);
+	pthread_mutex_init(&st->mu, NULL);
+	int rc = ts_select_par(c->db, sel->sel.matchers, sel->sel.nmatchers, lo, hi, stream_one, st);
+	pthread_mutex_destroy(&st->mu);
+	size_t k = 0;
+	for (size_t i = 0; i < st->n; i++)
+		if (st->v[i])
+			st->v[k++] = st->v[i];
+	st->n = k;
 	if (rc && !c->kind)
 		ag__pctx_fail(c, AG_PQL_INTERNAL, "reading the tsdb: %s", cm_strerror(rc));
 	*out = st;
@@ -1094,10 +1140,76 @@ static int eval_stream(ag__pctx *c, ag__pexpr *e, int is_call, int64_t t, ag__pv
 	if (!v)
 		return CM_ENOMEM;
 	for (size_t i = 0; j < st->nsteps && i < st->n; i++)
-		if (st->v[i].has[j])
-			v[k++] = (ag__psmp){st->v[i].ls, st->v[i].v[j], is_call ? t : st->v[i].t[j]};
+		if (st->v[i]->has[j])
+			v[k++] = (ag__psmp){st->v[i]->ls, st->v[i]->v[j], is_call ? t : st->v[i]->t[j]};
 	*out = (ag__pval){.type = AG_PT_VECTOR, .v = v, .n = k};
 	return st->dups ? ag__pvec_unique(c, out) : CM_OK;
+}
+
+/* ---- aggregations over a streamed input ---------------------------------------------------------- */
+
+#define FUSED_MAX (8u << 20) /* accumulators (steps x groups) */
+
+/* The stream under e's input when it is a streamed selector or range function, else NULL. */
+static stream_state *streamed_input(ag__pexpr *e)
+{
+	ag__pexpr *in = e->lhs;
+	while (in->kind == AG_P_PAREN)
+		in = in->lhs;
+	int streamed = (in->kind == AG_P_SEL && in->type != AG_PT_MATRIX) ||
+		       (in->kind == AG_P_CALL && ag__pfunc_streamable(in));
+	return streamed ? in->state : NULL;
+}
+
+/* Fills every step's accumulators of sum by (x) and its kin once, series by series in rank order (the
+ * order in which each step would add them), instead of a vector of every series at every step; then
+ * answers each step from them. CM_AGAIN when the input is not streamed, may hold duplicate label sets
+ * (the per-step path reports them) or the table would be too large: the caller goes step by step. */
+static int fused_build(ag__pctx *c, ag__pexpr *e, agg_state *st, stream_state *ss)
+{
+	size_t *gi = cm_arena_alloc(&c->qa, (ss->n ? ss->n : 1) * sizeof(*gi));
+	if (!gi)
+		return ag__pctx_fail(c, AG_PQL_INTERNAL, "out of memory");
+	for (size_t i = 0; i < ss->n; i++) {
+		gi[i] = SIZE_MAX;
+		if (memchr(ss->v[i]->has, 1, ss->nsteps) && group_of(c, e, st, ss->v[i]->ls, &gi[i]))
+			return ag__pctx_fail(c, AG_PQL_INTERNAL, "out of memory");
+	}
+	size_t ng = st->n;
+	if (ng && ss->nsteps > FUSED_MAX / ng)
+		return CM_AGAIN;
+	acc *a = cm_arena_calloc(&c->qa, ss->nsteps * ng + 1, sizeof(*a));
+	if (!a)
+		return ag__pctx_fail(c, AG_PQL_INTERNAL, "out of memory");
+	for (size_t i = 0; i < ss->n; i++)
+		for (size_t j = 0; gi[i] != SIZE_MAX && j < ss->nsteps; j++)
+			if (ss->v[i]->has[j])
+				acc_add(e->op, &a[j * ng + gi[i]], ss->v[i]->v[j]);
+	st->fused = a;
+	return CM_OK;
+}
+
+static int eval_fused(ag__pctx *c, ag__pexpr *e, agg_state *st, int64_t t, ag__pval *out)
+{
+	stream_state *ss = streamed_input(e);
+	int simple = e->op != AG_AGG_TOPK && e->op != AG_AGG_BOTTOMK && e->op != AG_AGG_QUANTILE &&
+		     e->op != AG_AGG_COUNT_VALUES;
+	if (!st->fused) {
+		int rc = ss && simple && !ss->dups ? fused_build(c, e, st, ss) : CM_AGAIN;
+		if (rc)
+			return rc;
+	}
+	size_t j = (size_t)((t - ss->start) / ss->step), k = 0;
+	ag__psmp *v = ag__pctx_alloc(c, (st->n ? st->n : 1) * sizeof(*v));
+	if (!v)
+		return CM_ENOMEM;
+	for (size_t g = 0; j < ss->nsteps && g < st->n; g++) {
+		const acc *a = &st->fused[j * st->n + g];
+		if (a->count > 0)
+			v[k++] = (ag__psmp){st->out[g], acc_result(e->op, a), t};
+	}
+	*out = (ag__pval){.type = AG_PT_VECTOR, .v = v, .n = k};
+	return CM_OK;
 }
 
 /* ---- functions and dispatch --------------------------------------------------------------------- */
@@ -1359,7 +1471,6 @@ int ag__pql_exec(ts_db *db, ag__pquery *q, int64_t start, int64_t end, int64_t s
 	for (source *s = c.owned; s; s = s->next_owned)
 		for (size_t i = 0; i < s->n; i++)
 			free(s->v[i].s);
-	free(c.scratch);
 	clear_state(q->root);
 	cm_arena_close(&c.qa);
 	if (rc) {

@@ -177,25 +177,38 @@ double ag__pquantile(double q, double *v, size_t n)
 
 /* ---- range-vector functions --------------------------------------------------------------------- */
 
+/* extrapolatedRate's factor for the window of m with the extrapolation to its start of to_start. */
+static double extrapolation(const ag__pxmemo *m, double to_start, int64_t range, int is_rate)
+{
+	double threshold = m->avg * 1.1, interval = m->sampled;
+	interval += to_start < threshold ? to_start : m->avg / 2;
+	interval += m->to_end < threshold ? m->to_end : m->avg / 2;
+	double factor = interval / m->sampled;
+	if (is_rate)
+		factor /= (double)range / 1000;
+	return factor;
+}
+
 double ag__pfunc_extrapolate(const ag__pwin *w, int64_t ref, int64_t range, int counter, int is_rate,
-			     double result)
+			     double result, ag__pxmemo *m)
 {
 	const cm_sample *s = w->s;
 	size_t n = w->n;
-	double to_start = (double)(s[0].t_ms - (ref - range)) / 1000, to_end = (double)(ref - s[n - 1].t_ms) / 1000;
-	double sampled = (double)(s[n - 1].t_ms - s[0].t_ms) / 1000, avg = sampled / (double)(n - 1);
-	if (counter && result > 0 && s[0].v >= 0) {
-		double to_zero = sampled * (s[0].v / result);
-		if (to_zero < to_start)
-			to_start = to_zero;
+	ag__pxmemo local = {0};
+	int64_t first = s[0].t_ms - (ref - range), last = ref - s[n - 1].t_ms, span = s[n - 1].t_ms - s[0].t_ms;
+	m = m ? m : &local;
+	if (!m->valid || m->first != first || m->last != last || m->span != span || m->n != n) {
+		*m = (ag__pxmemo){first, last, span, n, 1, (double)first / 1000, (double)last / 1000,
+				  (double)span / 1000, 0, 0};
+		m->avg = m->sampled / (double)(n - 1);
+		m->factor = extrapolation(m, m->to_start, range, is_rate);
 	}
-	double threshold = avg * 1.1, interval = sampled;
-	interval += to_start < threshold ? to_start : avg / 2;
-	interval += to_end < threshold ? to_end : avg / 2;
-	double factor = interval / sampled;
-	if (is_rate)
-		factor /= (double)range / 1000;
-	return result * factor;
+	if (counter && result > 0 && s[0].v >= 0) {
+		double to_zero = m->sampled * (s[0].v / result);
+		if (to_zero < m->to_start)
+			return result * extrapolation(m, to_zero, range, is_rate);
+	}
+	return result * m->factor;
 }
 
 static double extrapolated_rate(const ag__pwin *w, int64_t ref, int64_t range, int counter, int is_rate)
@@ -211,7 +224,7 @@ static double extrapolated_rate(const ag__pwin *w, int64_t ref, int64_t range, i
 			last = s[i].v;
 		}
 	}
-	return ag__pfunc_extrapolate(w, ref, range, counter, is_rate, result);
+	return ag__pfunc_extrapolate(w, ref, range, counter, is_rate, result, NULL);
 }
 
 int ag__pfunc_counter_rate(const ag__pexpr *call)

@@ -176,8 +176,16 @@ int ag__pfunc_window(const ag__pexpr *call, const ag__pwin *w, int64_t ref, int6
 /* rate (2) or increase (1), else 0; and extrapolatedRate's second half, given the window's increase
  * with counter resets already added (the streaming path tracks resets across windows). */
 int ag__pfunc_counter_rate(const ag__pexpr *call);
+/* What extrapolatedRate derives from a window's times alone, kept from one window to the next: windows
+ * sliding at a multiple of the scrape interval all have the same (zero it before the first window). */
+typedef struct ag__pxmemo {
+	int64_t first, last, span; /* the window's start to its first sample, last sample to its end, between */
+	size_t n;
+	int valid;
+	double to_start, to_end, sampled, avg, factor;
+} ag__pxmemo;
 double ag__pfunc_extrapolate(const ag__pwin *w, int64_t ref, int64_t range, int counter, int is_rate,
-			     double result);
+			     double result, ag__pxmemo *m);
 /* Evaluates a function call whose arguments are evaluated at t. */
 int ag__pfunc_call(ag__pctx *c, const ag__pexpr *e, int64_t t, const ag__pval *args, ag__pval *out);
 /* Prometheus' quantile over values (sorted in place), shared by quantile and quantile_over_time. */

@@ -104,18 +104,22 @@ int cm_buf_put_json_str(cm_buf *b, const char *s)
 	if (rc)
 		return rc;
 	rc = cm_buf_append(b, "\"", 1);
-	for (const unsigned char *p = (const unsigned char *)s; *p && !rc; p++) {
+	const unsigned char *p = (const unsigned char *)s, *run = p; /* bytes that need no escape go in runs */
+	for (; *p && !rc; p++) {
 		if (*p == '"' || *p == '\\') {
 			char esc[2] = {'\\', (char)*p};
-			rc = cm_buf_append(b, esc, 2);
+			rc = cm_buf_append(b, run, (size_t)(p - run));
+			rc = rc ? rc : cm_buf_append(b, esc, 2);
+			run = p + 1;
 		} else if (*p < 0x20 || *p == '<' || *p == '>' || *p == '&' || *p == 0x7f) {
 			/* escape HTML-significant bytes too, as Go's encoding/json does */
 			char esc[6] = {'\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15]};
-			rc = cm_buf_append(b, esc, 6);
-		} else {
-			rc = cm_buf_append(b, p, 1);
+			rc = cm_buf_append(b, run, (size_t)(p - run));
+			rc = rc ? rc : cm_buf_append(b, esc, 6);
+			run = p + 1;
 		}
 	}
+	rc = rc ? rc : cm_buf_append(b, run, (size_t)(p - run));
 	return rc ? rc : cm_buf_append(b, "\"", 1);
 }
 

@@ -33,6 +33,7 @@ typedef struct ts_opts {
 	int downsample;          /* write the 5 min and 1 h tiers of each compacted day (more disk) */
 	int64_t ooo_window_ms;   /* how far behind a series' newest sample a sample may arrive; 0 = 10 min,
 				    negative = none */
+	uint64_t cache_bytes;    /* decoded block series kept for repeated queries (LRU); 0 = none */
 } ts_opts;
 
 /* What ts_open found while replaying; reported by the caller, never fatal. */
@@ -99,11 +100,28 @@ typedef int (*ts_series_fn)(void *ctx, const cm_label *labels, size_t nlabels, c
 int ts_select(ts_db *db, const ts_matcher *m, size_t nm, int64_t mint, int64_t maxt, ts_series_fn fn,
 	      void *ctx);
 
+/* Like ts_select, but fn may run on two threads at once (the caller's and a worker's that decodes
+ * ahead), so the caller's work per series runs in parallel: each call gets the label set's rank in
+ * label-set order (0, 1, ...; the rank of a label set without samples in the range is skipped) to put
+ * results back in order. fn must be thread-safe; a non-zero return stops the walk as in ts_select. */
+typedef int (*ts_series_rank_fn)(void *ctx, size_t rank, const cm_label *labels, size_t nlabels,
+				 const cm_sample *samples, size_t nsamples);
+
+int ts_select_par(ts_db *db, const ts_matcher *m, size_t nm, int64_t mint, int64_t maxt, ts_series_rank_fn fn,
+		  void *ctx);
+
 /* Like ts_select, but reads only the index and the head's series: fn gets samples NULL and nsamples 0,
  * once per label set whose data overlaps [mint, maxt] by its time range (a series with a gap over the
  * whole range can be included), in label-set order. For the series API; cheap on long ranges. */
 int ts_select_series(ts_db *db, const ts_matcher *m, size_t nm, int64_t mint, int64_t maxt, ts_series_fn fn,
 		     void *ctx);
+
+/* The values of label name among the series whose data overlaps [mint, maxt] (by time range, as
+ * ts_select_series), each given to fn at least once, in no particular order. A block inside the range
+ * answers from its postings table without reading its series. For the label values API. */
+typedef int (*ts_value_fn)(void *ctx, const char *value);
+
+int ts_label_values(ts_db *db, const char *name, int64_t mint, int64_t maxt, ts_value_fn fn, void *ctx);
 
 /* Downsampled tiers (written when compaction completes a day): per bucket of resolution_ms (300000 or
  * 3600000), the min, max or sum of the non-NaN samples, their count, or the last value; points sit at the
@@ -128,6 +146,9 @@ typedef struct ts_stats {
 	uint64_t cuts;          /* head cuts done */
 	uint64_t compactions;   /* blocks merged into larger ones */
 	uint64_t blocks_dropped; /* blocks removed by retention */
+	uint64_t cache_hits;    /* block series a select found decoded in the cache */
+	uint64_t cache_misses;  /* block series a select read and decoded */
+	uint64_t cache_bytes;   /* held by the cache */
 } ts_stats;
 
 void ts_get_stats(ts_db *db, ts_stats *out);

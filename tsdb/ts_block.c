@@ -83,6 +83,7 @@ struct ts__block {
 	uint32_t *sym_len;
 	size_t nsyms;
 	uint64_t nseries, series_offs, ptable, npairs;
+	uint64_t uid;        /* FNV-1a of the directory name, which holds the time it was written in ns */
 };
 
 /* ---- helpers ------------------------------------------------------------------------------------- */
@@ -546,6 +547,10 @@ int ts__block_open(const char *path, ts__block **out, cm_err *err)
 		return cm_errf(err, CM_ENOMEM, "out of memory");
 	}
 	b->chunks_fd = -1;
+	const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+	b->uid = 0xcbf29ce484222325ULL;
+	for (; *name; name++)
+		b->uid = (b->uid ^ (uint8_t)*name) * 0x100000001b3ULL;
 	int rc = meta_read(b, err);
 	rc = rc ? rc : index_map(b, err);
 	rc = rc ? rc : toc_read(b, err);
@@ -584,6 +589,7 @@ const ts__block_meta *ts__block_meta_get(const ts__block *b) { return &b->meta; 
 const char *ts__block_path(const ts__block *b) { return b->path; }
 uint64_t ts__block_nseries(const ts__block *b) { return b->nseries; }
 uint64_t ts__block_bytes(const ts__block *b) { return b->bytes; }
+uint64_t ts__block_uid(const ts__block *b) { return b->uid; }
 
 /* ---- reader: series -------------------------------------------------------------------------------- */
 
@@ -624,20 +630,50 @@ int ts__block_series(ts__block *b, uint64_t i, cm_label *labels, size_t *nlabels
 	return CM_OK;
 }
 
-int ts__block_samples(ts__block *b, const ts__bseries *info, cm_sample **buf, size_t *len, size_t *cap,
-		      cm_err *err)
+static int grow_bytes(uint8_t **p, size_t *cap, size_t need)
 {
-	uint8_t *z = malloc(info->clen ? info->clen : 1), *raw = malloc(info->rawlen ? info->rawlen : 1);
-	int rc = z && raw ? cm_pread_all(b->chunks_fd, z, info->clen, info->off) : CM_ENOMEM;
-	if (!rc && cm_crc32c(0, z, info->clen) != info->crc)
-		rc = corrupt(err, b->path, "chunks", info->off, "chunk checksum mismatch");
-	else if (!rc) {
-		size_t got = ZSTD_decompress(raw, info->rawlen, z, info->clen);
-		if (ZSTD_isError(got) || got != info->rawlen)
-			rc = corrupt(err, b->path, "chunks", info->off, "bad zstd frame");
-	} else {
-		cm_errf(err, rc, "reading %s/chunks: %s", b->path, cm_strerror(rc));
-	}
+	if (need <= *cap)
+		return CM_OK;
+	uint8_t *q = realloc(*p, need);
+	if (!q)
+		return CM_ENOMEM;
+	*p = q, *cap = need;
+	return CM_OK;
+}
+
+void ts__rdbuf_free(ts__rdbuf *rb)
+{
+	ZSTD_freeDCtx(rb->dz);
+	free(rb->z);
+	free(rb->raw);
+	*rb = (ts__rdbuf){0};
+}
+
+/* Reads, checks and decompresses the frame of a series into rb->raw. */
+static int frame_read(ts__block *b, const ts__bseries *info, ts__rdbuf *rb, cm_err *err)
+{
+	int rc = grow_bytes(&rb->z, &rb->zcap, info->clen ? info->clen : 1);
+	rc = rc ? rc : grow_bytes(&rb->raw, &rb->rawcap, info->rawlen ? info->rawlen : 1);
+	if (!rc && !rb->dz && !(rb->dz = ZSTD_createDCtx()))
+		rc = CM_ENOMEM;
+	if (rc)
+		return cm_errf(err, rc, "out of memory");
+	if ((rc = cm_pread_all(b->chunks_fd, rb->z, info->clen, info->off)))
+		return cm_errf(err, rc, "reading %s/chunks: %s", b->path, cm_strerror(rc));
+	if (cm_crc32c(0, rb->z, info->clen) != info->crc)
+		return corrupt(err, b->path, "chunks", info->off, "chunk checksum mismatch");
+	size_t got = ZSTD_decompressDCtx(rb->dz, rb->raw, info->rawlen, rb->z, info->clen);
+	if (ZSTD_isError(got) || got != info->rawlen)
+		return corrupt(err, b->path, "chunks", info->off, "bad zstd frame");
+	return CM_OK;
+}
+
+int ts__block_samples(ts__block *b, const ts__bseries *info, ts__rdbuf *rb, cm_sample **buf, size_t *len,
+		      size_t *cap, cm_err *err)
+{
+	ts__rdbuf tmp = {0};
+	ts__rdbuf *r = rb ? rb : &tmp;
+	int rc = frame_read(b, info, r, err);
 	if (!rc && *len + info->n > *cap) {
 		size_t ncap = (*len + info->n) * 2;
 		cm_sample *p = realloc(*buf, ncap * sizeof(*p));
@@ -645,12 +681,12 @@ int ts__block_samples(ts__block *b, const ts__bseries *info, cm_sample **buf, si
 		if (p)
 			*buf = p, *cap = ncap;
 	}
-	if (!rc && ts__frame_decode(raw, info->rawlen, info->n, *buf + *len))
+	if (!rc && ts__frame_decode(r->raw, info->rawlen, info->n, *buf + *len))
 		rc = corrupt(err, b->path, "chunks", info->off, "bad sample frame");
 	else if (!rc)
 		*len += info->n;
-	free(z);
-	free(raw);
+	if (!rb)
+		ts__rdbuf_free(&tmp);
 	return rc;
 }
 
@@ -686,6 +722,25 @@ static int sym_find(const ts__block *b, const char *s, uint32_t *out)
 			hi = mid;
 	}
 	return 0;
+}
+
+int ts__block_label_values(ts__block *b, const char *name, ts_value_fn fn, void *ctx, cm_err *err)
+{
+	uint32_t sym;
+	if (!sym_find(b, name, &sym))
+		return CM_OK;
+	for (uint64_t i = ptable_lower(b, sym); i < b->npairs; i++) {
+		const uint8_t *e = b->idx + b->ptable + 12 * i;
+		uint32_t v = cm_get_u32le(e + 4);
+		if (cm_get_u32le(e) != sym)
+			break;
+		if (v >= b->nsyms)
+			return corrupt(err, b->path, "index", b->ptable + 12 * i, "bad value symbol");
+		int rc = fn(ctx, b->syms[v]);
+		if (rc)
+			return rc;
+	}
+	return CM_OK;
 }
 
 /* ORs the postings list at off into bits. */

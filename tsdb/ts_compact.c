@@ -193,7 +193,7 @@ static int plan_fetch(void *ctx, const ts__bw_series *s, const cm_sample **x, si
 	for (size_t i = 0; i < e->nsrc; i++) {
 		const src *sr = &p->s[e->first + i];
 		size_t len = 0;
-		int rc = ts__block_samples(sr->b, &sr->info, &p->run, &len, &p->caprun, &err);
+		int rc = ts__block_samples(sr->b, &sr->info, NULL, &p->run, &len, &p->caprun, &err);
 		rc = rc ? rc : merge_into(p, p->run, len);
 		if (rc)
 			return rc;

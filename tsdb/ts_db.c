@@ -128,6 +128,10 @@ int ts_open(const char *dir, const ts_opts *opts, ts_db **out, ts_open_report *r
 		rc = cm_errf(err, CM_ENOMEM, "out of memory");
 		goto fail;
 	}
+	if ((rc = ts__cache_create(opts->cache_bytes, &db->cache))) {
+		cm_errf(err, rc, "out of memory");
+		goto fail;
+	}
 	if ((rc = db_mkdir(dir, err)) || (rc = db_lock(db, dir, err)) || (rc = ts__blocks_load(db, &rep, err)))
 		goto fail;
 	if ((rc = ts__head_create(db->ooo_ms, &db->head))) {
@@ -157,6 +161,7 @@ void ts_close(ts_db *db)
 	ts__wal_close(db->wal);
 	ts__head_destroy(db->head);
 	ts__blocks_unload(db);
+	ts__cache_destroy(db->cache);
 	free(db->dir);
 	pthread_rwlock_destroy(&db->barrier);
 	pthread_rwlock_destroy(&db->blocks_lock);
@@ -379,6 +384,7 @@ void ts_get_stats(ts_db *db, ts_stats *out)
 	st.cuts = atomic_load(&db->cuts);
 	st.compactions = atomic_load(&db->compactions);
 	st.blocks_dropped = atomic_load(&db->blocks_dropped);
+	ts__cache_stats(db->cache, &st);
 	pthread_rwlock_rdlock(&db->blocks_lock);
 	for (size_t i = 0; i < db->nblocks; i++) {
 		const ts__block_meta *m = ts__block_meta_get(db->blocks[i]);

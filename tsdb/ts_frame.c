@@ -266,15 +266,25 @@ int ts__frame_encode(const cm_sample *x, size_t n, ZSTD_CCtx *zc, cm_buf *out)
 
 /* ---- decode ---------------------------------------------------------------------------------------- */
 
+/* A varint from r, the one-byte case inline (regular times and small residuals are one byte). */
+static inline int rd_uv(cm_rd *r, uint64_t *v)
+{
+	if (r->p < r->end && *r->p < 0x80) {
+		*v = *r->p++;
+		return CM_OK;
+	}
+	return cm_rd_uvarint(r, v);
+}
+
 static int get_times(cm_rd *r, uint32_t n, cm_sample *out)
 {
 	uint64_t z, t, d = 0;
-	if (cm_rd_uvarint(r, &z))
+	if (rd_uv(r, &z))
 		return CM_ECORRUPT;
 	t = (uint64_t)unzz(z);
 	out[0].t_ms = (int64_t)t;
 	for (uint32_t i = 1; i < n; i++) {
-		if (cm_rd_uvarint(r, &z))
+		if (rd_uv(r, &z))
 			return CM_ECORRUPT;
 		d += (uint64_t)unzz(z);
 		if ((int64_t)(t + d) <= (int64_t)t)
@@ -285,51 +295,86 @@ static int get_times(cm_rd *r, uint32_t n, cm_sample *out)
 	return CM_OK;
 }
 
-/* Reads the header and bits of the packed group holding residual number i (0-based). */
-static int packed_group(cm_rd *r, uint32_t n, uint32_t i, uint64_t *min, unsigned *w, const uint8_t **bits)
+static uint64_t be64(const uint8_t *p)
 {
-	uint64_t z;
-	const uint8_t *p;
-	uint32_t len = n - 1 - i < GROUP ? n - 1 - i : GROUP;
-	if (cm_rd_uvarint(r, &z) || cm_rd_bytes(r, 1, &p) || p[0] > 64)
-		return CM_ECORRUPT;
-	*min = (uint64_t)unzz(z);
-	*w = p[0];
-	return cm_rd_bytes(r, (size_t)(((uint64_t)len * *w + 7) / 8), bits) ? CM_ECORRUPT : CM_OK;
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return __builtin_bswap64(v);
 }
 
-static uint64_t packed_get(const uint8_t *bits, unsigned w, uint64_t i)
+/* Unpacks the next group of len <= GROUP residuals (rmin + w-bit values) into res. The group's bits are
+ * copied into a zero-padded buffer first, so every value is two loads and shifts, whatever its width. */
+static int unpack_group(cm_rd *r, uint32_t len, uint64_t *res)
 {
-	uint64_t v = 0, bit = i * w;
-	for (unsigned b = 0; b < w; b++, bit++)
-		v = v << 1 | (uint64_t)(bits[bit / 8] >> (7 - bit % 8) & 1);
-	return v;
+	uint8_t buf[GROUP * 8 + 9];
+	const uint8_t *p, *bits;
+	uint64_t z;
+	if (rd_uv(r, &z) || cm_rd_bytes(r, 1, &p) || p[0] > 64)
+		return CM_ECORRUPT;
+	unsigned w = p[0];
+	uint64_t min = (uint64_t)unzz(z);
+	size_t nbytes = ((size_t)len * w + 7) / 8;
+	if (cm_rd_bytes(r, nbytes, &bits))
+		return CM_ECORRUPT;
+	if (!w) {
+		for (uint32_t i = 0; i < len; i++)
+			res[i] = min;
+		return CM_OK;
+	}
+	memcpy(buf, bits, nbytes);
+	memset(buf + nbytes, 0, sizeof(buf) - nbytes);
+	for (uint32_t i = 0; i < len; i++) {
+		size_t bit = (size_t)i * w, sh = bit % 8;
+		uint64_t x = be64(buf + bit / 8);
+		if (sh)
+			x = x << sh | buf[bit / 8 + 8] >> (8 - sh);
+		res[i] = min + (x >> (64 - w));
+	}
+	return CM_OK;
+}
+
+/* The next len residuals, as varints or one packed group. */
+static int get_residuals(cm_rd *r, uint32_t len, int packed, uint64_t *res)
+{
+	if (packed)
+		return unpack_group(r, len, res);
+	for (uint32_t i = 0; i < len; i++) {
+		uint64_t z;
+		if (rd_uv(r, &z))
+			return CM_ECORRUPT;
+		res[i] = (uint64_t)unzz(z);
+	}
+	return CM_OK;
 }
 
 static int get_values(cm_rd *r, uint32_t n, int packed, cm_sample *out)
 {
-	const uint8_t *h, *bits = NULL;
-	uint64_t g, z, m, d = 0, min = 0;
-	unsigned w = 0;
-	if (cm_rd_bytes(r, 2, &h) || h[0] > MAX_K || h[1] < 1 || h[1] > 2 || cm_rd_uvarint(r, &g) || g == 0 ||
-	    cm_rd_uvarint(r, &z))
+	const uint8_t *h;
+	uint64_t g, z, m, d = 0, res[GROUP];
+	if (cm_rd_bytes(r, 2, &h) || h[0] > MAX_K || h[1] < 1 || h[1] > 2 || rd_uv(r, &g) || g == 0 ||
+	    rd_uv(r, &z))
 		return CM_ECORRUPT;
+	double scale = p10[h[0]];
+	int order2 = h[1] == 2;
 	m = (uint64_t)unzz(z);
-	for (uint32_t i = 0; i < n; i++) {
-		if (i) {
-			if (packed && (i - 1) % GROUP == 0 && packed_group(r, n, i - 1, &min, &w, &bits))
-				return CM_ECORRUPT;
-			if (!packed && cm_rd_uvarint(r, &z))
-				return CM_ECORRUPT;
-			uint64_t res = packed ? min + packed_get(bits, w, (i - 1) % GROUP) : (uint64_t)unzz(z);
-			uint64_t v = res * g;
-			d = h[1] == 1 ? v : d + v;
-			m += d;
-		}
+	for (uint32_t i = 0; i < n;) {
 		int64_t sm = (int64_t)m;
 		if (sm <= -MAX_EXACT || sm >= MAX_EXACT)
 			return CM_ECORRUPT;
-		out[i].v = (double)sm / p10[h[0]];
+		out[i++].v = (double)sm / scale;
+		uint32_t len = n - i < GROUP ? n - i : GROUP;
+		if (!len || get_residuals(r, len, packed, res))
+			return len ? CM_ECORRUPT : CM_OK;
+		for (uint32_t j = 0; j + 1 < len; j++) {
+			d = order2 ? d + res[j] * g : res[j] * g;
+			m += d;
+			sm = (int64_t)m;
+			if (sm <= -MAX_EXACT || sm >= MAX_EXACT)
+				return CM_ECORRUPT;
+			out[i++].v = (double)sm / scale;
+		}
+		d = order2 ? d + res[len - 1] * g : res[len - 1] * g;
+		m += d;
 	}
 	return CM_OK;
 }

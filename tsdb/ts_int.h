@@ -193,10 +193,39 @@ int ts__block_select(ts__block *b, const ts_matcher *m, size_t nm, uint64_t **ou
 /* Labels (pointing into the block, valid while it is open; TS__MAX_LABELS room) and location of series i. */
 int ts__block_series(ts__block *b, uint64_t i, cm_label *labels, size_t *nlabels, ts__bseries *info,
 		     cm_err *err);
-/* Appends the series' samples to a growable array. */
-int ts__block_samples(ts__block *b, const ts__bseries *info, cm_sample **buf, size_t *len, size_t *cap,
-		      cm_err *err);
+/* What one reading thread reuses from series to series: a zstd context, the compressed and raw frame. */
+typedef struct ZSTD_DCtx_s ZSTD_DCtx;
+typedef struct ts__rdbuf {
+	ZSTD_DCtx *dz;
+	uint8_t *z, *raw;
+	size_t zcap, rawcap;
+} ts__rdbuf;
+
+void ts__rdbuf_free(ts__rdbuf *rb);
+/* Appends the series' samples to a growable array; rb may be NULL (buffers for this call only). */
+int ts__block_samples(ts__block *b, const ts__bseries *info, ts__rdbuf *rb, cm_sample **buf, size_t *len,
+		      size_t *cap, cm_err *err);
 int ts__fsync_dir(const char *path);
+/* Calls fn with every value of label name in the block (from the postings table, no series read). */
+int ts__block_label_values(ts__block *b, const char *name, ts_value_fn fn, void *ctx, cm_err *err);
+/* A number that tells this block from every other (from its unique directory name). */
+uint64_t ts__block_uid(const ts__block *b);
+
+/* ---- cache of decoded block series (ts_cache.c) ---------------------------------------------------- */
+
+typedef struct ts__cache ts__cache;
+typedef struct ts__centry ts__centry;
+
+/* max_bytes 0 = cache nothing. */
+int ts__cache_create(uint64_t max_bytes, ts__cache **out);
+void ts__cache_destroy(ts__cache *c);
+/* The samples of block b's series info, from the cache or read and decoded; *out is held (shared,
+ * read-only) until ts__cache_release. */
+int ts__cache_get(ts__cache *c, ts__block *b, const ts__bseries *info, ts__rdbuf *rb, ts__centry **out,
+		  cm_err *err);
+const cm_sample *ts__centry_samples(const ts__centry *e, size_t *n);
+void ts__cache_release(ts__cache *c, ts__centry *e);
+void ts__cache_stats(ts__cache *c, ts_stats *st);
 
 /* ---- write-ahead log (ts_wal.c) -------------------------------------------------------------------- */
 
@@ -253,6 +282,7 @@ struct ts_db {
 	pthread_rwlock_t barrier;   /* appends hold it shared; a cut takes it exclusively to snapshot */
 	pthread_rwlock_t blocks_lock;
 	ts__block **blocks;         /* sorted by mint */
+	ts__cache *cache;           /* decoded block series (ts_cache.c) */
 	size_t nblocks;
 	pthread_mutex_t cut_mu;     /* one cut or compaction at a time */
 	atomic_int_least64_t maxt;  /* newest sample time appended */

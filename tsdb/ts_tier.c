@@ -81,7 +81,7 @@ static int tier_fetch(void *ctx, const ts__bw_series *s, const cm_sample **x, si
 	ts__bseries info;
 	cm_err err;
 	int rc = ts__block_series(t->raw, e->src, l, &nl, &info, &err);
-	rc = rc ? rc : ts__block_samples(t->raw, &info, &t->in, &len, &t->capin, &err);
+	rc = rc ? rc : ts__block_samples(t->raw, &info, NULL, &t->in, &len, &t->capin, &err);
 	if (!rc && len > t->capout) {
 		cm_sample *p = realloc(t->out, len * sizeof(*p));
 		rc = p ? CM_OK : CM_ENOMEM;

@@ -101,7 +101,7 @@ static void read_all(ts__block *b)
 				ts__bseries info;
 				cm_sample *x = NULL;
 				if (ts__block_series(b, ids[i], l, &nl, &info, NULL) == 0)
-					ts__block_samples(b, &info, &x, &len, &cap, NULL);
+					ts__block_samples(b, &info, NULL, &x, &len, &cap, NULL);
 				free(x);
 			}
 		}

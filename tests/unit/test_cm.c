@@ -525,6 +525,61 @@ static void test_fmt_double(void **state)
 	assert_string_equal(buf, tiny);
 }
 
+/* The digits of the shortest %.*e that reads back to v (the definition, by linear search). */
+static void shortest_oracle(double v, char *dig)
+{
+	char tmp[64];
+	for (int p = 1; p <= 17; p++) {
+		snprintf(tmp, sizeof(tmp), "%.*e", p - 1, v);
+		if (strtod(tmp, NULL) == v)
+			break;
+	}
+	int n = 0;
+	for (const char *c = tmp; *c && *c != 'e'; c++)
+		if (*c >= '0' && *c <= '9')
+			dig[n++] = *c;
+	while (n > 1 && dig[n - 1] == '0')
+		n--;
+	dig[n] = 0;
+}
+
+/* The significant digits of a positional number. */
+static void significant(const char *s, char *dig)
+{
+	int n = 0;
+	for (; *s; s++)
+		if (*s >= '0' && *s <= '9' && (n || *s != '0'))
+			dig[n++] = *s;
+	while (n > 1 && dig[n - 1] == '0')
+		n--;
+	dig[n] = 0;
+}
+
+static void test_fmt_double_random(void **state)
+{
+	(void)state;
+	uint64_t x = 88172645463325252ULL;
+	char buf[CM_FMT_DOUBLE_MAX], want[64], got[CM_FMT_DOUBLE_MAX];
+	for (int i = 0; i < 60000; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		double v;
+		switch (i % 5) { /* any bits; decimals; binary fractions; next to powers of ten; rate-like */
+		case 0: memcpy(&v, &x, 8); break;
+		case 1: v = (double)(x % 100000000000ULL) / pow(10, (double)(x >> 40 & 15)); break;
+		case 2: v = ldexp((double)(x >> 11), -(int)(x % 120)); break;
+		case 3: v = nextafter(pow(10, (double)((int)(x % 30) - 8)), (x >> 32 & 1) ? 0 : 1e300); break;
+		default: v = (double)(x % 1000000) / 3e4 / 300; break;
+		}
+		if (!isfinite(v) || v == 0)
+			continue;
+		cm_fmt_double(buf, sizeof(buf), v);
+		shortest_oracle(fabs(v), want);
+		significant(buf, got);
+		assert_true(strtod(buf, NULL) == v);
+		assert_string_equal(got, want);
+	}
+}
+
 static void test_durations_and_times(void **state)
 {
 	(void)state;
@@ -690,7 +745,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_wire_round_trip),    cmocka_unit_test(test_wire_frame_rejections),
 		cmocka_unit_test(test_wire_body_rejections), cmocka_unit_test(test_wire_batch_rules),
-		cmocka_unit_test(test_fmt_double),         cmocka_unit_test(test_durations_and_times),
+		cmocka_unit_test(test_fmt_double),         cmocka_unit_test(test_fmt_double_random),         cmocka_unit_test(test_durations_and_times),
 		cmocka_unit_test(test_crc32c),             cmocka_unit_test(test_buf_and_reader),
 		cmocka_unit_test(test_opts_table),         cmocka_unit_test(test_arena_limit),
 		cmocka_unit_test(test_parse_listen),

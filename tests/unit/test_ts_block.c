@@ -56,7 +56,7 @@ static ts_db *db_open(const char *dir, ts_open_report *rep)
 {
 	ts_db *db = NULL;
 	ts_open_report local;
-	ts_opts opts = {.no_fsync = 1, .manual_cut = 1};
+	ts_opts opts = {.no_fsync = 1, .manual_cut = 1, .cache_bytes = 256 << 10}; /* small: entries are evicted */
 	cm_err err = {{0}};
 	if (ts_open(dir, &opts, &db, rep ? rep : &local, &err))
 		fail_msg("ts_open: %s", err.msg);
@@ -155,6 +155,29 @@ static void check_matchers(ts_db *db, int rounds)
 	}
 }
 
+static int value_seen(void *ctx, const char *v)
+{
+	int *hit = ctx;
+	for (int i = 1; i < 6; i++)
+		if (!strcmp(vals[i], v))
+			hit[i] = 1;
+	assert_true(v[0]);
+	return 0;
+}
+
+/* ts_label_values of every name over [1000 + from, end] against the values the series hold. */
+static void check_values(ts_db *db, int from)
+{
+	for (int k = 0; k < 3; k++) {
+		int want[6] = {0}, got[6] = {0};
+		for (int i = from; i < NSER; i++)
+			for (int j = 1; j < 6; j++)
+				want[j] |= !strcmp(S[i].v[k], vals[j]);
+		assert_int_equal(ts_label_values(db, names[k], 1000 + from, INT64_MAX, value_seen, got), 0);
+		assert_memory_equal(got, want, sizeof(want));
+	}
+}
+
 static void test_matcher_oracle(void **state)
 {
 	(void)state;
@@ -162,7 +185,11 @@ static void test_matcher_oracle(void **state)
 	ts_db *db = db_open(dir, NULL);
 	make_series(db);
 	check_matchers(db, 300); /* the head */
+	check_values(db, 0);
+	check_values(db, 290);
 	assert_int_equal(ts_flush(db, NULL), 0);
+	check_values(db, 0);   /* the block's postings */
+	check_values(db, 290); /* the block reaches out of the range: series by series */
 	ts_stats st;
 	ts_get_stats(db, &st);
 	assert_int_equal(st.blocks, 1);
@@ -178,7 +205,7 @@ static void test_matcher_oracle(void **state)
 
 /* ---- cuts keep every sample ---------------------------------------------------------------------- */
 
-#define NS 20
+#define NS 70 /* more than the 64 block series past which ts_select decodes on a worker thread */
 #define HOUR (3600 * 1000LL)
 
 typedef struct model {
@@ -202,6 +229,7 @@ static void model_add(model *m, int s, cm_sample x)
 typedef struct cmp_ctx {
 	model *m;
 	int seen;
+	char prev[16];
 } cmp_ctx;
 
 static int compare(void *ctx, const cm_label *l, size_t nl, const cm_sample *x, size_t n)
@@ -209,8 +237,11 @@ static int compare(void *ctx, const cm_label *l, size_t nl, const cm_sample *x, 
 	cmp_ctx *c = ctx;
 	int s = -1;
 	for (size_t i = 0; i < nl; i++)
-		if (!strcmp(l[i].name, "s"))
+		if (!strcmp(l[i].name, "s")) {
 			s = atoi(l[i].value);
+			assert_true(strcmp(c->prev, l[i].value) < 0); /* in label-set order */
+			snprintf(c->prev, sizeof(c->prev), "%s", l[i].value);
+		}
 	assert_true(s >= 0 && s < NS);
 	if (n != c->m->n[s])
 		fail_msg("series %d: %zu samples, want %zu", s, n, c->m->n[s]);
@@ -222,11 +253,49 @@ static int compare(void *ctx, const cm_label *l, size_t nl, const cm_sample *x, 
 	return 0;
 }
 
+typedef struct par_ctx {
+	model *m;
+	long rank[NS]; /* each written by the one call that gets its series */
+} par_ctx;
+
+static int compare_par(void *ctx, size_t rank, const cm_label *l, size_t nl, const cm_sample *x, size_t n)
+{
+	par_ctx *c = ctx;
+	int s = -1;
+	for (size_t i = 0; i < nl; i++)
+		if (!strcmp(l[i].name, "s"))
+			s = atoi(l[i].value);
+	if (s < 0 || s >= NS || n != c->m->n[s] || c->rank[s] != -1)
+		return CM_EINVAL; /* cmocka's asserts are not for other threads */
+	for (size_t i = 0; i < n; i++)
+		if (x[i].t_ms != c->m->x[s][i].t_ms || memcmp(&x[i].v, &c->m->x[s][i].v, sizeof(double)))
+			return CM_EINVAL;
+	c->rank[s] = (long)rank;
+	return 0;
+}
+
+static int by_label(const void *a, const void *b)
+{
+	char x[16], y[16];
+	snprintf(x, sizeof(x), "%d", *(const int *)a);
+	snprintf(y, sizeof(y), "%d", *(const int *)b);
+	return strcmp(x, y);
+}
+
 static void check_model(ts_db *db, model *m)
 {
-	cmp_ctx c = {m, 0};
+	cmp_ctx c = {m, 0, ""};
 	assert_int_equal(ts_select(db, NULL, 0, INT64_MIN, INT64_MAX, compare, &c), 0);
 	assert_int_equal(c.seen, NS);
+	static par_ctx p; /* the same through ts_select_par: every series once, ranks in label-set order */
+	int order[NS];
+	p.m = m;
+	for (int s = 0; s < NS; s++)
+		p.rank[s] = -1, order[s] = s;
+	assert_int_equal(ts_select_par(db, NULL, 0, INT64_MIN, INT64_MAX, compare_par, &p), 0);
+	qsort(order, NS, sizeof(*order), by_label);
+	for (int i = 1; i < NS; i++)
+		assert_true(p.rank[order[i - 1]] >= 0 && p.rank[order[i - 1]] < p.rank[order[i]]);
 }
 
 static void append_one(ts_db *db, model *m, int s, int64_t t)
@@ -275,6 +344,18 @@ static void test_cut_keeps_samples(void **state)
 	assert_true(st.compactions >= 1); /* the 2 h blocks of each day merged: every sample still there */
 	assert_true(st.blocks <= 2);
 	assert_int_equal(st.samples, 0);
+	assert_true(st.cache_misses > 0 && st.cache_bytes <= 256 << 10); /* every select scanned more than fits */
+	ts_matcher one;
+	assert_int_equal(ts_matcher_init(&one, TS_MATCH_EQ, "s", "7", NULL), 0);
+	for (int i = 0; i < 2; i++) { /* the second select of one series finds it in the cache */
+		cmp_ctx c = {&m, 0, ""};
+		assert_int_equal(ts_select(db, &one, 1, INT64_MIN, INT64_MAX, compare, &c), 0);
+		assert_int_equal(c.seen, 1);
+	}
+	ts_matcher_close(&one);
+	uint64_t hits = st.cache_hits;
+	ts_get_stats(db, &st);
+	assert_true(st.cache_hits > hits);
 	ts_close(db);
 	db = db_open(dir, NULL);
 	check_model(db, &m);
