@@ -177,14 +177,12 @@ static int with_node_labels(const cm_batch *b, int64_t t, int64_t shift, cm_aren
 	cm_series *s = cm_arena_calloc(a, b->nseries + 1, sizeof(*s));
 	if (!s)
 		return CM_ENOMEM;
-	size_t total = 0;
 	for (size_t i = 0; i < b->nseries; i++) {
 		const cm_series *src = &b->series[i];
 		int has_node = 0;
 		for (size_t j = 0; j < src->nlabels; j++)
 			has_node |= !strcmp(src->labels[j].name, "node");
 		s[i] = *src;
-		total += src->nsamples;
 		if (shift && shift_samples(&s[i], shift, a))
 			return CM_ENOMEM;
 		if (has_node)

@@ -871,7 +871,7 @@ static struct curl_slist *headers(const ag__rwsend *s)
 {
 	static const char *const h[] = {"Content-Type: application/x-protobuf", "Content-Encoding: snappy",
 					"X-Prometheus-Remote-Write-Version: 0.1.0",
-					"User-Agent: corral-aggregator/" CM_VERSION};
+					("User-Agent: corral-aggregator/" CM_VERSION)};
 	struct curl_slist *l = NULL;
 	for (size_t i = 0; i < CM_ARRAY_LEN(h); i++)
 		l = curl_slist_append(l, h[i]);
