@@ -225,6 +225,15 @@ int64_t itest_now_ms(void) { return cm_now_ms(); }
 
 void itest_sleep_ms(int ms) { nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL); }
 
+int itest_capture(const char *cmd, char *out, size_t cap)
+{
+	FILE *p = popen(cmd, "r");
+	size_t n = p ? fread(out, 1, cap - 1, p) : 0;
+	out[n] = 0;
+	int st = p ? pclose(p) : -1;
+	return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 /* ---- test cgroups ------------------------------------------------------------------------------------ */
 
 static int ctrl_wanted(const char *list)

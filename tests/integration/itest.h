@@ -86,6 +86,10 @@ int itest_cgtree_child(const itest_cgtree *t, const char *child, int mk);
 /* Removes the tree's directories (its children must be gone). */
 void itest_cgtree_remove(itest_cgtree *t);
 
+/* Runs cmd through the shell with its standard output in out (up to cap - 1 bytes, NUL-terminated); the
+ * command's exit status, or -1 when it could not run or did not exit. */
+int itest_capture(const char *cmd, char *out, size_t cap);
+
 /* URL-encodes s into out. */
 void itest_urlencode(char *out, size_t cap, const char *s);
 

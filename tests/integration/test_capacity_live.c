@@ -253,11 +253,7 @@ static void check_corralctl(fixture *f, long end_s)
 	itest_bin(bin, sizeof(bin), "corralctl");
 	snprintf(cmd, sizeof(cmd), "'%s' --url %s --window %ds --time %ld capacity nodes 2>&1", bin, f->url, WINDOW_S,
 	         end_s);
-	FILE *p = popen(cmd, "r");
-	assert_non_null(p);
-	size_t n = fread(out, 1, sizeof(out) - 1, p);
-	out[n] = 0;
-	assert_int_equal(pclose(p), 0);
+	assert_int_equal(itest_capture(cmd, out, sizeof(out)), 0);
 	printf("%s", out);
 	const char *row = strstr(out, "\ncap-node ");
 	assert_non_null(row);

@@ -54,11 +54,7 @@ static const char *dig_web(fixture *f)
 	char cmd[512];
 	snprintf(cmd, sizeof(cmd), "dig -p %d @127.0.0.1 +time=1 +tries=1 +short web.shop.svc.cluster.local A 2>&1",
 	         f->dns_port);
-	FILE *p = popen(cmd, "r");
-	assert_non_null(p);
-	size_t n = fread(OUT, 1, sizeof(OUT) - 1, p);
-	OUT[n] = 0;
-	pclose(p);
+	itest_capture(cmd, OUT, sizeof(OUT));
 	return OUT;
 }
 
@@ -93,11 +89,7 @@ static void check_ctl(fixture *f, const char *name, const char *ips)
 	char bin[4096], cmd[8400], want[128], cell[128], *save = NULL;
 	itest_bin(bin, sizeof(bin), "corralctl");
 	snprintf(cmd, sizeof(cmd), "'%s' --url %s --namespace shop services 2>&1", bin, f->url);
-	FILE *p = popen(cmd, "r");
-	assert_non_null(p);
-	size_t n = fread(OUT, 1, sizeof(OUT) - 1, p);
-	OUT[n] = 0;
-	assert_int_equal(pclose(p), 0);
+	assert_int_equal(itest_capture(cmd, OUT, sizeof(OUT)), 0);
 	printf("%s", OUT);
 	assert_null(strstr(OUT, "other"));
 	snprintf(want, sizeof(want), "\nshop       %s ", name);

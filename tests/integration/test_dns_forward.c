@@ -38,11 +38,7 @@ static const char *run_at(int port, const char *tool, const char *args)
 	char cmd[1024];
 	snprintf(cmd, sizeof(cmd), "%s -p %d @127.0.0.1 %s %s 2>&1 | tr -s ' \\t' '  '", tool, port,
 	         strcmp(tool, "kdig") ? "+time=5 +tries=1 +nocookie" : "+timeout=5 +retry=0", args);
-	FILE *p = popen(cmd, "r");
-	assert_non_null(p);
-	size_t n = fread(OUT, 1, sizeof(OUT) - 1, p);
-	OUT[n] = 0;
-	pclose(p);
+	itest_capture(cmd, OUT, sizeof(OUT));
 	return OUT;
 }
 

@@ -146,11 +146,7 @@ static const char *dig(fixture *f, const char *name, const char *type, const cha
 	char cmd[512];
 	snprintf(cmd, sizeof(cmd), "dig -p %d @127.0.0.1 +time=1 +tries=1 %s %s %s 2>&1", f->dns_port, opts, name,
 	         type);
-	FILE *p = popen(cmd, "r");
-	assert_non_null(p);
-	size_t n = fread(OUT, 1, sizeof(OUT) - 1, p);
-	OUT[n] = 0;
-	pclose(p);
+	itest_capture(cmd, OUT, sizeof(OUT));
 	return OUT;
 }
 

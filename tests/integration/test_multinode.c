@@ -207,11 +207,7 @@ static const char *dig_web(fixture *f)
 	char cmd[256];
 	snprintf(cmd, sizeof(cmd), "dig +short +tries=1 +time=1 -p %d @127.0.0.1 web.shop.svc.cluster.local A",
 	         f->dns_port);
-	FILE *p = popen(cmd, "r");
-	size_t n = p ? fread(DIG, 1, sizeof(DIG) - 1, p) : 0;
-	DIG[n] = 0;
-	if (p)
-		pclose(p);
+	itest_capture(cmd, DIG, sizeof(DIG));
 	return DIG;
 }
 

@@ -345,12 +345,7 @@ static int ctl(const fixture *f, const char *args, char *out, size_t cap)
 	char bin[4096], cmd[8192];
 	itest_bin(bin, sizeof(bin), "corralctl");
 	snprintf(cmd, sizeof(cmd), "TZ=UTC %s --url %s %s", bin, f->url, args);
-	FILE *p = popen(cmd, "r");
-	assert_non_null(p);
-	size_t n = fread(out, 1, cap - 1, p);
-	out[n] = 0;
-	int st = pclose(p);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	return itest_capture(cmd, out, cap);
 }
 
 static void expect_ctl(const fixture *f, const char *args, const char *want)
