@@ -865,7 +865,8 @@ static int ws_send(int fd, int opcode, const void *p, size_t n)
 	return send(fd, h, hl, MSG_NOSIGNAL) == (ssize_t)hl && (n == 0 || send(fd, p, n, MSG_NOSIGNAL) == (ssize_t)n) ? 0 : CM_EIO;
 }
 
-/* Reads what the client sent (control frames; data frames are ignored). 1 = closed. */
+/* Reads what the client sent (control frames; data frames are ignored). 1 = the connection is gone,
+ * 2 = the client closed it (its close frame was echoed, as RFC 6455 section 5.5.1 asks). */
 static int ws_read(int fd, cm_buf *in)
 {
 	uint8_t buf[4096];
@@ -889,7 +890,7 @@ static int ws_read(int fd, cm_buf *in)
 		for (size_t i = 0; (p[1] & 0x80) && i < len; i++)
 			payload[i] ^= p[hl - 4 + i % 4];
 		if (op == 8)
-			return ws_send(fd, 8, payload, len < 2 ? len : 2), 1;
+			return ws_send(fd, 8, payload, len < 2 ? len : 2), 2;
 		if (op == 9 && ws_send(fd, 10, payload, len))
 			return 1;
 		memmove(in->data, in->data + hl + len, in->len - hl - len);
@@ -936,16 +937,17 @@ static void tail_run(void *arg, int fd)
 	tail *t = arg;
 	cm_buf in, out;
 	cm_buf_init(&in), cm_buf_init(&out);
+	int rd = 0;
 	for (;;) {
 		pthread_mutex_lock(&t->l->mu);
 		int stop = t->l->stopping;
 		pthread_mutex_unlock(&t->l->mu);
-		if (fd < 0 || stop || ws_read(fd, &in) || tail_once(t, fd, &out))
+		if (fd < 0 || stop || (rd = ws_read(fd, &in)) || tail_once(t, fd, &out))
 			break;
 		struct pollfd pfd = {fd, POLLIN, 0};
 		poll(&pfd, 1, 1000);
 	}
-	if (fd >= 0)
+	if (fd >= 0 && rd != 2) /* one close frame only: not after echoing the client's */
 		ws_send(fd, 8, "\x03\xe9", 2); /* 1001 going away */
 	cm_buf_close(&in), cm_buf_close(&out);
 	ls_logql_free(t->q);

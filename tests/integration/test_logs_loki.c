@@ -310,7 +310,7 @@ static int read_some(int fd, char *buf, size_t cap, size_t *len, int timeout_ms)
 		return -1;
 	ssize_t r = recv(fd, buf + *len, cap - *len - 1, 0);
 	if (r <= 0)
-		return -1;
+		return r == 0 ? -2 : -1; /* -2: the peer closed the connection */
 	*len += (size_t)r;
 	buf[*len] = 0;
 	return 0;
@@ -330,9 +330,8 @@ static int read_frame(int fd, char *buf, size_t cap, size_t *len, int *op, char 
 				return 0;
 			}
 		}
-		if (itest_now_ms() > deadline)
+		if (itest_now_ms() > deadline || read_some(fd, buf, cap, len, 1000) == -2)
 			return -1;
-		read_some(fd, buf, cap, len, 1000);
 	}
 }
 
@@ -383,8 +382,23 @@ static void check_tail(void)
 	snprintf(ts, sizeof(ts), "%lld", (long long)(F->t0 + 5000000000LL));
 	assert_string_equal(json_string_value(json_array_get(v, 0)), ts);
 	json_decref(j);
+	/* our close: the answer is one close frame echoing 1000, then the end of the connection */
 	const uint8_t close_frame[] = {0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2}; /* masked close 1000 */
 	assert_int_equal(send(fd, close_frame, sizeof(close_frame), 0), (ssize_t)sizeof(close_frame));
+	int closes = 0;
+	for (;;) {
+		size_t used = (size_t)(payload - buf) + plen; /* drop the frame read last */
+		memmove(buf, buf + used, len - used);
+		len -= used;
+		if (read_frame(fd, buf, sizeof(buf), &len, &op, &payload, &plen))
+			break;
+		if (op == 8) {
+			closes++;
+			assert_int_equal(plen, 2);
+			assert_memory_equal(payload, "\x03\xe8", 2);
+		}
+	}
+	assert_int_equal(closes, 1);
 	close(fd);
 	cm_buf_close(&body), cm_buf_close(&reply);
 }
