@@ -152,6 +152,7 @@ const pages = {
   },
   async services(page) {
     check((await page.textContent('main')).includes('127.0.0.11'), 'services: the web endpoint is not listed');
+    check((await page.textContent('main')).includes('app=cache'), 'services: the cache selector is not listed');
     await page.fill('#resolve-name', 'web.demo.svc.cluster.local');
     await page.selectOption('#resolve-type', 'A');
     await page.click('form.inline button.primary');

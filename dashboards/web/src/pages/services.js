@@ -44,10 +44,11 @@ function servicesTable(svcs, use) {
   if (!svcs.length) return h('p', { class: 'muted' }, 'no services registered (--services, or POST /api/v1/services)');
   svcs.sort((a, b) => `${a.namespace}/${a.name}`.localeCompare(`${b.namespace}/${b.name}`));
   return h('div', { class: 'tablewrap' }, h('table', {},
-    h('thead', {}, h('tr', {}, ['namespace', 'name', 'type', 'cluster IPs', 'ports', 'endpoints', ''].map(t => h('th', {}, t)))),
+    h('thead', {}, h('tr', {}, ['namespace', 'name', 'type', 'selector', 'cluster IPs', 'ports', 'endpoints', ''].map(t => h('th', {}, t)))),
     h('tbody', {}, svcs.map(s => {
       const fqdn = `${s.name}.${s.namespace}.svc.${DOMAIN}`;
       return h('tr', {}, h('td', {}, s.namespace), h('td', {}, s.name), h('td', {}, s.type),
+        h('td', {}, Object.entries(s.selector || {}).map(([k, v]) => h('div', {}, `${k}=${v}`))),
         h('td', {}, (s.clusterIPs || []).join(' ') || (s.externalName ? `→ ${s.externalName}` : '–')),
         h('td', {}, (s.ports || []).map(p => h('div', {}, `${p.name ? p.name + ' ' : ''}${p.port}/${p.protocol}`))),
         h('td', {}, (s.endpoints || []).length ? s.endpoints.map(e => h('div', { class: e.ready ? 'ok' : 'bad' }, `${e.ip}${e.hostname ? ' (' + e.hostname + ')' : ''}${e.ready ? '' : ' not ready'}`))
