@@ -73,6 +73,16 @@ static int enc_room(ts__enc *e, unsigned bits)
 	return CM_OK;
 }
 
+/* Converts between host order and big-endian. */
+static uint64_t be64(uint64_t v)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return __builtin_bswap64(v);
+#else
+	return v;
+#endif
+}
+
 /* Writes the low k bits of v (k <= 64), most significant first, ORed into the zeroed bytes past nbits
  * as one big-endian 8-byte word (up to 56 bits at a time); enc_room must have reserved 8 bytes past
  * the last bit written. */
@@ -83,12 +93,11 @@ static void put_bits(ts__enc *e, uint64_t v, unsigned k)
 		k = 32;
 	}
 	uint8_t *p = e->buf + (e->nbits >> 3);
-	uint64_t w = 0;
-	for (int i = 0; i < 8; i++)
-		w = w << 8 | p[i];
-	w |= (v & (((uint64_t)1 << k) - 1)) << (64 - (e->nbits & 7) - k);
-	for (int i = 7; i >= 0; i--, w >>= 8)
-		p[i] = (uint8_t)w;
+	uint64_t w;
+	memcpy(&w, p, 8);
+	w = be64(w) | (v & (((uint64_t)1 << k) - 1)) << (64 - (e->nbits & 7) - k);
+	w = be64(w);
+	memcpy(p, &w, 8);
 	e->nbits += k;
 }
 
