@@ -127,6 +127,22 @@ static void test_import(void **state)
 	assert_int_equal(points(f, "fp{k=\"x\"}", 2, &sum), 1);
 	assert_true(sum == 5);
 
+	/* values read 8 digits at a time, and ones too long for the exact path */
+	static const char vals[] = "fv{i=\"1\"} 123456789012.125 1704067200000\n"
+				   "fv{i=\"2\"} -98765432.5 1704067200000\n"
+				   "fv{i=\"3\"} +0.000000015625 1704067200000\n"
+				   "fv{i=\"4\"} 1234567890123456 1704067200000\n"
+				   "fv{i=\"5\"} 12345678.12345678 1704067200000\n";
+	static const double want[] = {123456789012.125, -98765432.5, 0.000000015625, 1234567890123456.0,
+				      12345678.12345678};
+	assert_int_equal(post(f, "/api/v1/import/prometheus", TOKEN, vals, strlen(vals), NULL), 204);
+	for (int i = 0; i < 5; i++) {
+		char sel[64];
+		snprintf(sel, sizeof(sel), "fv{i=\"%d\"}", i + 1);
+		assert_int_equal(points(f, sel, 0, &sum), 1);
+		assert_true(sum == want[i]);
+	}
+
 	/* more series than the import's first series table holds: it grows mid-request (a bug once lost
 	 * the pending samples of the series it moved) */
 	cm_buf many;
