@@ -232,7 +232,10 @@ void ts__wal_stats(ts__wal *w, uint64_t *fsyncs, uint64_t *bytes);
  * before lies in lower-numbered segments. */
 int ts__wal_cut(ts__wal *w, uint32_t *seg, cm_err *err);
 /* Removes the segments below seg, first writing ckpt (complete version 2 records, len may be 0) as
- * segment seg - 1 in their place, atomically. */
+ * segment seg - 1 in their place, atomically. They are removed newest first, so a crash midway leaves
+ * the oldest ones, which define the series they use and, replayed before the checkpoint, never make its
+ * samples look out of order; newer leftovers did, and the replay rejected acknowledged samples
+ * (docs/tsdb-wal.md, Checkpoints). */
 int ts__wal_truncate(ts__wal *w, uint32_t seg, const uint8_t *ckpt, size_t len, cm_err *err);
 
 /* ---- the database (ts_db.c open/append, ts_cut.c blocks, ts_query.c select) ------------------------ */

@@ -816,7 +816,7 @@ int ts__wal_truncate(ts__wal *w, uint32_t seg, const uint8_t *ckpt, size_t len, 
 	uint32_t keep = len ? seg - 1 : seg; /* the first segment kept */
 	int rc = len ? ckpt_write(w, seg - 1, ckpt, len, err) : CM_OK;
 	rc = rc ? rc : seg_list(w, &segs, &n, &max, err);
-	for (size_t i = 0; i < n && !rc; i++) {
+	for (size_t i = n; i-- > 0 && !rc;) { /* newest first: see ts__wal_truncate in ts_int.h */
 		if (segs[i] >= keep)
 			continue;
 		seg_path(w, segs[i], path, sizeof(path));
