@@ -3,12 +3,15 @@
  * The import endpoint takes Prometheus text exposition with millisecond timestamps, the way
  * VictoriaMetrics' endpoint of the same name does, so benchmark drivers and migration tools can load
  * the same file into corral and into the peers. ag_http.c hands the body over as it arrives
- * (ag__import_feed), so a body of any size streams through a bounded buffer: lines are parsed, each
- * series' samples are collected per series (a per-request cache maps the raw `name{labels}` text to
- * the tsdb reference, so labels are parsed once per series, not once per line), and every
- * IMPORT_BATCH samples go to ts_append_ref on the request's own store thread, so parsing the next batch
- * overlaps the WAL write and fsync of the previous one; the request is answered only after the last
- * batch is durable (WAL + fsync).
+ * (ag__import_feed), so a body of any size streams through a bounded buffer. A per-request cache maps
+ * the raw `name{labels}` text to the tsdb reference, so labels are parsed once per series, not once per
+ * line; since bulk data repeats its series in the same order at every timestamp, a line is first read
+ * as the entry after the previous line's followed by a plain value and timestamp (one memcmp against
+ * text stored in order of first sight, no hashing, no scan from the end; line_fast).
+ * Each line appends (entry, sample) to the batch log; every IMPORT_BATCH samples the log goes to the
+ * request's own store thread, which groups it by series and calls ts_append_ref, so parsing the next
+ * batch overlaps grouping, the WAL write and fsync of the previous one; the request is answered only
+ * after the last batch is durable (WAL + fsync).
  *
  * Accepted lines (the grammar of the text format, version 0.0.4):
  *   # anything                                      comment, HELP or TYPE: ignored
@@ -45,15 +48,26 @@ struct ag__importer {
 	ag__rwsend *fwd;  /* remote write sender (ag_rwsend.c), or NULL */
 };
 
-/* One series seen in this request: its raw text, reference and pending samples. */
+/* One series seen in this request: its raw text (keys[off..off+len)) and that text's hash. */
 typedef struct cache_ent {
-	char *key;
-	size_t len;
 	uint64_t hash;
-	uint64_t ref;
-	cm_sample *x;
-	uint32_t n, cap;
+	size_t off;
+	uint32_t len;
 } cache_ent;
+
+/* One parsed sample and the entry of its series. */
+typedef struct pend {
+	uint32_t ent;
+	cm_sample x;
+} pend;
+
+/* A batch handed to the storer: the samples in line order and the references of the entries. */
+typedef struct batch {
+	pend *log;
+	size_t n;
+	uint64_t *refs;
+	size_t nents;
+} batch;
 
 /* The request's storing thread: takes one batch at a time while the parser fills the next. */
 typedef struct storer {
@@ -61,10 +75,7 @@ typedef struct storer {
 	int started, busy, stop;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	ts_ref_series *refs;  /* the batch being handed over (owned) */
-	size_t nrefs;
-	cm_sample *x;
-	uint64_t n;
+	batch b;              /* the batch being handed over (owned) */
 	int rc;               /* the first failure */
 	cm_err err;
 	uint64_t stored;
@@ -76,11 +87,15 @@ struct ag__import {
 	int authorized;
 	int64_t now_ms;
 	cm_buf line;  /* a line split across two uploads */
-	cache_ent *ents;
-	size_t cap, count;
-	uint32_t *dirty;  /* entries with pending samples */
-	size_t ndirty;
-	size_t pending;
+	cm_buf keys;  /* the text of every cached series, back to back */
+	cache_ent *ents;  /* in order of first sight */
+	uint64_t *refs;   /* the tsdb reference of each entry */
+	size_t count, ecap;
+	uint32_t *slots;  /* hash table of entry numbers + 1, 0 = empty */
+	size_t scap;
+	uint32_t next;    /* the entry predicted for the next line */
+	pend *log;        /* samples not yet handed to the storer */
+	size_t npend, pcap;
 	uint64_t lineno, stored, skipped;
 	int failed;       /* the store failed: nothing more is stored */
 	cm_err first_bad;
@@ -160,6 +175,24 @@ int ag__prom_series_parse(const char *p, size_t n, cm_label *labels, size_t max,
 	return CM_OK;
 }
 
+/* The value of the 8 decimal digits at s, or -1 when one of them is not a digit: the bytes as one word,
+ * checked and combined pairwise (10, 100, 10000) in its lanes. */
+static int64_t digits8(const char *s)
+{
+	uint64_t w;
+	memcpy(&w, s, 8);
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+	w = __builtin_bswap64(w); /* the first digit in the low byte */
+#endif
+	if ((w & 0xf0f0f0f0f0f0f0f0ull) != 0x3030303030303030ull ||
+	    ((w + 0x0606060606060606ull) & 0xf0f0f0f0f0f0f0f0ull) != 0x3030303030303030ull)
+		return -1;
+	w -= 0x3030303030303030ull;
+	w = (w * 10 + (w >> 8)) & 0x00ff00ff00ff00ffull;
+	w = (w * 100 + (w >> 16)) & 0x0000ffff0000ffffull;
+	return (int64_t)((w * 10000 + (w >> 32)) & 0xffffffffull);
+}
+
 /* Exact decimal fast path (Clinger): at most 15 significant digits and a power of ten up to 22. */
 static int fast_float(const char *s, size_t n, double *out)
 {
@@ -171,8 +204,15 @@ static int fast_float(const char *s, size_t n, double *out)
 	if (i < n && (s[i] == '-' || s[i] == '+'))
 		neg = s[i++] == '-';
 	for (; i < n; i++) {
+		int64_t d8;
 		if (s[i] == '.' && frac < 0) {
 			frac = 0;
+			continue;
+		}
+		if (i + 8 <= n && digits + 8 <= 15 && (d8 = digits8(s + i)) >= 0) {
+			m = m * 100000000 + (uint64_t)d8;
+			digits += 8, i += 7;
+			frac += frac >= 0 ? 8 : 0;
 			continue;
 		}
 		if (s[i] < '0' || s[i] > '9' || ++digits > 15)
@@ -217,6 +257,8 @@ static int parse_ts(const char *s, size_t n, int64_t *out)
 		neg = s[i++] == '-';
 	if (i == n || n - i > 18)
 		return CM_EPROTO;
+	for (int64_t d8; i + 8 <= n && (d8 = digits8(s + i)) >= 0; i += 8)
+		v = v * 100000000 + (uint64_t)d8;
 	for (; i < n; i++) {
 		if (s[i] < '0' || s[i] > '9')
 			return CM_EPROTO;
@@ -295,74 +337,131 @@ static uint64_t key_hash(const char *p, size_t n)
 
 static void cache_clear(ag__import *im)
 {
-	for (size_t i = 0; i < im->cap; i++) {
-		free(im->ents[i].key);
-		free(im->ents[i].x);
-	}
-	free(im->ents);
-	im->ents = NULL;
-	im->cap = im->count = 0;
+	free(im->ents), free(im->refs), free(im->slots);
+	im->ents = NULL, im->refs = NULL, im->slots = NULL;
+	im->count = im->ecap = im->scap = im->next = 0;
+	im->keys.len = 0;
 }
 
-static int cache_grow(ag__import *im)
+/* Makes room for one more entry: the entry arrays grow, the slot table doubles at 3/4 full. */
+static int cache_room(ag__import *im)
 {
-	size_t cap = im->cap ? im->cap * 2 : 4096;
-	cache_ent *e = calloc(cap, sizeof(*e));
-	if (!e)
-		return CM_ENOMEM;
-	for (size_t i = 0; i < im->cap; i++) {
-		if (!im->ents[i].key)
-			continue;
-		size_t j = im->ents[i].hash & (cap - 1);
-		while (e[j].key)
-			j = (j + 1) & (cap - 1);
-		e[j] = im->ents[i];
+	if (im->count == im->ecap) {
+		size_t cap = im->ecap ? im->ecap * 2 : 1024;
+		cache_ent *e = realloc(im->ents, cap * sizeof(*e));
+		if (e)
+			im->ents = e;
+		uint64_t *r = realloc(im->refs, cap * sizeof(*r));
+		if (r)
+			im->refs = r;
+		if (!e || !r)
+			return CM_ENOMEM;
+		im->ecap = cap;
 	}
-	free(im->ents);
-	im->ents = e;
-	im->cap = cap;
+	if ((im->count + 1) * 4 <= im->scap * 3)
+		return CM_OK;
+	size_t cap = im->scap ? im->scap * 2 : 4096;
+	uint32_t *s = calloc(cap, sizeof(*s));
+	if (!s)
+		return CM_ENOMEM;
+	for (uint32_t i = 0; i < im->count; i++) {
+		size_t j = im->ents[i].hash & (cap - 1);
+		while (s[j])
+			j = (j + 1) & (cap - 1);
+		s[j] = i + 1;
+	}
+	free(im->slots);
+	im->slots = s, im->scap = cap;
 	return CM_OK;
 }
 
 /* The entry of series text p[0..n), created (labels parsed, reference taken) on first sight. */
-static int cache_get(ag__import *im, const char *p, size_t n, cache_ent **out, cm_err *err)
+static int cache_get(ag__import *im, const char *p, size_t n, uint32_t *out, cm_err *err)
 {
+	int64_t g = -1;
 	uint64_t h = key_hash(p, n);
-	size_t j = im->cap ? h & (im->cap - 1) : 0;
-	while (im->cap && im->ents[j].key) {
-		cache_ent *e = &im->ents[j];
-		if (e->hash == h && e->len == n && !memcmp(e->key, p, n)) {
-			*out = e;
-			return CM_OK;
-		}
-		j = (j + 1) & (im->cap - 1);
+	for (size_t j = im->scap ? h & (im->scap - 1) : 0; g < 0 && im->scap && im->slots[j];
+	     j = (j + 1) & (im->scap - 1)) {
+		const cache_ent *e = &im->ents[im->slots[j] - 1];
+		if (e->hash == h && e->len == n && !memcmp(im->keys.data + e->off, p, n))
+			g = im->slots[j] - 1;
 	}
-	size_t nl;
-	uint64_t ref;
-	int rc = ag__prom_series_parse(p, n, im->labels, CM_ARRAY_LEN(im->labels), &nl, im->unesc, err);
-	if (!rc)
-		rc = ts_series_ref(im->imp->db, im->labels, nl, &ref, err);
-	if (rc)
-		return rc == CM_ENOMEM ? rc : CM_EPROTO;
-	if ((im->count + 1) * 4 > im->cap * 3) { /* rehashing moves entries: store the pending ones first */
-		if (im->ndirty && (rc = batch_flush(im)))
-			return rc;
-		if (cache_grow(im))
+	if (g < 0) {
+		size_t nl;
+		uint64_t ref;
+		int rc = ag__prom_series_parse(p, n, im->labels, CM_ARRAY_LEN(im->labels), &nl, im->unesc, err);
+		if (!rc)
+			rc = ts_series_ref(im->imp->db, im->labels, nl, &ref, err);
+		if (rc)
+			return rc == CM_ENOMEM ? rc : CM_EPROTO;
+		if (cache_room(im) || cm_buf_append(&im->keys, p, n))
 			return cm_errf(err, CM_ENOMEM, "out of memory");
+		size_t j = h & (im->scap - 1);
+		while (im->slots[j])
+			j = (j + 1) & (im->scap - 1);
+		g = im->count++;
+		im->slots[j] = (uint32_t)g + 1;
+		im->ents[g] = (cache_ent){h, im->keys.len - n, (uint32_t)n};
+		im->refs[g] = ref;
 	}
-	for (j = h & (im->cap - 1); im->ents[j].key;)
-		j = (j + 1) & (im->cap - 1);
-	cache_ent *e = &im->ents[j];
-	if (!(e->key = malloc(n)))
-		return cm_errf(err, CM_ENOMEM, "out of memory");
-	memcpy(e->key, p, n);
-	e->len = n, e->hash = h, e->ref = ref;
-	im->count++;
-	*out = e;
+	im->next = (uint32_t)g + 1 == im->count ? 0 : (uint32_t)g + 1;
+	*out = (uint32_t)g;
 	return CM_OK;
 }
 
 /* ---- batches --------------------------------------------------------------------------------------- */
+
+/* Groups a batch's samples by entry, keeping their order within each: x gets them series by series,
+ * ents the entries that have samples (in entry order) and ends where each one's samples end in x. */
+static int batch_group(const pend *log, size_t n, size_t nents, cm_sample *x, uint32_t *ents, size_t *ends,
+		       size_t *ngroups)
+{
+	size_t *at = calloc(nents ? nents : 1, sizeof(*at)), g = 0, sum = 0;
+	if (!at)
+		return CM_ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		at[log[i].ent]++;
+	for (uint32_t e = 0; e < nents; e++) {
+		size_t c = at[e];
+		if (c)
+			ents[g++] = e;
+		at[e] = sum, sum += c;
+	}
+	for (size_t i = 0; i < n; i++)
+		x[at[log[i].ent]++] = log[i].x;
+	for (size_t i = 0; i < g; i++)
+		ends[i] = at[ents[i]];
+	free(at);
+	*ngroups = g;
+	return CM_OK;
+}
+
+/* Stores one batch: groups its samples by series and appends them (one WAL record). */
+static int batch_store(ts_db *db, const batch *b, cm_err *err)
+{
+	size_t most = b->n < b->nents ? b->n : b->nents, ng = 0; /* groups */
+	cm_sample *x = malloc((b->n ? b->n : 1) * sizeof(*x));
+	uint32_t *ents = malloc((most ? most : 1) * sizeof(*ents));
+	size_t *ends = malloc((most ? most : 1) * sizeof(*ends));
+	ts_ref_series *rs = malloc((most ? most : 1) * sizeof(*rs));
+	int rc = x && ents && ends && rs ? batch_group(b->log, b->n, b->nents, x, ents, ends, &ng) : CM_ENOMEM;
+	for (size_t i = 0; !rc && i < ng; i++) {
+		size_t from = i ? ends[i - 1] : 0;
+		rs[i] = (ts_ref_series){b->refs[ents[i]], x + from, ends[i] - from};
+	}
+	if (rc)
+		cm_errf(err, rc, "out of memory");
+	else
+		rc = ts_append_ref(db, rs, ng, err);
+	free(x), free(ents), free(ends), free(rs);
+	return rc;
+}
+
+static void batch_free(batch *b)
+{
+	free(b->log), free(b->refs);
+	*b = (batch){0};
+}
 
 static void *storer_run(void *arg)
 {
@@ -376,16 +475,15 @@ static void *storer_run(void *arg)
 			break;
 		pthread_mutex_unlock(&st->mu);
 		cm_err err;
-		int rc = st->rc ? st->rc : ts_append_ref(im->imp->db, st->refs, st->nrefs, &err);
+		int rc = st->rc ? st->rc : batch_store(im->imp->db, &st->b, &err);
 		if (!rc)
-			atomic_fetch_add(&im->imp->metrics->samples_ingested, st->n);
+			atomic_fetch_add(&im->imp->metrics->samples_ingested, st->b.n);
 		pthread_mutex_lock(&st->mu);
 		if (rc && !st->rc)
 			st->rc = rc, st->err = err;
-		st->stored += rc ? 0 : st->n;
-		free(st->refs);
-		free(st->x);
-		st->refs = NULL, st->x = NULL, st->busy = 0;
+		st->stored += rc ? 0 : st->b.n;
+		batch_free(&st->b);
+		st->busy = 0;
 		pthread_cond_broadcast(&st->cv);
 	}
 	pthread_mutex_unlock(&st->mu);
@@ -425,89 +523,65 @@ static void storer_stop(ag__import *im)
  * the client's retry sends them again, which receivers dedupe). */
 static void forward_pending(ag__import *im)
 {
-	size_t n = im->ndirty;
+	size_t n = im->npend < im->count ? im->npend : im->count, ng = 0; /* groups */
+	n = n ? n : 1;
+	cm_sample *x = malloc((im->npend ? im->npend : 1) * sizeof(*x));
+	uint32_t *ents = malloc(n * sizeof(*ents));
+	size_t *ends = malloc(n * sizeof(*ends)), *kl = malloc(n * sizeof(*kl)), *nx = malloc(n * sizeof(*nx));
 	const char **k = malloc(n * sizeof(*k));
-	const cm_sample **x = malloc(n * sizeof(*x));
-	size_t *kl = malloc(n * sizeof(*kl)), *nx = malloc(n * sizeof(*nx));
-	for (size_t i = 0; k && x && kl && nx && i < n; i++) {
-		cache_ent *e = &im->ents[im->dirty[i]];
-		k[i] = e->key, kl[i] = e->len, x[i] = e->x, nx[i] = e->n;
+	const cm_sample **xs = malloc(n * sizeof(*xs));
+	if (x && ents && ends && kl && nx && k && xs && !batch_group(im->log, im->npend, im->count, x, ents, ends, &ng)) {
+		for (size_t i = 0; i < ng; i++) {
+			size_t from = i ? ends[i - 1] : 0;
+			k[i] = (const char *)im->keys.data + im->ents[ents[i]].off, kl[i] = im->ents[ents[i]].len;
+			xs[i] = x + from, nx[i] = ends[i] - from;
+		}
+		ag__rwsend_enqueue_text(im->imp->fwd, k, kl, xs, nx, ng);
 	}
-	if (k && x && kl && nx)
-		ag__rwsend_enqueue_text(im->imp->fwd, k, kl, x, nx, n);
-	free(k), free(x), free(kl), free(nx);
-}
-
-/* Copies the pending samples into one batch and resets the entries. */
-static int batch_take(ag__import *im, ts_ref_series **refs, cm_sample **x)
-{
-	if (im->imp->fwd)
-		forward_pending(im);
-	*refs = malloc(im->ndirty * sizeof(**refs));
-	*x = malloc((im->pending ? im->pending : 1) * sizeof(**x));
-	if (!*refs || !*x) {
-		free(*refs), free(*x);
-		return cm_errf(&im->store_err, CM_ENOMEM, "out of memory");
-	}
-	size_t at = 0;
-	for (size_t i = 0; i < im->ndirty; i++) {
-		cache_ent *e = &im->ents[im->dirty[i]];
-		memcpy(*x + at, e->x, e->n * sizeof(cm_sample));
-		(*refs)[i] = (ts_ref_series){e->ref, *x + at, e->n};
-		at += e->n;
-		e->n = 0;
-	}
-	return CM_OK;
+	free(x), free(ents), free(ends), free(kl), free(nx), free(k), free(xs);
 }
 
 /* Hands the pending samples to the storer (which stores the previous batch meanwhile). */
 static int batch_flush(ag__import *im)
 {
-	ts_ref_series *refs;
-	cm_sample *x;
-	if (!im->ndirty || im->failed)
+	if (!im->npend || im->failed)
 		return im->failed;
 	int rc = storer_wait(im);
-	rc = rc ? rc : batch_take(im, &refs, &x);
+	batch b = {im->log, im->npend, malloc((im->count ? im->count : 1) * sizeof(*b.refs)), im->count};
+	if (!rc && !b.refs)
+		rc = cm_errf(&im->store_err, CM_ENOMEM, "out of memory");
+	if (!rc && im->imp->fwd)
+		forward_pending(im);
 	if (!rc && !im->st.started) {
 		int e = pthread_create(&im->st.thr, NULL, storer_run, im);
-		if (e) {
-			free(refs), free(x);
+		if (e)
 			rc = cm_errf(&im->store_err, -e, "starting the import's store thread: %s", strerror(e));
-		}
 		im->st.started = !e;
 	}
-	if (!rc) {
-		pthread_mutex_lock(&im->st.mu);
-		im->st.refs = refs, im->st.nrefs = im->ndirty, im->st.x = x, im->st.n = im->pending;
-		im->st.busy = 1;
-		pthread_cond_broadcast(&im->st.cv);
-		pthread_mutex_unlock(&im->st.mu);
+	im->log = NULL, im->npend = im->pcap = 0;
+	if (rc) {
+		batch_free(&b);
+		im->failed = im->failed ? im->failed : rc;
+		return rc;
 	}
-	if (rc && !im->failed)
-		im->failed = rc;
-	im->ndirty = im->pending = 0;
-	return rc;
+	memcpy(b.refs, im->refs, im->count * sizeof(*b.refs));
+	pthread_mutex_lock(&im->st.mu);
+	im->st.b = b, im->st.busy = 1;
+	pthread_cond_broadcast(&im->st.cv);
+	pthread_mutex_unlock(&im->st.mu);
+	return CM_OK;
 }
 
-static int ent_add(ag__import *im, cache_ent *e, cm_sample x)
+static int pend_add(ag__import *im, uint32_t ent, cm_sample x)
 {
-	if (e->n == e->cap) {
-		uint32_t cap = e->cap ? e->cap * 2 : 16;
-		cm_sample *p = realloc(e->x, cap * sizeof(*p));
+	if (im->npend == im->pcap) {
+		size_t cap = im->pcap ? im->pcap * 2 : IMPORT_BATCH;
+		pend *p = realloc(im->log, cap * sizeof(*p));
 		if (!p)
 			return CM_ENOMEM;
-		e->x = p, e->cap = cap;
+		im->log = p, im->pcap = cap;
 	}
-	if (e->n == 0) {
-		uint32_t *d = realloc(im->dirty, (im->ndirty + 1) * sizeof(*d));
-		if (!d)
-			return CM_ENOMEM;
-		im->dirty = d;
-		im->dirty[im->ndirty++] = (uint32_t)(e - im->ents);
-	}
-	e->x[e->n++] = x;
-	im->pending++;
+	im->log[im->npend++] = (pend){ent, x};
 	return CM_OK;
 }
 
@@ -517,31 +591,58 @@ static void line_bad(ag__import *im, const cm_err *why)
 		cm_errf(&im->first_bad, CM_EPROTO, "line %llu: %s", (unsigned long long)im->lineno, why->msg);
 }
 
+/* The common line of bulk data, the series predicted next (bulk data repeats its series in the same
+ * order at every timestamp), one blank, a plain decimal value, one blank and a timestamp: 1 and *e, *x
+ * set, else 0 (the general path then reads the line). Gives what ag__prom_line_split would. */
+static int line_fast(ag__import *im, const char *p, size_t n, uint32_t *e, cm_sample *x)
+{
+	uint32_t g = im->next;
+	if (g >= im->count)
+		return 0;
+	size_t k = im->ents[g].len, v = k + 1, t = v;
+	if (n <= v || (p[k] != ' ' && p[k] != '\t') || memcmp(im->keys.data + im->ents[g].off, p, k))
+		return 0;
+	while (t < n && p[t] != ' ' && p[t] != '\t')
+		t++;
+	if (t + 1 >= n || !fast_float(p + v, t - v, &x->v) || parse_ts(p + t + 1, n - t - 1, &x->t_ms))
+		return 0;
+	im->next = g + 1 == im->count ? 0 : g + 1;
+	*e = g;
+	return 1;
+}
+
+/* Splits a line and finds the entry of its series: the fast path, else the general grammar. */
+static int line_entry(ag__import *im, const char *p, size_t n, uint32_t *e, cm_sample *x, cm_err *why)
+{
+	size_t k;
+	if (line_fast(im, p, n, e, x))
+		return CM_OK;
+	int rc = ag__prom_line_split(p, n, im->now_ms, &k, x, why);
+	if (!rc && im->count >= MAX_CACHE && !(rc = batch_flush(im)))
+		cache_clear(im);
+	return rc ? rc : cache_get(im, p, k, e, why);
+}
+
 /* Handles one complete line (without its newline). */
 static int line_take(ag__import *im, const char *p, size_t n)
 {
 	cm_err why;
 	cm_sample x;
-	size_t k;
-	cache_ent *e = NULL;
+	uint32_t e = 0;
 	im->lineno++;
 	if (n && p[n - 1] == '\r')
 		n--;
 	size_t i = skip_ws(p, 0, n);
 	if (i == n || p[i] == '#')
 		return CM_OK;
-	int rc = ag__prom_line_split(p + i, n - i, im->now_ms, &k, &x, &why);
-	if (!rc && im->count >= MAX_CACHE && !(rc = batch_flush(im)))
-		cache_clear(im);
-	if (!rc)
-		rc = cache_get(im, p + i, k, &e, &why);
-	if (!rc && (rc = ent_add(im, e, x)))
+	int rc = line_entry(im, p + i, n - i, &e, &x, &why);
+	if (!rc && (rc = pend_add(im, e, x)))
 		cm_errf(&im->store_err, rc, "out of memory");
 	if (rc == CM_EPROTO) {
 		line_bad(im, &why);
 		return CM_OK;
 	}
-	if (!rc && im->pending >= IMPORT_BATCH)
+	if (!rc && im->npend >= IMPORT_BATCH)
 		rc = batch_flush(im);
 	if (rc && !im->failed) {
 		im->failed = rc;
@@ -625,6 +726,7 @@ ag__import *ag__import_begin(ag__importer *imp, const char *authorization)
 	im->authorized = import_authorized(imp, authorization);
 	im->now_ms = cm_now_ms();
 	cm_buf_init(&im->line);
+	cm_buf_init(&im->keys);
 	pthread_mutex_init(&im->st.mu, NULL);
 	pthread_cond_init(&im->st.cv, NULL);
 	return im;
@@ -660,12 +762,12 @@ void ag__import_free(ag__import *im)
 	if (!im)
 		return;
 	storer_stop(im);
-	free(im->st.refs);
-	free(im->st.x);
+	batch_free(&im->st.b);
+	free(im->log);
 	pthread_mutex_destroy(&im->st.mu);
 	pthread_cond_destroy(&im->st.cv);
 	cache_clear(im);
-	free(im->dirty);
+	cm_buf_close(&im->keys);
 	cm_buf_close(&im->line);
 	free(im);
 }

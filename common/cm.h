@@ -136,6 +136,15 @@ static inline uint32_t cm_get_u32le(const uint8_t *p)
 {
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
+/* Writes v as a uvarint (LEB128) at p, which has room for 10 bytes; returns the bytes written. */
+static inline size_t cm_put_uvarint(uint8_t *p, uint64_t v)
+{
+	size_t n = 0;
+	for (; v >= 0x80; v >>= 7)
+		p[n++] = (uint8_t)(v | 0x80);
+	p[n++] = (uint8_t)v;
+	return n;
+}
 
 uint32_t cm_crc32c(uint32_t crc, const void *p, size_t n);
 

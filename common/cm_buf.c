@@ -71,13 +71,7 @@ int cm_buf_printf(cm_buf *b, const char *fmt, ...)
 int cm_buf_put_uvarint(cm_buf *b, uint64_t v)
 {
 	uint8_t tmp[10];
-	size_t n = 0;
-	while (v >= 0x80) {
-		tmp[n++] = (uint8_t)(v | 0x80);
-		v >>= 7;
-	}
-	tmp[n++] = (uint8_t)v;
-	return cm_buf_append(b, tmp, n);
+	return cm_buf_append(b, tmp, cm_put_uvarint(tmp, v));
 }
 
 int cm_buf_put_u32le(cm_buf *b, uint32_t v)

@@ -73,16 +73,32 @@ static int enc_room(ts__enc *e, unsigned bits)
 	return CM_OK;
 }
 
-/* Writes the low k bits of v (k <= 64), most significant first; room must have been reserved. */
+/* Converts between host order and big-endian. */
+static uint64_t be64(uint64_t v)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return __builtin_bswap64(v);
+#else
+	return v;
+#endif
+}
+
+/* Writes the low k bits of v (k <= 64), most significant first, ORed into the zeroed bytes past nbits
+ * as one big-endian 8-byte word (up to 56 bits at a time); enc_room must have reserved 8 bytes past
+ * the last bit written. */
 static void put_bits(ts__enc *e, uint64_t v, unsigned k)
 {
-	while (k) {
-		unsigned used = e->nbits & 7, take = 8 - used < k ? 8 - used : k;
-		uint8_t bits = (uint8_t)((v >> (k - take)) & ((1u << take) - 1));
-		e->buf[e->nbits >> 3] |= (uint8_t)(bits << (8 - used - take));
-		e->nbits += take;
-		k -= take;
+	if (k > 56) {
+		put_bits(e, v >> 32, k - 32);
+		k = 32;
 	}
+	uint8_t *p = e->buf + (e->nbits >> 3);
+	uint64_t w;
+	memcpy(&w, p, 8);
+	w = be64(w) | (v & (((uint64_t)1 << k) - 1)) << (64 - (e->nbits & 7) - k);
+	w = be64(w);
+	memcpy(p, &w, 8);
+	e->nbits += k;
 }
 
 static int fits(int64_t d, unsigned bits)
@@ -132,7 +148,7 @@ int ts__enc_append(ts__enc *e, int64_t t, double v)
 {
 	uint64_t vb;
 	memcpy(&vb, &v, 8);
-	if (enc_room(e, 128 + 13)) /* the worst case of one sample */
+	if (enc_room(e, 128 + 13 + 64)) /* the worst case of one sample, and put_bits' word */
 		return CM_ENOMEM;
 	if (e->n == 0) {
 		put_bits(e, (uint64_t)t, 64);

@@ -296,6 +296,7 @@ int ts__cut(ts_db *db, int64_t before, cm_err *err)
 	pthread_mutex_unlock(&db->cut_mu);
 	ts__snap_free(&sn);
 	cm_buf_close(&ckpt);
+	malloc_trim(0); /* the cut freed the snapshot and the head's older chunks: give the pages back */
 	return rc;
 }
 
@@ -327,8 +328,6 @@ static void *storage_run(void *arg)
 		int rc = b == INT64_MIN ? CM_OK : ts__cut(db, b, &err);
 		rc = rc ? rc : ts__compact(db, &err);
 		ts__retain(db);
-		if (b != INT64_MIN)
-			malloc_trim(0); /* a cut frees the head's older chunks: give the pages back */
 		pthread_mutex_lock(&db->st_mu);
 		if (rc)
 			db->st_err = err;

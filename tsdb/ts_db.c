@@ -218,8 +218,12 @@ static int publish(ts_db *db, uint64_t seq, const ts__app *app, size_t napp, cm_
 /* Encodes a series record for the series no written record defines yet (if any), then the samples. */
 static int append_encode(const ts__app *app, size_t napp, cm_buf *rec, cm_err *err)
 {
-	size_t start, n, defs = 0;
-	int rc = ts__wal_begin(rec, TS__REC_SERIES, &start);
+	size_t start, n, defs = 0, samples = 0;
+	for (size_t i = 0; i < napp; i++)
+		samples += app[i].s ? app[i].n : 0;
+	int rc = cm_buf_reserve(rec, 2 * 9 + napp * 20 + samples * 18); /* the samples record at most */
+	if (!rc)
+		rc = ts__wal_begin(rec, TS__REC_SERIES, &start);
 	for (size_t i = 0; i < napp && !rc; i++) {
 		if (!app[i].s || ts__series_logged(app[i].s))
 			continue;

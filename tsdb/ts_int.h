@@ -261,7 +261,9 @@ void ts__wal_stats(ts__wal *w, uint64_t *fsyncs, uint64_t *bytes);
  * before lies in lower-numbered segments. */
 int ts__wal_cut(ts__wal *w, uint32_t *seg, cm_err *err);
 /* Removes the segments below seg, first writing ckpt (complete version 2 records, len may be 0) as
- * segment seg - 1 in their place, atomically. */
+ * segment seg - 1 in their place, atomically: a checkpoint segment, which supersedes every lower-numbered
+ * one, so what a crash midway leaves of them is removed at the next open, never replayed
+ * (docs/tsdb-wal.md, Checkpoints). */
 int ts__wal_truncate(ts__wal *w, uint32_t seg, const uint8_t *ckpt, size_t len, cm_err *err);
 
 /* ---- the database (ts_db.c open/append, ts_cut.c blocks, ts_query.c select) ------------------------ */

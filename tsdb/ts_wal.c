@@ -204,18 +204,24 @@ static int put_str(cm_buf *b, const char *s)
 	return rc ? rc : cm_buf_append(b, s, n);
 }
 
+/* Room for the worst case is reserved once, then the samples are written in place. */
 static int put_samples(cm_buf *b, const cm_sample *x, size_t n)
 {
 	uint64_t prev = 0;
-	int rc = cm_buf_put_uvarint(b, n);
-	for (size_t i = 0; i < n && !rc; i++) {
-		uint64_t t = (uint64_t)x[i].t_ms;
-		rc = cm_buf_put_uvarint(b, zigzag((int64_t)(t - prev)));
-		if (!rc)
-			rc = cm_buf_put_f64le(b, x[i].v);
+	if (n > SIZE_MAX / 32 || cm_buf_reserve(b, 10 + n * 18))
+		return CM_ENOMEM;
+	uint8_t *p = b->data + b->len, *start = p;
+	p += cm_put_uvarint(p, n);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t t = (uint64_t)x[i].t_ms, v;
+		p += cm_put_uvarint(p, zigzag((int64_t)(t - prev)));
+		memcpy(&v, &x[i].v, 8);
+		for (int k = 0; k < 8; k++)
+			*p++ = (uint8_t)(v >> (8 * k));
 		prev = t;
 	}
-	return rc;
+	b->len += (size_t)(p - start);
+	return CM_OK;
 }
 
 int ts__wal_begin(cm_buf *out, uint8_t type, size_t *start)

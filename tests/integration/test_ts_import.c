@@ -104,6 +104,45 @@ static void test_import(void **state)
 	assert_int_equal(points(f, "imp_mixed{k=\"b\\\"q\"}", 0, &sum), 1);
 	assert_true(sum == INFINITY);
 
+	/* the same series again in the same order take the fast path (line_fast); each variant here must
+	 * read as the general grammar reads it: an exponent, two blanks, tabs, series out of order (one
+	 * as long as the predicted one), trailing blanks */
+	static const char fast[] = "fp{k=\"a\"} 1 1704067200000\n"
+				   "fp 2 1704067200000\n"
+				   "fp{k=\"b c\"} 3 1704067200000\n"
+				   "fp{k=\"a\"} 1e1 1704067201000\n"
+				   "fp  20 1704067201000\n"
+				   "fp{k=\"b c\"}\t30\t1704067201000\n"
+				   "fp{k=\"x\"} 5 1704067202000\n"
+				   "fp{k=\"b c\"} 300 1704067202000\n"
+				   "fp{k=\"a\"} 100 1704067202000\r\n"
+				   "fp 200 1704067202000  \n";
+	assert_int_equal(post(f, "/api/v1/import/prometheus", TOKEN, fast, strlen(fast), NULL), 204);
+	assert_int_equal(points(f, "fp{k=\"a\"}", 2, &sum), 3);
+	assert_true(sum == 111);
+	assert_int_equal(points(f, "fp{k=\"\"}", 2, &sum), 3);
+	assert_true(sum == 222);
+	assert_int_equal(points(f, "fp{k=\"b c\"}", 2, &sum), 3);
+	assert_true(sum == 333);
+	assert_int_equal(points(f, "fp{k=\"x\"}", 2, &sum), 1);
+	assert_true(sum == 5);
+
+	/* values read 8 digits at a time, and ones too long for the exact path */
+	static const char vals[] = "fv{i=\"1\"} 123456789012.125 1704067200000\n"
+				   "fv{i=\"2\"} -98765432.5 1704067200000\n"
+				   "fv{i=\"3\"} +0.000000015625 1704067200000\n"
+				   "fv{i=\"4\"} 1234567890123456 1704067200000\n"
+				   "fv{i=\"5\"} 12345678.12345678 1704067200000\n";
+	static const double want[] = {123456789012.125, -98765432.5, 0.000000015625, 1234567890123456.0,
+				      12345678.12345678};
+	assert_int_equal(post(f, "/api/v1/import/prometheus", TOKEN, vals, strlen(vals), NULL), 204);
+	for (int i = 0; i < 5; i++) {
+		char sel[64];
+		snprintf(sel, sizeof(sel), "fv{i=\"%d\"}", i + 1);
+		assert_int_equal(points(f, sel, 0, &sum), 1);
+		assert_true(sum == want[i]);
+	}
+
 	/* more series than the import's first series table holds: it grows mid-request (a bug once lost
 	 * the pending samples of the series it moved) */
 	cm_buf many;
