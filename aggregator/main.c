@@ -89,7 +89,7 @@ const cm_opt ag_opts[] = {
 	 "longest window of the capacity reports (the history the store keeps); longer ones answer 400", NULL},
 	{"tsdb-downsample", CM_OPT_BOOL, NULL, offsetof(ag_config, tsdb_downsample),
 	 "write 5 min and 1 h tiers of each compacted day (long capacity windows read them; more disk)", NULL},
-	{"tsdb-cache-bytes", CM_OPT_SIZE, "256Mi", offsetof(ag_config, tsdb_cache_bytes),
+	{"tsdb-cache-bytes", CM_OPT_SIZE, "128Mi", offsetof(ag_config, tsdb_cache_bytes),
 	 "decoded block series kept in memory for repeated queries (least recently used leave first; 0 = none)", NULL},
 	{"query-timeout", CM_OPT_DURATION, "2m", offsetof(ag_config, query_timeout_ms),
 	 "longest PromQL evaluation (503 timeout beyond; the timeout parameter may only lower it)", NULL},

@@ -23,7 +23,7 @@
 #      PEERS ("vm prom corral") CPUS (taskset list for the servers, empty = none)
 #      VM_PORT (18428) PROM_PORT (19090) CORRAL_PORT (18500) KEEP (1 = keep the servers' directories)
 #      QUERY_ONLY (1 = only queries, on kept directories) PROM_SETTLE_S (300)
-#      CORRAL_CACHE (corral's --tsdb-cache-bytes, 256Mi; 0 = no cache of decoded series)
+#      CORRAL_CACHE (corral's --tsdb-cache-bytes, 128Mi; 0 = no cache of decoded series)
 #      BENCH_LOCK (/tmp/corral-bench.lock)
 # SPDX-License-Identifier: Apache-2.0
 set -euo pipefail
@@ -46,7 +46,7 @@ pin=""; [ -n "$CPUS" ] && pin="taskset -c $CPUS"
 
 VM_CMD="victoria-metrics -storageDataPath={data} -httpListenAddr=127.0.0.1:{port} -retentionPeriod=100y -search.disableCache -loggerLevel=WARN"
 # The bench token is not a secret: the server listens on loopback only, for this run.
-CORRAL_CMD="env CORRAL_TOKEN=bench-token $CORRAL_BIN --data-dir {data} --listen 127.0.0.1:{port} --log-level warn --tsdb-cache-bytes ${CORRAL_CACHE:-256Mi}"
+CORRAL_CMD="env CORRAL_TOKEN=bench-token $CORRAL_BIN --data-dir {data} --listen 127.0.0.1:{port} --log-level warn --tsdb-cache-bytes ${CORRAL_CACHE:-128Mi}"
 PROM_CMD="prometheus --config.file=$WORK/prometheus.yml --storage.tsdb.path={data} --storage.tsdb.retention.time=100y --web.listen-address=127.0.0.1:{port} --log.level=warn"
 
 [ -x "$CORRAL_BIN" ] || { echo "run.sh: no $CORRAL_BIN (build first, or set CORRAL_BIN)" >&2; exit 1; }
