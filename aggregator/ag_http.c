@@ -466,9 +466,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	req.if_none_match = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
 	ag__resp resp = {.status = 200, .content_type = "text/plain"};
 	cm_buf_init(&resp.body);
-	if (req.ws_key && ag__auth_ws_protocols(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Protocol"),
-						&cc->arena, &req.authorization))
-		ag__resp_header(&resp, "Sec-WebSocket-Protocol", "corral"); /* the browser needs it echoed */
+	int ws_corral = req.ws_key && ag__auth_ws_protocols(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+											"Sec-WebSocket-Protocol"),
+							    &cc->arena, &req.authorization);
 	if (cc->rate_limited) {
 		ag__resp_error(&resp, 429, "too_many_requests", "over the request rate for this client address");
 		ag__resp_header(&resp, "Retry-After", "1");
@@ -478,6 +478,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		ag__resp_error(&resp, 500, "internal", "out of memory");
 	else
 		dispatch(s, &req, &resp);
+	if (ws_corral && resp.upgrade)
+		ag__resp_header(&resp, "Sec-WebSocket-Protocol", "corral"); /* the browser needs it echoed */
 	enum MHD_Result ret = send_resp(c, &resp);
 	cm_buf_close(&resp.body);
 	return ret;

@@ -183,9 +183,10 @@ static void publish(ag__kube *k, resource *r)
 	cm_err err = {{0}};
 	json_t *items = json_array(), *list = json_pack("{s:s, s:o}", "kind", "List", "items", items), *o;
 	const char *key;
-	for (int i = 0; list && i < 2; i++)
-		json_object_foreach(k->res[i].items, key, o) json_array_append(items, o);
-	if (!list || ag__services_replace_kube(k->reg, list, &err))
+	int oom = !list;
+	for (int i = 0; !oom && i < 2; i++)
+		json_object_foreach(k->res[i].items, key, o) oom |= json_array_append(items, o) != 0;
+	if (oom || ag__services_replace_kube(k->reg, list, &err)) /* never a partial set */
 		CM_LOG_RL(&r->rl, CM_LOG_WARN, "kube", "kubernetes API: %s", err.msg[0] ? err.msg : "out of memory");
 	json_decref(list);
 }
@@ -261,11 +262,12 @@ static int load_token(ag__kube *k, cm_err *err)
 static int fetch(resource *r, const char *query, int watch, long *status, cm_err *err)
 {
 	ag__kube *k = r->k;
-	char url[1024];
+	char url[sizeof(k->url) + 128 + 3 * sizeof(((ag__kube_page *)0)->cont)]; /* a relist query at most */
+	if ((size_t)snprintf(url, sizeof(url), "%s%s%s", k->url, r->path, query) >= sizeof(url))
+		return cm_errf(err, CM_E2BIG, "%s%s: request URL too long", k->url, r->path);
 	pthread_mutex_lock(&k->mu);
 	struct curl_slist *h = k->auth[0] ? curl_slist_append(NULL, k->auth) : NULL;
 	pthread_mutex_unlock(&k->mu);
-	snprintf(url, sizeof(url), "%s%s%s", k->url, r->path, query);
 	r->body.len = 0, r->stream_rc = 0, *status = 0;
 	curl_easy_setopt(r->curl, CURLOPT_URL, url);
 	curl_easy_setopt(r->curl, CURLOPT_HTTPHEADER, h);
@@ -336,13 +338,15 @@ static int relist(resource *r, cm_err *err)
 
 static int watch(resource *r, cm_err *err)
 {
-	char query[256], *e = curl_easy_escape(r->curl, r->rv, 0);
+	char query[3 * sizeof(r->rv) + 96], *e = curl_easy_escape(r->curl, r->rv, 0);
 	snprintf(query, sizeof(query), "?watch=1&allowWatchBookmarks=true&resourceVersion=%s&timeoutSeconds=%d",
 	         e ? e : "", WATCH_S);
 	curl_free(e);
 	int rc = request(r, query, 1, err);
-	if (rc == CM_AGAIN)
-		r->rv[0] = 0; /* too old: list again */
+	/* too old (410), or an event that cannot be applied (the same one would come again from this
+	 * version): list again */
+	if (rc == CM_AGAIN || rc == CM_EPROTO || rc == CM_E2BIG)
+		r->rv[0] = 0;
 	return rc;
 }
 

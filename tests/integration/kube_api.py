@@ -15,7 +15,8 @@
 # (polled every 50 ms), a BOOKMARK every second when allowWatchBookmarks=true, and the stream ends after
 # timeoutSeconds. A watch from an RV this process has not served (it forgets everything when restarted,
 # as a compacted etcd does) gets an ERROR event with a 410 Status. The file DIR/expire-<file> makes the
-# open watch of that resource send such an ERROR and end (the file is removed).
+# open watch of that resource send such an ERROR and end (the file is removed); DIR/garbage-<file> makes
+# it send a line that is not JSON (the file is removed), as a broken proxy might, and go on.
 # Every request must carry "Authorization: Bearer <DIR/token>" (read on every request, and an open
 # watch ends when it changes); otherwise 401 with a v1 Status body.
 # One line per request on stdout: "<status> <path>" or "<status> <path> watch". Binds 127.0.0.1 only.
@@ -82,6 +83,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         end = time.monotonic() + min(int(query.get("timeoutSeconds", ["30"])[0]), 30)
         bookmark = time.monotonic() + 1
         expire = os.path.join(DIR, "expire-" + name)
+        garbage = os.path.join(DIR, "garbage-" + name)
         if base is None:
             self.event("ERROR", status(410, "Expired", "too old resource version: " + rv))
             end = 0
@@ -90,6 +92,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 os.unlink(expire)
                 self.event("ERROR", status(410, "Expired", "too old resource version: " + rv))
                 break
+            if os.path.exists(garbage):
+                os.unlink(garbage)
+                self.wfile.write(b"c\r\n{not json}\n\r\n")
+                self.wfile.flush()
             now_rv, now, _ = read(name)
             if now_rv != rv:
                 for k in base.keys() - now.keys():
