@@ -225,6 +225,19 @@ int64_t itest_now_ms(void) { return cm_now_ms(); }
 
 void itest_sleep_ms(int ms) { nanosleep(&(struct timespec){ms / 1000, (long)(ms % 1000) * 1000000L}, NULL); }
 
+long itest_loki_entries(const char *url, const char *selector, long long from_ns, long long to_ns)
+{
+	char enc[512], path[1024];
+	itest_urlencode(enc, sizeof(enc), selector);
+	snprintf(path, sizeof(path), "%s/loki/api/v1/index/stats?query=%s&start=%lld&end=%lld", url, enc, from_ns,
+		 to_ns);
+	long status;
+	json_t *j = itest_get_json(path, &status);
+	long n = status == 200 ? (long)json_integer_value(json_object_get(j, "entries")) : -1;
+	json_decref(j);
+	return n;
+}
+
 int itest_capture(const char *cmd, char *out, size_t cap)
 {
 	FILE *p = popen(cmd, "r");

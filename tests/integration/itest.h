@@ -86,6 +86,10 @@ int itest_cgtree_child(const itest_cgtree *t, const char *child, int mk);
 /* Removes the tree's directories (its children must be gone). */
 void itest_cgtree_remove(itest_cgtree *t);
 
+/* The entries the aggregator at url holds for a LogQL stream selector between from_ns and to_ns (Loki's
+ * index/stats), -1 when it does not answer 200. */
+long itest_loki_entries(const char *url, const char *selector, long long from_ns, long long to_ns);
+
 /* Runs cmd through the shell with its standard output in out (up to cap - 1 bytes, NUL-terminated); the
  * command's exit status, or -1 when it could not run or did not exit. */
 int itest_capture(const char *cmd, char *out, size_t cap);

@@ -80,15 +80,7 @@ static void start_agent(void)
 /* Entries the aggregator holds (index/stats reads them all: a second or so at this size). */
 static long stored(void)
 {
-	char enc[128], path[512];
-	itest_urlencode(enc, sizeof(enc), "{namespace=\"backlog\"}");
-	snprintf(path, sizeof(path), "%s/loki/api/v1/index/stats?query=%s&start=%lld&end=%lld", F->url, enc,
-		 T0 - 1000000000000LL, T0 + 1000000000000LL);
-	long status;
-	json_t *j = itest_get_json(path, &status);
-	long n = status == 200 ? (long)json_integer_value(json_object_get(j, "entries")) : -1;
-	json_decref(j);
-	return n;
+	return itest_loki_entries(F->url, "{namespace=\"backlog\"}", T0 - 1000000000000LL, T0 + 1000000000000LL);
 }
 
 /* The aggregator's own counter of appended entries: cheap enough to poll. */

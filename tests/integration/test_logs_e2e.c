@@ -188,15 +188,7 @@ static void *writer(void *arg)
 /* Entries the aggregator holds (index/stats reads them all: cheap at this size). */
 static long stored(void)
 {
-	char enc[128], path[512];
-	itest_urlencode(enc, sizeof(enc), "{namespace=\"e2e\"}");
-	snprintf(path, sizeof(path), "%s/loki/api/v1/index/stats?query=%s&start=%lld&end=%lld", F->url, enc,
-		 T0 - 1000000000000LL, T0 + 100 * 1000000000000LL);
-	long status;
-	json_t *j = itest_get_json(path, &status);
-	long n = status == 200 ? (long)json_integer_value(json_object_get(j, "entries")) : -1;
-	json_decref(j);
-	return n;
+	return itest_loki_entries(F->url, "{namespace=\"e2e\"}", T0 - 1000000000000LL, T0 + 100 * 1000000000000LL);
 }
 
 static void wait_stored(long n, int timeout_ms)
