@@ -63,6 +63,22 @@ metric() { curl -fsS "$1" 2>/dev/null | awk -v m="$2" 'index($0, m) == 1 { s += 
 cpu_s() { awk '{ printf "%.2f\n", ($14 + $15) / '"$(getconf CLK_TCK)"' }' "/proc/$1/stat"; }
 hwm_mib() { awk '/VmHWM/ { printf "%.0f\n", $2 / 1024 }' "/proc/$1/status"; }
 
+# timed_import COUNTER PID WHAT: imports $DATA into the forwarder on $FWD_PORT and waits until COUNTER
+# at $VM_PORT's /metrics reaches $N; "seconds cpu rss" of PID to $WORK/last.
+timed_import() {
+	local counter=$1 pid=$2 what=$3 t0 t1 got=0
+	t0=$(date +%s.%N)
+	curl -fsS -o /dev/null --data-binary "@$DATA" "http://127.0.0.1:$FWD_PORT/api/v1/import/prometheus"
+	for _ in $(seq 6000); do
+		got=$(metric "http://127.0.0.1:$VM_PORT/metrics" "$counter")
+		[ "$got" -ge "$N" ] && break
+		sleep 0.05
+	done
+	t1=$(date +%s.%N)
+	[ "$got" -ge "$N" ] || { echo "$what $got of $N" >&2; exit 1; }
+	echo "$(echo "$t1 - $t0" | bc -l) $(cpu_s "$pid") $(hwm_mib "$pid")" >"$WORK/last"
+}
+
 # one_run NAME: starts VictoriaMetrics and the forwarder, imports, waits; writes "seconds cpu rss" to $WORK/last.
 one_run() {
 	local name=$1 dir
@@ -83,17 +99,7 @@ one_run() {
 	local fwd=$!
 	PIDS+=("$fwd")
 	wait_http "http://127.0.0.1:$FWD_PORT/metrics"
-	local t0 t1 got=0
-	t0=$(date +%s.%N)
-	curl -fsS -o /dev/null --data-binary "@$DATA" "http://127.0.0.1:$FWD_PORT/api/v1/import/prometheus"
-	for _ in $(seq 6000); do
-		got=$(metric "http://127.0.0.1:$VM_PORT/metrics" 'vm_rows_inserted_total{type="promremotewrite"}')
-		[ "$got" -ge "$N" ] && break
-		sleep 0.05
-	done
-	t1=$(date +%s.%N)
-	[ "$got" -ge "$N" ] || { echo "$name: VictoriaMetrics got $got of $N rows" >&2; exit 1; }
-	echo "$(echo "$t1 - $t0" | bc -l) $(cpu_s $fwd) $(hwm_mib $fwd)" >"$WORK/last"
+	timed_import 'vm_rows_inserted_total{type="promremotewrite"}' "$fwd" "$name: VictoriaMetrics got"
 	kill "$fwd" "$vm"
 	wait "$fwd" "$vm" 2>/dev/null || true
 	PIDS=()
@@ -124,17 +130,7 @@ recv_run() {
 	local fwd=$!
 	PIDS+=("$fwd")
 	wait_http "http://127.0.0.1:$FWD_PORT/metrics"
-	local t0 t1 got=0
-	t0=$(date +%s.%N)
-	curl -fsS -o /dev/null --data-binary "@$DATA" "http://127.0.0.1:$FWD_PORT/api/v1/import/prometheus"
-	for _ in $(seq 6000); do
-		got=$(metric "http://127.0.0.1:$VM_PORT/metrics" "$counter")
-		[ "$got" -ge "$N" ] && break
-		sleep 0.05
-	done
-	t1=$(date +%s.%N)
-	[ "$got" -ge "$N" ] || { echo "$name: received $got of $N samples" >&2; exit 1; }
-	echo "$(echo "$t1 - $t0" | bc -l) $(cpu_s $rcv) $(hwm_mib $rcv)" >"$WORK/last"
+	timed_import "$counter" "$rcv" "$name: received"
 	kill "$fwd" "$rcv"
 	wait "$fwd" "$rcv" 2>/dev/null || true
 	PIDS=()
