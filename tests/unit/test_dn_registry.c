@@ -61,19 +61,38 @@ static const dn_service *model_of(ag__services *r, cm_arena *a, const char *name
 	return find(v, n, name);
 }
 
-static void test_manifest_and_inventory(void **state)
+/* A registry in a new directory (dir, a mkdtemp template) whose --services file is MANIFEST. */
+static ag__services *registry_open(char *dir)
 {
-	(void)state;
-	char dir[] = "/tmp/test_dn_registry-XXXXXX", db[256], file[256];
+	char db[256], file[256];
 	assert_non_null(mkdtemp(dir));
 	snprintf(db, sizeof(db), "%s/state.db", dir);
 	snprintf(file, sizeof(file), "%s/svc.json", dir);
 	FILE *f = fopen(file, "w");
+	assert_non_null(f);
 	fputs(MANIFEST, f);
 	fclose(f);
 	ag__services *r;
 	cm_err err;
-	assert_int_equal(ag__services_create(db, file, &r, &err), CM_OK);
+	if (ag__services_create(db, file, &r, &err))
+		fail_msg("ag__services_create: %s", err.msg);
+	return r;
+}
+
+static void registry_close(ag__services *r, const char *dir)
+{
+	ag__services_destroy(r);
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+static void test_manifest_and_inventory(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/test_dn_registry-XXXXXX";
+	ag__services *r = registry_open(dir);
+	cm_err err;
 	cm_arena a;
 	cm_arena_init(&a, 0);
 	const dn_service *s = model_of(r, &a, "web");
@@ -126,10 +145,7 @@ static void test_manifest_and_inventory(void **state)
 	assert_true(dn_zone_names(z) > 5);
 	dn_zone_destroy(z);
 	cm_arena_close(&a);
-	ag__services_destroy(r);
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	assert_int_equal(system(cmd), 0);
+	registry_close(r, dir);
 }
 
 static json_t *kube_list(const char *items)
@@ -144,18 +160,11 @@ static json_t *kube_list(const char *items)
 static void test_kube_set(void **state)
 {
 	(void)state;
-	char dir[] = "/tmp/test_dn_registry-XXXXXX", db[256], file[256];
-	assert_non_null(mkdtemp(dir));
-	snprintf(db, sizeof(db), "%s/state.db", dir);
-	snprintf(file, sizeof(file), "%s/svc.json", dir);
-	FILE *f = fopen(file, "w");
-	fputs(MANIFEST, f);
-	fclose(f);
-	ag__services *r;
+	char dir[] = "/tmp/test_dn_registry-XXXXXX";
+	ag__services *r = registry_open(dir);
 	cm_err err;
 	cm_arena a;
 	cm_arena_init(&a, 0);
-	assert_int_equal(ag__services_create(db, file, &r, &err), CM_OK);
 	cm_label db_l[] = {{"app", "db"}};
 	ag__pod pods[] = {{"prod", "db-a", "10.244.1.1", NULL, 1, db_l, 1}};
 	assert_int_equal(ag__services_set_node_pods(r, "node-1", pods, 1, 1000), CM_OK);
@@ -189,10 +198,7 @@ static void test_kube_set(void **state)
 	json_decref(l);
 	assert_int_equal(ready_eps(model_of(r, &a, "db")), 2);
 	cm_arena_close(&a);
-	ag__services_destroy(r);
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	assert_int_equal(system(cmd), 0);
+	registry_close(r, dir);
 }
 
 int main(void)
