@@ -48,11 +48,12 @@
 #define TAG_UDP   (1ull << 32)
 #define TAG_TCP   (2ull << 32)
 
-enum { P_FREE, P_UDP, P_CONNECT, P_READ };
+enum { P_FREE, P_UDP, P_CONNECT, P_READ, P_FAILED };
 
 typedef struct pending {
 	uint8_t state, up, sock, tcp;
 	uint16_t id, client_id, qlen, qname_len;
+	uint16_t gen; /* counts TCP attempts: an event tagged with an older one is stale */
 	int fd; /* the TCP connection of this attempt, or -1 */
 	int attempts, first_up;
 	int64_t attempt_end;
@@ -148,10 +149,11 @@ static void servfail(dn__fwd *f, pending *p)
 
 /* ---- attempts --------------------------------------------------------------------------------------- */
 
-/* TCP events carry the slot and the connection's descriptor (low 16 bits), so a stale one is ignored. */
+/* TCP events carry the slot and its attempt's generation, so one for an earlier attempt is ignored even
+ * when the new connection got the same descriptor. */
 static uint64_t tcp_tag(const pending *p, int slot)
 {
-	return TAG_TCP | (uint64_t)(p->fd & 0xFFFF) << 16 | (uint64_t)slot;
+	return TAG_TCP | (uint64_t)p->gen << 16 | (uint64_t)slot;
 }
 
 static int tcp_start(dn__fwd *f, pending *p, int slot)
@@ -160,6 +162,7 @@ static int tcp_start(dn__fwd *f, pending *p, int slot)
 	p->fd = socket(a->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	p->state = P_CONNECT;
 	p->have = 0;
+	p->gen++;
 	if (p->fd < 0)
 		return CM_EIO;
 	struct epoll_event e = {.events = EPOLLOUT, .data.u64 = tcp_tag(p, slot)};
@@ -216,7 +219,7 @@ int dn__fwd_submit(dn__fwd *f, const uint8_t *q, size_t len, const dn__fwd_clien
 		return CM_AGAIN;
 	}
 	pending *p = &f->slots[f->freel[--f->nfree]];
-	*p = (pending){.fd = -1, .client = *c, .tcp = c->udp_fd < 0, .client_id = pq.id, .qlen = (uint16_t)len,
+	*p = (pending){.fd = -1, .gen = p->gen, .client = *c, .tcp = c->udp_fd < 0, .client_id = pq.id, .qlen = (uint16_t)len,
 	               .qname_len = pq.qname_len, .first_up = (int)(f->next_up++ % (unsigned)f->nup)};
 	size_t cap = f->max_udp < pq.edns_size ? f->max_udp : pq.edns_size;
 	p->limit = p->tcp ? 65535 : pq.has_edns ? cap : DN_UDP_MIN;
@@ -225,7 +228,7 @@ int dn__fwd_submit(dn__fwd *f, const uint8_t *q, size_t len, const dn__fwd_clien
 	int64_t now = cm_mono_ns();
 	if (attempt(f, p, now)) { /* answers go out from dn__fwd_run only: it moves on at its next turn */
 		f->errors++;
-		p->attempt_end = now;
+		p->state = P_FAILED;
 	}
 	pthread_mutex_unlock(&f->mu);
 	return CM_OK;
@@ -329,7 +332,7 @@ static void tcp_event(dn__fwd *f, uint64_t tag, uint32_t ev, int64_t now)
 	int slot = (int)(tag & 0xFFFF);
 	pending *p = &f->slots[slot];
 	int rc = CM_EIO;
-	if (p->fd < 0 || tcp_tag(p, slot) != tag)
+	if (p->fd < 0 || p->state == P_FAILED || tcp_tag(p, slot) != tag)
 		return;
 	if (p->state == P_CONNECT)
 		rc = (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) ? tcp_send(f, p) : CM_OK;
@@ -364,8 +367,8 @@ void dn__fwd_run(dn__fwd *f, dn__fwd_reply_fn reply_fn, void *ctx)
 	}
 	for (int i = 0; i < FWD_SLOTS; i++) {
 		pending *p = &f->slots[i];
-		if (p->state != P_FREE && now >= p->attempt_end) {
-			if (p->attempts >= f->nup)
+		if (p->state == P_FAILED || (p->state != P_FREE && now >= p->attempt_end)) {
+			if (p->state != P_FAILED && p->attempts >= f->nup)
 				f->timeouts++;
 			next_attempt(f, p, now);
 		}

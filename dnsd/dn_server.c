@@ -11,6 +11,8 @@
  * and allocates nothing; counters are per thread (single writer, relaxed atomics) and summed when read.
  * With upstreams configured, a query dn_answer finds outside our zones is handed to the forwarder
  * (dn_forward.c) instead of being answered REFUSED; the TCP thread also runs the forwarder's event loop.
+ * A TCP connection with TCP_FWD queries at the forwarder is not read until one of them is answered, so
+ * one pipelining client can take neither the forwarder's slots nor our memory.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <fcntl.h>
@@ -31,6 +33,7 @@
 #define BATCH   32
 #define UDP_BUF 4096
 #define TCP_IN  4096
+#define TCP_FWD 16 /* forwarded queries in flight per TCP connection; past it the connection is not read */
 #define NLAT    12
 
 static const char *const qtype_names[] = {"A", "AAAA", "SRV", "PTR", "CNAME", "TXT", "SOA", "NS", "ANY", "other"};
@@ -216,6 +219,8 @@ static void *udp_main(void *arg)
 typedef struct conn {
 	int fd;
 	uint64_t id; /* forwarded answers find their connection by it */
+	int fwd;     /* its queries the forwarder holds */
+	int resume;  /* fwd fell below TCP_FWD: serve what is buffered after the forwarder's turn */
 	int64_t last_ns;
 	size_t inlen;
 	uint8_t in[2 + TCP_IN];
@@ -276,7 +281,7 @@ static int conn_send(conn *c, const uint8_t *p, size_t n)
 static int conn_serve(worker *w, tcp_state *t, conn *c)
 {
 	size_t off = 0;
-	while (!c->out && c->inlen - off >= 2) {
+	while (!c->out && c->fwd < TCP_FWD && c->inlen - off >= 2) {
 		size_t qlen = (size_t)c->in[off] << 8 | c->in[off + 1];
 		if (qlen > TCP_IN)
 			return -1;
@@ -292,8 +297,10 @@ static int conn_serve(worker *w, tcp_state *t, conn *c)
 			continue;
 		}
 		dn__fwd_client fc = {.udp_fd = -1, .conn = c->id};
-		if (ai.outside && w->s->fwd && !forward(w->s->fwd, q, qlen, &fc, t->ans + 2, &ai))
+		if (ai.outside && w->s->fwd && !forward(w->s->fwd, q, qlen, &fc, t->ans + 2, &ai)) {
+			c->fwd++;
 			continue;
+		}
 		t->ans[0] = (uint8_t)(n >> 8), t->ans[1] = (uint8_t)n;
 		count(w, &ai, mono_ns() - t0);
 		bump(&w->c.tcp_queries);
@@ -310,7 +317,9 @@ static int conn_event(worker *w, tcp_state *t, conn *c, uint32_t ev)
 	c->last_ns = mono_ns();
 	if ((ev & EPOLLOUT) && conn_flush(c))
 		return -1;
-	while (!c->out && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+	if (c->fwd >= TCP_FWD && (ev & (EPOLLHUP | EPOLLERR)))
+		return -1; /* not being read, and the answers could not go out */
+	while (!c->out && c->fwd < TCP_FWD && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
 		ssize_t r = recv(c->fd, c->in + c->inlen, sizeof(c->in) - c->inlen, 0);
 		if (r == 0 || (r < 0 && errno != EAGAIN))
 			return -1;
@@ -322,7 +331,8 @@ static int conn_event(worker *w, tcp_state *t, conn *c, uint32_t ev)
 	}
 	if (!c->out && conn_serve(w, t, c))
 		return -1;
-	struct epoll_event e = {.events = c->out ? EPOLLOUT : EPOLLIN, .data.ptr = c};
+	/* full output or the forwarder holding TCP_FWD of its queries: not read until that changes */
+	struct epoll_event e = {.events = c->out ? EPOLLOUT : c->fwd < TCP_FWD ? EPOLLIN : 0, .data.ptr = c};
 	return epoll_ctl(t->ep, EPOLL_CTL_MOD, c->fd, &e);
 }
 
@@ -368,6 +378,8 @@ static void tcp_reply(void *ctx, uint64_t id, const uint8_t *ans, size_t n)
 		conn *c = t->conns[i];
 		if (c->id != id || c->fd < 0)
 			continue;
+		if (c->fwd-- == TCP_FWD)
+			c->resume = 1;
 		t->ans[0] = (uint8_t)(n >> 8), t->ans[1] = (uint8_t)n; /* one send: no Nagle wait between */
 		memcpy(t->ans + 2, ans, n);
 		struct epoll_event e = {.events = EPOLLOUT, .data.ptr = c};
@@ -393,6 +405,14 @@ static void tcp_loop(worker *w, tcp_state *t)
 		}
 		if (w->s->fwd)
 			dn__fwd_run(w->s->fwd, tcp_reply, t);
+		for (int i = 0; i < t->nconns; i++) { /* not from tcp_reply: dn__fwd_run holds the forwarder */
+			conn *c = t->conns[i];
+			if (!c->resume || c->fd < 0)
+				continue;
+			c->resume = 0;
+			if (conn_event(w, t, c, EPOLLIN))
+				conn_fail(c);
+		}
 		tcp_sweep(t, idle_ns);
 	}
 	for (int i = t->nconns - 1; i >= 0; i--)

@@ -1,6 +1,6 @@
 /* test_dn_forward.c -- dnsd/dn_forward.c through a running dn_server: what it sends upstream, which
  * upstream answers it accepts (anti-spoofing), the client's ID and question case on the way back, the
- * timeout's SERVFAIL and the bound on queries in flight.
+ * timeout's SERVFAIL, the bound on queries in flight and the one per TCP connection.
  *
  * The test plays the upstream (and the spoofer) with its own UDP socket on a loopback port, and the
  * client with another; the server runs one UDP thread with a 300 ms upstream timeout. Knot as the real
@@ -43,27 +43,33 @@ static int udp_socket(struct sockaddr_in *bound)
 	return fd;
 }
 
+/* Starts g->s with one upstream at 127.0.0.1:port and an empty cluster zone. */
+static int start_server(fix *g, int port, int timeout_ms)
+{
+	char upstream[64];
+	snprintf(upstream, sizeof(upstream), "127.0.0.1:%d", port);
+	const char *ups[] = {upstream};
+	dn_server_config cfg = {.listen = "127.0.0.1:0", .udp_threads = 1, .upstreams = ups, .nupstreams = 1,
+	                        .upstream_timeout_ms = timeout_ms};
+	cm_err err;
+	dn_zone_config zc = {.domain = "cluster.local", .ttl = 5, .serial = 1};
+	dn_zone *z;
+	if (dn_server_start(&cfg, &g->s, &err) || dn_zone_build(&zc, NULL, 0, &z, NULL, &err))
+		return -1;
+	dn_server_publish(g->s, z);
+	g->srv = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)dn_server_port(g->s)),
+	                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	return 0;
+}
+
 static int setup(void **state)
 {
 	fix *f = calloc(1, sizeof(*f));
 	struct sockaddr_in up;
 	f->up = udp_socket(&up);
 	f->client = udp_socket(NULL);
-	char upstream[64];
-	snprintf(upstream, sizeof(upstream), "127.0.0.1:%d", ntohs(up.sin_port));
-	const char *ups[] = {upstream};
-	dn_server_config cfg = {.listen = "127.0.0.1:0", .udp_threads = 1, .upstreams = ups, .nupstreams = 1,
-	                        .upstream_timeout_ms = 300};
-	cm_err err;
-	dn_zone_config zc = {.domain = "cluster.local", .ttl = 5, .serial = 1};
-	dn_zone *z;
-	if (dn_server_start(&cfg, &f->s, &err) || dn_zone_build(&zc, NULL, 0, &z, NULL, &err))
-		return -1;
-	dn_server_publish(f->s, z); /* no zone: SERVFAIL before anything is forwarded */
-	f->srv = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)dn_server_port(f->s)),
-	                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	*state = f;
-	return 0;
+	return start_server(f, ntohs(up.sin_port), 300);
 }
 
 static int teardown(void **state)
@@ -188,12 +194,101 @@ static void test_in_flight_bound(void **state)
 	assert_true(metric(f, "corral_dns_forwarded_total") == 1 + 4 + 1024);
 }
 
+/* One TCP client pipelining 40 queries to an upstream that holds them: the forwarder gets 16 (TCP_FWD) of
+ * them, and the next only when one is answered. A TCP client's queries go upstream over TCP, one
+ * connection each, so the test's upstream is a TCP listener and counts connections. A second server with
+ * a 3 s timeout, so nothing times out while the test looks. */
+static void test_tcp_pipeline_bound(void **state)
+{
+	(void)state;
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in up = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t ul = sizeof(up);
+	struct timeval tv = {0, 200000};
+	setsockopt(lfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)); /* accept gives up after 200 ms */
+	assert_int_equal(bind(lfd, (struct sockaddr *)&up, sizeof(up)), 0);
+	assert_int_equal(listen(lfd, 64), 0);
+	getsockname(lfd, (struct sockaddr *)&up, &ul);
+	fix g = {0};
+	assert_int_equal(start_server(&g, ntohs(up.sin_port), 3000), 0);
+
+	int tcp = socket(AF_INET, SOCK_STREAM, 0);
+	tv.tv_sec = 2;
+	setsockopt(tcp, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	assert_int_equal(connect(tcp, (struct sockaddr *)&g.srv, sizeof(g.srv)), 0);
+	uint8_t buf[40 * 64];
+	size_t off = 0;
+	for (int i = 0; i < 40; i++) {
+		size_t ql = query(buf + off + 2, (uint16_t)i, "c.example.org");
+		buf[off] = 0, buf[off + 1] = (uint8_t)ql;
+		off += 2 + ql;
+	}
+	assert_int_equal(send(tcp, buf, off, 0), (ssize_t)off);
+	int conns[40], n = 0;
+	for (int c; n < 40 && (c = accept(lfd, NULL, NULL)) >= 0;) /* until 200 ms pass with none */
+		conns[n++] = c;
+	assert_int_equal(n, 16);
+	assert_true(metric(&g, "corral_dns_forwarded_total") == 16);
+	assert_true(metric(&g, "corral_dns_forward_full_total") == 0);
+
+	/* the upstream answers one: its answer reaches the client, and the connection is read again */
+	uint8_t q[2 + 512];
+	assert_int_equal(recv(conns[0], q, 2, MSG_WAITALL), 2);
+	assert_int_equal(recv(conns[0], q + 2, q[1], MSG_WAITALL), q[1]);
+	q[4] |= 0x80, q[5] = 0x83; /* QR, NXDOMAIN */
+	assert_int_equal(send(conns[0], q, 2u + q[1], 0), 2 + q[1]);
+	uint8_t ans[2 + 512];
+	assert_int_equal(recv(tcp, ans, 2, MSG_WAITALL), 2);
+	assert_int_equal(recv(tcp, ans + 2, ans[1], MSG_WAITALL), ans[1]);
+	assert_int_equal(ans[5] & 15, DN_RC_NXDOMAIN);
+	assert_true((conns[n++] = accept(lfd, NULL, NULL)) >= 0); /* the 17th */
+	assert_true(accept(lfd, NULL, NULL) < 0);
+	assert_true(metric(&g, "corral_dns_forwarded_total") == 17);
+	close(tcp);
+	dn_server_stop(g.s);
+	for (int i = 0; i < n; i++)
+		close(conns[i]);
+	close(lfd);
+}
+
+/* An upstream refusing TCP connections: SERVFAIL long before the timeout, counted as an upstream error, not
+ * a timeout. */
+static void test_tcp_refused(void **state)
+{
+	(void)state;
+	int closed = socket(AF_INET, SOCK_STREAM, 0); /* bound, not listening: connections are refused */
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof(a);
+	assert_int_equal(bind(closed, (struct sockaddr *)&a, sizeof(a)), 0);
+	getsockname(closed, (struct sockaddr *)&a, &al);
+	fix g = {0};
+	assert_int_equal(start_server(&g, ntohs(a.sin_port), 3000), 0);
+	int tcp = socket(AF_INET, SOCK_STREAM, 0);
+	struct timeval tv = {1, 0}; /* a third of the timeout */
+	setsockopt(tcp, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	assert_int_equal(connect(tcp, (struct sockaddr *)&g.srv, sizeof(g.srv)), 0);
+	uint8_t q[2 + 512], ans[2 + 512];
+	size_t ql = query(q + 2, 9, "d.example.org");
+	q[0] = 0, q[1] = (uint8_t)ql;
+	assert_int_equal(send(tcp, q, ql + 2, 0), (ssize_t)ql + 2);
+	assert_int_equal(recv(tcp, ans, 2, MSG_WAITALL), 2);
+	assert_int_equal(recv(tcp, ans + 2, ans[1], MSG_WAITALL), ans[1]);
+	assert_int_equal(ans[5] & 15, DN_RC_SERVFAIL);
+	assert_true(metric(&g, "corral_dns_forward_upstream_errors_total") >= 1);
+	assert_true(metric(&g, "corral_dns_forward_timeouts_total") == 0);
+	close(tcp);
+	dn_server_stop(g.s);
+	close(closed);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_answer_matching),
 	    cmocka_unit_test(test_fresh_ids),
 	    cmocka_unit_test(test_in_flight_bound),
+	    cmocka_unit_test(test_tcp_pipeline_bound),
+	    cmocka_unit_test(test_tcp_refused),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
