@@ -14,8 +14,8 @@
  * attempt gets a fresh random query ID, unique among the queries in flight, and a random socket. A UDP
  * client's query goes out over UDP; a TCP client's, or one whose UDP answer came back truncated (TC), over
  * a TCP connection of its own (u16 length + message, RFC 1035 4.2.2). A query tries the upstreams in
- * turn, starting at a rotating one, each for an equal share of the timeout (default 2 s; TCP failures
- * move on at once); after the last, the client gets SERVFAIL. At most FWD_SLOTS queries are in flight;
+ * turn, starting at a rotating one, each for an equal share of the timeout (default 2 s; a refused TCP
+ * connection, or an ICMP port unreachable on a UDP socket, moves on at once); after the last, the client gets SERVFAIL. At most FWD_SLOTS queries are in flight;
  * past that dn__fwd_submit fails and the caller answers SERVFAIL.
  *
  * Upstream answers are bytes from outside: one is accepted only when its ID is that of a query in
@@ -191,8 +191,12 @@ static int attempt(dn__fwd *f, pending *p, int64_t now)
 		return tcp_start(f, p, slot);
 	p->state = P_UDP;
 	p->sock = (uint8_t)(rnd(f) % FWD_SOCKS);
-	if (send(f->udp[p->up][p->sock], p->q, p->qlen, MSG_DONTWAIT) < 0)
-		f->errors++; /* an ICMP error from the last query, or a full buffer: the timeout covers it */
+	int fd = f->udp[p->up][p->sock];
+	ssize_t r = send(fd, p->q, p->qlen, MSG_DONTWAIT);
+	if (r < 0 && errno == ECONNREFUSED) /* an earlier query's ICMP error, reported once: send again */
+		r = send(fd, p->q, p->qlen, MSG_DONTWAIT);
+	if (r < 0)
+		f->errors++; /* a full buffer, or refused again: the timeout or the ICMP error moves it on */
 	return CM_OK;
 }
 
@@ -276,6 +280,16 @@ static void accept_answer(dn__fwd *f, pending *p, uint8_t *a, size_t n, int64_t 
 	release(f, p);
 }
 
+/* Every query that left by this socket goes on to its next upstream: the socket's upstream port is closed. */
+static void udp_refused(dn__fwd *f, int up, int sock, int64_t now)
+{
+	for (int i = 0; i < FWD_SLOTS; i++) {
+		pending *p = &f->slots[i];
+		if (p->state == P_UDP && p->up == up && p->sock == sock)
+			next_attempt(f, p, now);
+	}
+}
+
 static void udp_readable(dn__fwd *f, int up, int sock, int64_t now)
 {
 	for (;;) {
@@ -283,7 +297,9 @@ static void udp_readable(dn__fwd *f, int up, int sock, int64_t now)
 		if (r < 0 && (errno == EAGAIN || errno == EINTR))
 			return;
 		if (r < 0) {
-			f->errors++; /* ECONNREFUSED: an ICMP error, the timeout covers it */
+			f->errors++;
+			if (errno == ECONNREFUSED) /* ICMP: nobody listens at that upstream's port */
+				udp_refused(f, up, sock, now);
 			continue;
 		}
 		pending *p = match(f, f->buf, (size_t)r);

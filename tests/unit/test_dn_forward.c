@@ -281,6 +281,32 @@ static void test_tcp_refused(void **state)
 	close(closed);
 }
 
+/* An upstream whose UDP port is closed: the ICMP port unreachable moves the query on at once, so the client
+ * gets SERVFAIL long before the 3 s timeout; and the next query is sent, not lost to that error. */
+static void test_udp_refused(void **state)
+{
+	fix *f = *state;
+	struct sockaddr_in a;
+	int closed = udp_socket(&a);
+	close(closed); /* the port is free again: datagrams to it get ICMP port unreachable */
+	fix g = {0};
+	assert_int_equal(start_server(&g, ntohs(a.sin_port), 3000), 0);
+	uint8_t q[512], ans[512];
+	for (int i = 0; i < 2; i++) {
+		size_t ql = query(q, (uint16_t)(20 + i), "e.example.org");
+		assert_int_equal(sendto(f->client, q, ql, 0, (struct sockaddr *)&g.srv, sizeof(g.srv)), (ssize_t)ql);
+		ssize_t n = -1;
+		for (int t = 0; t < 5 && n < 0; t++) /* 200 ms each: a third of the timeout */
+			n = recv(f->client, ans, sizeof(ans), 0);
+		assert_true(n >= 12);
+		assert_int_equal(ans[0] << 8 | ans[1], 20 + i);
+		assert_int_equal(ans[3] & 15, DN_RC_SERVFAIL);
+	}
+	assert_true(metric(&g, "corral_dns_forwarded_total") == 2);
+	assert_true(metric(&g, "corral_dns_forward_timeouts_total") == 0);
+	dn_server_stop(g.s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -289,6 +315,7 @@ int main(void)
 	    cmocka_unit_test(test_in_flight_bound),
 	    cmocka_unit_test(test_tcp_pipeline_bound),
 	    cmocka_unit_test(test_tcp_refused),
+	    cmocka_unit_test(test_udp_refused),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
