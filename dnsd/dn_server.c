@@ -15,6 +15,7 @@
  * one pipelining client can take neither the forwarder's slots nor our memory.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -493,9 +494,10 @@ static void config_defaults(dn_server_config *c)
 		c->tcp_max_conns = 512;
 }
 
-static int open_all(dn_server *s, cm_err *err)
+static int open_once(dn_server *s, cm_err *err)
 {
-	for (int i = 0; i <= s->nudp; i++) {
+	for (int k = 0; k <= s->nudp; k++) {
+		int i = (k + s->nudp) % (s->nudp + 1); /* TCP first */
 		worker *w = &s->w[i];
 		w->s = s;
 		w->fd = open_socket(s, i < s->nudp ? SOCK_DGRAM : SOCK_STREAM, err);
@@ -511,6 +513,27 @@ static int open_all(dn_server *s, cm_err *err)
 		}
 	}
 	return CM_OK;
+}
+
+/* Opens the TCP socket and then the UDP ones on its port. With port 0 the kernel picks a port free for
+ * TCP (outgoing connections in TIME_WAIT hold many), and when some UDP socket holds that port too, all
+ * are closed and another is picked, a few times. */
+static int open_all(dn_server *s, cm_err *err)
+{
+	int auto_port = !s->port;
+	for (int tries = 1;; tries++) {
+		int rc = open_once(s, err);
+		if (rc != -EADDRINUSE || !auto_port || tries == 16)
+			return rc;
+		for (int i = 0; i <= s->nudp; i++) {
+			if (s->w[i].fd >= 0)
+				close(s->w[i].fd);
+			free(s->w[i].rrl);
+			s->w[i].fd = -1, s->w[i].rrl = NULL;
+		}
+		s->port = 0;
+		((struct sockaddr_in *)&s->addr)->sin_port = 0; /* sin6_port is at the same offset */
+	}
 }
 
 static int start_threads(dn_server *s, cm_err *err)
