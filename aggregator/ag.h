@@ -30,6 +30,7 @@ typedef struct ag_config {
 	const char *kube_ca_file;    /* its CA bundle (https) */
 	int64_t kube_retry_ms;       /* wait after a failed list or watch */
 	cm_strlist dns_upstream;    /* --dns-upstream ADDR:PORT: forward names outside the zones (docs/dns.md) */
+	long dns_forward_cache;     /* forwarded answers kept for their TTL, 0 = none */
 	const char *loki_push;      /* forward every stored log line to this Loki push URL, NULL = no */
 	cm_strlist remote_write;    /* --remote-write URLs: every stored sample is forwarded (ag_rwsend.c) */
 	const char *remote_write_token_file; /* bearer token sent to them, NULL = none */

@@ -83,7 +83,8 @@ static int start_server(ag__dns *d, const ag_config *cfg, cm_err *err)
 	                       .rrl_rate = (uint32_t)cfg->dns_rrl_rate,
 	                       .rrl_slip = 2,
 	                       .upstreams = cfg->dns_upstream.v,
-	                       .nupstreams = cfg->dns_upstream.n};
+	                       .nupstreams = cfg->dns_upstream.n,
+	                       .forward_cache = cfg->dns_forward_cache > 0 ? (size_t)cfg->dns_forward_cache : 0};
 	int rc = dn_server_start(&sc, &d->srv, err);
 	if (rc && !cfg->dns_listen) {
 		CM_LOG(CM_LOG_WARN, "dns", "%s; DNS is off (pass --dns-listen to make this fatal)", err->msg);

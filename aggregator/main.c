@@ -43,6 +43,8 @@ const cm_opt ag_opts[] = {
 	 "wait after a failed list or watch of --kube-api before trying again", NULL},
 	{"dns-upstream", CM_OPT_STRLIST, NULL, offsetof(ag_config, dns_upstream),
 	 "resolver ADDR:PORT for names outside the cluster zones, instead of REFUSED (repeatable or comma list)", NULL},
+	{"dns-forward-cache", CM_OPT_INT, "10000", offsetof(ag_config, dns_forward_cache),
+	 "upstream answers kept for their TTL and answered from memory, 0 = no cache", NULL},
 	{"node-grace", CM_OPT_DURATION, "30s", offsetof(ag_config, node_grace_ms),
 	 "a node whose agent has not pushed for this long is not ready: its pods leave DNS and service endpoints",
 	 NULL},

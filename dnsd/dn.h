@@ -171,6 +171,7 @@ typedef struct dn_server_config {
 	                               * zones there instead of REFUSED; NULL = no forwarding */
 	size_t nupstreams;
 	int upstream_timeout_ms; /* SERVFAIL after this, 0 = 2000 */
+	size_t forward_cache;    /* upstream answers kept for their TTL (dn_fcache.c), 0 = none */
 } dn_server_config;
 
 typedef struct dn_server dn_server;

@@ -54,6 +54,7 @@ typedef struct pending {
 	uint8_t state, up, sock, tcp;
 	uint16_t id, client_id, qlen, qname_len;
 	uint16_t gen; /* counts TCP attempts: an event tagged with an older one is stale */
+	uint8_t cflags; /* the query's DN__FC_* (its cache key) */
 	int fd; /* the TCP connection of this attempt, or -1 */
 	int attempts, first_up;
 	int64_t attempt_end;
@@ -75,7 +76,8 @@ struct dn__fwd {
 	dn__fwd_reply_fn reply;
 	void *reply_ctx;
 	uint64_t rng;
-	uint64_t forwarded, answered, errors, timeouts, full, unmatched, tcp_retries;
+	uint64_t forwarded, answered, errors, timeouts, full, unmatched, tcp_retries, cache_hits;
+	dn__fcache *cache; /* NULL = none */
 	uint16_t idmap[65536]; /* query ID -> slot + 1 */
 	uint16_t freel[FWD_SLOTS];
 	size_t nfree;
@@ -211,12 +213,25 @@ static void next_attempt(dn__fwd *f, pending *p, int64_t now)
 	servfail(f, p);
 }
 
-int dn__fwd_submit(dn__fwd *f, const uint8_t *q, size_t len, const dn__fwd_client *c)
+int dn__fwd_submit(dn__fwd *f, const uint8_t *q, size_t len, const dn__fwd_client *c, uint8_t *out, size_t cap,
+                   size_t *hit)
 {
 	dn_query pq;
+	*hit = 0;
 	if (len > FWD_QMAX || dn_parse_query(q, len, &pq) != DN_RC_NOERROR || memcmp(q + 12, pq.qname, pq.qname_len))
 		return CM_EPROTO;
+	uint8_t cflags = (uint8_t)((pq.flags & 0x0100 ? DN__FC_RD : 0) | (pq.flags & 0x0010 ? DN__FC_CD : 0) |
+	                           (pq.has_edns ? DN__FC_EDNS : 0) | (pq.edns_do ? DN__FC_DO : 0));
+	size_t cap_udp = f->max_udp < pq.edns_size ? f->max_udp : pq.edns_size;
+	size_t limit = c->udp_fd < 0 ? 65535 : pq.has_edns ? cap_udp : DN_UDP_MIN;
 	pthread_mutex_lock(&f->mu);
+	if (f->cache && (*hit = dn__fcache_get(f->cache, q, pq.qname_len, cflags, out, cap, cm_mono_ns()))) {
+		f->cache_hits++;
+		pthread_mutex_unlock(&f->mu);
+		if (*hit > limit)
+			*hit = dn__truncate(out, *hit);
+		return CM_OK;
+	}
 	if (!f->nfree) {
 		f->full++;
 		pthread_mutex_unlock(&f->mu);
@@ -224,9 +239,8 @@ int dn__fwd_submit(dn__fwd *f, const uint8_t *q, size_t len, const dn__fwd_clien
 	}
 	pending *p = &f->slots[f->freel[--f->nfree]];
 	*p = (pending){.fd = -1, .gen = p->gen, .client = *c, .tcp = c->udp_fd < 0, .client_id = pq.id, .qlen = (uint16_t)len,
-	               .qname_len = pq.qname_len, .first_up = (int)(f->next_up++ % (unsigned)f->nup)};
-	size_t cap = f->max_udp < pq.edns_size ? f->max_udp : pq.edns_size;
-	p->limit = p->tcp ? 65535 : pq.has_edns ? cap : DN_UDP_MIN;
+	               .qname_len = pq.qname_len, .first_up = (int)(f->next_up++ % (unsigned)f->nup),
+	               .cflags = cflags, .limit = limit};
 	memcpy(p->q, q, len);
 	f->forwarded++;
 	int64_t now = cm_mono_ns();
@@ -276,6 +290,8 @@ static void accept_answer(dn__fwd *f, pending *p, uint8_t *a, size_t n, int64_t 
 	}
 	memcpy(a + 12, p->q + 12, p->qname_len); /* the client's case */
 	f->answered++;
+	if (f->cache)
+		dn__fcache_put(f->cache, p->q, p->qname_len, p->cflags, a, n, now);
 	reply(f, p, a, n);
 	release(f, p);
 }
@@ -425,7 +441,8 @@ static int open_udp(dn__fwd *f, int up, int sock, cm_err *err)
 	return CM_OK;
 }
 
-int dn__fwd_create(const char *const *ups, size_t n, int timeout_ms, size_t max_udp, dn__fwd **out, cm_err *err)
+int dn__fwd_create(const char *const *ups, size_t n, int timeout_ms, size_t max_udp, size_t cache_entries,
+                   dn__fwd **out, cm_err *err)
 {
 	dn__fwd *f = calloc(1, sizeof(*f));
 	if (!f)
@@ -442,6 +459,8 @@ int dn__fwd_create(const char *const *ups, size_t n, int timeout_ms, size_t max_
 	f->ep = epoll_create1(EPOLL_CLOEXEC);
 	if (!rc && f->ep < 0)
 		rc = cm_errf(err, CM_EIO, "epoll: %s", strerror(errno));
+	if (!rc && cache_entries && !(f->cache = dn__fcache_new(cache_entries)))
+		rc = cm_errf(err, CM_ENOMEM, "out of memory");
 	for (int u = 0; u < f->nup && !rc; u++)
 		for (int s = 0; s < FWD_SOCKS && !rc; s++)
 			rc = open_udp(f, u, s, err);
@@ -469,6 +488,7 @@ void dn__fwd_destroy(dn__fwd *f)
 				close(f->udp[u][s]);
 	if (f->ep >= 0)
 		close(f->ep);
+	dn__fcache_free(f->cache);
 	pthread_mutex_destroy(&f->mu);
 	free(f);
 }
@@ -489,7 +509,9 @@ int dn__fwd_metrics(dn__fwd *f, cm_buf *b)
 	if (!f)
 		return CM_OK;
 	pthread_mutex_lock(&f->mu);
-	uint64_t v[] = {f->forwarded, f->answered, f->errors, f->timeouts, f->full, f->unmatched, f->tcp_retries};
+	uint64_t v[] = {f->forwarded,  f->answered,   f->errors,     f->timeouts,
+	                f->full,       f->unmatched,  f->tcp_retries, f->cache_hits,
+	                dn__fcache_len(f->cache)};
 	pthread_mutex_unlock(&f->mu);
 	int rc = counter(b, "corral_dns_forwarded_total", "Queries for names outside the zones sent upstream.", v[0]);
 	rc = rc ? rc : counter(b, "corral_dns_forward_answers_total", "Upstream answers passed to clients.", v[1]);
@@ -504,7 +526,13 @@ int dn__fwd_metrics(dn__fwd *f, cm_buf *b)
 	rc = rc ? rc
 	        : counter(b, "corral_dns_forward_unmatched_total",
 	                  "Upstream answers dropped: no query in flight with that ID and question.", v[5]);
+	rc = rc ? rc
+	        : counter(b, "corral_dns_forward_tcp_retries_total", "Truncated upstream answers retried over TCP.",
+	                  v[6]);
+	rc = rc ? rc : counter(b, "corral_dns_forward_cache_hits_total", "Queries answered from the forward cache.", v[7]);
 	return rc ? rc
-	          : counter(b, "corral_dns_forward_tcp_retries_total", "Truncated upstream answers retried over TCP.",
-	                    v[6]);
+	          : cm_buf_printf(b,
+	                          "# HELP corral_dns_forward_cache_entries Upstream answers in the forward cache.\n"
+	                          "# TYPE corral_dns_forward_cache_entries gauge\ncorral_dns_forward_cache_entries %llu\n",
+	                          (unsigned long long)v[8]);
 }

@@ -89,6 +89,24 @@ int dn__rrl_check(dn__rrl *r, const struct sockaddr *sa, int64_t now_ns);
 /* A truncated (TC) version of the answer in buf, in place; returns its length. */
 size_t dn__truncate(uint8_t *buf, size_t len);
 
+/* ---- the cache of forwarded answers (dn_fcache.c): the forwarder's, used under its mutex -------------- */
+
+#define DN__FCACHE_MAX 1232 /* larger answers are not kept */
+typedef struct dn__fcache dn__fcache;
+
+/* A cache of about `entries` answers; NULL when out of memory. */
+dn__fcache *dn__fcache_new(size_t entries);
+void dn__fcache_free(dn__fcache *c);
+/* Keeps upstream answer a to query q (its question uncompressed at 12, a name of qname_len bytes) asked
+ * with flags (DN__FC_*), if it may be kept. */
+void dn__fcache_put(dn__fcache *c, const uint8_t *q, size_t qname_len, uint8_t flags, const uint8_t *a, size_t n,
+                    int64_t now_ns);
+/* The kept answer to query q, made the client's (ID, name case, aged TTLs), into out; 0 when none. */
+size_t dn__fcache_get(dn__fcache *c, const uint8_t *q, size_t qname_len, uint8_t flags, uint8_t *out, size_t cap,
+                      int64_t now_ns);
+size_t dn__fcache_len(const dn__fcache *c);
+enum { DN__FC_RD = 1, DN__FC_CD = 2, DN__FC_EDNS = 4, DN__FC_DO = 8 };
+
 /* ---- forwarding to upstreams (dn_forward.c): any serving thread submits, the TCP thread runs it ------ */
 
 #define DN__FWD_MAXUP 8
@@ -105,12 +123,16 @@ typedef struct dn__fwd_client {
 /* Delivers an answer (ID and question already the client's) to TCP connection conn; on the TCP thread. */
 typedef void (*dn__fwd_reply_fn)(void *ctx, uint64_t conn, const uint8_t *ans, size_t n);
 
-/* ups: ADDR:PORT strings, each possibly a comma list. timeout_ms 0 = 2000; max_udp caps UDP answers. */
-int dn__fwd_create(const char *const *ups, size_t n, int timeout_ms, size_t max_udp, dn__fwd **out, cm_err *err);
+/* ups: ADDR:PORT strings, each possibly a comma list. timeout_ms 0 = 2000; max_udp caps UDP answers;
+ * cache_entries 0 = no cache. */
+int dn__fwd_create(const char *const *ups, size_t n, int timeout_ms, size_t max_udp, size_t cache_entries,
+                   dn__fwd **out, cm_err *err);
 void dn__fwd_destroy(dn__fwd *f);
-/* Sends the query (one dn_answer found outside the zones) upstream. CM_AGAIN when too many are in flight,
- * CM_EPROTO when it cannot be forwarded: the caller answers SERVFAIL. */
-int dn__fwd_submit(dn__fwd *f, const uint8_t *q, size_t len, const dn__fwd_client *c);
+/* Answers the query (one dn_answer found outside the zones) from the cache into out (*hit its length, to
+ * be sent by the caller; cut to the client's UDP limit), or else sends it upstream (*hit 0). CM_AGAIN when
+ * too many are in flight, CM_EPROTO when it cannot be forwarded: the caller answers SERVFAIL. */
+int dn__fwd_submit(dn__fwd *f, const uint8_t *q, size_t len, const dn__fwd_client *c, uint8_t *out, size_t cap,
+                   size_t *hit);
 /* An epoll descriptor, readable when dn__fwd_run has upstream traffic to handle. */
 int dn__fwd_fd(const dn__fwd *f);
 /* Handles upstream answers and TCP attempts, and expires timeouts, answering TCP clients through reply;

@@ -120,18 +120,24 @@ static void quiescent(worker *w)
 	atomic_store(&w->seen, atomic_load(&w->s->epoch));
 }
 
-/* Hands a query dn_answer marked outside to the forwarder; 0 when it took it. Otherwise the caller sends
- * dn_answer's answer: a reverse name's NXDOMAIN as it is, REFUSED turned into SERVFAIL. */
-static int forward(dn__fwd *f, const uint8_t *q, size_t len, const dn__fwd_client *c, uint8_t *ans,
-                   dn_answer_info *ai)
+/* Hands a query dn_answer marked outside to the forwarder. Returns 0 when the forwarder took it (the
+ * answer goes out later), else the length of the answer in ans (capacity cap) the caller sends now: the
+ * forwarder's cached one, or dn_answer's (n bytes: a reverse name's NXDOMAIN as it is, REFUSED turned
+ * into SERVFAIL). */
+static size_t forward(dn__fwd *f, const uint8_t *q, size_t len, const dn__fwd_client *c, uint8_t *ans, size_t cap,
+                      size_t n, dn_answer_info *ai)
 {
-	if (!dn__fwd_submit(f, q, len, c))
-		return 0;
+	size_t hit;
+	if (!dn__fwd_submit(f, q, len, c, ans, cap, &hit)) {
+		if (hit)
+			ai->rcode = ans[3] & 15, ai->truncated = (ans[2] & 0x02) != 0;
+		return hit;
+	}
 	if (ai->rcode == DN_RC_REFUSED) {
 		ans[3] = (uint8_t)((ans[3] & 0xF0) | DN_RC_SERVFAIL);
 		ai->rcode = DN_RC_SERVFAIL;
 	}
-	return -1;
+	return n;
 }
 
 /* ---- UDP -------------------------------------------------------------------------------------------- */
@@ -164,7 +170,7 @@ static int udp_one(worker *w, udp_bufs *u, const dn_zone *z, int i, int m, int64
 	}
 	if (ai.outside && w->s->fwd) {
 		dn__fwd_client c = {.udp_fd = w->fd, .alen = u->in[i].msg_hdr.msg_namelen, .addr = u->from[i]};
-		if (!forward(w->s->fwd, u->q[i], u->in[i].msg_len, &c, u->a[m], &ai))
+		if (!(n = forward(w->s->fwd, u->q[i], u->in[i].msg_len, &c, u->a[m], UDP_BUF, n, &ai)))
 			return 0;
 	}
 	int v = dn__rrl_check(w->rrl, (struct sockaddr *)&u->from[i], t1);
@@ -298,7 +304,7 @@ static int conn_serve(worker *w, tcp_state *t, conn *c)
 			continue;
 		}
 		dn__fwd_client fc = {.udp_fd = -1, .conn = c->id};
-		if (ai.outside && w->s->fwd && !forward(w->s->fwd, q, qlen, &fc, t->ans + 2, &ai)) {
+		if (ai.outside && w->s->fwd && !(n = forward(w->s->fwd, q, qlen, &fc, t->ans + 2, 65535, n, &ai))) {
 			c->fwd++;
 			continue;
 		}
@@ -566,8 +572,8 @@ int dn_server_start(const dn_server_config *cfg, dn_server **out, cm_err *err)
 		rc = s->w ? open_all(s, err) : cm_errf(err, CM_ENOMEM, "out of memory");
 	}
 	if (!rc && cfg->nupstreams)
-		rc = dn__fwd_create(cfg->upstreams, cfg->nupstreams, cfg->upstream_timeout_ms, s->cfg.max_udp, &s->fwd,
-		                    err);
+		rc = dn__fwd_create(cfg->upstreams, cfg->nupstreams, cfg->upstream_timeout_ms, s->cfg.max_udp,
+		                    cfg->forward_cache, &s->fwd, err);
 	rc = rc ? rc : start_threads(s, err);
 	if (rc)
 		goto fail;

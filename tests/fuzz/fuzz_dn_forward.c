@@ -8,6 +8,8 @@
  * must carry the client's ID and question case and fit the client's 512 bytes) or, for anything that
  * does not match, SERVFAIL after the timeout. Inputs with TC set make the forwarder try TCP to the
  * upstream's port, where nothing listens. Everything stays on 127.0.0.1.
+ * The input then goes through the forward cache (dn_fcache.c) as the answer to that query: when it is
+ * kept, the answer read back 5 s later must be the input with the client's ID and question case.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <netinet/in.h>
@@ -52,7 +54,7 @@ static harness *get(void)
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", ntohs(up.sin_port));
 	const char *ups[] = {addr};
 	cm_err err;
-	if (dn__fwd_create(ups, 1, 1, DN_EDNS_SIZE, &h.f, &err))
+	if (dn__fwd_create(ups, 1, 1, DN_EDNS_SIZE, 0, &h.f, &err))
 		abort();
 	return &h;
 }
@@ -63,13 +65,29 @@ static void no_tcp_clients(void *ctx, uint64_t conn, const uint8_t *ans, size_t 
 	abort(); /* only a UDP client was submitted */
 }
 
+static void cache_check(const uint8_t *data, size_t size)
+{
+	const size_t qname_len = sizeof(QUERY) - 12 - 4;
+	dn__fcache *fc = dn__fcache_new(2);
+	uint8_t out[DN__FCACHE_MAX];
+	if (!fc)
+		abort();
+	dn__fcache_put(fc, QUERY, qname_len, DN__FC_RD, data, size, 0);
+	size_t m = dn__fcache_get(fc, QUERY, qname_len, DN__FC_RD, out, sizeof(out), 5000000000);
+	if (m && (m != size || memcmp(out, QUERY, 2) || memcmp(out + 2, data + 2, 10) ||
+	          memcmp(out + 12, QUERY + 12, qname_len) || dn__fcache_len(fc) != 1))
+		abort();
+	dn__fcache_free(fc);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	harness *h = get();
 	static uint8_t buf[65536];
 	dn__fwd_client c = {.udp_fd = h->client, .alen = sizeof(h->client_addr)};
 	memcpy(&c.addr, &h->client_addr, sizeof(h->client_addr));
-	if (dn__fwd_submit(h->f, QUERY, sizeof(QUERY), &c))
+	size_t hit;
+	if (dn__fwd_submit(h->f, QUERY, sizeof(QUERY), &c, buf, sizeof(buf), &hit) || hit)
 		abort();
 	struct sockaddr_in from;
 	socklen_t fl = sizeof(from);
@@ -94,5 +112,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (recv(h->client, buf, sizeof(buf), MSG_DONTWAIT) >= 0)
 		abort(); /* exactly one reply */
+	cache_check(data, size);
 	return 0;
 }

@@ -8,7 +8,10 @@
  * answer is retried over TCP (and a client limited to 512 bytes gets TC and retries itself); TCP clients
  * are forwarded over TCP; corral's own zone is still answered locally and not forwarded, reverse names
  * it has nothing for go to knot (a 2.0.192.in-addr.arpa zone there); with knot
- * stopped, SERVFAIL within the 2 s timeout. (Without --dns-upstream: REFUSED, test_dns_conformance.)
+ * stopped, SERVFAIL within the 2 s timeout. These run with --dns-forward-cache 0; then the aggregator
+ * restarts with its cache, which answers repeats (TTLs counting down, negative answers for the SOA's
+ * MINIMUM) and still answers them with knot stopped. (Without --dns-upstream: REFUSED,
+ * test_dns_conformance.)
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <setjmp.h>
@@ -123,6 +126,28 @@ static int start_knot(void)
 
 /* ---- fixture -------------------------------------------------------------------------------------- */
 
+/* Starts the aggregator on F's ports, with a forward cache of that many entries; waits for its DNS. */
+static int start_aggregator(const char *cache)
+{
+	char token[300], manifest[300], data[300], listen[64], upstream[64];
+	snprintf(token, sizeof(token), "%s/token", F->dir);
+	snprintf(manifest, sizeof(manifest), "%s/services.json", F->dir);
+	snprintf(data, sizeof(data), "%s/data", F->dir);
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", F->dns_port);
+	snprintf(upstream, sizeof(upstream), "127.0.0.1:%d", F->knot_port);
+	const char *extra[] = {"--dns-listen",   listen,   "--services",          manifest,
+	                       "--dns-upstream", upstream, "--dns-forward-cache", cache,
+	                       NULL};
+	if (itest_aggregator_start(&F->agg, F->dir, data, token, extra, F->url, sizeof(F->url)))
+		return -1;
+	for (int i = 0; i < 100; i++) {
+		if (strstr(run("dig", "web.default.svc.cluster.local A"), "10.96.0.20"))
+			return 0;
+		itest_sleep_ms(100);
+	}
+	return -1;
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -133,24 +158,13 @@ static int setup(void **state)
 	write_knot();
 	if (start_knot())
 		return -1;
-	char token[300], manifest[300], data[300], listen[64], upstream[64];
-	snprintf(token, sizeof(token), "%s/token", F->dir);
-	itest_write_file(token, "fwd-test\n");
-	snprintf(manifest, sizeof(manifest), "%s/services.json", F->dir);
-	itest_write_file(manifest, "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"web\","
-	                           "\"namespace\":\"default\"},\"spec\":{\"clusterIP\":\"10.96.0.20\"}}\n");
-	snprintf(data, sizeof(data), "%s/data", F->dir);
-	snprintf(listen, sizeof(listen), "127.0.0.1:%d", F->dns_port);
-	snprintf(upstream, sizeof(upstream), "127.0.0.1:%d", F->knot_port);
-	const char *extra[] = {"--dns-listen", listen, "--services", manifest, "--dns-upstream", upstream, NULL};
-	if (itest_aggregator_start(&F->agg, F->dir, data, token, extra, F->url, sizeof(F->url)))
-		return -1;
-	for (int i = 0; i < 100; i++) {
-		if (strstr(run("dig", "web.default.svc.cluster.local A"), "10.96.0.20"))
-			return 0;
-		itest_sleep_ms(100);
-	}
-	return -1;
+	char path[300];
+	snprintf(path, sizeof(path), "%s/token", F->dir);
+	itest_write_file(path, "fwd-test\n");
+	snprintf(path, sizeof(path), "%s/services.json", F->dir);
+	itest_write_file(path, "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"web\","
+	                       "\"namespace\":\"default\"},\"spec\":{\"clusterIP\":\"10.96.0.20\"}}\n");
+	return start_aggregator("0"); /* the tests before test_cache see every query reach knot */
 }
 
 static int teardown(void **state)
@@ -239,12 +253,37 @@ static void test_reverse_fallthrough(void **state)
 	assert_true(metric("corral_dns_forwarded_total") == fwd + 2);
 }
 
+/* The aggregator again, with its default cache: a repeated question is answered from memory, its TTL
+ * counting down. */
+static void test_cache(void **state)
+{
+	(void)state;
+	assert_int_equal(itest_aggregator_stop(&F->agg), 0);
+	assert_int_equal(start_aggregator("10000"), 0);
+	run("dig", "www.example.org A");
+	expect("\nwww.example.org. 123 IN A 192.0.2.10\n");
+	itest_sleep_ms(1100);
+	run("dig", "WWW.example.ORG A");
+	expect("status: NOERROR"), expect("flags: qr aa rd;"), expect(" IN A 192.0.2.10\n");
+	const char *owner = strstr(OUT, "\nWWW.example.ORG. ");
+	assert_non_null(owner);
+	int ttl = atoi(owner + 18); /* 123 less the whole seconds it has been kept: 1, or more on a slow machine */
+	assert_true(ttl < 123 && ttl > 113);
+	run("dig", "nope.example.org A");
+	run("dig", "nope.example.org A"); /* negative: SOA MINIMUM 60 */
+	expect("status: NXDOMAIN"), expect("\nexample.org. 60 IN SOA ns.example.org.");
+	assert_true(metric("corral_dns_forwarded_total") == 2);
+	assert_true(metric("corral_dns_forward_cache_hits_total") == 2);
+	assert_true(metric("corral_dns_forward_cache_entries") == 2);
+}
+
+/* knot stopped: SERVFAIL for what the cache does not hold, in time; what it holds is still answered. */
 static void test_upstream_down_servfail(void **state)
 {
 	(void)state;
 	assert_int_equal(itest_stop(&F->knot, SIGTERM, 5000), 0);
 	F->knot.pid = 0;
-	const char *ways[] = {"www.example.org A", "+tcp www.example.org A"};
+	const char *ways[] = {"mail.example.org A", "+tcp mail.example.org A"};
 	for (int i = 0; i < 2; i++) {
 		int64_t t0 = itest_now_ms();
 		run("dig", ways[i]);
@@ -259,6 +298,8 @@ static void test_upstream_down_servfail(void **state)
 	            2);
 	run("dig", "web.default.svc.cluster.local A"); /* still serving its own zone */
 	expect("10.96.0.20");
+	run("dig", "www.example.org A");
+	expect("status: NOERROR"), expect("192.0.2.10");
 }
 
 int main(void)
@@ -266,7 +307,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_answers_pass_through), cmocka_unit_test(test_nxdomain_passes_through),
 	    cmocka_unit_test(test_truncated_retried_over_tcp), cmocka_unit_test(test_own_zone_stays_local),
-	    cmocka_unit_test(test_reverse_fallthrough),
+	    cmocka_unit_test(test_reverse_fallthrough), cmocka_unit_test(test_cache),
 	    cmocka_unit_test(test_upstream_down_servfail),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

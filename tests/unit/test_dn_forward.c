@@ -43,19 +43,22 @@ static int udp_socket(struct sockaddr_in *bound)
 	return fd;
 }
 
-/* Starts g->s with one upstream at 127.0.0.1:port and an empty cluster zone. */
-static int start_server(fix *g, int port, int timeout_ms)
+/* Starts g->s with one upstream at 127.0.0.1:port, a forward cache of that many entries and an empty
+ * cluster zone. */
+static int start_server(fix *g, int port, int timeout_ms, size_t cache)
 {
 	char upstream[64];
 	snprintf(upstream, sizeof(upstream), "127.0.0.1:%d", port);
 	const char *ups[] = {upstream};
 	dn_server_config cfg = {.listen = "127.0.0.1:0", .udp_threads = 1, .upstreams = ups, .nupstreams = 1,
-	                        .upstream_timeout_ms = timeout_ms};
+	                        .upstream_timeout_ms = timeout_ms, .forward_cache = cache};
 	cm_err err;
 	dn_zone_config zc = {.domain = "cluster.local", .ttl = 5, .serial = 1};
 	dn_zone *z;
-	if (dn_server_start(&cfg, &g->s, &err) || dn_zone_build(&zc, NULL, 0, &z, NULL, &err))
+	if (dn_server_start(&cfg, &g->s, &err) || dn_zone_build(&zc, NULL, 0, &z, NULL, &err)) {
+		fprintf(stderr, "start_server: %s\n", err.msg);
 		return -1;
+	}
 	dn_server_publish(g->s, z);
 	g->srv = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)dn_server_port(g->s)),
 	                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -69,7 +72,7 @@ static int setup(void **state)
 	f->up = udp_socket(&up);
 	f->client = udp_socket(NULL);
 	*state = f;
-	return start_server(f, ntohs(up.sin_port), 300);
+	return start_server(f, ntohs(up.sin_port), 300, 0);
 }
 
 static int teardown(void **state)
@@ -210,7 +213,7 @@ static void test_tcp_pipeline_bound(void **state)
 	assert_int_equal(listen(lfd, 64), 0);
 	getsockname(lfd, (struct sockaddr *)&up, &ul);
 	fix g = {0};
-	assert_int_equal(start_server(&g, ntohs(up.sin_port), 3000), 0);
+	assert_int_equal(start_server(&g, ntohs(up.sin_port), 3000, 0), 0);
 
 	int tcp = socket(AF_INET, SOCK_STREAM, 0);
 	tv.tv_sec = 2;
@@ -262,7 +265,7 @@ static void test_tcp_refused(void **state)
 	assert_int_equal(bind(closed, (struct sockaddr *)&a, sizeof(a)), 0);
 	getsockname(closed, (struct sockaddr *)&a, &al);
 	fix g = {0};
-	assert_int_equal(start_server(&g, ntohs(a.sin_port), 3000), 0);
+	assert_int_equal(start_server(&g, ntohs(a.sin_port), 3000, 0), 0);
 	int tcp = socket(AF_INET, SOCK_STREAM, 0);
 	struct timeval tv = {1, 0}; /* a third of the timeout */
 	setsockopt(tcp, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -290,7 +293,7 @@ static void test_udp_refused(void **state)
 	int closed = udp_socket(&a);
 	close(closed); /* the port is free again: datagrams to it get ICMP port unreachable */
 	fix g = {0};
-	assert_int_equal(start_server(&g, ntohs(a.sin_port), 3000), 0);
+	assert_int_equal(start_server(&g, ntohs(a.sin_port), 3000, 0), 0);
 	uint8_t q[512], ans[512];
 	for (int i = 0; i < 2; i++) {
 		size_t ql = query(q, (uint16_t)(20 + i), "e.example.org");
@@ -307,6 +310,43 @@ static void test_udp_refused(void **state)
 	dn_server_stop(g.s);
 }
 
+/* With a cache: the upstream's answer is kept, and the same question from another client ID, in other
+ * letter case, is answered without asking the upstream again. */
+static void test_cache(void **state)
+{
+	fix *f = *state;
+	struct sockaddr_in up;
+	int ups = udp_socket(&up);
+	fix g = {0};
+	assert_int_equal(start_server(&g, ntohs(up.sin_port), 3000, 64), 0);
+	uint8_t q[512], fq[512], a[512];
+	size_t ql = query(q, 0x0101, "f.Example.org");
+	sendto(f->client, q, ql, 0, (struct sockaddr *)&g.srv, sizeof(g.srv));
+	struct sockaddr_in from;
+	socklen_t fl = sizeof(from);
+	ssize_t n = recvfrom(ups, fq, sizeof(fq), 0, (struct sockaddr *)&from, &fl);
+	assert_int_equal(n, (ssize_t)ql);
+	const uint8_t rr[] = {0xC0, 12, 0, 1, 0, 1, 0, 0, 0x0E, 0x10, 0, 4, 192, 0, 2, 7}; /* TTL 3600 */
+	memcpy(a, fq, ql);
+	a[2] = 0x81, a[3] = 0x80, a[7] = 1;
+	memcpy(a + ql, rr, sizeof(rr));
+	sendto(ups, a, ql + sizeof(rr), 0, (struct sockaddr *)&from, fl);
+	assert_int_equal(recv(f->client, a, sizeof(a), 0), (ssize_t)(ql + sizeof(rr)));
+
+	ql = query(q, 0x0202, "F.EXAMPLE.ORG");
+	sendto(f->client, q, ql, 0, (struct sockaddr *)&g.srv, sizeof(g.srv));
+	assert_int_equal(recv(f->client, a, sizeof(a), 0), (ssize_t)(ql + sizeof(rr)));
+	assert_int_equal(a[0] << 8 | a[1], 0x0202);
+	assert_memory_equal(a + 12, q + 12, ql - 12 - 4);
+	assert_memory_equal(a + ql + 12, rr + 12, 4); /* the address */
+	assert_true(recv(ups, fq, sizeof(fq), 0) < 0); /* the upstream was not asked */
+	assert_true(metric(&g, "corral_dns_forwarded_total") == 1);
+	assert_true(metric(&g, "corral_dns_forward_cache_hits_total") == 1);
+	assert_true(metric(&g, "corral_dns_forward_cache_entries") == 1);
+	dn_server_stop(g.s);
+	close(ups);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -316,6 +356,7 @@ int main(void)
 	    cmocka_unit_test(test_tcp_pipeline_bound),
 	    cmocka_unit_test(test_tcp_refused),
 	    cmocka_unit_test(test_udp_refused),
+	    cmocka_unit_test(test_cache),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
