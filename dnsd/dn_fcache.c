@@ -144,6 +144,19 @@ static uint32_t keep_for(uint8_t *a, size_t n)
 	return 0;
 }
 
+/* Whether the question of answer a (at least 12 + qname_len + 4 bytes) is key k's. Byte by byte: a's bytes
+ * are not trusted to be a name, but equal to k's lowercase name (whose label lengths are under 64, never
+ * letters) they are one. */
+static int same_question(const uint8_t *a, const uint8_t *k, size_t qname_len)
+{
+	for (size_t i = 0; i < qname_len; i++) {
+		uint8_t c = a[12 + i];
+		if ((c >= 'A' && c <= 'Z' ? c | 0x20 : c) != k[i])
+			return 0;
+	}
+	return !memcmp(a + 12 + qname_len, k + qname_len, 4);
+}
+
 static entry *find(entry *set, const uint8_t *k, size_t klen, uint32_t hash)
 {
 	for (int i = 0; i < 2; i++)
@@ -167,11 +180,10 @@ static void drop(dn__fcache *c, entry *e)
 void dn__fcache_put(dn__fcache *c, const uint8_t *q, size_t qname_len, uint8_t flags, const uint8_t *a, size_t n,
                     int64_t now_ns)
 {
-	uint8_t k[KEY_MAX], ak[KEY_MAX];
-	uint32_t hash, ahash;
+	uint8_t k[KEY_MAX];
+	uint32_t hash;
 	size_t klen = make_key(k, q, qname_len, flags, &hash);
-	if (n > DN__FCACHE_MAX || n < 12 + qname_len + 4 || make_key(ak, a, qname_len, flags, &ahash) != klen ||
-	    memcmp(ak, k, klen))
+	if (n > DN__FCACHE_MAX || n < 12 + qname_len + 4 || !same_question(a, k, qname_len))
 		return; /* not an answer to this question */
 	uint8_t *b = malloc(klen + n);
 	if (!b)
