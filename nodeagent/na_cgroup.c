@@ -187,6 +187,7 @@ static void cg_node_renew(na__cgroups *cg, na__cg_node *n)
 		if (n->fd[f] >= 0)
 			cg_close_file(cg, n, f);
 		n->fd[f] = -1;
+		n->fmount[f] = -1;
 	}
 	for (int m = 0; m < NA__CG_MOUNTS; m++) {
 		if (n->dfd[m] >= 0)
@@ -218,7 +219,7 @@ static na__cg_node *cg_node_new(na__cgroups *cg, const char *id, size_t len, uin
 	memcpy(n->id, id, len + 1);
 	n->hash = h;
 	for (int f = 0; f < NA__F_COUNT; f++)
-		n->fd[f] = -1;
+		n->fd[f] = -1, n->fmount[f] = -1;
 	for (int m = 0; m < NA__CG_MOUNTS; m++)
 		n->dfd[m] = -1;
 	na__ident_parse(id, &n->ident);

@@ -181,7 +181,7 @@ typedef struct na__cg_node {
 	int dfd[NA__CG_MOUNTS];       /* directory per mount, -1 = not in that mount */
 	unsigned watched;             /* bit m: dfd[m] has an inotify watch (added once, not per walk) */
 	int fd[NA__F_COUNT];          /* -1 = not opened yet, -2 = absent */
-	signed char fmount[NA__F_COUNT];
+	signed char fmount[NA__F_COUNT]; /* mount file f was opened in, -1 = never opened */
 	unsigned char spec_len[NA__CG_SPEC_SLOTS]; /* bytes of the last read of each limit file, 0 = none */
 	char spec[NA__CG_SPEC_SLOTS][NA__CG_SPEC_TEXT];
 	int stale;                    /* a read said the directory is gone */
