@@ -189,11 +189,30 @@ static void cs_cpu_v2(cs_ctx *c)
 	cs_cfs(c, NA__F2_CPU_STAT, t, "throttled_usec", 1e-6);
 }
 
-static void cs_cpu_v1(cs_ctx *c)
+/* cpuacct.usage, which also says whether the cgroup is quiet (na_int.h: NA__CG_QUIET_MS). */
+static void cs_usage_v1(cs_ctx *c, int64_t now_ms)
+{
+	na__cg_node *n = c->n;
+	uint64_t v;
+	n->quiet = 0;
+	const char *t = cs_read(c, NA__F1_CPUACCT_USAGE);
+	if (!t)
+		return;
+	if (cs_whole(t, &v)) {
+		na__cg_parse_warn(c->cg, n, NA__F1_CPUACCT_USAGE, "value");
+		return;
+	}
+	cs_emit(c, "container_cpu_usage_seconds_total", (double)v * 1e-9);
+	if (!n->cpu_changed_ms || v != n->cpu_usage)
+		n->cpu_usage = v, n->cpu_changed_ms = now_ms;
+	n->quiet = now_ms - n->cpu_changed_ms >= NA__CG_QUIET_MS;
+}
+
+static void cs_cpu_v1(cs_ctx *c, int64_t now_ms)
 {
 	long hz = sysconf(_SC_CLK_TCK);
 	double tick = 1.0 / (double)(hz > 0 ? hz : 100);
-	cs_value(c, NA__F1_CPUACCT_USAGE, "container_cpu_usage_seconds_total", 1e-9);
+	cs_usage_v1(c, now_ms);
 	const char *t = cs_read(c, NA__F1_CPUACCT_STAT);
 	if (t) {
 		cs_keyed(c, NA__F1_CPUACCT_STAT, t, "user", "container_cpu_user_seconds_total", tick, NULL);
@@ -610,7 +629,7 @@ int na__cg_stats_node(na__cgroups *cg, na__cg_node *n, const na_emit *emit, cons
 		cs_pids(&c, NA__F2_PIDS_CURRENT, NA__F2_PIDS_MAX);
 		cs_spec_v2(&c);
 	} else {
-		cs_cpu_v1(&c);
+		cs_cpu_v1(&c, now_ms);
 		cs_mem_v1(&c, ev, now_ms);
 		cs_blkio_v1(&c, NA__F1_BLKIO_BYTES, "container_fs_reads_bytes_total", "container_fs_writes_bytes_total");
 		cs_blkio_v1(&c, NA__F1_BLKIO_OPS, "container_fs_reads_total", "container_fs_writes_total");

@@ -435,6 +435,42 @@ static void test_spec_reread_every_nth_pass(void **state)
 	spec_reread(*state, "/only-memory");
 }
 
+/* Activity files (cpuacct.stat, cpu.stat, blkio.throttle.*) of a cgroup whose cpuacct.usage has not
+ * changed for NA__CG_QUIET_MS are reused between its re-read passes; a change of usage makes that pass
+ * read them again. cpu.stat changes in the pass after the node's re-read pass (w, once quiet), so the
+ * next two passes are not re-read passes; usage changes two passes later. */
+static void test_quiet_cgroup_reuses_activity_files(void **state)
+{
+	tmp_tree *t = *state;
+	static const char *const only[] = {"container_cpu_cfs_throttled_periods_total", NULL};
+	const char *key = "container_cpu_cfs_throttled_periods_total{id=\"" V1_CTR "\"}";
+	tmp_copy(t, "cgroup-v1");
+	na__cgroups *cg = NULL;
+	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
+	int w = -1, was_due = 0;
+	for (int pass = 0; w < 0 || pass <= w + 2; pass++) {
+		if (pass >= 6 && was_due && w < 0) {
+			w = pass;
+			tmp_write(t, "cpu" V1_CTR "/cpu.stat", "nr_periods 400\nnr_throttled 777\nthrottled_time 3000000000\n");
+		}
+		if (w >= 0 && pass == w + 2)
+			tmp_write(t, "cpuacct" V1_CTR "/cpuacct.usage", "26000000000\n");
+		sink s = {.only = only};
+		na_emit e = sink_emit(&s);
+		assert_int_equal(na__cgroups_collect(cg, &e, NULL, 1000 + 1000 * (int64_t)pass), 0);
+		const sink_rec *r = sink_find(&s, key);
+		assert_non_null(r);
+		const na__cg_node *n = na__cg_find(cg, V1_CTR);
+		was_due = (cg->gen + n->hash) % NA__CG_SPEC_EVERY == 0;
+		assert_int_equal(n->quiet, pass >= 5 && (w < 0 || pass < w + 2));
+		if (r->v != (w >= 0 && pass == w + 2 ? 777 : 20))
+			fail_msg("pass %d (cpu.stat changed at %d): %.17g", pass, w, r->v);
+		sink_clear(&s);
+		assert_true(pass < 30);
+	}
+	na__cgroups_close(cg);
+}
+
 /* Corrupt files cost exactly their own metric. */
 static size_t count_key(const sink *s, const char *key) { return sink_find(s, key) != NULL; }
 
@@ -824,6 +860,7 @@ int main(void)
 		cmocka_unit_test(test_layout_v1_names_and_hybrid),
 		cmocka_unit_test_setup_teardown(test_walk_only_on_change, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_spec_reread_every_nth_pass, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_quiet_cgroup_reuses_activity_files, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_files, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_cgroup_removed_mid_walk, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_sibling_removed_after_listing, tmp_setup, tmp_teardown),
