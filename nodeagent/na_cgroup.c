@@ -328,8 +328,9 @@ static void cg_sweep(na__cgroups *cg, const na_event_sink *ev, int64_t now_ms)
 				seen = 1;
 				continue;
 			}
-			if (n->dfd[m] >= 0)
-				close(n->dfd[m]), n->dfd[m] = -1;
+			if (n->dfd[m] < 0)
+				continue; /* not in mount m, or its files there were dropped when it left */
+			close(n->dfd[m]), n->dfd[m] = -1;
 			n->watched &= ~(1u << m);
 			for (int f = 0; f < NA__F_COUNT; f++) {
 				if (n->fd[f] >= 0 && n->fmount[f] == m)

@@ -471,6 +471,30 @@ static void test_quiet_cgroup_reuses_activity_files(void **state)
 	na__cgroups_close(cg);
 }
 
+/* memory.stat is scanned once for all its keys: a key that is missing or does not parse costs its own
+ * series only; the failure counters need both fault counts. */
+static void test_memstat_partial(void **state)
+{
+	tmp_tree *t = *state;
+	static const char *const only[] = {"container_memory_rss", "container_memory_mapped_file",
+					   "container_memory_cache", "container_memory_failures_total", NULL};
+	tmp_copy(t, "cgroup-v2");
+	tmp_write(t, V2_CTR "/memory.stat", "anon 100\nfile x\nfile_mapped 300\npgmajfault 7\n");
+	na__cgroups *cg = NULL;
+	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
+	sink s = {.only = only};
+	na_emit e = sink_emit(&s);
+	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0), 0);
+	assert_true(sink_find(&s, "container_memory_rss{id=\"" V2_CTR "\"}")->v == 100);
+	assert_true(sink_find(&s, "container_memory_mapped_file{id=\"" V2_CTR "\"}")->v == 300);
+	assert_null(sink_find(&s, "container_memory_cache{id=\"" V2_CTR "\"}"));
+	for (size_t i = 0; i < s.n; i++)
+		if (strstr(s.recs[i].key, "failures") && strstr(s.recs[i].key, V2_CTR "\""))
+			fail_msg("%s without pgfault", s.recs[i].key);
+	sink_clear(&s);
+	na__cgroups_close(cg);
+}
+
 /* Corrupt files cost exactly their own metric. */
 static size_t count_key(const sink *s, const char *key) { return sink_find(s, key) != NULL; }
 
@@ -861,6 +885,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_walk_only_on_change, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_spec_reread_every_nth_pass, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_quiet_cgroup_reuses_activity_files, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_memstat_partial, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_files, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_cgroup_removed_mid_walk, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_sibling_removed_after_listing, tmp_setup, tmp_teardown),
