@@ -242,7 +242,8 @@ static unsigned cs_keys(cs_ctx *c, int f, const char *text, const char *const *k
 		const char *sp = memchr(line, ' ', (size_t)(eol - line));
 		size_t klen = sp ? (size_t)(sp - line) : 0;
 		for (size_t i = 0; klen && i < n; i++) {
-			if (!keys[i] || ((found | bad) >> i & 1) || strncmp(line, keys[i], klen) || keys[i][klen])
+			if (!keys[i] || keys[i][0] != line[0] || ((found | bad) >> i & 1) || strncmp(line, keys[i], klen) ||
+			    keys[i][klen])
 				continue;
 			if (cs_u64(sp + 1, eol, &v[i])) {
 				bad |= 1u << i;
