@@ -42,7 +42,9 @@
  *            memory.soft_limit_in_bytes, memory.memsw.limit_in_bytes (unlimited, >= 2^62, = 0)
  *         The spec files and pids.max are read in one pass out of NA__CG_SPEC_EVERY (10) per cgroup and
  *         the text of the last read is parsed in the others (na_cgroup.c): a changed limit shows within
- *         10 intervals (cAdvisor reads them once, when it finds the container).
+ *         10 intervals (cAdvisor reads them once, when it finds the container). On v1, cpuacct.stat,
+ *         cpu.stat and blkio.throttle.* of a quiet cgroup (cpuacct.usage unchanged for 5 s) likewise:
+ *         only its running tasks advance them (na_int.h, NA__CG_QUIET_MS).
  *   time  container_start_time_seconds: the cgroup directory's ctime when first seen;
  *         container_last_seen: the pass's wall clock, seconds
  *   net   pods (once per pod, from any member process of its containers) and containers outside pods:
