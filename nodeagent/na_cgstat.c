@@ -244,8 +244,8 @@ static unsigned cs_keys(cs_ctx *c, int f, const char *text, const char *const *k
 		const char *sp = memchr(line, ' ', (size_t)(eol - line));
 		size_t klen = sp ? (size_t)(sp - line) : 0;
 		for (size_t i = 0; klen && i < n; i++) {
-			if (!keys[i] || keys[i][0] != line[0] || ((found | bad) >> i & 1) || strncmp(line, keys[i], klen) ||
-			    keys[i][klen])
+			if (!keys[i] || keys[i][0] != line[0] || ((found | bad) >> i & 1) ||
+			    strncmp(line, keys[i], klen) || keys[i][klen])
 				continue;
 			if (cs_u64(sp + 1, eol, &v[i])) {
 				bad |= 1u << i;
@@ -327,8 +327,9 @@ static void cs_mem_v2(cs_ctx *c, const na_event_sink *ev, int64_t now_ms)
 
 static void cs_mem_v1(cs_ctx *c, const na_event_sink *ev, int64_t now_ms)
 {
-	static const char *const keys[MS_N] = {"total_rss", "total_cache", "total_mapped_file", "total_inactive_file",
-					       "pgfault", "pgmajfault", "total_pgfault", "total_pgmajfault", "total_swap"};
+	static const char *const keys[MS_N] = {"total_rss", "total_cache", "total_mapped_file",
+					       "total_inactive_file", "pgfault", "pgmajfault",
+					       "total_pgfault", "total_pgmajfault", "total_swap"};
 	uint64_t usage = 0;
 	const char *t = cs_read(c, NA__F1_MEM_USAGE);
 	int have = t && cs_whole(t, &usage) == CM_OK;

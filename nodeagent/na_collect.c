@@ -175,7 +175,8 @@ static int copy_labels(na__collector *c, const cm_label *labels, size_t n, cm_la
 	int same = 1;
 	for (size_t i = 0; i < n; i++) {
 		int sn, sv;
-		l[i + 1] = (cm_label){pass_str(c, 2 * i + 1, labels[i].name, &sn), pass_str(c, 2 * i + 2, labels[i].value, &sv)};
+		l[i + 1].name = pass_str(c, 2 * i + 1, labels[i].name, &sn);
+		l[i + 1].value = pass_str(c, 2 * i + 2, labels[i].value, &sv);
 		if (!l[i + 1].name || !l[i + 1].value)
 			return CM_ENOMEM;
 		same = same && sn && sv && i < CM_ARRAY_LEN(c->prefix);

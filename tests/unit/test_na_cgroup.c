@@ -451,7 +451,8 @@ static void test_quiet_cgroup_reuses_activity_files(void **state)
 	for (int pass = 0; w < 0 || pass <= w + 2; pass++) {
 		if (pass >= 6 && was_due && w < 0) {
 			w = pass;
-			tmp_write(t, "cpu" V1_CTR "/cpu.stat", "nr_periods 400\nnr_throttled 777\nthrottled_time 3000000000\n");
+			tmp_write(t, "cpu" V1_CTR "/cpu.stat",
+				  "nr_periods 400\nnr_throttled 777\nthrottled_time 3000000000\n");
 		}
 		if (w >= 0 && pass == w + 2)
 			tmp_write(t, "cpuacct" V1_CTR "/cpuacct.usage", "26000000000\n");
