@@ -16,6 +16,9 @@
  *   16      4     CRC32C (Castagnoli) of bytes 0..15 followed by the body
  *   20      n     body: one zstd frame whose content is the Batch (common/proto/corral.proto)
  *
+ * The encoder writes the Batch's series (field 6) after its other fields (protobuf parsers merge a
+ * repeated field's occurrences wherever they are); the decoder takes the fields in any order.
+ *
  * A frame is valid when: it is exactly 20 + body length bytes; magic, version, codec and reserved
  * match; the CRC matches; the body length and decompressed length are within the receiver's limits;
  * the zstd frame decompresses to exactly the declared length (a longer output is refused as a
@@ -62,37 +65,90 @@ const cm_wire_limits cm_wire_default_limits = {
 
 /* ---- encode ---------------------------------------------------------------------------------------- */
 
-/* A label whose name and value are the very strings (same pointers) of the previous series' label at
- * the same position shares that label's message: an agent's series of one cgroup share their strings. */
-static int build_series(const cm_series *in, const cm_series *prev, const Corral__Wire__Series *prev_out,
-			Corral__Wire__Series *out, cm_arena *a)
+/* Series (field 6) are written straight from the cm_series, after the fields protobuf-c packs: a
+ * parser merges the occurrences of a repeated field wherever they are, and the bytes are those
+ * protobuf-c would write for them (empty strings omitted, timestamps and values packed). This skips a
+ * message tree of a few hundred bytes per series. */
+static size_t pb_varint_len(uint64_t v)
 {
-	corral__wire__series__init(out);
-	out->n_labels = in->nlabels;
-	out->labels = cm_arena_calloc(a, in->nlabels ? in->nlabels : 1, sizeof(*out->labels));
-	out->n_timestamps_ms = out->n_values = in->nsamples;
-	out->timestamps_ms = cm_arena_calloc(a, in->nsamples ? in->nsamples : 1, sizeof(int64_t));
-	out->values = cm_arena_calloc(a, in->nsamples ? in->nsamples : 1, sizeof(double));
-	if (!out->labels || !out->timestamps_ms || !out->values)
+	size_t n = 1;
+	for (; v >= 0x80; v >>= 7)
+		n++;
+	return n;
+}
+
+static uint8_t *pb_varint(uint8_t *p, uint64_t v)
+{
+	for (; v >= 0x80; v >>= 7)
+		*p++ = (uint8_t)(v | 0x80);
+	*p++ = (uint8_t)v;
+	return p;
+}
+
+/* A length-delimited field of n bytes: tag, length, bytes. */
+static size_t pb_len_field(size_t n) { return 1 + pb_varint_len(n) + n; }
+
+static size_t pb_str_field(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	return n ? pb_len_field(n) : 0;
+}
+
+static uint8_t *pb_put_str(uint8_t *p, unsigned field, const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (!n)
+		return p;
+	*p++ = (uint8_t)(field << 3 | 2);
+	p = pb_varint(p, n);
+	memcpy(p, s, n);
+	return p + n;
+}
+
+static size_t series_len(const cm_series *in, size_t *tslen)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < in->nlabels; i++)
+		n += pb_len_field(pb_str_field(in->labels[i].name) + pb_str_field(in->labels[i].value));
+	*tslen = 0;
+	for (size_t i = 0; i < in->nsamples; i++)
+		*tslen += pb_varint_len((uint64_t)in->samples[i].t_ms);
+	if (in->nsamples)
+		n += pb_len_field(*tslen) + pb_len_field(8 * in->nsamples);
+	return n;
+}
+
+/* Appends field 6 (one Series message) for in. */
+static int put_series(const cm_series *in, cm_buf *out)
+{
+	size_t tslen, n = series_len(in, &tslen);
+	if (cm_buf_reserve(out, pb_len_field(n)))
 		return CM_ENOMEM;
+	uint8_t *p = out->data + out->len;
+	*p++ = 6 << 3 | 2;
+	p = pb_varint(p, n);
 	for (size_t i = 0; i < in->nlabels; i++) {
 		const cm_label *l = &in->labels[i];
-		if (prev && i < prev->nlabels && prev->labels[i].name == l->name && prev->labels[i].value == l->value) {
-			out->labels[i] = prev_out->labels[i];
-			continue;
+		*p++ = 1 << 3 | 2;
+		p = pb_varint(p, pb_str_field(l->name) + pb_str_field(l->value));
+		p = pb_put_str(p, 1, l->name);
+		p = pb_put_str(p, 2, l->value);
+	}
+	if (in->nsamples) {
+		*p++ = 2 << 3 | 2;
+		p = pb_varint(p, tslen);
+		for (size_t i = 0; i < in->nsamples; i++)
+			p = pb_varint(p, (uint64_t)in->samples[i].t_ms);
+		*p++ = 3 << 3 | 2;
+		p = pb_varint(p, 8 * in->nsamples);
+		for (size_t i = 0; i < in->nsamples; i++, p += 8) {
+			uint64_t bits;
+			memcpy(&bits, &in->samples[i].v, 8);
+			cm_put_u32le(p, (uint32_t)bits);
+			cm_put_u32le(p + 4, (uint32_t)(bits >> 32));
 		}
-		Corral__Wire__Label *m = cm_arena_alloc(a, sizeof(*m));
-		if (!m)
-			return CM_ENOMEM;
-		corral__wire__label__init(m);
-		m->name = (char *)l->name;
-		m->value = (char *)l->value;
-		out->labels[i] = m;
 	}
-	for (size_t i = 0; i < in->nsamples; i++) {
-		out->timestamps_ms[i] = in->samples[i].t_ms;
-		out->values[i] = in->samples[i].v;
-	}
+	out->len = (size_t)(p - out->data);
 	return CM_OK;
 }
 
@@ -220,8 +276,8 @@ static int build_log_streams(const cm_log_stream *in, size_t n, Corral__Wire__Ba
 	return CM_OK;
 }
 
-/* The packed bytes go into pbuf when given (reused between batches), else into the arena. */
-static int pack_batch(const cm_batch *b, cm_arena *a, cm_buf *pbuf, uint8_t **out, size_t *outlen)
+/* Packs b into pbuf (emptied first); the message tree of the fields other than series goes into a. */
+static int pack_batch(const cm_batch *b, cm_arena *a, cm_buf *pbuf)
 {
 	Corral__Wire__Batch msg;
 	corral__wire__batch__init(&msg);
@@ -230,17 +286,6 @@ static int pack_batch(const cm_batch *b, cm_arena *a, cm_buf *pbuf, uint8_t **ou
 	msg.agent_version = (char *)(b->agent_version ? b->agent_version : "");
 	msg.seq = b->seq;
 	msg.created_ms = b->created_ms;
-	msg.n_series = b->nseries;
-	msg.series = cm_arena_calloc(a, b->nseries ? b->nseries : 1, sizeof(*msg.series));
-	Corral__Wire__Series *series = cm_arena_calloc(a, b->nseries ? b->nseries : 1, sizeof(*series));
-	if (!msg.series || !series)
-		return CM_ENOMEM;
-	for (size_t i = 0; i < b->nseries; i++) {
-		int rc = build_series(&b->series[i], i ? &b->series[i - 1] : NULL, i ? &series[i - 1] : NULL, &series[i], a);
-		if (rc)
-			return rc;
-		msg.series[i] = &series[i];
-	}
 	if (b->inventory && build_inventory(b->inventory, &msg, a))
 		return CM_ENOMEM;
 	if (b->nevents && build_events(b->events, b->nevents, &msg, a))
@@ -248,12 +293,13 @@ static int pack_batch(const cm_batch *b, cm_arena *a, cm_buf *pbuf, uint8_t **ou
 	if (b->nlog_streams && build_log_streams(b->log_streams, b->nlog_streams, &msg, a))
 		return CM_ENOMEM;
 	size_t n = corral__wire__batch__get_packed_size(&msg);
-	uint8_t *p = !pbuf ? cm_arena_alloc(a, n) : cm_buf_reserve(pbuf, n) ? NULL : pbuf->data;
-	if (!p)
+	pbuf->len = 0;
+	if (cm_buf_reserve(pbuf, n))
 		return CM_ENOMEM;
-	corral__wire__batch__pack(&msg, p);
-	*out = p;
-	*outlen = n;
+	pbuf->len = corral__wire__batch__pack(&msg, pbuf->data);
+	for (size_t i = 0; i < b->nseries; i++)
+		if (put_series(&b->series[i], pbuf))
+			return CM_ENOMEM;
 	return CM_OK;
 }
 
@@ -283,14 +329,15 @@ static int frame_pb(ZSTD_CCtx *cctx, int zstd_level, const uint8_t *pb, size_t p
 int cm_wire_encode(const cm_batch *b, int zstd_level, cm_buf *out, cm_err *err)
 {
 	cm_arena a;
+	cm_buf pb;
 	cm_arena_init(&a, 0);
-	uint8_t *pb;
-	size_t pblen;
-	int rc = pack_batch(b, &a, NULL, &pb, &pblen);
+	cm_buf_init(&pb);
+	int rc = pack_batch(b, &a, &pb);
 	if (rc)
 		rc = cm_errf(err, rc, "out of memory encoding batch");
 	else
-		rc = frame_pb(NULL, zstd_level, pb, pblen, out, err);
+		rc = frame_pb(NULL, zstd_level, pb.data, pb.len, out, err);
+	cm_buf_close(&pb);
 	cm_arena_close(&a);
 	return rc;
 }
@@ -300,7 +347,7 @@ int cm_wire_encode(const cm_batch *b, int zstd_level, cm_buf *out, cm_err *err)
 struct cm_wire_enc {
 	int level;
 	ZSTD_CCtx *cctx;
-	cm_arena arena; /* the message; reset (blocks kept) per batch */
+	cm_arena arena; /* the message of the fields other than series; reset (blocks kept) per batch */
 	cm_buf pb;      /* its packed bytes */
 	cm_buf out;
 };
@@ -333,14 +380,12 @@ void cm_wire_enc_destroy(cm_wire_enc *e)
 
 int cm_wire_enc_encode(cm_wire_enc *e, const cm_batch *b, const uint8_t **frame, size_t *len, cm_err *err)
 {
-	uint8_t *pb;
-	size_t pblen;
 	cm_arena_reset(&e->arena);
-	e->pb.len = e->out.len = 0;
-	int rc = pack_batch(b, &e->arena, &e->pb, &pb, &pblen);
+	e->out.len = 0;
+	int rc = pack_batch(b, &e->arena, &e->pb);
 	if (rc)
 		return cm_errf(err, rc, "out of memory encoding batch");
-	if ((rc = frame_pb(e->cctx, e->level, pb, pblen, &e->out, err)))
+	if ((rc = frame_pb(e->cctx, e->level, e->pb.data, e->pb.len, &e->out, err)))
 		return rc;
 	*frame = e->out.data, *len = e->out.len;
 	return CM_OK;

@@ -76,8 +76,8 @@ const na__cg_fdef na__cg_files[NA__F_COUNT] = {
 	[NA__F2_PIDS_CURRENT] = {NA__R_UNIFIED, "pids.current"},
 	[NA__F2_PIDS_MAX] = {NA__R_UNIFIED, "pids.max", 6},
 	[NA__F1_CPUACCT_USAGE] = {NA__R_CPUACCT, "cpuacct.usage"},
-	[NA__F1_CPUACCT_STAT] = {NA__R_CPUACCT, "cpuacct.stat"},
-	[NA__F1_CPU_STAT] = {NA__R_CPU, "cpu.stat"},
+	[NA__F1_CPUACCT_STAT] = {NA__R_CPUACCT, "cpuacct.stat", 8, 1},
+	[NA__F1_CPU_STAT] = {NA__R_CPU, "cpu.stat", 9, 1},
 	[NA__F1_CPU_SHARES] = {NA__R_CPU, "cpu.shares", 1},
 	[NA__F1_CPU_QUOTA] = {NA__R_CPU, "cpu.cfs_quota_us", 2},
 	[NA__F1_CPU_PERIOD] = {NA__R_CPU, "cpu.cfs_period_us", 3},
@@ -89,8 +89,8 @@ const na__cg_fdef na__cg_files[NA__F_COUNT] = {
 	[NA__F1_MEM_SOFT_LIMIT] = {NA__R_MEMORY, "memory.soft_limit_in_bytes", 5},
 	[NA__F1_MEMSW_LIMIT] = {NA__R_MEMORY, "memory.memsw.limit_in_bytes", 6},
 	[NA__F1_MEM_OOM_CONTROL] = {NA__R_MEMORY, "memory.oom_control"},
-	[NA__F1_BLKIO_BYTES] = {NA__R_BLKIO, "blkio.throttle.io_service_bytes"},
-	[NA__F1_BLKIO_OPS] = {NA__R_BLKIO, "blkio.throttle.io_serviced"},
+	[NA__F1_BLKIO_BYTES] = {NA__R_BLKIO, "blkio.throttle.io_service_bytes", 10, 1},
+	[NA__F1_BLKIO_OPS] = {NA__R_BLKIO, "blkio.throttle.io_serviced", 11, 1},
 	[NA__F1_PIDS_CURRENT] = {NA__R_PIDS, "pids.current"},
 	[NA__F1_PIDS_MAX] = {NA__R_PIDS, "pids.max", 7},
 	/* hugetlb files are named per page size at open: na__cg_file_name */
@@ -157,16 +157,16 @@ static int cg_table_rebuild(na__cgroups *cg, size_t want)
 	return CM_OK;
 }
 
-/* The spec slot of file f, or -1 when f is read every pass. */
-static int cg_spec_slot(int f) { return f < NA__F_HUGE0 ? na__cg_files[f].spec - 1 : -1; }
+/* The kept-text slot of file f, or -1 when f is read every pass. */
+static int cg_keep_slot(int f) { return f < NA__F_HUGE0 ? na__cg_files[f].keep - 1 : -1; }
 
 static void cg_close_file(na__cgroups *cg, na__cg_node *n, int f)
 {
 	close(n->fd[f]);
 	n->fd[f] = -1;
 	cg->kept_fds--;
-	if (cg_spec_slot(f) >= 0)
-		n->spec_len[cg_spec_slot(f)] = 0;
+	if (cg_keep_slot(f) >= 0)
+		n->kept_len[cg_keep_slot(f)] = 0;
 }
 
 static void cg_node_free(na__cgroups *cg, na__cg_node *n)
@@ -177,6 +177,8 @@ static void cg_node_free(na__cgroups *cg, na__cg_node *n)
 	for (int m = 0; m < NA__CG_MOUNTS; m++)
 		if (n->dfd[m] >= 0)
 			close(n->dfd[m]);
+	for (int k = 0; k < NA__CG_KEEP_SLOTS; k++)
+		free(n->kept[k]);
 	free(n);
 }
 
@@ -187,6 +189,7 @@ static void cg_node_renew(na__cgroups *cg, na__cg_node *n)
 		if (n->fd[f] >= 0)
 			cg_close_file(cg, n, f);
 		n->fd[f] = -1;
+		n->fmount[f] = -1;
 	}
 	for (int m = 0; m < NA__CG_MOUNTS; m++) {
 		if (n->dfd[m] >= 0)
@@ -194,8 +197,9 @@ static void cg_node_renew(na__cgroups *cg, na__cg_node *n)
 		n->dfd[m] = -1;
 	}
 	n->watched = 0;
-	memset(n->spec_len, 0, sizeof(n->spec_len));
+	memset(n->kept_len, 0, sizeof(n->kept_len));
 	n->stale = 0;
+	n->cpu_changed_ms = 0;
 	n->born_gen = cg->gen;
 	n->start_s = 0;
 }
@@ -218,7 +222,7 @@ static na__cg_node *cg_node_new(na__cgroups *cg, const char *id, size_t len, uin
 	memcpy(n->id, id, len + 1);
 	n->hash = h;
 	for (int f = 0; f < NA__F_COUNT; f++)
-		n->fd[f] = -1;
+		n->fd[f] = -1, n->fmount[f] = -1;
 	for (int m = 0; m < NA__CG_MOUNTS; m++)
 		n->dfd[m] = -1;
 	na__ident_parse(id, &n->ident);
@@ -324,14 +328,15 @@ static void cg_sweep(na__cgroups *cg, const na_event_sink *ev, int64_t now_ms)
 				seen = 1;
 				continue;
 			}
-			if (n->dfd[m] >= 0)
-				close(n->dfd[m]), n->dfd[m] = -1;
+			if (n->dfd[m] < 0)
+				continue; /* not in mount m, or its files there were dropped when it left */
+			close(n->dfd[m]), n->dfd[m] = -1;
 			n->watched &= ~(1u << m);
 			for (int f = 0; f < NA__F_COUNT; f++) {
 				if (n->fd[f] >= 0 && n->fmount[f] == m)
 					cg_close_file(cg, n, f);
-				else if (n->fmount[f] == m && cg_spec_slot(f) >= 0)
-					n->spec_len[cg_spec_slot(f)] = 0; /* read past the fd budget */
+				else if (n->fmount[f] == m && cg_keep_slot(f) >= 0)
+					n->kept_len[cg_keep_slot(f)] = 0; /* read past the fd budget */
 			}
 		}
 		if (seen) {
@@ -388,32 +393,43 @@ static int cg_fd(na__cgroups *cg, na__cg_node *n, int f, int *temp)
 	return -1;
 }
 
-/* Limit file f of n as its last read left it, unless this pass is n's pass to re-read its limits (or
- * its directory in that mount is gone). */
-static int cg_spec_cached(na__cgroups *cg, const na__cg_node *n, int f, const char **text)
+/* Kept file f of n as its last read left it, unless this pass is n's pass to re-read (or its directory
+ * in that mount is gone, or f is an activity file and n is not quiet). */
+static int cg_kept(na__cgroups *cg, const na__cg_node *n, int f, const char **text)
 {
-	int slot = cg_spec_slot(f);
-	if (slot < 0 || !n->spec_len[slot] || n->stale || n->mgen[n->fmount[f]] != cg->gen ||
-	    (cg->gen + n->hash) % NA__CG_SPEC_EVERY == 0)
+	int slot = cg_keep_slot(f);
+	if (slot < 0 || !n->kept_len[slot] || n->stale || n->mgen[n->fmount[f]] != cg->gen ||
+	    (na__cg_files[f].quiet && !n->quiet) || (cg->gen + n->hash) % NA__CG_SPEC_EVERY == 0)
 		return 0;
-	memcpy(cg->text, n->spec[slot], n->spec_len[slot]);
-	cg->text[n->spec_len[slot]] = '\0';
+	memcpy(cg->text, n->kept[slot], n->kept_len[slot]);
+	cg->text[n->kept_len[slot]] = '\0';
 	*text = cg->text;
 	return 1;
 }
 
-static void cg_spec_keep(na__cg_node *n, int f, const char *text, size_t len)
+/* Keeps the text of kept file f; one that cannot be kept (too long, no memory) is read every pass. */
+static void cg_keep_text(na__cg_node *n, int f, const char *text, size_t len)
 {
-	int slot = cg_spec_slot(f);
+	int slot = cg_keep_slot(f);
 	if (slot < 0)
 		return;
-	n->spec_len[slot] = len < NA__CG_SPEC_TEXT ? (unsigned char)len : 0;
-	memcpy(n->spec[slot], text, n->spec_len[slot]);
+	n->kept_len[slot] = 0;
+	if (len > n->kept_cap[slot] && len <= NA__CG_KEEP_MAX) {
+		size_t cap = len < 32 ? 32 : len;
+		char *t = realloc(n->kept[slot], cap);
+		if (!t)
+			return;
+		n->kept[slot] = t, n->kept_cap[slot] = (unsigned short)cap;
+	}
+	if (len > n->kept_cap[slot])
+		return;
+	memcpy(n->kept[slot], text, len);
+	n->kept_len[slot] = (unsigned short)len;
 }
 
 int na__cg_read(na__cgroups *cg, na__cg_node *n, int f, const char **text)
 {
-	if (cg_spec_cached(cg, n, f, text))
+	if (cg_kept(cg, n, f, text))
 		return CM_OK;
 	int temp = 0, fd = cg_fd(cg, n, f, &temp);
 	if (fd < 0)
@@ -438,7 +454,7 @@ int na__cg_read(na__cgroups *cg, na__cg_node *n, int f, const char **text)
 	if ((size_t)r == sizeof(cg->text) - 1)
 		return CM_E2BIG;
 	cg->text[r] = '\0';
-	cg_spec_keep(n, f, cg->text, (size_t)r);
+	cg_keep_text(n, f, cg->text, (size_t)r);
 	*text = cg->text;
 	return CM_OK;
 }

@@ -42,7 +42,9 @@
  *            memory.soft_limit_in_bytes, memory.memsw.limit_in_bytes (unlimited, >= 2^62, = 0)
  *         The spec files and pids.max are read in one pass out of NA__CG_SPEC_EVERY (10) per cgroup and
  *         the text of the last read is parsed in the others (na_cgroup.c): a changed limit shows within
- *         10 intervals (cAdvisor reads them once, when it finds the container).
+ *         10 intervals (cAdvisor reads them once, when it finds the container). On v1, cpuacct.stat,
+ *         cpu.stat and blkio.throttle.* of a quiet cgroup (cpuacct.usage unchanged for 5 s) likewise:
+ *         only its running tasks advance them (na_int.h, NA__CG_QUIET_MS).
  *   time  container_start_time_seconds: the cgroup directory's ctime when first seen;
  *         container_last_seen: the pass's wall clock, seconds
  *   net   pods (once per pod, from any member process of its containers) and containers outside pods:
@@ -189,11 +191,30 @@ static void cs_cpu_v2(cs_ctx *c)
 	cs_cfs(c, NA__F2_CPU_STAT, t, "throttled_usec", 1e-6);
 }
 
-static void cs_cpu_v1(cs_ctx *c)
+/* cpuacct.usage, which also says whether the cgroup is quiet (na_int.h: NA__CG_QUIET_MS). */
+static void cs_usage_v1(cs_ctx *c, int64_t now_ms)
+{
+	na__cg_node *n = c->n;
+	uint64_t v;
+	n->quiet = 0;
+	const char *t = cs_read(c, NA__F1_CPUACCT_USAGE);
+	if (!t)
+		return;
+	if (cs_whole(t, &v)) {
+		na__cg_parse_warn(c->cg, n, NA__F1_CPUACCT_USAGE, "value");
+		return;
+	}
+	cs_emit(c, "container_cpu_usage_seconds_total", (double)v * 1e-9);
+	if (!n->cpu_changed_ms || v != n->cpu_usage)
+		n->cpu_usage = v, n->cpu_changed_ms = now_ms;
+	n->quiet = now_ms - n->cpu_changed_ms >= NA__CG_QUIET_MS;
+}
+
+static void cs_cpu_v1(cs_ctx *c, int64_t now_ms)
 {
 	long hz = sysconf(_SC_CLK_TCK);
 	double tick = 1.0 / (double)(hz > 0 ? hz : 100);
-	cs_value(c, NA__F1_CPUACCT_USAGE, "container_cpu_usage_seconds_total", 1e-9);
+	cs_usage_v1(c, now_ms);
 	const char *t = cs_read(c, NA__F1_CPUACCT_STAT);
 	if (t) {
 		cs_keyed(c, NA__F1_CPUACCT_STAT, t, "user", "container_cpu_user_seconds_total", tick, NULL);
@@ -211,33 +232,66 @@ static void cs_failures(cs_ctx *c, const char *type, const char *scope, uint64_t
 	cs_emitl(c, "container_memory_failures_total", l, 2, (double)v);
 }
 
-/* The memory.stat part shared by both versions; keys[] = rss, cache, mapped_file, inactive_file. */
-static void cs_memstat(cs_ctx *c, int f, const char *const keys[4], int have_usage, uint64_t usage)
+/* One pass over a flat-keyed file for the n wanted keys (NULL = none): bit i of the result and v[i] set
+ * when key i has a line (the first one); a value that does not parse costs its key with a warning. */
+static unsigned cs_keys(cs_ctx *c, int f, const char *text, const char *const *keys, size_t n, uint64_t *v)
+{
+	unsigned found = 0, bad = 0;
+	for (const char *line = text; *line;) {
+		const char *eol = strchr(line, '\n');
+		if (!eol)
+			eol = line + strlen(line);
+		const char *sp = memchr(line, ' ', (size_t)(eol - line));
+		size_t klen = sp ? (size_t)(sp - line) : 0;
+		for (size_t i = 0; klen && i < n; i++) {
+			if (!keys[i] || keys[i][0] != line[0] || ((found | bad) >> i & 1) ||
+			    strncmp(line, keys[i], klen) || keys[i][klen])
+				continue;
+			if (cs_u64(sp + 1, eol, &v[i])) {
+				bad |= 1u << i;
+				na__cg_parse_warn(c->cg, c->n, f, keys[i]);
+			} else {
+				found |= 1u << i;
+			}
+			break;
+		}
+		line = *eol ? eol + 1 : eol;
+	}
+	return found;
+}
+
+/* memory.stat keys, v1 and v2 */
+enum { MS_RSS, MS_CACHE, MS_MAPPED, MS_INACTIVE, MS_PGF, MS_PGMAJF, MS_TPGF, MS_TPGMAJF, MS_SWAP, MS_N };
+#define MS_HAVE(found, k) ((found) >> (k) & 1)
+
+/* The memory.stat part shared by both versions: keys[MS_*] (NULL where the version has none). */
+static void cs_memstat(cs_ctx *c, int f, const char *const keys[MS_N], int have_usage, uint64_t usage)
 {
 	static const char *const metrics[] = {"container_memory_rss", "container_memory_cache",
 					      "container_memory_mapped_file"};
+	uint64_t v[MS_N];
 	const char *t = cs_read(c, f);
-	uint64_t inactive;
 	if (!t)
 		return;
-	for (int i = 0; i < 3; i++)
-		cs_keyed(c, f, t, keys[i], metrics[i], 1, NULL);
-	if (have_usage && cs_keyed(c, f, t, keys[3], NULL, 1, &inactive) == CM_OK)
-		cs_emit(c, "container_memory_working_set_bytes", (double)(usage > inactive ? usage - inactive : 0));
-	uint64_t pf, pmf, tpf, tpmf;
+	unsigned found = cs_keys(c, f, t, keys, MS_N, v);
+	for (int i = MS_RSS; i <= MS_MAPPED; i++)
+		if (MS_HAVE(found, i))
+			cs_emit(c, metrics[i], (double)v[i]);
+	if (have_usage && MS_HAVE(found, MS_INACTIVE))
+		cs_emit(c, "container_memory_working_set_bytes",
+			(double)(usage > v[MS_INACTIVE] ? usage - v[MS_INACTIVE] : 0));
 	int v2 = f == NA__F2_MEM_STAT;
-	if (cs_key(t, "pgfault", &pf) || cs_key(t, "pgmajfault", &pmf))
-		return;
 	if (v2)
-		tpf = pf, tpmf = pmf;
-	else if (cs_key(t, "total_pgfault", &tpf) || cs_key(t, "total_pgmajfault", &tpmf))
+		v[MS_TPGF] = v[MS_PGF], v[MS_TPGMAJF] = v[MS_PGMAJF], found |= (found >> MS_PGF & 3u) << MS_TPGF;
+	unsigned faults = 0xfu << MS_PGF; /* both counts, both scopes */
+	if ((found & faults) != faults)
 		return;
-	cs_failures(c, "pgfault", "container", pf);
-	cs_failures(c, "pgmajfault", "container", pmf);
-	cs_failures(c, "pgfault", "hierarchy", tpf);
-	cs_failures(c, "pgmajfault", "hierarchy", tpmf);
-	if (!v2)
-		cs_keyed(c, f, t, "total_swap", "container_memory_swap", 1, NULL);
+	cs_failures(c, "pgfault", "container", v[MS_PGF]);
+	cs_failures(c, "pgmajfault", "container", v[MS_PGMAJF]);
+	cs_failures(c, "pgfault", "hierarchy", v[MS_TPGF]);
+	cs_failures(c, "pgmajfault", "hierarchy", v[MS_TPGMAJF]);
+	if (!v2 && MS_HAVE(found, MS_SWAP))
+		cs_emit(c, "container_memory_swap", (double)v[MS_SWAP]);
 }
 
 static void cs_oom(cs_ctx *c, const na_event_sink *ev, int f, int64_t now_ms)
@@ -255,7 +309,7 @@ static void cs_oom(cs_ctx *c, const na_event_sink *ev, int f, int64_t now_ms)
 
 static void cs_mem_v2(cs_ctx *c, const na_event_sink *ev, int64_t now_ms)
 {
-	static const char *const keys[4] = {"anon", "file", "file_mapped", "inactive_file"};
+	static const char *const keys[MS_N] = {"anon", "file", "file_mapped", "inactive_file", "pgfault", "pgmajfault"};
 	uint64_t usage = 0;
 	const char *t = cs_read(c, NA__F2_MEM_CURRENT);
 	int have = t && cs_whole(t, &usage) == CM_OK;
@@ -273,7 +327,9 @@ static void cs_mem_v2(cs_ctx *c, const na_event_sink *ev, int64_t now_ms)
 
 static void cs_mem_v1(cs_ctx *c, const na_event_sink *ev, int64_t now_ms)
 {
-	static const char *const keys[4] = {"total_rss", "total_cache", "total_mapped_file", "total_inactive_file"};
+	static const char *const keys[MS_N] = {"total_rss", "total_cache", "total_mapped_file",
+					       "total_inactive_file", "pgfault", "pgmajfault",
+					       "total_pgfault", "total_pgmajfault", "total_swap"};
 	uint64_t usage = 0;
 	const char *t = cs_read(c, NA__F1_MEM_USAGE);
 	int have = t && cs_whole(t, &usage) == CM_OK;
@@ -610,7 +666,7 @@ int na__cg_stats_node(na__cgroups *cg, na__cg_node *n, const na_emit *emit, cons
 		cs_pids(&c, NA__F2_PIDS_CURRENT, NA__F2_PIDS_MAX);
 		cs_spec_v2(&c);
 	} else {
-		cs_cpu_v1(&c);
+		cs_cpu_v1(&c, now_ms);
 		cs_mem_v1(&c, ev, now_ms);
 		cs_blkio_v1(&c, NA__F1_BLKIO_BYTES, "container_fs_reads_bytes_total", "container_fs_writes_bytes_total");
 		cs_blkio_v1(&c, NA__F1_BLKIO_OPS, "container_fs_reads_total", "container_fs_writes_total");

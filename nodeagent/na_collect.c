@@ -36,6 +36,7 @@ struct na__collector {
 	int cur;
 	const na_gen *last;   /* the last pass that succeeded, NULL while one runs or after a failure */
 	const char *recent[24]; /* per name/value position: the string the last series copied there */
+	uint64_t prefix[12];    /* per label position: the hash over recent[1 .. 2 * i + 2] */
 	cm_wire_enc *enc;     /* zstd context, message arena and packed bytes, reused from pass to pass */
 	size_t *table;        /* open addressing over the current pass: index + 1, 0 = empty */
 	size_t tcap;
@@ -153,24 +154,42 @@ static uint64_t hash_str(uint64_t h, const char *s)
 	return (h ^ 0xff) * 1099511628211ULL;
 }
 
-static uint64_t hash_labels(const cm_label *l, size_t n)
-{
-	uint64_t h = 1469598103934665603ULL;
-	for (size_t i = 0; i < n; i++)
-		h = hash_str(hash_str(h, l[i].name), l[i].value);
-	return h;
-}
-
 /* s copied into the pass's arena, or the copy the previous series made at the same position when equal
- * (a cgroup's series share its label strings, so most are copied once per cgroup). */
-static const char *pass_str(na__collector *c, size_t pos, const char *s)
+ * (a cgroup's series share its label strings, so most are copied once per cgroup); *same says which. */
+static const char *pass_str(na__collector *c, size_t pos, const char *s, int *same)
 {
-	if (pos < CM_ARRAY_LEN(c->recent) && c->recent[pos] && !strcmp(c->recent[pos], s))
+	*same = pos < CM_ARRAY_LEN(c->recent) && c->recent[pos] && !strcmp(c->recent[pos], s);
+	if (*same)
 		return c->recent[pos];
 	const char *copy = cm_arena_strdup(&c->gen[c->cur].arena, s);
 	if (pos < CM_ARRAY_LEN(c->recent))
 		c->recent[pos] = copy;
 	return copy;
+}
+
+/* Copies the labels after __name__ into l[1..] and sets *hash over them in order (the series hash adds
+ * the name last, so that the hash over the labels a series shares with the one before is reused). */
+static int copy_labels(na__collector *c, const cm_label *labels, size_t n, cm_label *l, uint64_t *hash)
+{
+	uint64_t h = 1469598103934665603ULL;
+	int same = 1;
+	for (size_t i = 0; i < n; i++) {
+		int sn, sv;
+		l[i + 1].name = pass_str(c, 2 * i + 1, labels[i].name, &sn);
+		l[i + 1].value = pass_str(c, 2 * i + 2, labels[i].value, &sv);
+		if (!l[i + 1].name || !l[i + 1].value)
+			return CM_ENOMEM;
+		same = same && sn && sv && i < CM_ARRAY_LEN(c->prefix);
+		if (same) {
+			h = c->prefix[i];
+			continue;
+		}
+		h = hash_str(hash_str(h, l[i + 1].name), l[i + 1].value);
+		if (i < CM_ARRAY_LEN(c->prefix))
+			c->prefix[i] = h;
+	}
+	*hash = h;
+	return CM_OK;
 }
 
 static int emit_series(void *ctx, const char *metric, const cm_label *labels, size_t nlabels, double value)
@@ -182,15 +201,14 @@ static int emit_series(void *ctx, const char *metric, const cm_label *labels, si
 	cm_label *l = cm_arena_alloc(&g->arena, (nlabels + 1) * sizeof(*l));
 	if (!l)
 		return CM_ENOMEM;
-	l[0] = (cm_label){"__name__", pass_str(c, 0, metric)};
-	for (size_t i = 0; i < nlabels; i++)
-		l[i + 1] = (cm_label){pass_str(c, 2 * i + 1, labels[i].name), pass_str(c, 2 * i + 2, labels[i].value)};
-	for (size_t i = 0; i <= nlabels; i++)
-		if (!l[i].name || !l[i].value)
-			return CM_ENOMEM;
+	int same;
+	uint64_t h;
+	l[0] = (cm_label){"__name__", pass_str(c, 0, metric, &same)};
+	if (!l[0].value || copy_labels(c, labels, nlabels, l, &h))
+		return CM_ENOMEM;
 	g->samples[g->n] = (cm_sample){c->now_ms, value};
 	g->series[g->n] = (cm_series){l, nlabels + 1, NULL, 1};
-	g->hash[g->n] = hash_labels(l, nlabels + 1);
+	g->hash[g->n] = hash_str(h, l[0].value);
 	g->n++;
 	return CM_OK;
 }

@@ -152,15 +152,22 @@ enum {
 typedef struct na__cg_fdef {
 	int role;
 	const char *name;
-	int spec; /* a container_spec_* (limit) file: its slot in na__cg_node.spec + 1; 0 = read every pass */
+	int keep;  /* the text of its last read is kept (slot in na__cg_node.kept + 1); 0 = read every pass */
+	int quiet; /* kept text reused only while the cgroup is quiet (NA__CG_QUIET_MS); 0 = a limit file */
 } na__cg_fdef;
 
-/* Limit files change rarely (cAdvisor reads them once, when it finds the container): a node re-reads
- * them in one pass out of NA__CG_SPEC_EVERY (which one depends on its id, so the reads are spread over
- * the passes) and reuses the text of the last read in the others. */
+/* Files whose text is kept, re-read in one pass out of NA__CG_SPEC_EVERY (which one depends on the
+ * node's id, so the reads are spread over the passes) and reused in the others:
+ *   limit files (container_spec_*, pids.max): change rarely (cAdvisor reads them once, when it finds
+ *     the container).
+ *   activity files (v1 cpuacct.stat, cpu.stat, blkio.throttle.*): counters that only the cgroup's own
+ *     running tasks advance, reused only while the cgroup is quiet: its cpuacct.usage (read every pass)
+ *     has not changed for NA__CG_QUIET_MS. The CFS period timer counts at most two periods (<= 1 s
+ *     each) after the last runtime, so 5 s covers it. */
 #define NA__CG_SPEC_EVERY 10
-#define NA__CG_SPEC_SLOTS 7
-#define NA__CG_SPEC_TEXT 24 /* "9223372036854771712\n" and "max 100000\n" fit; longer is read each pass */
+#define NA__CG_KEEP_SLOTS 11
+#define NA__CG_KEEP_MAX 4096 /* longer texts are read every pass */
+#define NA__CG_QUIET_MS 5000
 
 extern const na__cg_fdef na__cg_files[NA__F_COUNT];
 
@@ -181,9 +188,13 @@ typedef struct na__cg_node {
 	int dfd[NA__CG_MOUNTS];       /* directory per mount, -1 = not in that mount */
 	unsigned watched;             /* bit m: dfd[m] has an inotify watch (added once, not per walk) */
 	int fd[NA__F_COUNT];          /* -1 = not opened yet, -2 = absent */
-	signed char fmount[NA__F_COUNT];
-	unsigned char spec_len[NA__CG_SPEC_SLOTS]; /* bytes of the last read of each limit file, 0 = none */
-	char spec[NA__CG_SPEC_SLOTS][NA__CG_SPEC_TEXT];
+	signed char fmount[NA__F_COUNT]; /* mount file f was opened in, -1 = never opened */
+	unsigned short kept_len[NA__CG_KEEP_SLOTS]; /* bytes of the last read of each kept file, 0 = none */
+	unsigned short kept_cap[NA__CG_KEEP_SLOTS];
+	char *kept[NA__CG_KEEP_SLOTS];              /* malloc'd, grown to the longest text seen */
+	int quiet;                    /* activity files may be reused this pass (set by na_cgstat.c) */
+	uint64_t cpu_usage;           /* v1 cpuacct.usage of the last read, and when it last changed */
+	int64_t cpu_changed_ms;
 	int stale;                    /* a read said the directory is gone */
 	na__ident ident;
 	na__meta_labels meta;

@@ -385,41 +385,114 @@ static void tmp_mkdir(const tmp_tree *t, const char *rel)
 }
 
 /* Limit files are re-read in one pass out of NA__CG_SPEC_EVERY (the node's own, from its id hash) and
- * their last text reused in between; usage files are read every pass. */
-static void test_spec_reread_every_nth_pass(void **state)
+ * their last text reused in between; usage files are read every pass. id "/only-memory" is in the memory
+ * hierarchy only: its limits stay cached too (they were re-read every pass when a v2 limit file sharing
+ * the slot was taken to live in the first mount, where the cgroup is absent). */
+static void spec_reread(tmp_tree *t, const char *id)
 {
-	tmp_tree *t = *state;
 	static const char *const only[] = {"container_memory_usage_bytes", "container_spec_memory_limit_bytes", NULL};
-	const char *dir = "memory" V1_CTR;
-	char rel[PATH_MAX];
+	char rel[PATH_MAX], key[PATH_MAX];
 	tmp_copy(t, "cgroup-v1");
+	fmt_into(rel, sizeof(rel), "memory%s/memory.limit_in_bytes", id);
+	tmp_write(t, rel, "1073741824\n");
 	na__cgroups *cg = NULL;
 	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
 	int changed_at = -1;
 	for (int pass = 0; pass < 2 * NA__CG_SPEC_EVERY; pass++) {
 		if (pass == 1) {
-			fmt_into(rel, sizeof(rel), "%s/memory.limit_in_bytes", dir);
+			fmt_into(rel, sizeof(rel), "memory%s/memory.limit_in_bytes", id);
 			tmp_write(t, rel, "536870912\n");
-			fmt_into(rel, sizeof(rel), "%s/memory.usage_in_bytes", dir);
+			fmt_into(rel, sizeof(rel), "memory%s/memory.usage_in_bytes", id);
 			tmp_write(t, rel, "1000\n");
 		}
 		sink s = {.only = only};
 		na_emit e = sink_emit(&s);
 		assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0), 0);
-		const sink_rec *lim = sink_find(&s, "container_spec_memory_limit_bytes{id=\"" V1_CTR "\"}");
-		const sink_rec *use = sink_find(&s, MEM(V1_CTR));
+		fmt_into(key, sizeof(key), "container_spec_memory_limit_bytes{id=\"%s\"}", id);
+		const sink_rec *lim = sink_find(&s, key);
+		fmt_into(key, sizeof(key), "container_memory_usage_bytes{id=\"%s\"}", id);
+		const sink_rec *use = sink_find(&s, key);
 		assert_non_null(lim);
 		assert_non_null(use);
-		assert_true(use->v == (pass ? 1000 : 768 * MiB));
-		const na__cg_node *n = na__cg_find(cg, V1_CTR);
+		assert_true(pass == 0 || use->v == 1000);
+		const na__cg_node *n = na__cg_find(cg, id);
 		int due = (cg->gen + n->hash) % NA__CG_SPEC_EVERY == 0;
 		if (pass >= 1 && changed_at < 0 && due)
 			changed_at = pass;
 		if (lim->v != (changed_at >= 0 ? 512 * MiB : 1 * GiB))
-			fail_msg("pass %d (due %d, changed at %d): limit %.17g", pass, due, changed_at, lim->v);
+			fail_msg("%s pass %d (due %d, changed at %d): limit %.17g", id, pass, due, changed_at, lim->v);
 		sink_clear(&s);
 	}
 	assert_true(changed_at >= 1 && changed_at <= NA__CG_SPEC_EVERY);
+	na__cgroups_close(cg);
+	rm_tree(t->dir);
+	t->dir[0] = '\0';
+}
+
+static void test_spec_reread_every_nth_pass(void **state)
+{
+	spec_reread(*state, V1_CTR);
+	spec_reread(*state, "/only-memory");
+}
+
+/* Activity files (cpuacct.stat, cpu.stat, blkio.throttle.*) of a cgroup whose cpuacct.usage has not
+ * changed for NA__CG_QUIET_MS are reused between its re-read passes; a change of usage makes that pass
+ * read them again. cpu.stat changes in the pass after the node's re-read pass (w, once quiet), so the
+ * next two passes are not re-read passes; usage changes two passes later. */
+static void test_quiet_cgroup_reuses_activity_files(void **state)
+{
+	tmp_tree *t = *state;
+	static const char *const only[] = {"container_cpu_cfs_throttled_periods_total", NULL};
+	const char *key = "container_cpu_cfs_throttled_periods_total{id=\"" V1_CTR "\"}";
+	tmp_copy(t, "cgroup-v1");
+	na__cgroups *cg = NULL;
+	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
+	int w = -1, was_due = 0;
+	for (int pass = 0; w < 0 || pass <= w + 2; pass++) {
+		if (pass >= 6 && was_due && w < 0) {
+			w = pass;
+			tmp_write(t, "cpu" V1_CTR "/cpu.stat",
+				  "nr_periods 400\nnr_throttled 777\nthrottled_time 3000000000\n");
+		}
+		if (w >= 0 && pass == w + 2)
+			tmp_write(t, "cpuacct" V1_CTR "/cpuacct.usage", "26000000000\n");
+		sink s = {.only = only};
+		na_emit e = sink_emit(&s);
+		assert_int_equal(na__cgroups_collect(cg, &e, NULL, 1000 + 1000 * (int64_t)pass), 0);
+		const sink_rec *r = sink_find(&s, key);
+		assert_non_null(r);
+		const na__cg_node *n = na__cg_find(cg, V1_CTR);
+		was_due = (cg->gen + n->hash) % NA__CG_SPEC_EVERY == 0;
+		assert_int_equal(n->quiet, pass >= 5 && (w < 0 || pass < w + 2));
+		if (r->v != (w >= 0 && pass == w + 2 ? 777 : 20))
+			fail_msg("pass %d (cpu.stat changed at %d): %.17g", pass, w, r->v);
+		sink_clear(&s);
+		assert_true(pass < 30);
+	}
+	na__cgroups_close(cg);
+}
+
+/* memory.stat is scanned once for all its keys: a key that is missing or does not parse costs its own
+ * series only; the failure counters need both fault counts. */
+static void test_memstat_partial(void **state)
+{
+	tmp_tree *t = *state;
+	static const char *const only[] = {"container_memory_rss", "container_memory_mapped_file",
+					   "container_memory_cache", "container_memory_failures_total", NULL};
+	tmp_copy(t, "cgroup-v2");
+	tmp_write(t, V2_CTR "/memory.stat", "anon 100\nfile x\nfile_mapped 300\npgmajfault 7\n");
+	na__cgroups *cg = NULL;
+	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
+	sink s = {.only = only};
+	na_emit e = sink_emit(&s);
+	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0), 0);
+	assert_true(sink_find(&s, "container_memory_rss{id=\"" V2_CTR "\"}")->v == 100);
+	assert_true(sink_find(&s, "container_memory_mapped_file{id=\"" V2_CTR "\"}")->v == 300);
+	assert_null(sink_find(&s, "container_memory_cache{id=\"" V2_CTR "\"}"));
+	for (size_t i = 0; i < s.n; i++)
+		if (strstr(s.recs[i].key, "failures") && strstr(s.recs[i].key, V2_CTR "\""))
+			fail_msg("%s without pgfault", s.recs[i].key);
+	sink_clear(&s);
 	na__cgroups_close(cg);
 }
 
@@ -812,6 +885,8 @@ int main(void)
 		cmocka_unit_test(test_layout_v1_names_and_hybrid),
 		cmocka_unit_test_setup_teardown(test_walk_only_on_change, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_spec_reread_every_nth_pass, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_quiet_cgroup_reuses_activity_files, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_memstat_partial, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_files, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_cgroup_removed_mid_walk, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_sibling_removed_after_listing, tmp_setup, tmp_teardown),
