@@ -462,6 +462,52 @@ static void test_cut_interrupted(void **state)
 	tmpdir_free(dir);
 }
 
+/* A cut behind a fast import finds many samples past its boundary: its checkpoint is written in pieces
+ * (several records, each a few MiB), and a reopen replays every sample of them. */
+static void test_cut_big_checkpoint(void **state)
+{
+	(void)state;
+	enum { AFTER = 8000 }; /* samples a series has past the boundary: 70 * 8000 * 10 bytes > 4 MiB */
+	char *dir = tmpdir_new(), path[600];
+	static model m;
+	memset(&m, 0, sizeof(m));
+	ts_db *db = db_open(dir, NULL);
+	for (int s = 0; s < NS; s++) { /* a minute before the boundary at 2 h, then AFTER seconds past it */
+		char v[16];
+		snprintf(v, sizeof(v), "%d", s);
+		cm_label l[] = {{"__name__", "cut"}, {"s", v}};
+		m.n[s] = 60 + AFTER;
+		m.x[s] = malloc(m.n[s] * sizeof(cm_sample));
+		for (size_t i = 0; i < m.n[s]; i++)
+			m.x[s][i] = (cm_sample){TS__BLOCK_MS - 60000 + (int64_t)i * 1000, (double)(rnd() % 100000) / 7};
+		cm_series ser = {l, 2, m.x[s], m.n[s]};
+		assert_int_equal(ts_append(db, &ser, 1, NULL), 0);
+	}
+	cm_err err;
+	assert_int_equal(ts__cut(db, TS__BLOCK_MS, &err), 0);
+	check_model(db, &m);
+	ts_close(db);
+	uint64_t biggest = 0; /* the checkpoint is the one segment left, over one piece */
+	DIR *d = opendir(strcat(strcpy(path, dir), "/wal"));
+	for (struct dirent *e; (e = readdir(d));) {
+		struct stat sb;
+		snprintf(path, sizeof(path), "%s/wal/%.60s", dir, e->d_name);
+		if (e->d_name[0] != '.' && stat(path, &sb) == 0 && (uint64_t)sb.st_size > biggest)
+			biggest = (uint64_t)sb.st_size;
+	}
+	closedir(d);
+	assert_true(biggest > (4u << 20));
+	ts_open_report rep;
+	db = db_open(dir, &rep);
+	assert_int_equal(rep.samples, (uint64_t)NS * AFTER);
+	assert_int_equal(rep.truncated_bytes, 0);
+	check_model(db, &m);
+	ts_close(db);
+	for (int s = 0; s < NS; s++)
+		free(m.x[s]);
+	tmpdir_free(dir);
+}
+
 /* ---- damaged blocks -------------------------------------------------------------------------------- */
 
 /* Fills out with the paths of the block directories, sorted. */
@@ -705,6 +751,7 @@ int main(void)
 		cmocka_unit_test(test_matcher_oracle),
 		cmocka_unit_test(test_cut_keeps_samples),
 		cmocka_unit_test(test_cut_interrupted),
+		cmocka_unit_test(test_cut_big_checkpoint),
 		cmocka_unit_test(test_damaged_blocks),
 		cmocka_unit_test(test_retention),
 		cmocka_unit_test(test_downsampling),
