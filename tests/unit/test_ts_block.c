@@ -508,6 +508,79 @@ static void test_cut_big_checkpoint(void **state)
 	tmpdir_free(dir);
 }
 
+/* ---- the cache of decoded block series ------------------------------------------------------------ */
+
+static uint64_t cache_bytes(ts__cache *c)
+{
+	ts_stats st;
+	ts__cache_stats(c, &st);
+	return st.cache_bytes;
+}
+
+/* Entries evicted while queries hold them count until released: the byte count is the real memory. */
+static void test_cache_counts_held(void **state)
+{
+	(void)state;
+	enum { NSERIES = 10, N = 1000 };
+	char *dir = tmpdir_new();
+	ts_db *db = db_open(dir, NULL);
+	for (int s = 0; s < NSERIES; s++) {
+		char v[16];
+		static cm_sample x[N];
+		snprintf(v, sizeof(v), "%d", s);
+		cm_label l[] = {{"__name__", "cached"}, {"s", v}};
+		for (int i = 0; i < N; i++)
+			x[i] = (cm_sample){(int64_t)i * 1000, (double)(s * N + i)};
+		cm_series ser = {l, 2, x, N};
+		assert_int_equal(ts_append(db, &ser, 1, NULL), 0);
+	}
+	assert_int_equal(ts_flush(db, NULL), 0);
+	assert_int_equal(db->nblocks, 1);
+	ts__block *b = db->blocks[0];
+	uint64_t *ids;
+	size_t n;
+	cm_err err;
+	assert_int_equal(ts__block_select(b, NULL, 0, &ids, &n, &err), 0);
+	assert_int_equal(n, NSERIES);
+	ts__bseries info[NSERIES];
+	for (size_t i = 0; i < n; i++) {
+		cm_label l[TS__MAX_LABELS];
+		size_t nl;
+		assert_int_equal(ts__block_series(b, ids[i], l, &nl, &info[i], &err), 0);
+	}
+	free(ids);
+	ts__cache *c, *probe;
+	ts__centry *e[NSERIES], *one;
+	assert_int_equal(ts__cache_create(1 << 30, &probe), 0); /* the bytes of one entry */
+	assert_int_equal(ts__cache_get(probe, b, &info[0], NULL, &one, &err), 0);
+	uint64_t eb = cache_bytes(probe);
+	ts__cache_release(probe, one);
+	ts__cache_destroy(probe);
+	assert_int_equal(ts__cache_create(5 * eb, &c), 0); /* room for 5 */
+	for (int i = 0; i < NSERIES; i++) { /* 10 held at once, as by concurrent queries */
+		assert_int_equal(ts__cache_get(c, b, &info[i], NULL, &e[i], &err), 0);
+		assert_int_equal(cache_bytes(c), (uint64_t)(i + 1) * eb);
+	}
+	for (int i = 0; i < NSERIES; i++) {
+		size_t k;
+		const cm_sample *x = ts__centry_samples(e[i], &k);
+		assert_int_equal(k, N);
+		assert_true(fmod(x[0].v, N) == 0 && x[N - 1].v == x[0].v + N - 1); /* one whole series each */
+	}
+	for (int i = 0; i < NSERIES; i++) /* the evicted ones leave the count as they are released */
+		ts__cache_release(c, e[i]);
+	assert_int_equal(cache_bytes(c), eb); /* only the newest stayed in the map: the held ones filled it */
+	for (int i = 0; i < NSERIES; i++) { /* taken and released one by one: 5 stay cached */
+		assert_int_equal(ts__cache_get(c, b, &info[i], NULL, &one, &err), 0);
+		ts__cache_release(c, one);
+		assert_true(cache_bytes(c) <= 5 * eb);
+	}
+	assert_int_equal(cache_bytes(c), 5 * eb);
+	ts__cache_destroy(c);
+	ts_close(db);
+	tmpdir_free(dir);
+}
+
 /* ---- damaged blocks -------------------------------------------------------------------------------- */
 
 /* Fills out with the paths of the block directories, sorted. */
@@ -752,6 +825,7 @@ int main(void)
 		cmocka_unit_test(test_cut_keeps_samples),
 		cmocka_unit_test(test_cut_interrupted),
 		cmocka_unit_test(test_cut_big_checkpoint),
+		cmocka_unit_test(test_cache_counts_held),
 		cmocka_unit_test(test_damaged_blocks),
 		cmocka_unit_test(test_retention),
 		cmocka_unit_test(test_downsampling),
