@@ -15,7 +15,9 @@
  * duplicates).
  *
  * After each cut, and when ts_flush wakes it, the storage thread also compacts (ts_compact.c). It never
- * holds a lock an append waits for, except the barrier during the snapshot.
+ * holds a lock an append waits for, except the barrier during the snapshot. An append that finds it more
+ * than a whole window behind waits for its next round (ts__storage_throttle), so the head's memory is
+ * bounded by a few windows, not by how far ahead of the cuts an import runs.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <dirent.h>
@@ -144,7 +146,7 @@ typedef struct fetch_ctx {
 static int snap_fetch(void *ctx, const ts__bw_series *s, const cm_sample **x, size_t *n)
 {
 	fetch_ctx *f = ctx;
-	int rc = ts__snap_samples(s->src, &f->buf, &f->len, &f->cap);
+	int rc = ts__snap_samples(s->src, f->lo, f->hi, &f->buf, &f->len, &f->cap);
 	if (rc)
 		return rc;
 	size_t a = ts__samples_lower(f->buf, f->len, f->lo);
@@ -241,7 +243,7 @@ static int ckpt_entry(const ts__snap_series *ss, int type, int64_t before, cm_bu
 	size_t len;
 	if (type == TS__REC_SERIES)
 		return ts__wal_put_series(out, ss->id, ss->labels, ss->nlabels);
-	int rc = ts__snap_samples(ss, buf, &len, cap);
+	int rc = ts__snap_samples(ss, before, INT64_MAX, buf, &len, cap);
 	size_t a = rc ? 0 : ts__samples_lower(*buf, len, before);
 	return rc ? rc : ts__wal_put_samples(out, ss->id, *buf + a, len - a);
 }
@@ -352,7 +354,11 @@ static void *storage_run(void *arg)
 		pthread_mutex_lock(&db->st_mu);
 		if (rc)
 			db->st_err = err;
+		db->st_gen++;
+		pthread_cond_broadcast(&db->st_done);
 	}
+	db->st_gen++;
+	pthread_cond_broadcast(&db->st_done);
 	pthread_mutex_unlock(&db->st_mu);
 	return NULL;
 }
@@ -383,6 +389,20 @@ void ts__storage_wake(ts_db *db)
 	pthread_mutex_lock(&db->st_mu);
 	db->st_wake = 1;
 	pthread_cond_signal(&db->st_cv);
+	pthread_mutex_unlock(&db->st_mu);
+}
+
+void ts__storage_throttle(ts_db *db)
+{
+	int64_t b = db->storage_started ? cut_due(db) : INT64_MIN;
+	if (b == INT64_MIN || b - TS__BLOCK_MS <= floor_window(atomic_load(&db->mint)))
+		return;
+	pthread_mutex_lock(&db->st_mu);
+	uint64_t gen = db->st_gen;
+	db->st_wake = 1;
+	pthread_cond_signal(&db->st_cv);
+	while (db->st_gen == gen && !db->st_stop)
+		pthread_cond_wait(&db->st_done, &db->st_mu);
 	pthread_mutex_unlock(&db->st_mu);
 }
 

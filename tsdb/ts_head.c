@@ -796,11 +796,13 @@ void ts__snap_free(ts__snap *sn)
 	memset(sn, 0, sizeof(*sn));
 }
 
-int ts__snap_samples(const ts__snap_series *ss, cm_sample **buf, size_t *len, size_t *cap)
+int ts__snap_samples(const ts__snap_series *ss, int64_t lo, int64_t hi, cm_sample **buf, size_t *len, size_t *cap)
 {
 	*len = 0;
 	for (uint32_t j = 0; j < ss->nchunks; j++) {
 		const ts__snap_chunk *c = &ss->chunks[j];
+		if (c->maxt < lo || c->mint > hi)
+			continue;
 		ts__chunk tmp = {c->mint, c->maxt, c->data, c->len, c->n};
 		int rc = chunk_decode(NULL, &tmp, buf, len, cap);
 		if (rc)

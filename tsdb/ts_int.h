@@ -131,8 +131,10 @@ typedef struct ts__snap {
 void ts__head_unlog_all(ts__head *h);
 int ts__head_snapshot(ts__head *h, ts__snap *out);
 void ts__snap_free(ts__snap *sn);
-/* Decodes all samples of a snapshot series into *buf (replacing its contents, *len samples). */
-int ts__snap_samples(const ts__snap_series *ss, cm_sample **buf, size_t *len, size_t *cap);
+/* Decodes the samples of a snapshot series' chunks that overlap [lo, hi] into *buf (replacing its
+ * contents, *len samples; the first and last chunk may hold some outside). */
+int ts__snap_samples(const ts__snap_series *ss, int64_t lo, int64_t hi, cm_sample **buf, size_t *len,
+		     size_t *cap);
 /* Frees the snapshotted chunks that end before `before` (with all, also an unchanged open chunk) from the
  * head, and the snapshot's copies of them. */
 void ts__head_drop(ts__head *h, ts__snap *sn, int64_t before, int all);
@@ -308,6 +310,8 @@ struct ts_db {
 	int storage_started;
 	pthread_mutex_t st_mu;
 	pthread_cond_t st_cv;
+	pthread_cond_t st_done;     /* the storage thread finished a round (st_gen counts them) */
+	uint64_t st_gen;
 	int st_stop, st_wake;
 	cm_err st_err;              /* the background thread's last failure */
 	atomic_uint_least64_t cuts, blocks_written, compactions, blocks_dropped;
@@ -336,6 +340,9 @@ void ts__storage_wake(ts_db *db);
 void ts__storage_stop(ts_db *db);
 /* Wakes the storage thread when the head has a whole window past the out-of-order window to cut. */
 void ts__storage_poke(ts_db *db, int64_t mint, int64_t maxt);
+/* Holds an append back for one round of the storage thread while the head has more than one whole
+ * window to cut: appends faster than cuts cannot grow the head without bound. Never holds a lock. */
+void ts__storage_throttle(ts_db *db);
 
 /* Index of the first sample at or after t in a time-ordered array (ts_head.c). */
 size_t ts__samples_lower(const cm_sample *x, size_t n, int64_t t);

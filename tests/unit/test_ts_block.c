@@ -508,6 +508,45 @@ static void test_cut_big_checkpoint(void **state)
 	tmpdir_free(dir);
 }
 
+/* An append faster than the storage thread's cuts waits for them once the head holds more than one whole
+ * window to cut, so the head stays within a few windows however far ahead the import runs. */
+static void test_head_bounded(void **state)
+{
+	(void)state;
+	enum { SERIES = 300, PER = 720, WINDOWS = 12 }; /* a window of 10 s samples per append */
+	char *dir = tmpdir_new();
+	ts_db *db = NULL;
+	ts_opts opts = {.no_fsync = 1};
+	assert_int_equal(ts_open(dir, &opts, &db, NULL, NULL), 0);
+	static cm_sample x[SERIES][PER];
+	ts_ref_series rs[SERIES];
+	for (int s = 0; s < SERIES; s++) {
+		char v[16];
+		snprintf(v, sizeof(v), "%d", s);
+		cm_label l[] = {{"__name__", "bounded"}, {"s", v}};
+		assert_int_equal(ts_series_ref(db, l, 2, &rs[s].ref, NULL), 0);
+	}
+	uint64_t most = 0;
+	for (int w = 0; w < WINDOWS; w++) {
+		for (int s = 0; s < SERIES; s++) {
+			for (int i = 0; i < PER; i++)
+				x[s][i] = (cm_sample){w * TS__BLOCK_MS + i * 10000LL, (double)(s + i)};
+			rs[s].samples = x[s], rs[s].nsamples = PER;
+		}
+		assert_int_equal(ts_append_ref(db, rs, SERIES, NULL), 0);
+		ts_stats st;
+		ts_get_stats(db, &st);
+		most = st.samples > most ? st.samples : most;
+	}
+	assert_true(most <= 4ull * SERIES * PER);
+	assert_int_equal(ts_flush(db, NULL), 0);
+	ts_stats st;
+	ts_get_stats(db, &st);
+	assert_int_equal(st.block_samples, (uint64_t)WINDOWS * SERIES * PER);
+	ts_close(db);
+	tmpdir_free(dir);
+}
+
 /* ---- the cache of decoded block series ------------------------------------------------------------ */
 
 static uint64_t cache_bytes(ts__cache *c)
@@ -826,6 +865,7 @@ int main(void)
 		cmocka_unit_test(test_cut_interrupted),
 		cmocka_unit_test(test_cut_big_checkpoint),
 		cmocka_unit_test(test_cache_counts_held),
+		cmocka_unit_test(test_head_bounded),
 		cmocka_unit_test(test_damaged_blocks),
 		cmocka_unit_test(test_retention),
 		cmocka_unit_test(test_downsampling),
