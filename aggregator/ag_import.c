@@ -11,7 +11,8 @@
  * Each line appends (entry, sample) to the batch log; every IMPORT_BATCH samples the log goes to the
  * request's own store thread, which groups it by series and calls ts_append_ref, so parsing the next
  * batch overlaps grouping, the WAL write and fsync of the previous one; the request is answered only
- * after the last batch is durable (WAL + fsync).
+ * after the last batch is durable (WAL + fsync). A batch reads the series references from the cache
+ * itself (no copy per batch), so the cache's arrays move or go only while the storer is idle.
  *
  * Accepted lines (the grammar of the text format, version 0.0.4):
  *   # anything                                      comment, HELP or TYPE: ignored
@@ -61,11 +62,13 @@ typedef struct pend {
 	cm_sample x;
 } pend;
 
-/* A batch handed to the storer: the samples in line order and the references of the entries. */
+/* A batch handed to the storer: the samples in line order (owned) and the references of the entries:
+ * the request's own array, which is not reallocated or freed while the storer is busy (cache_room and
+ * cache_clear wait for it), so a batch costs nothing per series. */
 typedef struct batch {
 	pend *log;
 	size_t n;
-	uint64_t *refs;
+	const uint64_t *refs;
 	size_t nents;
 } batch;
 
@@ -316,6 +319,7 @@ int ag__prom_line_split(const char *p, size_t n, int64_t now_ms, size_t *key_len
 }
 
 static int batch_flush(ag__import *im);
+static int storer_wait(ag__import *im);
 
 /* ---- the series cache ------------------------------------------------------------------------------ */
 
@@ -337,6 +341,7 @@ static uint64_t key_hash(const char *p, size_t n)
 
 static void cache_clear(ag__import *im)
 {
+	storer_wait(im); /* its batch reads refs */
 	free(im->ents), free(im->refs), free(im->slots);
 	im->ents = NULL, im->refs = NULL, im->slots = NULL;
 	im->count = im->ecap = im->scap = im->next = 0;
@@ -348,6 +353,7 @@ static int cache_room(ag__import *im)
 {
 	if (im->count == im->ecap) {
 		size_t cap = im->ecap ? im->ecap * 2 : 1024;
+		storer_wait(im); /* its batch reads refs */
 		cache_ent *e = realloc(im->ents, cap * sizeof(*e));
 		if (e)
 			im->ents = e;
@@ -459,7 +465,7 @@ static int batch_store(ts_db *db, const batch *b, cm_err *err)
 
 static void batch_free(batch *b)
 {
-	free(b->log), free(b->refs);
+	free(b->log);
 	*b = (batch){0};
 }
 
@@ -547,9 +553,7 @@ static int batch_flush(ag__import *im)
 	if (!im->npend || im->failed)
 		return im->failed;
 	int rc = storer_wait(im);
-	batch b = {im->log, im->npend, malloc((im->count ? im->count : 1) * sizeof(*b.refs)), im->count};
-	if (!rc && !b.refs)
-		rc = cm_errf(&im->store_err, CM_ENOMEM, "out of memory");
+	batch b = {im->log, im->npend, im->refs, im->count};
 	if (!rc && im->imp->fwd)
 		forward_pending(im);
 	if (!rc && !im->st.started) {
@@ -564,7 +568,6 @@ static int batch_flush(ag__import *im)
 		im->failed = im->failed ? im->failed : rc;
 		return rc;
 	}
-	memcpy(b.refs, im->refs, im->count * sizeof(*b.refs));
 	pthread_mutex_lock(&im->st.mu);
 	im->st.b = b, im->st.busy = 1;
 	pthread_cond_broadcast(&im->st.cv);
@@ -764,9 +767,9 @@ void ag__import_free(ag__import *im)
 	storer_stop(im);
 	batch_free(&im->st.b);
 	free(im->log);
+	cache_clear(im);
 	pthread_mutex_destroy(&im->st.mu);
 	pthread_cond_destroy(&im->st.cv);
-	cache_clear(im);
 	cm_buf_close(&im->keys);
 	cm_buf_close(&im->line);
 	free(im);

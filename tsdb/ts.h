@@ -148,7 +148,7 @@ typedef struct ts_stats {
 	uint64_t blocks_dropped; /* blocks removed by retention */
 	uint64_t cache_hits;    /* block series a select found decoded in the cache */
 	uint64_t cache_misses;  /* block series a select read and decoded */
-	uint64_t cache_bytes;   /* held by the cache */
+	uint64_t cache_bytes;   /* held by the cache, and by queries still using entries it evicted */
 } ts_stats;
 
 void ts_get_stats(ts_db *db, ts_stats *out);

@@ -6,8 +6,12 @@
  * are keyed by the block's identity (ts__block_uid, from its unique directory name) and the series'
  * offset in the chunks file: blocks are immutable, so an entry never goes stale; a removed block's
  * entries are never asked for again and age out. Past the byte budget the least recently used entries
- * leave the map; one still held is freed by its last release. A budget of 0 caches nothing (every get
- * decodes into an entry of its own). One mutex guards the map and the list; decoding happens outside it.
+ * leave the map; one still held is freed by its last release, and its bytes count against the budget
+ * until then, so the budget bounds the real memory of what was cached even while concurrent queries hold
+ * entries (held bytes over the budget leave nothing else cached). An entry too big to cache (over a
+ * quarter of the budget) is its query's own memory and never counts. A budget of 0 caches nothing
+ * (every get decodes into an entry of its own). One mutex guards the map and the list; decoding happens
+ * outside it.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <pthread.h>
@@ -21,6 +25,7 @@ struct ts__centry {
 	size_t n, cap, bytes;
 	uint32_t refs;
 	int in_map;
+	int evicted;  /* left the map while held: its bytes count until the last release */
 	ts__centry *next;              /* bucket chain */
 	ts__centry *older, *newer;     /* LRU list */
 };
@@ -97,10 +102,12 @@ static void evict(ts__cache *c, ts__centry *e)
 	*find(c, e->uid, e->off) = e->next;
 	lru_unlink(c, e);
 	e->in_map = 0;
-	c->bytes -= e->bytes;
 	c->n--;
-	if (!e->refs)
+	e->evicted = e->refs > 0;
+	if (!e->refs) {
+		c->bytes -= e->bytes;
 		entry_free(e);
+	}
 }
 
 static int grow(ts__cache *c)
@@ -193,6 +200,8 @@ void ts__cache_release(ts__cache *c, ts__centry *e)
 		return;
 	pthread_mutex_lock(&c->mu);
 	int last = --e->refs == 0 && !e->in_map;
+	if (last && e->evicted)
+		c->bytes -= e->bytes;
 	pthread_mutex_unlock(&c->mu);
 	if (last)
 		entry_free(e);

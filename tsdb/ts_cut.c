@@ -6,13 +6,18 @@
  * WAL to a new segment R and copying every head chunk (ts__head_snapshot) see the same samples; every
  * series is marked undefined, so segments from R on define again the series they use. Outside the
  * barrier it writes the samples before `before` as one block per aligned 2 h window (ts_block.c),
- * publishes the blocks, writes the samples from `before` on (and their series) as a checkpoint that
- * replaces the segments below R (ts__wal_truncate), and finally frees the head chunks the blocks hold.
- * A crash at any point leaves data at least once: before the checkpoint the old segments are still
- * there (a replay puts into the head what a block also holds, and reads merge duplicates).
+ * publishes the blocks, frees the head chunks they hold and the snapshot's copies of them, then writes
+ * the samples from `before` on (and their series) as a checkpoint that replaces the segments below R
+ * (ts__wal_truncate), streamed to its file in pieces of CKPT_PIECE bytes: a cut's memory is the head's
+ * chunks copied once, not the samples after `before` at 10 bytes each (a cut behind a fast import
+ * finds millions of them). A crash at any point leaves data at least once: before the checkpoint the old
+ * segments are still there (a replay puts into the head what a block also holds, and reads merge
+ * duplicates).
  *
  * After each cut, and when ts_flush wakes it, the storage thread also compacts (ts_compact.c). It never
- * holds a lock an append waits for, except the barrier during the snapshot.
+ * holds a lock an append waits for, except the barrier during the snapshot. An append that finds it more
+ * than a whole window behind waits for its next round (ts__storage_throttle), so the head's memory is
+ * bounded by a few windows, not by how far ahead of the cuts an import runs.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <dirent.h>
@@ -141,7 +146,7 @@ typedef struct fetch_ctx {
 static int snap_fetch(void *ctx, const ts__bw_series *s, const cm_sample **x, size_t *n)
 {
 	fetch_ctx *f = ctx;
-	int rc = ts__snap_samples(s->src, &f->buf, &f->len, &f->cap);
+	int rc = ts__snap_samples(s->src, f->lo, f->hi, &f->buf, &f->len, &f->cap);
 	if (rc)
 		return rc;
 	size_t a = ts__samples_lower(f->buf, f->len, f->lo);
@@ -220,42 +225,54 @@ static int cut_blocks(ts_db *db, const ts__snap *sn, int64_t before, cm_err *err
 
 /* ---- the checkpoint -------------------------------------------------------------------------------- */
 
-/* Encodes the series with samples from `before` on and those samples as version 2 WAL records. */
-static int ckpt_encode(const ts__snap *sn, int64_t before, cm_buf *out, cm_err *err)
+#define CKPT_PIECE (4u << 20) /* record bytes gathered before they go to the checkpoint file */
+
+/* Ends the record that starts out (when it has entries) and writes it to the checkpoint; empties out. */
+static int ckpt_piece(ts__ckpt *ck, cm_buf *out, size_t *entries, cm_err *err)
+{
+	int rc = *entries ? ts__wal_end(out, 0, err) : CM_OK;
+	rc = rc || !*entries ? rc : ts__ckpt_put(ck, out->data, out->len, err);
+	out->len = 0, *entries = 0;
+	return rc;
+}
+
+/* One entry of a checkpoint record of type: the series' definition or its samples from `before` on. */
+static int ckpt_entry(const ts__snap_series *ss, int type, int64_t before, cm_buf *out, cm_sample **buf,
+		      size_t *cap)
+{
+	size_t len;
+	if (type == TS__REC_SERIES)
+		return ts__wal_put_series(out, ss->id, ss->labels, ss->nlabels);
+	int rc = ts__snap_samples(ss, before, INT64_MAX, buf, &len, cap);
+	size_t a = rc ? 0 : ts__samples_lower(*buf, len, before);
+	return rc ? rc : ts__wal_put_samples(out, ss->id, *buf + a, len - a);
+}
+
+/* Writes the series with samples from `before` on, then those samples, as version 2 records of about
+ * CKPT_PIECE bytes each (every definition before the first samples record). */
+static int ckpt_encode(const ts__snap *sn, int64_t before, ts__ckpt *ck, cm_err *err)
 {
 	cm_sample *buf = NULL;
-	size_t len, cap = 0, start, defs = 0;
-	int rc = ts__wal_begin(out, TS__REC_SERIES, &start);
-	for (size_t i = 0; i < sn->n && !rc; i++) {
-		const ts__snap_series *ss = &sn->s[i];
-		if (ss->nchunks && ss->chunks[ss->nchunks - 1].maxt >= before)
-			rc = ts__wal_put_series(out, ss->id, ss->labels, ss->nlabels), defs++;
-	}
-	if (!rc && !defs) {
-		out->len = 0;
-		return CM_OK;
-	}
-	rc = rc ? rc : ts__wal_end(out, start, err);
-	rc = rc ? rc : ts__wal_begin(out, TS__REC_SAMPLES, &start);
-	for (size_t i = 0; i < sn->n && !rc; i++) {
-		const ts__snap_series *ss = &sn->s[i];
-		if (!ss->nchunks || ss->chunks[ss->nchunks - 1].maxt < before)
-			continue;
-		if (!(rc = ts__snap_samples(ss, &buf, &len, &cap))) {
-			size_t a = ts__samples_lower(buf, len, before);
-			rc = ts__wal_put_samples(out, ss->id, buf + a, len - a);
+	size_t cap = 0, start, entries = 0;
+	cm_buf out;
+	cm_buf_init(&out);
+	int rc = CM_OK;
+	for (int type = TS__REC_SERIES; type <= TS__REC_SAMPLES && !rc; type++) {
+		rc = ts__wal_begin(&out, (uint8_t)type, &start);
+		for (size_t i = 0; i < sn->n && !rc; i++) {
+			const ts__snap_series *ss = &sn->s[i];
+			if (!ss->nchunks || ss->chunks[ss->nchunks - 1].maxt < before)
+				continue;
+			rc = ckpt_entry(ss, type, before, &out, &buf, &cap);
+			entries++;
+			if (!rc && out.len >= CKPT_PIECE && !(rc = ckpt_piece(ck, &out, &entries, err)))
+				rc = ts__wal_begin(&out, (uint8_t)type, &start);
 		}
-		if (!rc && out->len - start > (64u << 20)) { /* keep records well under the limit */
-			rc = ts__wal_end(out, start, err);
-			rc = rc ? rc : ts__wal_begin(out, TS__REC_SAMPLES, &start);
-		}
+		rc = rc ? rc : ckpt_piece(ck, &out, &entries, err);
 	}
-	if (!rc && out->len > start + 9)
-		rc = ts__wal_end(out, start, err);
-	else if (!rc)
-		out->len = start;
 	free(buf);
-	return rc ? cm_errf(err, rc, "encoding the WAL checkpoint: %s", cm_strerror(rc)) : CM_OK;
+	cm_buf_close(&out);
+	return rc == CM_ENOMEM ? cm_errf(err, rc, "out of memory encoding the WAL checkpoint") : rc;
 }
 
 /* ---- the cut --------------------------------------------------------------------------------------- */
@@ -273,29 +290,35 @@ static int cut_snapshot(ts_db *db, uint32_t *seg, ts__snap *sn, cm_err *err)
 	return rc;
 }
 
+/* Once the blocks before `before` are published: frees what they hold from the head and the snapshot. */
+static void cut_drop(ts_db *db, ts__snap *sn, int64_t before)
+{
+	ts__head_drop(db->head, sn, before, before == INT64_MAX);
+	if (before > atomic_load(&db->cut_before))
+		atomic_store(&db->cut_before, before);
+	int64_t low = atomic_load(&db->mint); /* what is left in the head starts at `before` */
+	while (low < before && !atomic_compare_exchange_weak(&db->mint, &low, before))
+		;
+}
+
 int ts__cut(ts_db *db, int64_t before, cm_err *err)
 {
 	ts__snap sn = {0};
-	cm_buf ckpt;
+	ts__ckpt ck = {.fd = -1};
 	uint32_t seg;
-	cm_buf_init(&ckpt);
 	pthread_mutex_lock(&db->cut_mu);
 	int rc = cut_snapshot(db, &seg, &sn, err);
 	rc = rc ? rc : cut_blocks(db, &sn, before, err);
-	rc = rc ? rc : ckpt_encode(&sn, before, &ckpt, err);
-	rc = rc ? rc : ts__wal_truncate(db->wal, seg, ckpt.data, ckpt.len, err);
-	if (!rc) {
-		ts__head_drop(db->head, &sn, before, before == INT64_MAX);
-		if (before > atomic_load(&db->cut_before))
-			atomic_store(&db->cut_before, before);
-		int64_t low = atomic_load(&db->mint); /* what is left in the head starts at `before` */
-		while (low < before && !atomic_compare_exchange_weak(&db->mint, &low, before))
-			;
+	if (!rc)
+		cut_drop(db, &sn, before);
+	rc = rc ? rc : ts__ckpt_open(db->wal, &ck, err);
+	rc = rc ? rc : ckpt_encode(&sn, before, &ck, err);
+	rc = rc ? rc : ts__wal_truncate(db->wal, seg, &ck, err);
+	ts__ckpt_close(&ck);
+	if (!rc)
 		atomic_fetch_add(&db->cuts, 1);
-	}
 	pthread_mutex_unlock(&db->cut_mu);
 	ts__snap_free(&sn);
-	cm_buf_close(&ckpt);
 	malloc_trim(0); /* the cut freed the snapshot and the head's older chunks: give the pages back */
 	return rc;
 }
@@ -331,7 +354,11 @@ static void *storage_run(void *arg)
 		pthread_mutex_lock(&db->st_mu);
 		if (rc)
 			db->st_err = err;
+		db->st_gen++;
+		pthread_cond_broadcast(&db->st_done);
 	}
+	db->st_gen++;
+	pthread_cond_broadcast(&db->st_done);
 	pthread_mutex_unlock(&db->st_mu);
 	return NULL;
 }
@@ -362,6 +389,20 @@ void ts__storage_wake(ts_db *db)
 	pthread_mutex_lock(&db->st_mu);
 	db->st_wake = 1;
 	pthread_cond_signal(&db->st_cv);
+	pthread_mutex_unlock(&db->st_mu);
+}
+
+void ts__storage_throttle(ts_db *db)
+{
+	int64_t b = db->storage_started ? cut_due(db) : INT64_MIN;
+	if (b == INT64_MIN || b - TS__BLOCK_MS <= floor_window(atomic_load(&db->mint)))
+		return;
+	pthread_mutex_lock(&db->st_mu);
+	uint64_t gen = db->st_gen;
+	db->st_wake = 1;
+	pthread_cond_signal(&db->st_cv);
+	while (db->st_gen == gen && !db->st_stop)
+		pthread_cond_wait(&db->st_done, &db->st_mu);
 	pthread_mutex_unlock(&db->st_mu);
 }
 

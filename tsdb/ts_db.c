@@ -116,6 +116,7 @@ int ts_open(const char *dir, const ts_opts *opts, ts_db **out, ts_open_report *r
 	pthread_mutex_init(&db->cut_mu, NULL);
 	pthread_mutex_init(&db->st_mu, NULL);
 	pthread_cond_init(&db->st_cv, NULL);
+	pthread_cond_init(&db->st_done, NULL);
 	atomic_init(&db->appends, 0);
 	atomic_init(&db->maxt, INT64_MIN);
 	atomic_init(&db->mint, INT64_MAX);
@@ -168,6 +169,7 @@ void ts_close(ts_db *db)
 	pthread_mutex_destroy(&db->cut_mu);
 	pthread_mutex_destroy(&db->st_mu);
 	pthread_cond_destroy(&db->st_cv);
+	pthread_cond_destroy(&db->st_done);
 	if (db->lock_fd >= 0)
 		close(db->lock_fd); /* drops the flock */
 	pthread_cond_destroy(&db->pub_cv);
@@ -292,8 +294,10 @@ static int append_apps(ts_db *db, const ts__app *app, size_t napp, cm_err *err)
 	pthread_rwlock_unlock(&db->barrier);
 	int64_t mint, maxt;
 	apps_range(app, napp, &mint, &maxt);
-	if (!rc)
+	if (!rc) {
 		ts__storage_poke(db, mint, maxt);
+		ts__storage_throttle(db);
+	}
 	return rc;
 }
 

@@ -796,11 +796,13 @@ void ts__snap_free(ts__snap *sn)
 	memset(sn, 0, sizeof(*sn));
 }
 
-int ts__snap_samples(const ts__snap_series *ss, cm_sample **buf, size_t *len, size_t *cap)
+int ts__snap_samples(const ts__snap_series *ss, int64_t lo, int64_t hi, cm_sample **buf, size_t *len, size_t *cap)
 {
 	*len = 0;
 	for (uint32_t j = 0; j < ss->nchunks; j++) {
 		const ts__snap_chunk *c = &ss->chunks[j];
+		if (c->maxt < lo || c->mint > hi)
+			continue;
 		ts__chunk tmp = {c->mint, c->maxt, c->data, c->len, c->n};
 		int rc = chunk_decode(NULL, &tmp, buf, len, cap);
 		if (rc)
@@ -838,12 +840,23 @@ static uint64_t drop_series(ts__series *s, const ts__snap_series *ss, int64_t be
 	return dropped;
 }
 
-void ts__head_drop(ts__head *h, const ts__snap *sn, int64_t before, int all)
+/* Frees the snapshot's copies of the chunks of ss that end before `before`. */
+static void snap_trim(ts__snap_series *ss, int64_t before)
+{
+	uint32_t k = 0;
+	while (k < ss->nchunks && ss->chunks[k].maxt < before)
+		free(ss->chunks[k++].data);
+	memmove(ss->chunks, ss->chunks + k, (ss->nchunks - k) * sizeof(*ss->chunks));
+	ss->nchunks -= k;
+}
+
+void ts__head_drop(ts__head *h, ts__snap *sn, int64_t before, int all)
 {
 	for (size_t i = 0; i < sn->n; i++) {
 		shard *sh = shard_of(h, sn->s[i].id);
 		pthread_rwlock_wrlock(&sh->lock);
 		sh->samples -= drop_series(sn->s[i].s, &sn->s[i], before, all);
 		pthread_rwlock_unlock(&sh->lock);
+		snap_trim(&sn->s[i], before);
 	}
 }

@@ -131,10 +131,13 @@ typedef struct ts__snap {
 void ts__head_unlog_all(ts__head *h);
 int ts__head_snapshot(ts__head *h, ts__snap *out);
 void ts__snap_free(ts__snap *sn);
-/* Decodes all samples of a snapshot series into *buf (replacing its contents, *len samples). */
-int ts__snap_samples(const ts__snap_series *ss, cm_sample **buf, size_t *len, size_t *cap);
-/* Frees the snapshotted chunks that end before `before` (with all, also an unchanged open chunk). */
-void ts__head_drop(ts__head *h, const ts__snap *sn, int64_t before, int all);
+/* Decodes the samples of a snapshot series' chunks that overlap [lo, hi] into *buf (replacing its
+ * contents, *len samples; the first and last chunk may hold some outside). */
+int ts__snap_samples(const ts__snap_series *ss, int64_t lo, int64_t hi, cm_sample **buf, size_t *len,
+		     size_t *cap);
+/* Frees the snapshotted chunks that end before `before` (with all, also an unchanged open chunk) from the
+ * head, and the snapshot's copies of them. */
+void ts__head_drop(ts__head *h, ts__snap *sn, int64_t before, int all);
 
 /* ---- sample frames (ts_frame.c, format documented there) ------------------------------------------ */
 
@@ -260,11 +263,24 @@ void ts__wal_stats(ts__wal *w, uint64_t *fsyncs, uint64_t *bytes);
 /* Starts a new segment now (unless the current one is empty); *seg is its number: everything written
  * before lies in lower-numbered segments. */
 int ts__wal_cut(ts__wal *w, uint32_t *seg, cm_err *err);
-/* Removes the segments below seg, first writing ckpt (complete version 2 records, len may be 0) as
- * segment seg - 1 in their place, atomically: a checkpoint segment, which supersedes every lower-numbered
- * one, so what a crash midway leaves of them is removed at the next open, never replayed
- * (docs/tsdb-wal.md, Checkpoints). */
-int ts__wal_truncate(ts__wal *w, uint32_t seg, const uint8_t *ckpt, size_t len, cm_err *err);
+/* A checkpoint being written (to <wal>/checkpoint.tmp, header first): a cut puts complete version 2
+ * records into it piece by piece, so its memory does not grow with the head, then ts__wal_truncate
+ * installs it. */
+typedef struct ts__ckpt {
+	ts__wal *w;
+	int fd;
+	uint64_t len;  /* bytes written, the header included */
+} ts__ckpt;
+
+int ts__ckpt_open(ts__wal *w, ts__ckpt *ck, cm_err *err);
+int ts__ckpt_put(ts__ckpt *ck, const uint8_t *p, size_t n, cm_err *err);
+/* Closes the file (a checkpoint not installed stays checkpoint.tmp, which nothing reads). */
+void ts__ckpt_close(ts__ckpt *ck);
+/* Removes the segments below seg, first installing ck (when it holds records) as segment seg - 1 in their
+ * place, atomically: a checkpoint segment, which supersedes every lower-numbered one, so what a crash
+ * midway leaves of them is removed at the next open, never replayed (docs/tsdb-wal.md, Checkpoints).
+ * Closes ck. */
+int ts__wal_truncate(ts__wal *w, uint32_t seg, ts__ckpt *ck, cm_err *err);
 
 /* ---- the database (ts_db.c open/append, ts_cut.c blocks, ts_query.c select) ------------------------ */
 
@@ -294,6 +310,8 @@ struct ts_db {
 	int storage_started;
 	pthread_mutex_t st_mu;
 	pthread_cond_t st_cv;
+	pthread_cond_t st_done;     /* the storage thread finished a round (st_gen counts them) */
+	uint64_t st_gen;
 	int st_stop, st_wake;
 	cm_err st_err;              /* the background thread's last failure */
 	atomic_uint_least64_t cuts, blocks_written, compactions, blocks_dropped;
@@ -322,6 +340,9 @@ void ts__storage_wake(ts_db *db);
 void ts__storage_stop(ts_db *db);
 /* Wakes the storage thread when the head has a whole window past the out-of-order window to cut. */
 void ts__storage_poke(ts_db *db, int64_t mint, int64_t maxt);
+/* Holds an append back for one round of the storage thread while the head has more than one whole
+ * window to cut: appends faster than cuts cannot grow the head without bound. Never holds a lock. */
+void ts__storage_throttle(ts_db *db);
 
 /* Index of the first sample at or after t in a time-ordered array (ts_head.c). */
 size_t ts__samples_lower(const cm_sample *x, size_t n, int64_t t);

@@ -828,21 +828,43 @@ int ts__wal_cut(ts__wal *w, uint32_t *seg, cm_err *err)
 }
 
 /* Writes the checkpoint as segment n (replacing it atomically), durable. */
-static int ckpt_write(ts__wal *w, uint32_t n, const uint8_t *p, size_t len, cm_err *err)
+int ts__ckpt_open(ts__wal *w, ts__ckpt *ck, cm_err *err)
 {
-	char tmp[4200], path[4096];
+	char tmp[4200];
 	uint8_t h[SEG_HEADER];
 	memcpy(h, WAL_MAGIC, 4);
 	cm_put_u32le(h + 4, CKPT_VERSION);
 	snprintf(tmp, sizeof(tmp), "%s/checkpoint.tmp", w->path);
+	*ck = (ts__ckpt){w, open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644), SEG_HEADER};
+	int rc = ck->fd < 0 ? -errno : cm_pwrite_all(ck->fd, h, SEG_HEADER, 0);
+	if (rc)
+		ts__ckpt_close(ck);
+	return rc ? cm_errf(err, rc, "writing WAL checkpoint %s: %s", tmp, cm_strerror(rc)) : CM_OK;
+}
+
+int ts__ckpt_put(ts__ckpt *ck, const uint8_t *p, size_t n, cm_err *err)
+{
+	int rc = cm_pwrite_all(ck->fd, p, n, ck->len);
+	ck->len += n;
+	return rc ? cm_errf(err, rc, "writing the WAL checkpoint: %s", cm_strerror(rc)) : CM_OK;
+}
+
+void ts__ckpt_close(ts__ckpt *ck)
+{
+	if (ck->fd >= 0)
+		close(ck->fd);
+	ck->fd = -1;
+}
+
+/* Makes the checkpoint durable and renames it to segment n. */
+static int ckpt_install(ts__ckpt *ck, uint32_t n, cm_err *err)
+{
+	char tmp[4200], path[4096];
+	ts__wal *w = ck->w;
+	snprintf(tmp, sizeof(tmp), "%s/checkpoint.tmp", w->path);
 	seg_path(w, n, path, sizeof(path));
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	int rc = fd < 0 ? -errno : cm_pwrite_all(fd, h, SEG_HEADER, 0);
-	rc = rc ? rc : cm_pwrite_all(fd, p, len, SEG_HEADER);
-	if (!rc && !w->no_fsync && fdatasync(fd) != 0)
-		rc = -errno;
-	if (fd >= 0)
-		close(fd);
+	int rc = !w->no_fsync && fdatasync(ck->fd) != 0 ? -errno : CM_OK;
+	ts__ckpt_close(ck);
 	if (!rc && rename(tmp, path) != 0)
 		rc = -errno;
 	if (!rc && !w->no_fsync)
@@ -850,14 +872,16 @@ static int ckpt_write(ts__wal *w, uint32_t n, const uint8_t *p, size_t len, cm_e
 	return rc ? cm_errf(err, rc, "writing WAL checkpoint %s: %s", path, cm_strerror(rc)) : CM_OK;
 }
 
-int ts__wal_truncate(ts__wal *w, uint32_t seg, const uint8_t *ckpt, size_t len, cm_err *err)
+int ts__wal_truncate(ts__wal *w, uint32_t seg, ts__ckpt *ck, cm_err *err)
 {
 	uint32_t *segs = NULL, max;
 	size_t n = 0;
 	char path[4096];
 	struct stat st;
-	uint32_t keep = len ? seg - 1 : seg; /* the first segment kept */
-	int rc = len ? ckpt_write(w, seg - 1, ckpt, len, err) : CM_OK;
+	int full = ck->len > SEG_HEADER;
+	uint32_t keep = full ? seg - 1 : seg; /* the first segment kept */
+	int rc = full ? ckpt_install(ck, seg - 1, err) : CM_OK;
+	ts__ckpt_close(ck); /* an empty one stays checkpoint.tmp, ignored and overwritten by the next */
 	rc = rc ? rc : seg_list(w, &segs, &n, &max, err);
 	for (size_t i = 0; i < n && !rc; i++) {
 		if (segs[i] >= keep)

@@ -42,6 +42,11 @@ RES=$WORK/results/corral-$TAG
 mkdir -p "$WORK/dataset" "$RES"
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 locked() { flock "$BENCH_LOCK" "$@"; }
+# timed NAME CMD...: CMD under the lock, with the load average at its start and end in versions.txt.
+timed() {
+  locked bash -c 'v=$1; shift; echo "load when $0 started: $(cut -d" " -f1-3 /proc/loadavg)" >> "$v"; "$@"; rc=$?
+    echo "load when $0 ended: $(cut -d" " -f1-3 /proc/loadavg)" >> "$v"; exit $rc' "$1" "$RES/versions.txt" "${@:2}"
+}
 pin=""; [ -n "$CPUS" ] && pin="taskset -c $CPUS"
 
 VM_CMD="victoria-metrics -storageDataPath={data} -httpListenAddr=127.0.0.1:{port} -retentionPeriod=100y -search.disableCache -loggerLevel=WARN"
@@ -123,7 +128,7 @@ peer() {
         META="$DS.meta.json" PROM_FILE="$DS.prom" DATA_DIR="$WORK/vm-data" PORT="$VM_PORT" \
         FLUSH_PATH=/internal/force_flush POST_SETTLE_PATH="/internal/force_merge?partition_prefix=$PART" \
         REPS="$REPS" CPUS="$CPUS" OUT_JSON="$RES/victoria-metrics.json" \
-          locked "$SHARED/run_target.sh" > /dev/null
+          timed victoria-metrics "$SHARED/run_target.sh" > /dev/null
         cp "$WORK/vm-data.queries.json" "$RES/victoria-metrics.queries.json";;
   prom) prom_load
       serve prometheus "$PROM_CMD" "$WORK/prom-data" "$PROM_PORT" /-/ready
@@ -133,7 +138,7 @@ peer() {
         VERIFY=0 MIN_SETTLE_S=3 \
         META="$DS.meta.json" PROM_FILE="$DS.prom" DATA_DIR="$WORK/corral-data" PORT="$CORRAL_PORT" \
         REPS="$REPS" CPUS="$CPUS" OUT_JSON="$RES/corral.json" \
-          locked "$SHARED/run_target.sh" > /dev/null
+          timed corral "$SHARED/run_target.sh" > /dev/null
         cp "$WORK/corral-data.queries.json" "$RES/corral.queries.json";;
   *) echo "run.sh: unknown peer $1" >&2; exit 1;;
   esac

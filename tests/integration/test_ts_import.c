@@ -155,6 +155,22 @@ static void test_import(void **state)
 	assert_true(sum == 4999.0 * 5000 / 2);
 	assert_int_equal(points(f, "imp_many", 2, &sum), 15000);
 	assert_true(sum == 3 * (4999.0 * 5000 / 2) + 5000 * 3);
+
+	/* the series table grows while the store thread holds a batch that reads the series references in
+	 * it: 1,000 series x 300 s hand over a first batch, then 4,000 new series follow */
+	many.len = 0;
+	for (int t = 0; t < 300; t++)
+		for (int s = 0; s < 1000; s++)
+			cm_buf_printf(&many, "imp_grow{s=\"%d\"} %d %lld\n", s, t, (long long)(T0 + t * 1000));
+	for (int s = 1000; s < 5000; s++)
+		cm_buf_printf(&many, "imp_grow{s=\"%d\"} %d %lld\n", s, s, (long long)(T0 + 299 * 1000));
+	assert_int_equal(post(f, "/api/v1/import/prometheus", TOKEN, many.data, many.len, NULL), 204);
+	assert_int_equal(points(f, "imp_grow", 0, &sum), 1000);
+	assert_true(sum == 0);
+	assert_int_equal(points(f, "imp_grow{s=\"7\"}", 299, &sum), 300);
+	assert_true(sum == 299.0 * 300 / 2);
+	assert_int_equal(points(f, "imp_grow{s=~\"[0-9]{4}\"}", 299, &sum), 4000);
+	assert_true(sum == (1000.0 + 4999) * 4000 / 2);
 	cm_buf_close(&many);
 
 	assert_int_equal(post(f, "/api/v1/admin/flush", NULL, "", 0, NULL), 401);

@@ -462,6 +462,164 @@ static void test_cut_interrupted(void **state)
 	tmpdir_free(dir);
 }
 
+/* A cut behind a fast import finds many samples past its boundary: its checkpoint is written in pieces
+ * (several records, each a few MiB), and a reopen replays every sample of them. */
+static void test_cut_big_checkpoint(void **state)
+{
+	(void)state;
+	enum { AFTER = 8000 }; /* samples a series has past the boundary: 70 * 8000 * 10 bytes > 4 MiB */
+	char *dir = tmpdir_new(), path[600];
+	static model m;
+	memset(&m, 0, sizeof(m));
+	ts_db *db = db_open(dir, NULL);
+	for (int s = 0; s < NS; s++) { /* a minute before the boundary at 2 h, then AFTER seconds past it */
+		char v[16];
+		snprintf(v, sizeof(v), "%d", s);
+		cm_label l[] = {{"__name__", "cut"}, {"s", v}};
+		m.n[s] = 60 + AFTER;
+		m.x[s] = malloc(m.n[s] * sizeof(cm_sample));
+		for (size_t i = 0; i < m.n[s]; i++)
+			m.x[s][i] = (cm_sample){TS__BLOCK_MS - 60000 + (int64_t)i * 1000, (double)(rnd() % 100000) / 7};
+		cm_series ser = {l, 2, m.x[s], m.n[s]};
+		assert_int_equal(ts_append(db, &ser, 1, NULL), 0);
+	}
+	cm_err err;
+	assert_int_equal(ts__cut(db, TS__BLOCK_MS, &err), 0);
+	check_model(db, &m);
+	ts_close(db);
+	uint64_t biggest = 0; /* the checkpoint is the one segment left, over one piece */
+	DIR *d = opendir(strcat(strcpy(path, dir), "/wal"));
+	for (struct dirent *e; (e = readdir(d));) {
+		struct stat sb;
+		snprintf(path, sizeof(path), "%s/wal/%.60s", dir, e->d_name);
+		if (e->d_name[0] != '.' && stat(path, &sb) == 0 && (uint64_t)sb.st_size > biggest)
+			biggest = (uint64_t)sb.st_size;
+	}
+	closedir(d);
+	assert_true(biggest > (4u << 20));
+	ts_open_report rep;
+	db = db_open(dir, &rep);
+	assert_int_equal(rep.samples, (uint64_t)NS * AFTER);
+	assert_int_equal(rep.truncated_bytes, 0);
+	check_model(db, &m);
+	ts_close(db);
+	for (int s = 0; s < NS; s++)
+		free(m.x[s]);
+	tmpdir_free(dir);
+}
+
+/* An append faster than the storage thread's cuts waits for them once the head holds more than one whole
+ * window to cut, so the head stays within a few windows however far ahead the import runs. */
+static void test_head_bounded(void **state)
+{
+	(void)state;
+	enum { SERIES = 300, PER = 720, WINDOWS = 12 }; /* a window of 10 s samples per append */
+	char *dir = tmpdir_new();
+	ts_db *db = NULL;
+	ts_opts opts = {.no_fsync = 1};
+	assert_int_equal(ts_open(dir, &opts, &db, NULL, NULL), 0);
+	static cm_sample x[SERIES][PER];
+	ts_ref_series rs[SERIES];
+	for (int s = 0; s < SERIES; s++) {
+		char v[16];
+		snprintf(v, sizeof(v), "%d", s);
+		cm_label l[] = {{"__name__", "bounded"}, {"s", v}};
+		assert_int_equal(ts_series_ref(db, l, 2, &rs[s].ref, NULL), 0);
+	}
+	uint64_t most = 0;
+	for (int w = 0; w < WINDOWS; w++) {
+		for (int s = 0; s < SERIES; s++) {
+			for (int i = 0; i < PER; i++)
+				x[s][i] = (cm_sample){w * TS__BLOCK_MS + i * 10000LL, (double)(s + i)};
+			rs[s].samples = x[s], rs[s].nsamples = PER;
+		}
+		assert_int_equal(ts_append_ref(db, rs, SERIES, NULL), 0);
+		ts_stats st;
+		ts_get_stats(db, &st);
+		most = st.samples > most ? st.samples : most;
+	}
+	assert_true(most <= 4ull * SERIES * PER);
+	assert_int_equal(ts_flush(db, NULL), 0);
+	ts_stats st;
+	ts_get_stats(db, &st);
+	assert_int_equal(st.block_samples, (uint64_t)WINDOWS * SERIES * PER);
+	ts_close(db);
+	tmpdir_free(dir);
+}
+
+/* ---- the cache of decoded block series ------------------------------------------------------------ */
+
+static uint64_t cache_bytes(ts__cache *c)
+{
+	ts_stats st;
+	ts__cache_stats(c, &st);
+	return st.cache_bytes;
+}
+
+/* Entries evicted while queries hold them count until released: the byte count is the real memory. */
+static void test_cache_counts_held(void **state)
+{
+	(void)state;
+	enum { NSERIES = 10, N = 1000 };
+	char *dir = tmpdir_new();
+	ts_db *db = db_open(dir, NULL);
+	for (int s = 0; s < NSERIES; s++) {
+		char v[16];
+		static cm_sample x[N];
+		snprintf(v, sizeof(v), "%d", s);
+		cm_label l[] = {{"__name__", "cached"}, {"s", v}};
+		for (int i = 0; i < N; i++)
+			x[i] = (cm_sample){(int64_t)i * 1000, (double)(s * N + i)};
+		cm_series ser = {l, 2, x, N};
+		assert_int_equal(ts_append(db, &ser, 1, NULL), 0);
+	}
+	assert_int_equal(ts_flush(db, NULL), 0);
+	assert_int_equal(db->nblocks, 1);
+	ts__block *b = db->blocks[0];
+	uint64_t *ids;
+	size_t n;
+	cm_err err;
+	assert_int_equal(ts__block_select(b, NULL, 0, &ids, &n, &err), 0);
+	assert_int_equal(n, NSERIES);
+	ts__bseries info[NSERIES];
+	for (size_t i = 0; i < n; i++) {
+		cm_label l[TS__MAX_LABELS];
+		size_t nl;
+		assert_int_equal(ts__block_series(b, ids[i], l, &nl, &info[i], &err), 0);
+	}
+	free(ids);
+	ts__cache *c, *probe;
+	ts__centry *e[NSERIES], *one;
+	assert_int_equal(ts__cache_create(1 << 30, &probe), 0); /* the bytes of one entry */
+	assert_int_equal(ts__cache_get(probe, b, &info[0], NULL, &one, &err), 0);
+	uint64_t eb = cache_bytes(probe);
+	ts__cache_release(probe, one);
+	ts__cache_destroy(probe);
+	assert_int_equal(ts__cache_create(5 * eb, &c), 0); /* room for 5 */
+	for (int i = 0; i < NSERIES; i++) { /* 10 held at once, as by concurrent queries */
+		assert_int_equal(ts__cache_get(c, b, &info[i], NULL, &e[i], &err), 0);
+		assert_int_equal(cache_bytes(c), (uint64_t)(i + 1) * eb);
+	}
+	for (int i = 0; i < NSERIES; i++) {
+		size_t k;
+		const cm_sample *x = ts__centry_samples(e[i], &k);
+		assert_int_equal(k, N);
+		assert_true(fmod(x[0].v, N) == 0 && x[N - 1].v == x[0].v + N - 1); /* one whole series each */
+	}
+	for (int i = 0; i < NSERIES; i++) /* the evicted ones leave the count as they are released */
+		ts__cache_release(c, e[i]);
+	assert_int_equal(cache_bytes(c), eb); /* only the newest stayed in the map: the held ones filled it */
+	for (int i = 0; i < NSERIES; i++) { /* taken and released one by one: 5 stay cached */
+		assert_int_equal(ts__cache_get(c, b, &info[i], NULL, &one, &err), 0);
+		ts__cache_release(c, one);
+		assert_true(cache_bytes(c) <= 5 * eb);
+	}
+	assert_int_equal(cache_bytes(c), 5 * eb);
+	ts__cache_destroy(c);
+	ts_close(db);
+	tmpdir_free(dir);
+}
+
 /* ---- damaged blocks -------------------------------------------------------------------------------- */
 
 /* Fills out with the paths of the block directories, sorted. */
@@ -705,6 +863,9 @@ int main(void)
 		cmocka_unit_test(test_matcher_oracle),
 		cmocka_unit_test(test_cut_keeps_samples),
 		cmocka_unit_test(test_cut_interrupted),
+		cmocka_unit_test(test_cut_big_checkpoint),
+		cmocka_unit_test(test_cache_counts_held),
+		cmocka_unit_test(test_head_bounded),
 		cmocka_unit_test(test_damaged_blocks),
 		cmocka_unit_test(test_retention),
 		cmocka_unit_test(test_downsampling),
