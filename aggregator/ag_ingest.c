@@ -1,10 +1,12 @@
 /* ag_ingest.c -- POST /api/v1/agent/push: authenticate, decode, dedupe, store durably, acknowledge.
  *
  * A push is answered 200 only after its samples are in the tsdb WAL and fsynced. Retries are
- * idempotent: each (node, boot id) remembers the last sequence number stored, and a batch whose seq
- * is not greater is acknowledged without being stored again. That memory is itself durable: every
- * batch is stored together with the sample corral_agent_batch_seq{node,boot_id} = seq in the same
- * WAL record, and ag__ingest_create rebuilds the table from those series after a restart. Sequence
+ * idempotent: each (node, boot id) keeps a window of the seqs stored (cm_seqwin: the last 64 in store
+ * order and a floor below them; the agent has up to 4 batches in flight, so 12 may arrive before 11),
+ * and a batch whose seq the window holds is acknowledged without being stored again. That memory is
+ * itself durable: every batch is stored together with the sample corral_agent_batch_seq{node,boot_id}
+ * = seq in the same WAL record, at a time that grows with every batch stored, and ag__ingest_create
+ * rebuilds each window by adding those samples' values in time order after a restart. Sequence
  * numbers must therefore stay below 2^53 (exact in a double); the agent's are microseconds.
  *
  * A node's clock is trusted while it agrees with ours: a batch created more than RETIME_MS in our future,
@@ -39,7 +41,7 @@
 typedef struct node_entry {
 	struct node_entry *next;
 	pthread_mutex_t lock;
-	uint64_t last_seq;
+	cm_seqwin seqs;  /* the batches stored */
 	int64_t last_t;  /* timestamp of the last seq sample: strictly increasing, so none is dropped */
 	int64_t newest;  /* newest batch creation time stored, after any retiming (ms) */
 	char *key;  /* node '\0' boot_id */
@@ -102,10 +104,10 @@ static int restore_one(void *ctx, const cm_label *labels, size_t nlabels, const 
 			boot = labels[i].value;
 	}
 	node_entry *e = node ? entry_get(in, node, boot) : NULL;
-	if (e && n) {
-		e->last_seq = (uint64_t)samples[n - 1].v;
+	for (size_t i = 0; e && i < n; i++)
+		cm_seqwin_add(&e->seqs, (uint64_t)samples[i].v);
+	if (e && n)
 		e->last_t = samples[n - 1].t_ms;
-	}
 	return 0;
 }
 
@@ -293,7 +295,7 @@ static void store(ag__ingest *in, const cm_batch *b, cm_arena *a, ag__resp *resp
 			bad ? "bad_data" : "unavailable", err.msg);
 		return;
 	}
-	if (b->seq <= e->last_seq) {
+	if (cm_seqwin_has(&e->seqs, b->seq)) {
 		pthread_mutex_unlock(&e->lock);
 		respond(in, resp, AG_PUSH_DUPLICATE, 200, NULL, NULL);
 		return;
@@ -304,7 +306,8 @@ static void store(ag__ingest *in, const cm_batch *b, cm_arena *a, ag__resp *resp
 	if (!rc)
 		rc = ts_append(in->db, series, n, &err);
 	if (!rc) {
-		e->last_seq = b->seq, e->last_t = t;
+		cm_seqwin_add(&e->seqs, b->seq);
+		e->last_t = t;
 		if (b->created_ms + shift > e->newest)
 			e->newest = b->created_ms + shift;
 		if (shift)

@@ -55,7 +55,10 @@
  *       key = {a="b", c="d"} (names sorted, values with \ " and newline escaped); labels = name NUL
  *       value NUL ...; flushed_lsn: WAL records at or below it are in blocks for this stream
  *   blocks(stream INTEGER, file INTEGER, off INTEGER, len INTEGER, n INTEGER, min_t INTEGER, max_t INTEGER)
- *   origins(origin TEXT PRIMARY KEY, seq INTEGER)   dedupe positions as of the last WAL truncation
+ *   origins(origin TEXT PRIMARY KEY, seq INTEGER)   dedupe floors as of the last WAL truncation
+ *   origin_seqs(origin TEXT, seq INTEGER)           dedupe windows as of the last WAL truncation, each
+ *       origin's seqs in store order (rowid order); with the floor they rebuild its cm_seqwin, and the
+ *       WAL's records (origin, seq) after it complete it (an index without this table: empty windows)
  *   meta(k TEXT PRIMARY KEY, v INTEGER)             next_lsn as of the last WAL truncation
  */
 /* SPDX-License-Identifier: Apache-2.0 */
@@ -96,7 +99,7 @@ typedef struct sstream {
 
 typedef struct dedupe_pos {
 	char *name;
-	uint64_t seq;
+	cm_seqwin seqs; /* the seqs stored from this origin */
 	struct dedupe_pos *next;
 } dedupe_pos;
 
@@ -484,18 +487,29 @@ static dedupe_pos *origin_find(ls_store *s, const char *name)
 	return NULL;
 }
 
-static int origin_set(ls_store *s, const char *name, uint64_t seq)
+static dedupe_pos *origin_get(ls_store *s, const char *name)
 {
 	dedupe_pos *o = origin_find(s, name);
-	if (!o) {
-		if (!(o = calloc(1, sizeof(*o))) || !(o->name = strdup(name))) {
-			free(o);
-			return CM_ENOMEM;
-		}
-		o->next = s->origins, s->origins = o;
+	if (o)
+		return o;
+	if (!(o = calloc(1, sizeof(*o))) || !(o->name = strdup(name))) {
+		free(o);
+		return NULL;
 	}
-	if (seq > o->seq)
-		o->seq = seq;
+	o->next = s->origins, s->origins = o;
+	return o;
+}
+
+/* seq of origin is stored (floor: every seq up to it is). */
+static int origin_set(ls_store *s, const char *name, uint64_t seq, int floor)
+{
+	dedupe_pos *o = origin_get(s, name);
+	if (!o)
+		return CM_ENOMEM;
+	if (!floor)
+		cm_seqwin_add(&o->seqs, seq);
+	else if (seq > o->seqs.floor)
+		o->seqs.floor = seq;
 	return 0;
 }
 
@@ -626,7 +640,7 @@ static int replay_record(ls_store *s, const uint8_t *p, size_t n)
 		rc = CM_ECORRUPT;
 	char *name = rc ? NULL : cm_arena_strndup(&a, (const char *)o, olen);
 	if (!rc && olen)
-		rc = name ? origin_set(s, name, seq) : CM_ENOMEM;
+		rc = name ? origin_set(s, name, seq, 0) : CM_ENOMEM;
 	cm_arena_close(&a);
 	if (!rc && lsn >= s->next_lsn)
 		s->next_lsn = lsn + 1;
@@ -682,23 +696,39 @@ static int wal_replay(ls_store *s, cm_err *err)
 	return 0;
 }
 
-/* Every head into blocks, dedupe positions and next_lsn into the index, then an empty WAL. */
+static int put_origin(sqlite3_stmt *q, const char *name, uint64_t seq)
+{
+	sqlite3_reset(q);
+	sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(q, 2, (sqlite3_int64)seq);
+	return sqlite3_step(q) == SQLITE_DONE ? 0 : CM_EIO;
+}
+
+/* Each origin's floor and window into the index (inside the caller's transaction). */
+static int save_origins(ls_store *s)
+{
+	sqlite3_stmt *fl = NULL, *win = NULL;
+	int rc = sqlite3_exec(s->db, "DELETE FROM origin_seqs", NULL, NULL, NULL) != SQLITE_OK ||
+		 sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO origins VALUES(?1,?2)", -1, &fl, NULL) != SQLITE_OK ||
+		 sqlite3_prepare_v2(s->db, "INSERT INTO origin_seqs VALUES(?1,?2)", -1, &win, NULL) != SQLITE_OK
+		 ? CM_EIO : 0;
+	for (dedupe_pos *o = s->origins; o && !rc; o = o->next) {
+		rc = put_origin(fl, o->name, o->seqs.floor);
+		for (unsigned i = 0; i < o->seqs.n && !rc; i++)
+			rc = put_origin(win, o->name, cm_seqwin_at(&o->seqs, i));
+	}
+	sqlite3_finalize(fl);
+	sqlite3_finalize(win);
+	return rc;
+}
+
+/* Every head into blocks, dedupe windows and next_lsn into the index, then an empty WAL. */
 static int wal_restart(ls_store *s)
 {
 	int rc = flush_heads(s, 1);
 	if (rc)
 		return rc;
-	sqlite3_stmt *q = NULL;
-	if (sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO origins VALUES(?1,?2)", -1, &q, NULL) != SQLITE_OK)
-		rc = CM_EIO;
-	for (dedupe_pos *o = s->origins; o && !rc; o = o->next) {
-		sqlite3_reset(q);
-		sqlite3_bind_text(q, 1, o->name, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(q, 2, (sqlite3_int64)o->seq);
-		rc = sqlite3_step(q) == SQLITE_DONE ? 0 : CM_EIO;
-	}
-	sqlite3_finalize(q);
+	rc = sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ? CM_EIO : save_origins(s);
 	char sql[128];
 	snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO meta VALUES('next_lsn',%llu)", (unsigned long long)s->next_lsn);
 	if (rc || sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK ||
@@ -722,6 +752,7 @@ static const char schema[] =
 	" min_t INTEGER, max_t INTEGER);"
 	"CREATE INDEX IF NOT EXISTS blocks_stream ON blocks(stream, max_t);"
 	"CREATE TABLE IF NOT EXISTS origins(origin TEXT PRIMARY KEY, seq INTEGER);"
+	"CREATE TABLE IF NOT EXISTS origin_seqs(origin TEXT, seq INTEGER);"
 	"CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER);"
 	"PRAGMA user_version=1;";
 
@@ -796,6 +827,18 @@ static int load_ranges(ls_store *s)
 	return 0;
 }
 
+static int load_origins(ls_store *s, const char *sql, int floor)
+{
+	sqlite3_stmt *q;
+	int rc = 0;
+	if (sqlite3_prepare_v2(s->db, sql, -1, &q, NULL) != SQLITE_OK)
+		return CM_EIO;
+	while (!rc && sqlite3_step(q) == SQLITE_ROW)
+		rc = origin_set(s, (const char *)sqlite3_column_text(q, 0), (uint64_t)sqlite3_column_int64(q, 1), floor);
+	sqlite3_finalize(q);
+	return rc;
+}
+
 static int load_index(ls_store *s)
 {
 	sqlite3_stmt *q;
@@ -805,11 +848,10 @@ static int load_index(ls_store *s)
 	while (!rc && sqlite3_step(q) == SQLITE_ROW)
 		rc = load_stream(s, q);
 	sqlite3_finalize(q);
-	if (rc || sqlite3_prepare_v2(s->db, "SELECT origin, seq FROM origins", -1, &q, NULL) != SQLITE_OK)
-		return rc ? rc : CM_EIO;
-	while (!rc && sqlite3_step(q) == SQLITE_ROW)
-		rc = origin_set(s, (const char *)sqlite3_column_text(q, 0), (uint64_t)sqlite3_column_int64(q, 1));
-	sqlite3_finalize(q);
+	if (!rc)
+		rc = load_origins(s, "SELECT origin, seq FROM origins", 1);
+	if (!rc)
+		rc = load_origins(s, "SELECT origin, seq FROM origin_seqs ORDER BY rowid", 0);
 	if (rc || sqlite3_prepare_v2(s->db, "SELECT v FROM meta WHERE k='next_lsn'", -1, &q, NULL) != SQLITE_OK)
 		return rc ? rc : CM_EIO;
 	if (sqlite3_step(q) == SQLITE_ROW && (uint64_t)sqlite3_column_int64(q, 0) > s->next_lsn)
@@ -942,7 +984,7 @@ static int append_locked(ls_store *s, const char *origin, uint64_t seq, const ls
 			 cm_err *err)
 {
 	dedupe_pos *o = origin && *origin ? origin_find(s, origin) : NULL;
-	if (o && seq <= o->seq) {
+	if (o && cm_seqwin_has(&o->seqs, seq)) {
 		s->st.duplicates++;
 		return 0;
 	}
@@ -965,7 +1007,7 @@ static int append_locked(ls_store *s, const char *origin, uint64_t seq, const ls
 		rc = apply_stream(s, sorted, st[i].nlabels, st[i].entries, st[i].nentries, lsn, 0);
 	}
 	if (!rc && origin && *origin)
-		rc = origin_set(s, origin, seq);
+		rc = origin_set(s, origin, seq, 0);
 	if (!rc)
 		rc = cut ? cut : s->wal_size >= s->o.wal_bytes ? wal_restart(s) : flush_heads(s, 0);
 	return rc ? cm_errf(err, rc, "log store: %s (the entries are in the WAL)", cm_strerror(rc)) : 0;

@@ -148,18 +148,29 @@ static void test_dedupe(void **state)
 	fx *f = *state;
 	assert_int_equal(push(f, "web", 0, 10, "node-a/boot1", 5), 0);
 	assert_int_equal(push(f, "web", 0, 10, "node-a/boot1", 5), 0); /* a retry */
-	assert_int_equal(push(f, "web", 0, 10, "node-a/boot1", 4), 0); /* older */
-	assert_int_equal(push(f, "web", 10, 10, "node-b/boot1", 5), 0);
+	assert_int_equal(push(f, "web", 0, 10, "node-b/boot1", 5), 0);
 	assert_int_equal(query(f, "web", 0, 100).n, 20);
-	reopen(f);
-	assert_int_equal(push(f, "web", 0, 10, "node-a/boot1", 5), 0); /* remembered across a restart */
-	assert_int_equal(query(f, "web", 0, 100).n, 20);
-	f->o.wal_bytes = 1; /* every append restarts the WAL: positions move to the index */
-	reopen(f);
-	assert_int_equal(push(f, "web", 20, 10, "node-a/boot1", 6), 0);
-	reopen(f);
-	assert_int_equal(push(f, "web", 20, 10, "node-a/boot1", 6), 0);
+	/* with several batches in flight 4 may arrive after 5: stored, once */
+	assert_int_equal(push(f, "web", 10, 10, "node-a/boot1", 4), 0);
+	assert_int_equal(push(f, "web", 10, 10, "node-a/boot1", 4), 0);
 	assert_int_equal(query(f, "web", 0, 100).n, 30);
+	reopen(f);
+	assert_int_equal(push(f, "web", 0, 10, "node-a/boot1", 5), 0); /* remembered across a restart (WAL) */
+	assert_int_equal(push(f, "web", 0, 10, "node-a/boot1", 4), 0);
+	assert_int_equal(push(f, "web", 20, 10, "node-a/boot1", 3), 0); /* never stored: stored now */
+	assert_int_equal(query(f, "web", 0, 100).n, 40);
+	f->o.wal_bytes = 1; /* every append restarts the WAL: windows move to the index */
+	reopen(f);
+	assert_int_equal(push(f, "web", 30, 10, "node-a/boot1", 7), 0);
+	reopen(f);
+	for (uint64_t seq = 3; seq <= 7; seq++) /* 3, 4, 5 and 7 from the index's window */
+		assert_int_equal(push(f, "web", 30, 10, "node-a/boot1", seq), 0);
+	assert_int_equal(query(f, "web", 0, 100).n, 60); /* 6 was new */
+	for (uint64_t seq = 100; seq < 100 + CM_SEQWIN_N; seq++) /* pushes 3..7 out to the floor */
+		assert_int_equal(push(f, "other", 0, 1, "node-a/boot1", seq), 0);
+	reopen(f);
+	assert_int_equal(push(f, "web", 30, 10, "node-a/boot1", 2), 0); /* at most the floor: a duplicate */
+	assert_int_equal(query(f, "web", 0, 100).n, 60);
 	ls_store_stats st;
 	ls_store_stats_get(f->s, &st);
 	assert_int_equal(st.wal_replayed, 0);
