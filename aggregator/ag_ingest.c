@@ -19,12 +19,14 @@
  *
  * Every stored series gets the label node="<batch node>" (unless the agent set one), so cgroup ids
  * and node metrics from different nodes never collide. Pushes from different nodes run in parallel;
- * pushes from one node are serialised by that node's entry lock.
+ * pushes from one node are serialised by that node's entry lock, except their log streams (below).
  *
  * Container log streams (wire field 10) go to the log store (ag_loki.c) first, under origin
  * "<node>/<boot_id>" and the batch seq, before the seq check and the tsdb append: the log store dedupes
  * on (origin, seq) itself, so a batch retried after a crash between the two stores keeps its logs,
- * which the tsdb's seq check alone would drop. Stream labels are the agent's minus pod_uid and
+ * which the tsdb's seq check alone would drop. That step takes no node lock (the log store's own
+ * lock and window are enough), so the agent's log batches in flight at once are stored together: the
+ * log store syncs its WAL for them in one fdatasync (ls_store.c, group commit). Stream labels are the agent's minus pod_uid and
  * container_id (one stream per container name, not per restart), empty values dropped, plus node.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
@@ -286,10 +288,8 @@ static void store(ag__ingest *in, const cm_batch *b, cm_arena *a, ag__resp *resp
 		respond(in, resp, AG_PUSH_UNAVAILABLE, 503, "unavailable", "out of memory");
 		return;
 	}
-	pthread_mutex_lock(&e->lock);
-	int rc = store_logs(in, b, a, &err);
+	int rc = store_logs(in, b, a, &err); /* outside the node's lock: several of its batches at once */
 	if (rc) {
-		pthread_mutex_unlock(&e->lock);
 		int bad = rc == CM_EINVAL || rc == CM_EPROTO;
 		respond(in, resp, bad ? AG_PUSH_BAD_REQUEST : AG_PUSH_UNAVAILABLE, bad ? 400 : 503,
 			bad ? "bad_data" : "unavailable", err.msg);

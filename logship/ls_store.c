@@ -114,6 +114,14 @@ struct ls_store {
 	dedupe_pos *origins;
 	int wal_fd, chunk_fd;
 	uint64_t wal_size, next_lsn, chunk_no, chunk_size;
+	/* group commit: records are written under mu, synced without it, applied in lsn order */
+	pthread_cond_t cv;   /* signals synced, apply_next and pending moving */
+	uint64_t written;    /* WAL record bytes written over the store's open life (not reset by a restart) */
+	uint64_t synced;     /* how many of them are known durable */
+	int syncing;         /* one thread runs fdatasync */
+	int wal_err;         /* a failed WAL write or sync: every later append fails */
+	uint64_t apply_next; /* the lsn whose entries go into heads next */
+	size_t pending;      /* records written, not yet applied */
 	cm_buf rec;  /* WAL record scratch */
 	ZSTD_CCtx *cctx; /* block compression, kept warm between blocks (created at the first one) */
 	cm_buf blk;  /* block scratch */
@@ -920,6 +928,7 @@ int ls_store_open(const ls_store_opts *opts, ls_store **out, cm_err *err)
 	s->wal_fd = s->chunk_fd = -1;
 	s->next_lsn = 1;
 	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
 	cm_buf_init(&s->rec);
 	cm_buf_init(&s->blk);
 	snprintf(s->dir, sizeof(s->dir), "%s", opts->dir);
@@ -933,6 +942,7 @@ int ls_store_open(const ls_store_opts *opts, ls_store **out, cm_err *err)
 		return rc;
 	}
 	s->st.streams = s->nstreams;
+	s->apply_next = s->next_lsn;
 	*out = s;
 	return 0;
 }
@@ -964,6 +974,7 @@ void ls_store_close(ls_store *s)
 	cm_buf_close(&s->rec);
 	cm_buf_close(&s->blk);
 	ZSTD_freeCCtx(s->cctx);
+	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	free(s);
 }
@@ -980,37 +991,74 @@ static int check_streams(const ls_push_stream *st, size_t n, cm_err *err)
 	return 0;
 }
 
-static int append_locked(ls_store *s, const char *origin, uint64_t seq, const ls_push_stream *st, size_t n,
-			 cm_err *err)
+/* Waits until the WAL is durable up to end (in written's count): one fdatasync, without the mutex, covers every record
+ * written before it started (group commit). A failed one breaks the store for good: what it covered may
+ * or may not be on disk, so nothing after it may be acknowledged. Called and returns with mu held. */
+static int wal_sync_to(ls_store *s, uint64_t end)
 {
-	dedupe_pos *o = origin && *origin ? origin_find(s, origin) : NULL;
-	if (o && cm_seqwin_has(&o->seqs, seq)) {
-		s->st.duplicates++;
-		return 0;
+	while (!s->wal_err && s->synced < end) {
+		if (s->syncing) {
+			pthread_cond_wait(&s->cv, &s->mu);
+			continue;
+		}
+		uint64_t target = s->written;
+		s->syncing = 1;
+		pthread_mutex_unlock(&s->mu);
+		int rc = sync_fd(s, s->wal_fd);
+		pthread_mutex_lock(&s->mu);
+		s->syncing = 0;
+		if (rc)
+			s->wal_err = rc;
+		else
+			s->synced = target;
+		pthread_cond_broadcast(&s->cv);
 	}
-	uint64_t lsn = s->next_lsn;
+	return s->wal_err;
+}
+
+/* The record written (not yet synced) with the next lsn, after a WAL restart if one is due, which waits
+ * until no record is between its write and its apply. mu held. */
+static int wal_write(ls_store *s, const char *origin, uint64_t seq, const ls_push_stream *st, size_t n,
+		     uint64_t *lsn)
+{
+	while (s->wal_size >= s->o.wal_bytes && s->pending && !s->wal_err)
+		pthread_cond_wait(&s->cv, &s->mu);
+	int rc = s->wal_err;
+	if (!rc && s->wal_size >= s->o.wal_bytes && !(rc = wal_restart(s)))
+		s->synced = s->written; /* the restart synced everything before it */
 	s->rec.len = 0;
-	int rc = wal_encode(&s->rec, lsn, origin, seq, st, n);
-	if (rc)
-		return cm_errf(err, rc, "log store: append too large or out of memory");
-	if ((rc = cm_write_all(s->wal_fd, s->rec.data, s->rec.len)) || (rc = sync_fd(s, s->wal_fd))) {
+	if (rc || (rc = wal_encode(&s->rec, s->next_lsn, origin, seq, st, n)))
+		return rc;
+	if ((rc = cm_write_all(s->wal_fd, s->rec.data, s->rec.len))) {
 		if (ftruncate(s->wal_fd, (off_t)s->wal_size)) /* leave no half record behind */
-			rc = CM_EIO;
-		return cm_errf(err, rc, "log store wal: %s", cm_strerror(rc));
+			s->wal_err = rc = CM_EIO;
+		return rc;
 	}
-	s->next_lsn++;
+	*lsn = s->next_lsn++;
 	s->wal_size += s->rec.len;
-	int cut = cut_full_heads(s, st, n); /* its failure must not keep the entries from their heads */
-	for (size_t i = 0; i < n && !rc; i++) {
+	s->written += s->rec.len;
+	s->pending++;
+	return 0;
+}
+
+/* A durable record's entries into their heads, in lsn order (a stream's flushed_lsn covers every lsn
+ * below it, so a lower lsn must never reach a head after a higher one was cut into a block). mu held. */
+static int apply_in_order(ls_store *s, uint64_t lsn, int durable, const ls_push_stream *st, size_t n)
+{
+	while (s->apply_next != lsn)
+		pthread_cond_wait(&s->cv, &s->mu);
+	int rc = 0, cut = durable ? cut_full_heads(s, st, n) : 0; /* its failure must not keep the entries out */
+	for (size_t i = 0; i < n && durable && !rc; i++) {
 		cm_label sorted[MAX_LABELS];
 		labels_check(st[i].labels, st[i].nlabels, sorted);
 		rc = apply_stream(s, sorted, st[i].nlabels, st[i].entries, st[i].nentries, lsn, 0);
 	}
-	if (!rc && origin && *origin)
-		rc = origin_set(s, origin, seq, 0);
-	if (!rc)
-		rc = cut ? cut : s->wal_size >= s->o.wal_bytes ? wal_restart(s) : flush_heads(s, 0);
-	return rc ? cm_errf(err, rc, "log store: %s (the entries are in the WAL)", cm_strerror(rc)) : 0;
+	if (durable && !rc)
+		rc = cut ? cut : flush_heads(s, 0);
+	s->apply_next++;
+	s->pending--;
+	pthread_cond_broadcast(&s->cv);
+	return rc;
 }
 
 int ls_store_append(ls_store *s, const char *origin, uint64_t seq, const ls_push_stream *streams, size_t n,
@@ -1020,7 +1068,26 @@ int ls_store_append(ls_store *s, const char *origin, uint64_t seq, const ls_push
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&s->mu);
-	rc = append_locked(s, origin, seq, streams, n, err);
+	dedupe_pos *o = origin && *origin ? origin_get(s, origin) : NULL;
+	uint64_t lsn = 0;
+	if (origin && *origin && !o) {
+		rc = cm_errf(err, CM_ENOMEM, "log store: out of memory");
+	} else if (o && cm_seqwin_has(&o->seqs, seq)) { /* stored, or being stored: acknowledged once durable */
+		s->st.duplicates++;
+		if ((rc = wal_sync_to(s, s->written)))
+			cm_errf(err, rc, "log store wal: %s", cm_strerror(rc));
+	} else if ((rc = wal_write(s, origin, seq, streams, n, &lsn))) {
+		cm_errf(err, rc, "log store wal: %s", rc == CM_E2BIG ? "append too large" : cm_strerror(rc));
+	} else {
+		if (o)
+			cm_seqwin_add(&o->seqs, seq);
+		int sync = wal_sync_to(s, s->written);
+		rc = apply_in_order(s, lsn, !sync, streams, n);
+		if (sync)
+			rc = cm_errf(err, sync, "log store wal: %s", cm_strerror(sync));
+		else if (rc)
+			cm_errf(err, rc, "log store: %s (the entries are in the WAL)", cm_strerror(rc));
+	}
 	pthread_mutex_unlock(&s->mu);
 	return rc;
 }
