@@ -361,7 +361,8 @@ int na__sender_create(uv_loop_t *loop, const char *base_url, const char *token, 
  * before the next attempt after a 401 or 403, so a rotated token is picked up without a restart. Call
  * before the first kick. */
 int na__sender_config(na__sender *s, const char *ca_file, const char *token_file, cm_err *err);
-/* Loop thread: something was put in the spool; starts a send unless one runs or a retry waits. */
+/* Loop thread: something was put in the spool; starts a send in each idle slot that has a batch to take,
+ * unless a retry waits. */
 void na__sender_kick(na__sender *s);
 void na__sender_stats_get(const na__sender *s, na__sender_stats *out);
 /* Loop thread: fn(arg) is called each time a batch left the spool (acknowledged or refused for good). */
