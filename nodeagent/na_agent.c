@@ -79,7 +79,7 @@ static void collect_work(uv_work_t *w)
 		return;
 	size_t len;
 	uint8_t *frame = cm_buf_take(&a->frame, &len);
-	a->put_rc = na__spool_put(a->spool, a->next_seq, frame, len, 1);
+	a->put_rc = na__spool_put(a->spool, a->next_seq, frame, len, 0);
 }
 
 static void next_pass(na_agent *a);

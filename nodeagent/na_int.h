@@ -306,10 +306,11 @@ typedef struct na__spool_stats {
 int na__spool_open(const char *dir, size_t max_batches, uint64_t max_bytes, na__spool **out, uint64_t *last_seq,
 		   cm_err *err);
 void na__spool_close(na__spool *sp);
-/* Any thread. Takes the malloc'd frame; written (and synced) before it returns in disk mode. alone: sent
- * with no other batch in flight (a metrics batch: its inventory and events apply in order); 0 for a
- * logs-only batch, which may overlap others. Batches found on disk at open go alone. */
-int na__spool_put(na__spool *sp, uint64_t seq, uint8_t *frame, size_t len, int alone);
+/* Any thread. Takes the malloc'd frame; written (and synced) before it returns in disk mode, unless logs.
+ * logs: a logs-only batch, kept in memory (the tailer re-reads it after a crash) and sent overlapping
+ * others; any other batch goes alone (nothing else in flight: its inventory and events apply in order),
+ * as do the batches found on disk at open. */
+int na__spool_put(na__spool *sp, uint64_t seq, uint8_t *frame, size_t len, int logs);
 size_t na__spool_pending(na__spool *sp);
 /* Sender worker: the oldest batch among the first window that is neither being sent nor done, marked as
  * being sent (never dropped) until na__spool_done. *data points into buf (disk mode) or the spool

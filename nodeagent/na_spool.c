@@ -11,7 +11,9 @@
  * aggregator acknowledges it as a duplicate), and one agent restart later is delivered in order before
  * anything newer. Past --spool-max-bytes or --max-pending batches the oldest one neither being sent
  * nor done is deleted and counted as dropped. Without a state directory the same queue lives in
- * memory only (bounded by --max-pending).
+ * memory only (bounded by --max-pending). A logs-only batch stays in memory in either mode: the log
+ * files and the tailer's staged positions are its durable copy (after a crash the tailer reads it again
+ * and it goes out under the same seq: na_logs.c), so it costs no file write, fdatasync or read back.
  *
  * Called from worker threads (put: the collection worker; take/done: the sender's workers) and from
  * the loop thread (stats, sendable); a mutex guards the index, never held across file I/O other than
@@ -142,7 +144,7 @@ static void index_remove(na__spool *sp, size_t i)
 	sp->st.batches--;
 	sp->st.bytes -= e.len;
 	free(e.data);
-	if (sp->dirfd >= 0) {
+	if (sp->dirfd >= 0 && !e.data) {
 		file_name(name, e.seq, 0);
 		unlinkat(sp->dirfd, name, 0);
 	}
@@ -342,18 +344,19 @@ static void write_seq(na__spool *sp, uint64_t seq)
 		sp->st.errors++;
 }
 
-int na__spool_put(na__spool *sp, uint64_t seq, uint8_t *frame, size_t len, int alone)
+int na__spool_put(na__spool *sp, uint64_t seq, uint8_t *frame, size_t len, int logs)
 {
 	int rc = len && len <= MAX_PAYLOAD ? CM_OK : CM_E2BIG;
-	if (!rc && sp->dirfd >= 0) {
-		rc = write_file(sp, seq, frame, len);
+	if (!rc && sp->dirfd >= 0)
 		write_seq(sp, seq);
+	if (!rc && sp->dirfd >= 0 && !logs) {
+		rc = write_file(sp, seq, frame, len);
 		free(frame);
 		frame = NULL;
 	}
 	uv_mutex_lock(&sp->mu);
 	if (!rc)
-		rc = index_push(sp, seq, len, frame, alone);
+		rc = index_push(sp, seq, len, frame, !logs);
 	if (rc) {
 		sp->st.errors++;
 		free(frame);

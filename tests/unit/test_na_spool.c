@@ -23,7 +23,7 @@ static uint8_t *frame_of(uint64_t seq, size_t len)
 
 static void put(na__spool *sp, uint64_t seq, size_t len)
 {
-	assert_int_equal(na__spool_put(sp, seq, frame_of(seq, len), len, 1), 0);
+	assert_int_equal(na__spool_put(sp, seq, frame_of(seq, len), len, 0), 0);
 }
 
 /* Takes the head, checks its seq and bytes, and pops it. */
@@ -228,7 +228,7 @@ static void test_layout_and_corruption(void **state)
 	/* and a put writes exactly this layout */
 	uint8_t *hello = malloc(5);
 	memcpy(hello, "hello", 5);
-	assert_int_equal(na__spool_put(sp, 0x1234, hello, 5, 1), 0);
+	assert_int_equal(na__spool_put(sp, 0x1234, hello, 5, 0), 0);
 	fmt_into(path, sizeof(path), "%s/spool/0000000000001234.batch", dir);
 	char got[64];
 	size_t n;
@@ -261,7 +261,7 @@ static void window(const char *dir)
 	cm_buf_init(&buf);
 	assert_int_equal(na__spool_open(dir, 100, 0, &sp, &last, &err), 0);
 	for (uint64_t s = 1; s <= 6; s++)
-		assert_int_equal(na__spool_put(sp, s, frame_of(s, 10), 10, s == 5), 0);
+		assert_int_equal(na__spool_put(sp, s, frame_of(s, 10), 10, s != 5), 0);
 	assert_int_equal(na__spool_sendable(sp, 3), 3);
 	assert_int_equal(take(sp, &buf), 1);
 	assert_int_equal(take(sp, &buf), 2);
