@@ -991,9 +991,9 @@ static int check_streams(const ls_push_stream *st, size_t n, cm_err *err)
 	return 0;
 }
 
-/* Waits until the WAL is durable up to end (in written's count): one fdatasync, without the mutex, covers every record
- * written before it started (group commit). A failed one breaks the store for good: what it covered may
- * or may not be on disk, so nothing after it may be acknowledged. Called and returns with mu held. */
+/* Waits until the WAL is durable up to end (counted as written is): one fdatasync, without the mutex,
+ * covers every record written before it started (group commit). A failed one breaks the store for good:
+ * what it covered may or may not be on disk, so nothing after it may be acknowledged. mu held. */
 static int wal_sync_to(ls_store *s, uint64_t end)
 {
 	while (!s->wal_err && s->synced < end) {
