@@ -1,10 +1,12 @@
 /* ag_ingest.c -- POST /api/v1/agent/push: authenticate, decode, dedupe, store durably, acknowledge.
  *
  * A push is answered 200 only after its samples are in the tsdb WAL and fsynced. Retries are
- * idempotent: each (node, boot id) remembers the last sequence number stored, and a batch whose seq
- * is not greater is acknowledged without being stored again. That memory is itself durable: every
- * batch is stored together with the sample corral_agent_batch_seq{node,boot_id} = seq in the same
- * WAL record, and ag__ingest_create rebuilds the table from those series after a restart. Sequence
+ * idempotent: each (node, boot id) keeps a window of the seqs stored (cm_seqwin: the last 64 in store
+ * order and a floor below them; the agent has up to 4 batches in flight, so 12 may arrive before 11),
+ * and a batch whose seq the window holds is acknowledged without being stored again. That memory is
+ * itself durable: every batch is stored together with the sample corral_agent_batch_seq{node,boot_id}
+ * = seq in the same WAL record, at a time that grows with every batch stored, and ag__ingest_create
+ * rebuilds each window by adding those samples' values in time order after a restart. Sequence
  * numbers must therefore stay below 2^53 (exact in a double); the agent's are microseconds.
  *
  * A node's clock is trusted while it agrees with ours: a batch created more than RETIME_MS in our future,
@@ -17,12 +19,14 @@
  *
  * Every stored series gets the label node="<batch node>" (unless the agent set one), so cgroup ids
  * and node metrics from different nodes never collide. Pushes from different nodes run in parallel;
- * pushes from one node are serialised by that node's entry lock.
+ * pushes from one node are serialised by that node's entry lock, except their log streams (below).
  *
  * Container log streams (wire field 10) go to the log store (ag_loki.c) first, under origin
  * "<node>/<boot_id>" and the batch seq, before the seq check and the tsdb append: the log store dedupes
  * on (origin, seq) itself, so a batch retried after a crash between the two stores keeps its logs,
- * which the tsdb's seq check alone would drop. Stream labels are the agent's minus pod_uid and
+ * which the tsdb's seq check alone would drop. That step takes no node lock (the log store's own
+ * lock and window are enough), so the agent's log batches in flight at once are stored together: the
+ * log store syncs its WAL for them in one fdatasync (ls_store.c, group commit). Stream labels are the agent's minus pod_uid and
  * container_id (one stream per container name, not per restart), empty values dropped, plus node.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
@@ -39,7 +43,7 @@
 typedef struct node_entry {
 	struct node_entry *next;
 	pthread_mutex_t lock;
-	uint64_t last_seq;
+	cm_seqwin seqs;  /* the batches stored */
 	int64_t last_t;  /* timestamp of the last seq sample: strictly increasing, so none is dropped */
 	int64_t newest;  /* newest batch creation time stored, after any retiming (ms) */
 	char *key;  /* node '\0' boot_id */
@@ -102,10 +106,10 @@ static int restore_one(void *ctx, const cm_label *labels, size_t nlabels, const 
 			boot = labels[i].value;
 	}
 	node_entry *e = node ? entry_get(in, node, boot) : NULL;
-	if (e && n) {
-		e->last_seq = (uint64_t)samples[n - 1].v;
+	for (size_t i = 0; e && i < n; i++)
+		cm_seqwin_add(&e->seqs, (uint64_t)samples[i].v);
+	if (e && n)
 		e->last_t = samples[n - 1].t_ms;
-	}
 	return 0;
 }
 
@@ -284,16 +288,14 @@ static void store(ag__ingest *in, const cm_batch *b, cm_arena *a, ag__resp *resp
 		respond(in, resp, AG_PUSH_UNAVAILABLE, 503, "unavailable", "out of memory");
 		return;
 	}
-	pthread_mutex_lock(&e->lock);
-	int rc = store_logs(in, b, a, &err);
+	int rc = store_logs(in, b, a, &err); /* outside the node's lock: several of its batches at once */
 	if (rc) {
-		pthread_mutex_unlock(&e->lock);
 		int bad = rc == CM_EINVAL || rc == CM_EPROTO;
 		respond(in, resp, bad ? AG_PUSH_BAD_REQUEST : AG_PUSH_UNAVAILABLE, bad ? 400 : 503,
 			bad ? "bad_data" : "unavailable", err.msg);
 		return;
 	}
-	if (b->seq <= e->last_seq) {
+	if (cm_seqwin_has(&e->seqs, b->seq)) {
 		pthread_mutex_unlock(&e->lock);
 		respond(in, resp, AG_PUSH_DUPLICATE, 200, NULL, NULL);
 		return;
@@ -304,7 +306,8 @@ static void store(ag__ingest *in, const cm_batch *b, cm_arena *a, ag__resp *resp
 	if (!rc)
 		rc = ts_append(in->db, series, n, &err);
 	if (!rc) {
-		e->last_seq = b->seq, e->last_t = t;
+		cm_seqwin_add(&e->seqs, b->seq);
+		e->last_t = t;
 		if (b->created_ms + shift > e->newest)
 			e->newest = b->created_ms + shift;
 		if (shift)

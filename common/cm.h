@@ -288,6 +288,22 @@ int cm_wire_enc_encode(cm_wire_enc *e, const cm_batch *b, const uint8_t **frame,
 int cm_wire_decode(const void *frame, size_t n, const cm_wire_limits *lim, cm_arena *a, cm_batch *out,
 		   cm_err *err);
 
+/* ---- batch seq dedupe window (cm_seqwin.c) ------------------------------------------------------------ */
+
+/* The seqs of one origin (an agent's node and boot) that a store holds: the last CM_SEQWIN_N stored, in
+ * store order, and a floor, the highest seq pushed out of them. A seq is a duplicate if it is in the
+ * window or at most the floor. Exact as long as a sender never has CM_SEQWIN_N batches newer than an
+ * unacknowledged one stored (the agent keeps at most NA_SEND_WINDOW in flight, in spool order). */
+#define CM_SEQWIN_N 64
+typedef struct cm_seqwin {
+	uint64_t floor;
+	uint64_t seq[CM_SEQWIN_N]; /* a ring: seq[(head + i) % N] is the i-th oldest of n */
+	unsigned head, n;
+} cm_seqwin;
+int cm_seqwin_has(const cm_seqwin *w, uint64_t seq);
+void cm_seqwin_add(cm_seqwin *w, uint64_t seq);  /* stored: remembered (the oldest may go to the floor) */
+uint64_t cm_seqwin_at(const cm_seqwin *w, unsigned i); /* the i-th oldest in the window, i < n */
+
 /* ---- config tables ---------------------------------------------------------------------------------- */
 
 typedef enum cm_opt_type {

@@ -192,7 +192,8 @@ typedef struct ls_store_stats {
 int ls_store_open(const ls_store_opts *opts, ls_store **out, cm_err *err);
 void ls_store_close(ls_store *s);
 /* Durable append. origin/seq (origin may be NULL: no dedupe) make a retry of the same batch a no-op:
- * an append whose seq is not above the last one stored for origin returns 0 and stores nothing. */
+ * an append whose seq origin's window holds (cm_seqwin: stored already, or at most its floor) returns 0
+ * and stores nothing. Seqs may come out of order (a sender with several batches in flight). */
 int ls_store_append(ls_store *s, const char *origin, uint64_t seq, const ls_push_stream *streams, size_t n,
 		    cm_err *err);
 /* Streams whose range overlaps [start_ns, end_ns]; fn returns nonzero to stop (that value is returned). */

@@ -55,7 +55,10 @@
  *       key = {a="b", c="d"} (names sorted, values with \ " and newline escaped); labels = name NUL
  *       value NUL ...; flushed_lsn: WAL records at or below it are in blocks for this stream
  *   blocks(stream INTEGER, file INTEGER, off INTEGER, len INTEGER, n INTEGER, min_t INTEGER, max_t INTEGER)
- *   origins(origin TEXT PRIMARY KEY, seq INTEGER)   dedupe positions as of the last WAL truncation
+ *   origins(origin TEXT PRIMARY KEY, seq INTEGER)   dedupe floors as of the last WAL truncation
+ *   origin_seqs(origin TEXT, seq INTEGER)           dedupe windows as of the last WAL truncation, each
+ *       origin's seqs in store order (rowid order); with the floor they rebuild its cm_seqwin, and the
+ *       WAL's records (origin, seq) after it complete it (an index without this table: empty windows)
  *   meta(k TEXT PRIMARY KEY, v INTEGER)             next_lsn as of the last WAL truncation
  */
 /* SPDX-License-Identifier: Apache-2.0 */
@@ -96,7 +99,7 @@ typedef struct sstream {
 
 typedef struct dedupe_pos {
 	char *name;
-	uint64_t seq;
+	cm_seqwin seqs; /* the seqs stored from this origin */
 	struct dedupe_pos *next;
 } dedupe_pos;
 
@@ -111,6 +114,14 @@ struct ls_store {
 	dedupe_pos *origins;
 	int wal_fd, chunk_fd;
 	uint64_t wal_size, next_lsn, chunk_no, chunk_size;
+	/* group commit: records are written under mu, synced without it, applied in lsn order */
+	pthread_cond_t cv;   /* signals synced, apply_next and pending moving */
+	uint64_t written;    /* WAL record bytes written over the store's open life (not reset by a restart) */
+	uint64_t synced;     /* how many of them are known durable */
+	int syncing;         /* one thread runs fdatasync */
+	int wal_err;         /* a failed WAL write or sync: every later append fails */
+	uint64_t apply_next; /* the lsn whose entries go into heads next */
+	size_t pending;      /* records written, not yet applied */
 	cm_buf rec;  /* WAL record scratch */
 	ZSTD_CCtx *cctx; /* block compression, kept warm between blocks (created at the first one) */
 	cm_buf blk;  /* block scratch */
@@ -484,18 +495,29 @@ static dedupe_pos *origin_find(ls_store *s, const char *name)
 	return NULL;
 }
 
-static int origin_set(ls_store *s, const char *name, uint64_t seq)
+static dedupe_pos *origin_get(ls_store *s, const char *name)
 {
 	dedupe_pos *o = origin_find(s, name);
-	if (!o) {
-		if (!(o = calloc(1, sizeof(*o))) || !(o->name = strdup(name))) {
-			free(o);
-			return CM_ENOMEM;
-		}
-		o->next = s->origins, s->origins = o;
+	if (o)
+		return o;
+	if (!(o = calloc(1, sizeof(*o))) || !(o->name = strdup(name))) {
+		free(o);
+		return NULL;
 	}
-	if (seq > o->seq)
-		o->seq = seq;
+	o->next = s->origins, s->origins = o;
+	return o;
+}
+
+/* seq of origin is stored (floor: every seq up to it is). */
+static int origin_set(ls_store *s, const char *name, uint64_t seq, int floor)
+{
+	dedupe_pos *o = origin_get(s, name);
+	if (!o)
+		return CM_ENOMEM;
+	if (!floor)
+		cm_seqwin_add(&o->seqs, seq);
+	else if (seq > o->seqs.floor)
+		o->seqs.floor = seq;
 	return 0;
 }
 
@@ -626,7 +648,7 @@ static int replay_record(ls_store *s, const uint8_t *p, size_t n)
 		rc = CM_ECORRUPT;
 	char *name = rc ? NULL : cm_arena_strndup(&a, (const char *)o, olen);
 	if (!rc && olen)
-		rc = name ? origin_set(s, name, seq) : CM_ENOMEM;
+		rc = name ? origin_set(s, name, seq, 0) : CM_ENOMEM;
 	cm_arena_close(&a);
 	if (!rc && lsn >= s->next_lsn)
 		s->next_lsn = lsn + 1;
@@ -682,23 +704,39 @@ static int wal_replay(ls_store *s, cm_err *err)
 	return 0;
 }
 
-/* Every head into blocks, dedupe positions and next_lsn into the index, then an empty WAL. */
+static int put_origin(sqlite3_stmt *q, const char *name, uint64_t seq)
+{
+	sqlite3_reset(q);
+	sqlite3_bind_text(q, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(q, 2, (sqlite3_int64)seq);
+	return sqlite3_step(q) == SQLITE_DONE ? 0 : CM_EIO;
+}
+
+/* Each origin's floor and window into the index (inside the caller's transaction). */
+static int save_origins(ls_store *s)
+{
+	sqlite3_stmt *fl = NULL, *win = NULL;
+	int rc = sqlite3_exec(s->db, "DELETE FROM origin_seqs", NULL, NULL, NULL) != SQLITE_OK ||
+		 sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO origins VALUES(?1,?2)", -1, &fl, NULL) != SQLITE_OK ||
+		 sqlite3_prepare_v2(s->db, "INSERT INTO origin_seqs VALUES(?1,?2)", -1, &win, NULL) != SQLITE_OK
+		 ? CM_EIO : 0;
+	for (dedupe_pos *o = s->origins; o && !rc; o = o->next) {
+		rc = put_origin(fl, o->name, o->seqs.floor);
+		for (unsigned i = 0; i < o->seqs.n && !rc; i++)
+			rc = put_origin(win, o->name, cm_seqwin_at(&o->seqs, i));
+	}
+	sqlite3_finalize(fl);
+	sqlite3_finalize(win);
+	return rc;
+}
+
+/* Every head into blocks, dedupe windows and next_lsn into the index, then an empty WAL. */
 static int wal_restart(ls_store *s)
 {
 	int rc = flush_heads(s, 1);
 	if (rc)
 		return rc;
-	sqlite3_stmt *q = NULL;
-	if (sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO origins VALUES(?1,?2)", -1, &q, NULL) != SQLITE_OK)
-		rc = CM_EIO;
-	for (dedupe_pos *o = s->origins; o && !rc; o = o->next) {
-		sqlite3_reset(q);
-		sqlite3_bind_text(q, 1, o->name, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(q, 2, (sqlite3_int64)o->seq);
-		rc = sqlite3_step(q) == SQLITE_DONE ? 0 : CM_EIO;
-	}
-	sqlite3_finalize(q);
+	rc = sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ? CM_EIO : save_origins(s);
 	char sql[128];
 	snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO meta VALUES('next_lsn',%llu)", (unsigned long long)s->next_lsn);
 	if (rc || sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK ||
@@ -722,6 +760,7 @@ static const char schema[] =
 	" min_t INTEGER, max_t INTEGER);"
 	"CREATE INDEX IF NOT EXISTS blocks_stream ON blocks(stream, max_t);"
 	"CREATE TABLE IF NOT EXISTS origins(origin TEXT PRIMARY KEY, seq INTEGER);"
+	"CREATE TABLE IF NOT EXISTS origin_seqs(origin TEXT, seq INTEGER);"
 	"CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER);"
 	"PRAGMA user_version=1;";
 
@@ -796,6 +835,18 @@ static int load_ranges(ls_store *s)
 	return 0;
 }
 
+static int load_origins(ls_store *s, const char *sql, int floor)
+{
+	sqlite3_stmt *q;
+	int rc = 0;
+	if (sqlite3_prepare_v2(s->db, sql, -1, &q, NULL) != SQLITE_OK)
+		return CM_EIO;
+	while (!rc && sqlite3_step(q) == SQLITE_ROW)
+		rc = origin_set(s, (const char *)sqlite3_column_text(q, 0), (uint64_t)sqlite3_column_int64(q, 1), floor);
+	sqlite3_finalize(q);
+	return rc;
+}
+
 static int load_index(ls_store *s)
 {
 	sqlite3_stmt *q;
@@ -805,11 +856,10 @@ static int load_index(ls_store *s)
 	while (!rc && sqlite3_step(q) == SQLITE_ROW)
 		rc = load_stream(s, q);
 	sqlite3_finalize(q);
-	if (rc || sqlite3_prepare_v2(s->db, "SELECT origin, seq FROM origins", -1, &q, NULL) != SQLITE_OK)
-		return rc ? rc : CM_EIO;
-	while (!rc && sqlite3_step(q) == SQLITE_ROW)
-		rc = origin_set(s, (const char *)sqlite3_column_text(q, 0), (uint64_t)sqlite3_column_int64(q, 1));
-	sqlite3_finalize(q);
+	if (!rc)
+		rc = load_origins(s, "SELECT origin, seq FROM origins", 1);
+	if (!rc)
+		rc = load_origins(s, "SELECT origin, seq FROM origin_seqs ORDER BY rowid", 0);
 	if (rc || sqlite3_prepare_v2(s->db, "SELECT v FROM meta WHERE k='next_lsn'", -1, &q, NULL) != SQLITE_OK)
 		return rc ? rc : CM_EIO;
 	if (sqlite3_step(q) == SQLITE_ROW && (uint64_t)sqlite3_column_int64(q, 0) > s->next_lsn)
@@ -878,6 +928,7 @@ int ls_store_open(const ls_store_opts *opts, ls_store **out, cm_err *err)
 	s->wal_fd = s->chunk_fd = -1;
 	s->next_lsn = 1;
 	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
 	cm_buf_init(&s->rec);
 	cm_buf_init(&s->blk);
 	snprintf(s->dir, sizeof(s->dir), "%s", opts->dir);
@@ -891,6 +942,7 @@ int ls_store_open(const ls_store_opts *opts, ls_store **out, cm_err *err)
 		return rc;
 	}
 	s->st.streams = s->nstreams;
+	s->apply_next = s->next_lsn;
 	*out = s;
 	return 0;
 }
@@ -922,6 +974,7 @@ void ls_store_close(ls_store *s)
 	cm_buf_close(&s->rec);
 	cm_buf_close(&s->blk);
 	ZSTD_freeCCtx(s->cctx);
+	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	free(s);
 }
@@ -938,37 +991,74 @@ static int check_streams(const ls_push_stream *st, size_t n, cm_err *err)
 	return 0;
 }
 
-static int append_locked(ls_store *s, const char *origin, uint64_t seq, const ls_push_stream *st, size_t n,
-			 cm_err *err)
+/* Waits until the WAL is durable up to end (counted as written is): one fdatasync, without the mutex,
+ * covers every record written before it started (group commit). A failed one breaks the store for good:
+ * what it covered may or may not be on disk, so nothing after it may be acknowledged. mu held. */
+static int wal_sync_to(ls_store *s, uint64_t end)
 {
-	dedupe_pos *o = origin && *origin ? origin_find(s, origin) : NULL;
-	if (o && seq <= o->seq) {
-		s->st.duplicates++;
-		return 0;
+	while (!s->wal_err && s->synced < end) {
+		if (s->syncing) {
+			pthread_cond_wait(&s->cv, &s->mu);
+			continue;
+		}
+		uint64_t target = s->written;
+		s->syncing = 1;
+		pthread_mutex_unlock(&s->mu);
+		int rc = sync_fd(s, s->wal_fd);
+		pthread_mutex_lock(&s->mu);
+		s->syncing = 0;
+		if (rc)
+			s->wal_err = rc;
+		else
+			s->synced = target;
+		pthread_cond_broadcast(&s->cv);
 	}
-	uint64_t lsn = s->next_lsn;
+	return s->wal_err;
+}
+
+/* The record written (not yet synced) with the next lsn, after a WAL restart if one is due, which waits
+ * until no record is between its write and its apply. mu held. */
+static int wal_write(ls_store *s, const char *origin, uint64_t seq, const ls_push_stream *st, size_t n,
+		     uint64_t *lsn)
+{
+	while (s->wal_size >= s->o.wal_bytes && s->pending && !s->wal_err)
+		pthread_cond_wait(&s->cv, &s->mu);
+	int rc = s->wal_err;
+	if (!rc && s->wal_size >= s->o.wal_bytes && !(rc = wal_restart(s)))
+		s->synced = s->written; /* the restart synced everything before it */
 	s->rec.len = 0;
-	int rc = wal_encode(&s->rec, lsn, origin, seq, st, n);
-	if (rc)
-		return cm_errf(err, rc, "log store: append too large or out of memory");
-	if ((rc = cm_write_all(s->wal_fd, s->rec.data, s->rec.len)) || (rc = sync_fd(s, s->wal_fd))) {
+	if (rc || (rc = wal_encode(&s->rec, s->next_lsn, origin, seq, st, n)))
+		return rc;
+	if ((rc = cm_write_all(s->wal_fd, s->rec.data, s->rec.len))) {
 		if (ftruncate(s->wal_fd, (off_t)s->wal_size)) /* leave no half record behind */
-			rc = CM_EIO;
-		return cm_errf(err, rc, "log store wal: %s", cm_strerror(rc));
+			s->wal_err = rc = CM_EIO;
+		return rc;
 	}
-	s->next_lsn++;
+	*lsn = s->next_lsn++;
 	s->wal_size += s->rec.len;
-	int cut = cut_full_heads(s, st, n); /* its failure must not keep the entries from their heads */
-	for (size_t i = 0; i < n && !rc; i++) {
+	s->written += s->rec.len;
+	s->pending++;
+	return 0;
+}
+
+/* A durable record's entries into their heads, in lsn order (a stream's flushed_lsn covers every lsn
+ * below it, so a lower lsn must never reach a head after a higher one was cut into a block). mu held. */
+static int apply_in_order(ls_store *s, uint64_t lsn, int durable, const ls_push_stream *st, size_t n)
+{
+	while (s->apply_next != lsn)
+		pthread_cond_wait(&s->cv, &s->mu);
+	int rc = 0, cut = durable ? cut_full_heads(s, st, n) : 0; /* its failure must not keep the entries out */
+	for (size_t i = 0; i < n && durable && !rc; i++) {
 		cm_label sorted[MAX_LABELS];
 		labels_check(st[i].labels, st[i].nlabels, sorted);
 		rc = apply_stream(s, sorted, st[i].nlabels, st[i].entries, st[i].nentries, lsn, 0);
 	}
-	if (!rc && origin && *origin)
-		rc = origin_set(s, origin, seq);
-	if (!rc)
-		rc = cut ? cut : s->wal_size >= s->o.wal_bytes ? wal_restart(s) : flush_heads(s, 0);
-	return rc ? cm_errf(err, rc, "log store: %s (the entries are in the WAL)", cm_strerror(rc)) : 0;
+	if (durable && !rc)
+		rc = cut ? cut : flush_heads(s, 0);
+	s->apply_next++;
+	s->pending--;
+	pthread_cond_broadcast(&s->cv);
+	return rc;
 }
 
 int ls_store_append(ls_store *s, const char *origin, uint64_t seq, const ls_push_stream *streams, size_t n,
@@ -978,7 +1068,26 @@ int ls_store_append(ls_store *s, const char *origin, uint64_t seq, const ls_push
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&s->mu);
-	rc = append_locked(s, origin, seq, streams, n, err);
+	dedupe_pos *o = origin && *origin ? origin_get(s, origin) : NULL;
+	uint64_t lsn = 0;
+	if (origin && *origin && !o) {
+		rc = cm_errf(err, CM_ENOMEM, "log store: out of memory");
+	} else if (o && cm_seqwin_has(&o->seqs, seq)) { /* stored, or being stored: acknowledged once durable */
+		s->st.duplicates++;
+		if ((rc = wal_sync_to(s, s->written)))
+			cm_errf(err, rc, "log store wal: %s", cm_strerror(rc));
+	} else if ((rc = wal_write(s, origin, seq, streams, n, &lsn))) {
+		cm_errf(err, rc, "log store wal: %s", rc == CM_E2BIG ? "append too large" : cm_strerror(rc));
+	} else {
+		if (o)
+			cm_seqwin_add(&o->seqs, seq);
+		int sync = wal_sync_to(s, s->written);
+		rc = apply_in_order(s, lsn, !sync, streams, n);
+		if (sync)
+			rc = cm_errf(err, sync, "log store wal: %s", cm_strerror(sync));
+		else if (rc)
+			cm_errf(err, rc, "log store: %s (the entries are in the WAL)", cm_strerror(rc));
+	}
 	pthread_mutex_unlock(&s->mu);
 	return rc;
 }

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -105,6 +106,7 @@ int main(int argc, char **argv)
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
 	curl_global_init(CURL_GLOBAL_DEFAULT);
+	setenv("UV_THREADPOOL_SIZE", "8", 0); /* NA_SEND_WINDOW sends besides the collection pass and renders */
 	uv_loop_t *loop = uv_default_loop();
 	na_agent *a;
 	if (na_agent_start(loop, &cfg, &a, &err)) {

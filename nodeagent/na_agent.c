@@ -28,7 +28,7 @@
 
 #include "na_int.h"
 
-#define LOGS_PIPELINE 3 /* logs-only passes start while fewer batches than this wait in the spool */
+#define LOGS_PIPELINE (NA_SEND_WINDOW + 2) /* logs-only passes start while fewer batches than this wait in the spool */
 
 enum { PASS_METRICS = 1, PASS_LOGS };
 
@@ -79,7 +79,7 @@ static void collect_work(uv_work_t *w)
 		return;
 	size_t len;
 	uint8_t *frame = cm_buf_take(&a->frame, &len);
-	a->put_rc = na__spool_put(a->spool, a->next_seq, frame, len);
+	a->put_rc = na__spool_put(a->spool, a->next_seq, frame, len, 0);
 }
 
 static void next_pass(na_agent *a);

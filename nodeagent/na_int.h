@@ -317,14 +317,21 @@ typedef struct na__spool_stats {
 int na__spool_open(const char *dir, size_t max_batches, uint64_t max_bytes, na__spool **out, uint64_t *last_seq,
 		   cm_err *err);
 void na__spool_close(na__spool *sp);
-/* Any thread. Takes the malloc'd frame; written (and synced) before it returns in disk mode. */
-int na__spool_put(na__spool *sp, uint64_t seq, uint8_t *frame, size_t len);
+/* Any thread. Takes the malloc'd frame; written (and synced) before it returns in disk mode, unless logs.
+ * logs: a logs-only batch, kept in memory (the tailer re-reads it after a crash) and sent overlapping
+ * others; any other batch goes alone (nothing else in flight: its inventory and events apply in order),
+ * as do the batches found on disk at open. */
+int na__spool_put(na__spool *sp, uint64_t seq, uint8_t *frame, size_t len, int logs);
 size_t na__spool_pending(na__spool *sp);
-/* Sender worker: the oldest batch, held (never dropped) until pop or unhold. *data points into buf
- * (disk mode) or the spool (memory mode). Unreadable files are deleted and counted. CM_ENOENT if empty. */
-int na__spool_head(na__spool *sp, cm_buf *buf, uint64_t *seq, const uint8_t **data, size_t *len);
-void na__spool_pop(na__spool *sp, uint64_t seq);   /* acknowledged: deleted */
-void na__spool_unhold(na__spool *sp);              /* not delivered: stays first */
+/* Sender worker: the oldest batch among the first window that is neither being sent nor done, marked as
+ * being sent (never dropped) until na__spool_done. *data points into buf (disk mode) or the spool
+ * (memory mode). Unreadable files are deleted and counted. CM_ENOENT if there is none. */
+int na__spool_take(na__spool *sp, size_t window, cm_buf *buf, uint64_t *seq, const uint8_t **data, size_t *len);
+/* delivered (acknowledged or refused for good): done, deleted once every older batch is done too;
+ * else idle again, to be taken again. */
+void na__spool_done(na__spool *sp, uint64_t seq, int delivered);
+/* How many batches among the first window wait to be taken. */
+size_t na__spool_sendable(na__spool *sp, size_t window);
 void na__spool_stats_get(na__spool *sp, na__spool_stats *out);
 /* Any thread: the smallest seq waiting (UINT64_MAX when empty), and whether seq is waiting. */
 uint64_t na__spool_oldest_seq(na__spool *sp);
@@ -356,7 +363,9 @@ typedef struct na__sender_stats {
 	uint64_t sent, failed_attempts, rejected, dropped, pending, pending_bytes;
 } na__sender_stats;
 
-/* Ships the spool's batches in order, one at a time, retrying with backoff. The spool outlives it. */
+/* Ships the spool's batches oldest first, up to NA_SEND_WINDOW at once (na__spool_take's window and its
+ * alone rule), retrying with backoff. The spool outlives it. */
+#define NA_SEND_WINDOW 4
 int na__sender_create(uv_loop_t *loop, const char *base_url, const char *token, na__spool *spool,
 		      na__sender **out, cm_err *err);
 /* TLS towards an https:// aggregator: ca_file (NULL = the system's CAs) verifies its certificate, and
@@ -364,7 +373,8 @@ int na__sender_create(uv_loop_t *loop, const char *base_url, const char *token, 
  * before the next attempt after a 401 or 403, so a rotated token is picked up without a restart. Call
  * before the first kick. */
 int na__sender_config(na__sender *s, const char *ca_file, const char *token_file, cm_err *err);
-/* Loop thread: something was put in the spool; starts a send unless one runs or a retry waits. */
+/* Loop thread: something was put in the spool; starts a send in each idle slot that has a batch to take,
+ * unless a retry waits. */
 void na__sender_kick(na__sender *s);
 void na__sender_stats_get(const na__sender *s, na__sender_stats *out);
 /* Loop thread: fn(arg) is called each time a batch left the spool (acknowledged or refused for good). */

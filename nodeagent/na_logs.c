@@ -220,7 +220,7 @@ static int replay(na__logs *l, na__spool *sp)
 	if (!rc)
 		rc = encode_logs(l, seq, &frame, &len);
 	if (!rc)
-		rc = na__spool_put(sp, seq, frame, len);
+		rc = na__spool_put(sp, seq, frame, len, 1);
 	l->replays++;
 	return rc;
 }
@@ -286,7 +286,7 @@ int na__logs_pass(na__logs *l, na__spool *sp, uint64_t seq, int *spooled, cm_err
 		return cm_errf(err, rc, "staging log batch: %s", cm_strerror(rc));
 	}
 	*spooled = 1; /* seq is used even if the put fails: its records are staged under it */
-	if ((rc = na__spool_put(sp, seq, frame, len)))
+	if ((rc = na__spool_put(sp, seq, frame, len, 1)))
 		return cm_errf(err, rc, "cannot spool log batch %llu: %s (batch lost)", (unsigned long long)seq,
 			       cm_strerror(rc));
 	return CM_OK;

@@ -1,13 +1,17 @@
-/* na_sender.c -- ships wire frames to the aggregator in order, one at a time, with retry and backoff.
+/* na_sender.c -- ships wire frames to the aggregator oldest first, a few at once, with retry and backoff.
  *
  * Frames wait in the spool (na_spool.c: on disk under --state-dir, else in memory), which also
- * bounds them and drops the oldest. The oldest frame is read and POSTed to
- * <aggregator>/api/v1/agent/push on a libuv worker thread with one reused libcurl handle (so the
- * connection is kept alive); the loop thread never blocks. 200 removes the frame from the spool; 400
- * or 413 means the aggregator will never take it, so it is removed and counted as rejected; anything
- * else (no connection, 401, 5xx) keeps it and retries after an exponential backoff with jitter (0.5 s
- * doubling to 30 s). na__sender_kick is called after each put and wakes an idle sender. After a 401 or
- * 403 the worker re-reads --token-file before the next attempt (a rotated token, no restart needed).
+ * bounds them and drops the oldest. Up to NA_SEND_WINDOW slots each take a batch from the front of the
+ * spool (na__spool_take: among the first NA_SEND_WINDOW, and a batch that is not logs-only goes alone)
+ * and POST it to <aggregator>/api/v1/agent/push on a libuv worker thread, each with its own reused
+ * libcurl handle (so each keeps its connection alive); the loop thread never blocks. So several log
+ * batches are stored at once instead of one round trip after another, and the aggregator's dedupe
+ * window (cm_seqwin) stays exact: a batch done stays in the spool until every older one is done. 200
+ * marks the frame done; 400 or 413 means the aggregator will never take it, so it is done too and
+ * counted as rejected; anything else (no connection, 401, 5xx) leaves it to be taken again after an
+ * exponential backoff with jitter (0.5 s doubling to 30 s; no slot starts while it runs).
+ * na__sender_kick is called after each put and wakes idle slots. After a 401 or 403 every slot
+ * re-reads --token-file before its next attempt (a rotated token, no restart needed).
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <curl/curl.h>
@@ -22,21 +26,15 @@
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 30000
 
-struct na__sender {
-	uv_loop_t *loop;
+/* One POST at a time; its fields below `busy` are written by its worker. */
+typedef struct slot {
+	na__sender *s;
+	uv_work_t work;
 	CURL *curl;
 	struct curl_slist *headers;
-	char *url;
-	char *token_file;  /* re-read after a 401/403 (NULL: the token came from the environment) */
-	int reauth;        /* set by the loop after a 401/403, cleared by the worker */
-	na__spool *spool;
-	na__sender_stats stats;
-	uv_work_t work;
-	uv_timer_t retry;
-	int inflight, closing, handles_open;
-	int64_t backoff_ms;
-	unsigned seed;
-	/* the last attempt, written by the worker */
+	int busy;
+	int reauth;   /* set by the loop before the worker runs: re-read the token file first */
+	unsigned token_gen; /* the sender's token_gen this slot's headers follow */
 	cm_buf body;  /* the frame read back from the spool */
 	uint64_t seq;
 	int have;     /* the spool had a frame */
@@ -44,6 +42,20 @@ struct na__sender {
 	long status;
 	char curl_err[CURL_ERROR_SIZE];
 	cm_buf reply;
+} slot;
+
+struct na__sender {
+	uv_loop_t *loop;
+	char *url;
+	char *token_file;  /* re-read after a 401/403 (NULL: the token came from the environment) */
+	na__spool *spool;
+	na__sender_stats stats;
+	slot slots[NA_SEND_WINDOW];
+	uv_timer_t retry;
+	int inflight, closing, handles_open;
+	unsigned token_gen; /* counts 401/403 answers: each slot re-reads the token once per step */
+	int64_t backoff_ms;
+	unsigned seed;
 	cm_ratelimit rl;
 	void (*done)(void *);
 	void *done_arg;
@@ -69,12 +81,12 @@ static struct curl_slist *make_headers(const char *auth)
 }
 
 /* Worker: a new Authorization header from --token-file; the old one stays when the file is unusable. */
-static void reload_token(na__sender *s)
+static void reload_token(slot *sl)
 {
 	char token[1024], auth[1100];
 	cm_err err = {{0}};
-	if (cm_read_secret(s->token_file, NULL, token, sizeof(token), &err)) {
-		CM_LOG_RL(&s->rl, CM_LOG_WARN, "agent", "%s", err.msg);
+	if (cm_read_secret(sl->s->token_file, NULL, token, sizeof(token), &err)) {
+		CM_LOG(CM_LOG_WARN, "agent", "%s", err.msg); /* once per 401/403, which the loop rate-limits */
 		return;
 	}
 	snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
@@ -83,9 +95,27 @@ static void reload_token(na__sender *s)
 	memset(auth, 0, sizeof(auth));
 	if (!h)
 		return;
-	curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, h);
-	curl_slist_free_all(s->headers);
-	s->headers = h;
+	curl_easy_setopt(sl->curl, CURLOPT_HTTPHEADER, h);
+	curl_slist_free_all(sl->headers);
+	sl->headers = h;
+}
+
+static int slot_init(na__sender *s, slot *sl, const char *auth)
+{
+	sl->s = s;
+	sl->work.data = sl;
+	if (!(sl->curl = curl_easy_init()) || !(sl->headers = make_headers(auth)))
+		return CM_ENOMEM;
+	curl_easy_setopt(sl->curl, CURLOPT_URL, s->url);
+	curl_easy_setopt(sl->curl, CURLOPT_HTTPHEADER, sl->headers);
+	curl_easy_setopt(sl->curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(sl->curl, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+	curl_easy_setopt(sl->curl, CURLOPT_TIMEOUT_MS, 60000L);
+	curl_easy_setopt(sl->curl, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(sl->curl, CURLOPT_ERRORBUFFER, sl->curl_err);
+	curl_easy_setopt(sl->curl, CURLOPT_WRITEFUNCTION, on_reply);
+	curl_easy_setopt(sl->curl, CURLOPT_WRITEDATA, &sl->reply);
+	return CM_OK;
 }
 
 int na__sender_create(uv_loop_t *loop, const char *base_url, const char *token, na__spool *spool,
@@ -94,25 +124,19 @@ int na__sender_create(uv_loop_t *loop, const char *base_url, const char *token, 
 	na__sender *s = calloc(1, sizeof(*s));
 	cm_buf auth;
 	cm_buf_init(&auth);
-	if (!s || !(s->curl = curl_easy_init()) || cm_buf_printf(&auth, "Authorization: Bearer %s", token) ||
-	    !(s->url = malloc(strlen(base_url) + 32))) {
+	int rc = !s || cm_buf_printf(&auth, "Authorization: Bearer %s", token) ||
+		 !(s->url = malloc(strlen(base_url) + 32)) ? CM_ENOMEM : CM_OK;
+	if (!rc)
+		sprintf(s->url, "%s/api/v1/agent/push", base_url);
+	for (int i = 0; i < NA_SEND_WINDOW && !rc; i++)
+		rc = slot_init(s, &s->slots[i], (char *)auth.data);
+	if (auth.data)
+		memset(auth.data, 0, auth.len);
+	cm_buf_close(&auth);
+	if (rc) {
 		na__sender_free(s);
-		cm_buf_close(&auth);
 		return cm_errf(err, CM_ENOMEM, "cannot set up the HTTP client");
 	}
-	sprintf(s->url, "%s/api/v1/agent/push", base_url);
-	s->headers = make_headers((char *)auth.data);
-	memset(auth.data, 0, auth.len);
-	cm_buf_close(&auth);
-	curl_easy_setopt(s->curl, CURLOPT_URL, s->url);
-	curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, s->headers);
-	curl_easy_setopt(s->curl, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(s->curl, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-	curl_easy_setopt(s->curl, CURLOPT_TIMEOUT_MS, 60000L);
-	curl_easy_setopt(s->curl, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, s->curl_err);
-	curl_easy_setopt(s->curl, CURLOPT_WRITEFUNCTION, on_reply);
-	curl_easy_setopt(s->curl, CURLOPT_WRITEDATA, &s->reply);
 	s->loop = loop;
 	s->spool = spool;
 	s->backoff_ms = BACKOFF_MIN_MS;
@@ -128,16 +152,18 @@ int na__sender_config(na__sender *s, const char *ca_file, const char *token_file
 {
 	if (token_file && *token_file && !(s->token_file = strdup(token_file)))
 		return cm_errf(err, CM_ENOMEM, "out of memory");
-	if (curl_easy_setopt(s->curl, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK)
-		return cm_errf(err, CM_EINVAL, "libcurl refuses to limit protocols to http and https");
+	for (int i = 0; i < NA_SEND_WINDOW; i++)
+		if (curl_easy_setopt(s->slots[i].curl, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK)
+			return cm_errf(err, CM_EINVAL, "libcurl refuses to limit protocols to http and https");
 	if (!ca_file || !*ca_file)
 		return CM_OK;
 	if (strncmp(s->url, "https://", 8))
 		return cm_errf(err, CM_EINVAL, "--ca-file needs an https:// --aggregator");
 	if (access(ca_file, R_OK))
 		return cm_errf(err, -errno, "cannot read --ca-file %s: %s", ca_file, strerror(errno));
-	if (curl_easy_setopt(s->curl, CURLOPT_CAINFO, ca_file) != CURLE_OK)
-		return cm_errf(err, CM_EINVAL, "libcurl has no TLS support for --ca-file");
+	for (int i = 0; i < NA_SEND_WINDOW; i++)
+		if (curl_easy_setopt(s->slots[i].curl, CURLOPT_CAINFO, ca_file) != CURLE_OK)
+			return cm_errf(err, CM_EINVAL, "libcurl has no TLS support for --ca-file");
 	return CM_OK;
 }
 
@@ -145,11 +171,14 @@ void na__sender_free(na__sender *s)
 {
 	if (!s)
 		return;
-	if (s->curl)
-		curl_easy_cleanup(s->curl);
-	curl_slist_free_all(s->headers); /* holds the token: freed, not logged */
-	cm_buf_close(&s->reply);
-	cm_buf_close(&s->body);
+	for (int i = 0; i < NA_SEND_WINDOW; i++) {
+		slot *sl = &s->slots[i];
+		if (sl->curl)
+			curl_easy_cleanup(sl->curl);
+		curl_slist_free_all(sl->headers); /* holds the token: freed, not logged */
+		cm_buf_close(&sl->reply);
+		cm_buf_close(&sl->body);
+	}
 	free(s->url);
 	free(s->token_file);
 	free(s);
@@ -173,46 +202,46 @@ void na__sender_on_sent(na__sender *s, void (*fn)(void *), void *arg)
 	s->on_sent_arg = arg;
 }
 
-static void post(na__sender *s, const uint8_t *data, size_t len)
+static void post(slot *sl, const uint8_t *data, size_t len)
 {
-	curl_easy_setopt(s->curl, CURLOPT_POSTFIELDS, data);
-	curl_easy_setopt(s->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-	s->cc = curl_easy_perform(s->curl);
-	if (s->cc == CURLE_OK)
-		curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &s->status);
+	curl_easy_setopt(sl->curl, CURLOPT_POSTFIELDS, data);
+	curl_easy_setopt(sl->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	sl->cc = curl_easy_perform(sl->curl);
+	if (sl->cc == CURLE_OK)
+		curl_easy_getinfo(sl->curl, CURLINFO_RESPONSE_CODE, &sl->status);
 }
 
-static int final_status(const na__sender *s)
+static int final_status(const slot *sl)
 {
-	return s->cc == CURLE_OK && (s->status == 200 || s->status == 400 || s->status == 413);
+	return sl->cc == CURLE_OK && (sl->status == 200 || sl->status == 400 || sl->status == 413);
 }
 
-/* Worker: the oldest spooled frame, POSTed; acknowledged or refused for good, it leaves the spool. */
+/* Worker: the oldest spooled frame no other slot has, POSTed; acknowledged or refused for good, it is
+ * done. */
 static void send_work(uv_work_t *w)
 {
-	na__sender *s = w->data;
+	slot *sl = w->data;
+	na__sender *s = sl->s;
 	const uint8_t *data;
 	size_t len;
-	s->reply.len = 0;
-	s->curl_err[0] = 0;
-	s->status = 0;
-	s->have = !na__spool_head(s->spool, &s->body, &s->seq, &data, &len);
-	if (!s->have)
+	sl->reply.len = 0;
+	sl->curl_err[0] = 0;
+	sl->status = 0;
+	sl->have = !na__spool_take(s->spool, NA_SEND_WINDOW, &sl->body, &sl->seq, &data, &len);
+	if (!sl->have)
 		return;
-	if (s->reauth && s->token_file)
-		reload_token(s);
-	s->reauth = 0;
-	post(s, data, len);
-	if (final_status(s))
-		na__spool_pop(s->spool, s->seq);
-	else
-		na__spool_unhold(s->spool);
+	if (sl->reauth && s->token_file)
+		reload_token(sl);
+	post(sl, data, len);
+	na__spool_done(s->spool, sl->seq, final_status(sl));
 }
 
 static void on_retry(uv_timer_t *t) { kick(t->data); }
 
 static void schedule_retry(na__sender *s)
 {
+	if (uv_is_active((uv_handle_t *)&s->retry))
+		return; /* several slots failing at once back off once */
 	int64_t jitter = s->backoff_ms / 5, delay = s->backoff_ms - jitter + (int64_t)(rand_r(&s->seed) % (2 * jitter + 1));
 	uv_timer_start(&s->retry, on_retry, (uint64_t)delay, 0);
 	s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
@@ -220,50 +249,68 @@ static void schedule_retry(na__sender *s)
 
 static void finish_close(na__sender *s);
 
+static void failed(na__sender *s, slot *sl)
+{
+	const char *reply = sl->reply.len ? (const char *)sl->reply.data : "";
+	char why[320];
+	if (sl->cc != CURLE_OK)
+		snprintf(why, sizeof(why), "%s", sl->curl_err[0] ? sl->curl_err : curl_easy_strerror(sl->cc));
+	else
+		snprintf(why, sizeof(why), "HTTP %ld %.200s", sl->status, reply);
+	s->stats.failed_attempts++;
+	if (sl->cc == CURLE_OK && (sl->status == 401 || sl->status == 403))
+		s->token_gen++;
+	CM_LOG_RL(&s->rl, CM_LOG_WARN, "agent", "push to %s failed: %s; %zu batch(es) waiting", s->url, why,
+		  na__spool_pending(s->spool));
+	if (!s->closing)
+		schedule_retry(s);
+}
+
 static void post_done(uv_work_t *w, int status)
 {
-	na__sender *s = w->data;
-	s->inflight = 0;
-	const char *reply = s->reply.len ? (const char *)s->reply.data : "";
-	if (status == 0 && !s->have) {
-		/* the spool was empty */
-	} else if (status == 0 && s->cc == CURLE_OK && s->status == 200) {
+	slot *sl = w->data;
+	na__sender *s = sl->s;
+	sl->busy = 0;
+	s->inflight--;
+	if (status == 0 && !sl->have) {
+		/* nothing to take */
+	} else if (status == 0 && sl->cc == CURLE_OK && sl->status == 200) {
 		s->stats.sent++;
 		s->backoff_ms = BACKOFF_MIN_MS;
-	} else if (status == 0 && s->cc == CURLE_OK && (s->status == 400 || s->status == 413)) {
-		CM_LOG(CM_LOG_ERROR, "agent", "aggregator rejected a batch (HTTP %ld), dropping it: %.300s", s->status,
-		       reply);
+	} else if (status == 0 && final_status(sl)) {
+		CM_LOG(CM_LOG_ERROR, "agent", "aggregator rejected a batch (HTTP %ld), dropping it: %.300s", sl->status,
+		       sl->reply.len ? (const char *)sl->reply.data : "");
 		s->stats.rejected++;
 	} else {
-		char why[320];
-		if (s->cc != CURLE_OK)
-			snprintf(why, sizeof(why), "%s", s->curl_err[0] ? s->curl_err : curl_easy_strerror(s->cc));
-		else
-			snprintf(why, sizeof(why), "HTTP %ld %.200s", s->status, reply);
-		s->stats.failed_attempts++;
-		s->reauth = s->cc == CURLE_OK && (s->status == 401 || s->status == 403);
-		CM_LOG_RL(&s->rl, CM_LOG_WARN, "agent", "push to %s failed: %s; %zu batch(es) waiting", s->url, why,
-			  na__spool_pending(s->spool));
-		if (!s->closing)
-			schedule_retry(s);
+		failed(s, sl);
 	}
-	int left = status == 0 && s->have && final_status(s);
+	int left = status == 0 && sl->have && final_status(sl);
 	if (s->closing)
 		finish_close(s);
-	else if (s->have)
+	else if (sl->have)
 		kick(s);
 	if (left && !s->closing && s->on_sent)
 		s->on_sent(s->on_sent_arg);
 }
 
+/* Starts a slot for each batch that may be taken now (one that finds none is harmless). */
 static void kick(na__sender *s)
 {
-	if (s->inflight || s->closing || !na__spool_pending(s->spool) || uv_is_active((uv_handle_t *)&s->retry))
+	if (s->closing || uv_is_active((uv_handle_t *)&s->retry))
 		return;
-	s->inflight = 1;
-	s->work.data = s;
-	if (uv_queue_work(s->loop, &s->work, send_work, post_done))
-		s->inflight = 0;
+	size_t want = na__spool_sendable(s->spool, NA_SEND_WINDOW);
+	for (int i = 0; i < NA_SEND_WINDOW && want; i++) {
+		slot *sl = &s->slots[i];
+		if (sl->busy)
+			continue;
+		sl->reauth = sl->token_gen != s->token_gen;
+		sl->token_gen = s->token_gen;
+		if (uv_queue_work(s->loop, &sl->work, send_work, post_done))
+			return;
+		sl->busy = 1;
+		s->inflight++;
+		want--;
+	}
 }
 
 static void on_timer_closed(uv_handle_t *h)

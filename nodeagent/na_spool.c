@@ -1,15 +1,23 @@
 /* na_spool.c -- the agent's bounded queue of batches not yet acknowledged, on disk under --state-dir.
  *
  * Every batch the agent makes is put here (write-through, by the collection worker) and stays until
- * the aggregator answers 200 for it (or refuses it for good); the sender reads the oldest, POSTs it
- * and pops it. So a batch survives an aggregator outage and a crash or SIGKILL of the agent, and one
- * agent restart later is delivered in order before anything newer. Past --spool-max-bytes or
- * --max-pending batches the oldest one not being sent is deleted and counted as dropped. Without a
- * state directory the same queue lives in memory only (bounded by --max-pending).
+ * the aggregator answers 200 for it (or refuses it for good); the sender takes the oldest ones (up to
+ * a window of the first few, several in flight), POSTs them and marks each done. Done batches leave
+ * from the front only, in seq order: one done while an older one is still out stays (as done, not sent
+ * again) until every older one is done. So at most window - 1 batches newer than an unacknowledged
+ * one can ever be stored (the aggregator's dedupe window relies on it: cm_seqwin in cm.h), and the
+ * oldest seq in the spool bounds what may be committed (na_logs.c). A batch survives an aggregator
+ * outage and a crash or SIGKILL of the agent (a done one still here is sent again then, and the
+ * aggregator acknowledges it as a duplicate), and one agent restart later is delivered in order before
+ * anything newer. Past --spool-max-bytes or --max-pending batches the oldest one neither being sent
+ * nor done is deleted and counted as dropped. Without a state directory the same queue lives in
+ * memory only (bounded by --max-pending). A logs-only batch stays in memory in either mode: the log
+ * files and the tailer's staged positions are its durable copy (after a crash the tailer reads it again
+ * and it goes out under the same seq: na_logs.c), so it costs no file write, fdatasync or read back.
  *
- * Called from worker threads (put: the collection worker; head/pop/unhold: the sender's worker) and
- * from the loop thread (stats); a mutex guards the index, never held across file I/O other than one
- * unlink. Never allocates per sample; one small allocation per batch.
+ * Called from worker threads (put: the collection worker; take/done: the sender's workers) and from
+ * the loop thread (stats, sendable); a mutex guards the index, never held across file I/O other than
+ * one unlink. Never allocates per sample; one small allocation per batch.
  *
  * ## On-disk format, version 1
  *
@@ -54,10 +62,14 @@
 #define MAX_PAYLOAD (64u << 20)
 #define NAME_LEN    22 /* 16 hex + ".batch" */
 
+enum { IDLE, SENDING, DONE };
+
 typedef struct entry {
 	uint64_t seq;
 	size_t len;
 	uint8_t *data; /* memory mode only */
+	int state;     /* IDLE, SENDING, DONE (behind an older one not done yet) */
+	int alone;     /* sent with nothing else in flight (not known to be a logs-only batch) */
 } entry;
 
 struct na__spool {
@@ -68,7 +80,6 @@ struct na__spool {
 	uv_mutex_t mu;
 	entry *e; /* oldest first */
 	size_t n, cap;
-	int held; /* e[0] is being sent */
 	na__spool_stats st;
 };
 
@@ -109,7 +120,7 @@ static int check_header(const uint8_t *h, uint64_t seq, uint64_t size)
 
 /* ---- the index (callers hold mu) -------------------------------------------------------------------- */
 
-static int index_push(na__spool *sp, uint64_t seq, size_t len, uint8_t *data)
+static int index_push(na__spool *sp, uint64_t seq, size_t len, uint8_t *data, int alone)
 {
 	if (sp->n == sp->cap) {
 		size_t cap = sp->cap ? sp->cap * 2 : 64;
@@ -118,7 +129,7 @@ static int index_push(na__spool *sp, uint64_t seq, size_t len, uint8_t *data)
 			return CM_ENOMEM;
 		sp->e = e, sp->cap = cap;
 	}
-	sp->e[sp->n++] = (entry){seq, len, data};
+	sp->e[sp->n++] = (entry){seq, len, data, IDLE, alone};
 	sp->st.batches++;
 	sp->st.bytes += len;
 	return CM_OK;
@@ -133,21 +144,33 @@ static void index_remove(na__spool *sp, size_t i)
 	sp->st.batches--;
 	sp->st.bytes -= e.len;
 	free(e.data);
-	if (sp->dirfd >= 0) {
+	if (sp->dirfd >= 0 && !e.data) {
 		file_name(name, e.seq, 0);
 		unlinkat(sp->dirfd, name, 0);
 	}
 }
 
-/* Drops the oldest batches not in flight while a bound is exceeded. */
+/* Drops the oldest idle batches (never the newest) while a bound is exceeded. */
 static void enforce_bounds(na__spool *sp)
 {
-	size_t first = sp->held ? 1 : 0;
-	while (sp->n > first + 1 && (sp->n > sp->max_batches || (sp->max_bytes && sp->st.bytes > sp->max_bytes))) {
+	size_t i = 0;
+	while (sp->n > sp->max_batches || (sp->max_bytes && sp->st.bytes > sp->max_bytes)) {
+		while (i + 1 < sp->n && sp->e[i].state != IDLE)
+			i++;
+		if (i + 1 >= sp->n)
+			return;
 		sp->st.dropped++;
-		sp->st.dropped_bytes += sp->e[first].len;
-		index_remove(sp, first);
+		sp->st.dropped_bytes += sp->e[i].len;
+		index_remove(sp, i);
 	}
+}
+
+static size_t find(const na__spool *sp, uint64_t seq)
+{
+	size_t i = 0;
+	while (i < sp->n && sp->e[i].seq != seq)
+		i++;
+	return i;
 }
 
 static int cmp_entry(const void *a, const void *b)
@@ -199,7 +222,7 @@ static void scan_one(na__spool *sp, const char *name)
 	close(fd);
 	if (!ok)
 		drop_corrupt(sp, name, "bad header or size");
-	else if (index_push(sp, seq, s.st_size - HDR, NULL))
+	else if (index_push(sp, seq, s.st_size - HDR, NULL, 1))
 		CM_LOG(CM_LOG_WARN, "spool", "out of memory indexing %s: left for the next start", name);
 }
 
@@ -321,18 +344,19 @@ static void write_seq(na__spool *sp, uint64_t seq)
 		sp->st.errors++;
 }
 
-int na__spool_put(na__spool *sp, uint64_t seq, uint8_t *frame, size_t len)
+int na__spool_put(na__spool *sp, uint64_t seq, uint8_t *frame, size_t len, int logs)
 {
 	int rc = len && len <= MAX_PAYLOAD ? CM_OK : CM_E2BIG;
-	if (!rc && sp->dirfd >= 0) {
-		rc = write_file(sp, seq, frame, len);
+	if (!rc && sp->dirfd >= 0)
 		write_seq(sp, seq);
+	if (!rc && sp->dirfd >= 0 && !logs) {
+		rc = write_file(sp, seq, frame, len);
 		free(frame);
 		frame = NULL;
 	}
 	uv_mutex_lock(&sp->mu);
 	if (!rc)
-		rc = index_push(sp, seq, len, frame);
+		rc = index_push(sp, seq, len, frame, !logs);
 	if (rc) {
 		sp->st.errors++;
 		free(frame);
@@ -371,17 +395,45 @@ static int read_file(na__spool *sp, uint64_t seq, size_t len, cm_buf *buf)
 	return rc;
 }
 
-int na__spool_head(na__spool *sp, cm_buf *buf, uint64_t *seq, const uint8_t **data, size_t *len)
+/* The first idle batch among the first window, marked as being sent (callers hold mu); none while a
+ * batch that goes alone is out, and one that goes alone only when nothing is. */
+static entry *claim(na__spool *sp, size_t window)
+{
+	size_t w = sp->n < window ? sp->n : window, busy = 0;
+	for (size_t i = 0; i < w; i++) {
+		if (sp->e[i].state == SENDING && sp->e[i].alone)
+			return NULL;
+		busy += sp->e[i].state == SENDING;
+	}
+	for (size_t i = 0; i < w; i++) {
+		if (sp->e[i].state != IDLE)
+			continue;
+		if (sp->e[i].alone && busy)
+			return NULL;
+		sp->e[i].state = SENDING;
+		return &sp->e[i];
+	}
+	return NULL;
+}
+
+size_t na__spool_sendable(na__spool *sp, size_t window)
+{
+	size_t k = 0;
+	uv_mutex_lock(&sp->mu);
+	for (size_t i = 0; i < sp->n && i < window; i++)
+		k += sp->e[i].state == IDLE;
+	uv_mutex_unlock(&sp->mu);
+	return k;
+}
+
+int na__spool_take(na__spool *sp, size_t window, cm_buf *buf, uint64_t *seq, const uint8_t **data, size_t *len)
 {
 	for (;;) {
 		uv_mutex_lock(&sp->mu);
-		if (!sp->n) {
-			uv_mutex_unlock(&sp->mu);
-			return CM_ENOENT;
-		}
-		entry e = sp->e[0];
-		sp->held = 1;
+		entry *p = claim(sp, window), e = p ? *p : (entry){0};
 		uv_mutex_unlock(&sp->mu);
+		if (!p)
+			return CM_ENOENT;
 		int rc = e.data ? CM_OK : read_file(sp, e.seq, e.len, buf);
 		if (!rc) {
 			*seq = e.seq, *data = e.data ? e.data : buf->data, *len = e.len;
@@ -391,27 +443,19 @@ int na__spool_head(na__spool *sp, cm_buf *buf, uint64_t *seq, const uint8_t **da
 		       cm_strerror(rc));
 		uv_mutex_lock(&sp->mu);
 		sp->st.corrupt++;
-		index_remove(sp, 0);
-		sp->held = 0;
+		index_remove(sp, find(sp, e.seq));
 		uv_mutex_unlock(&sp->mu);
 	}
 }
 
-void na__spool_pop(na__spool *sp, uint64_t seq)
+void na__spool_done(na__spool *sp, uint64_t seq, int delivered)
 {
 	uv_mutex_lock(&sp->mu);
-	assert(sp->held && sp->n && sp->e[0].seq == seq);
-	(void)seq;
-	index_remove(sp, 0);
-	sp->held = 0;
-	enforce_bounds(sp);
-	uv_mutex_unlock(&sp->mu);
-}
-
-void na__spool_unhold(na__spool *sp)
-{
-	uv_mutex_lock(&sp->mu);
-	sp->held = 0;
+	size_t i = find(sp, seq);
+	assert(i < sp->n && sp->e[i].state == SENDING);
+	sp->e[i].state = delivered ? DONE : IDLE;
+	while (sp->n && sp->e[0].state == DONE)
+		index_remove(sp, 0);
 	enforce_bounds(sp);
 	uv_mutex_unlock(&sp->mu);
 }

@@ -386,6 +386,33 @@ static void test_wire_inventory_and_events(void **state)
 
 /* The reusable encoder: batches of different sizes back to back, each frame byte for byte the one
  * cm_wire_encode makes at the same level (so decoders cannot tell them apart), its buffers kept warm. */
+/* Out of order within the window is exact; a seq pushed out of it goes to the floor. */
+static void test_seqwin(void **state)
+{
+	(void)state;
+	cm_seqwin w = {0};
+	assert_false(cm_seqwin_has(&w, 1));
+	cm_seqwin_add(&w, 12);
+	assert_true(cm_seqwin_has(&w, 12));
+	assert_false(cm_seqwin_has(&w, 11)); /* a high-water mark would lose 11 here */
+	cm_seqwin_add(&w, 11);
+	cm_seqwin_add(&w, 11);
+	assert_int_equal(w.n, 2);
+	for (uint64_t s = 100; s < 100 + CM_SEQWIN_N - 2; s++)
+		cm_seqwin_add(&w, s);
+	assert_int_equal(w.floor, 0);
+	assert_false(cm_seqwin_has(&w, 13));
+	cm_seqwin_add(&w, 1000); /* 12 leaves the window: the floor */
+	assert_int_equal(w.floor, 12);
+	assert_true(cm_seqwin_has(&w, 11) && cm_seqwin_has(&w, 5) && cm_seqwin_has(&w, 1000));
+	assert_false(cm_seqwin_has(&w, 13) || cm_seqwin_has(&w, 999));
+	assert_int_equal(cm_seqwin_at(&w, 0), 11);
+	assert_int_equal(cm_seqwin_at(&w, CM_SEQWIN_N - 1), 1000);
+	cm_seqwin_add(&w, 1001); /* 11 leaves: below the floor, which stays */
+	assert_int_equal(w.floor, 12);
+	assert_int_equal(cm_seqwin_at(&w, 0), 100);
+}
+
 static void test_wire_encoder_reuse(void **state)
 {
 	(void)state;
@@ -752,6 +779,7 @@ int main(void)
 		cmocka_unit_test(test_wire_inventory_and_events),
 		cmocka_unit_test(test_wire_log_streams),
 		cmocka_unit_test(test_wire_encoder_reuse),
+		cmocka_unit_test(test_seqwin),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

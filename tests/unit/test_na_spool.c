@@ -23,7 +23,7 @@ static uint8_t *frame_of(uint64_t seq, size_t len)
 
 static void put(na__spool *sp, uint64_t seq, size_t len)
 {
-	assert_int_equal(na__spool_put(sp, seq, frame_of(seq, len), len), 0);
+	assert_int_equal(na__spool_put(sp, seq, frame_of(seq, len), len, 0), 0);
 }
 
 /* Takes the head, checks its seq and bytes, and pops it. */
@@ -32,13 +32,13 @@ static void expect_head(na__spool *sp, cm_buf *buf, uint64_t wseq, size_t wlen)
 	uint64_t seq;
 	const uint8_t *data;
 	size_t len;
-	assert_int_equal(na__spool_head(sp, buf, &seq, &data, &len), 0);
+	assert_int_equal(na__spool_take(sp, 1, buf, &seq, &data, &len), 0);
 	assert_int_equal(seq, wseq);
 	assert_int_equal(len, wlen);
 	uint8_t *w = frame_of(wseq, wlen);
 	assert_memory_equal(data, w, wlen);
 	free(w);
-	na__spool_pop(sp, seq);
+	na__spool_done(sp, seq, 1);
 }
 
 static size_t count_files(const char *dir)
@@ -69,9 +69,9 @@ static void order_and_restart(const char *dir)
 	uint64_t seq;
 	const uint8_t *data;
 	size_t len;
-	assert_int_equal(na__spool_head(sp, &buf, &seq, &data, &len), 0); /* not acked: stays first */
+	assert_int_equal(na__spool_take(sp, 1, &buf, &seq, &data, &len), 0); /* not acked: stays first */
 	assert_int_equal(seq, 1001);
-	na__spool_unhold(sp);
+	na__spool_done(sp, seq, 0);
 	if (dir) {
 		assert_int_equal(count_files(dir), 9);
 		na__spool_close(sp); /* as if the agent died: the rest survives */
@@ -80,7 +80,7 @@ static void order_and_restart(const char *dir)
 	}
 	for (uint64_t s = 1001; s < 1010; s++)
 		expect_head(sp, &buf, s, 100 + s % 7);
-	assert_int_equal(na__spool_head(sp, &buf, &seq, &data, &len), CM_ENOENT);
+	assert_int_equal(na__spool_take(sp, 1, &buf, &seq, &data, &len), CM_ENOENT);
 	na__spool_stats st;
 	na__spool_stats_get(sp, &st);
 	assert_int_equal(st.batches, 0);
@@ -119,7 +119,7 @@ static void bounds(const char *dir)
 	assert_int_equal(na__spool_open(dir, 1000, 3000, &sp, &last, &err), 0);
 	for (uint64_t s = 1; s <= 3; s++)
 		put(sp, s, 1000);
-	assert_int_equal(na__spool_head(sp, &buf, &seq, &data, &len), 0); /* 1 in flight */
+	assert_int_equal(na__spool_take(sp, 1, &buf, &seq, &data, &len), 0); /* 1 in flight */
 	put(sp, 4, 1000);                                                 /* 4000 > 3000: 2 goes */
 	put(sp, 5, 1000);                                                 /* then 3 */
 	na__spool_stats st;
@@ -128,7 +128,7 @@ static void bounds(const char *dir)
 	assert_int_equal(st.dropped_bytes, 2000);
 	assert_int_equal(st.batches, 3);
 	assert_int_equal(st.bytes, 3000);
-	na__spool_pop(sp, seq);
+	na__spool_done(sp, seq, 1);
 	expect_head(sp, &buf, 4, 1000);
 	expect_head(sp, &buf, 5, 1000);
 	na__spool_close(sp);
@@ -217,18 +217,18 @@ static void test_layout_and_corruption(void **state)
 	uint64_t seq;
 	const uint8_t *data;
 	size_t len;
-	assert_int_equal(na__spool_head(sp, &buf, &seq, &data, &len), 0);
+	assert_int_equal(na__spool_take(sp, 1, &buf, &seq, &data, &len), 0);
 	assert_int_equal(seq, 0x1234);
 	assert_memory_equal(data, "hello", 5);
-	na__spool_pop(sp, seq);
-	assert_int_equal(na__spool_head(sp, &buf, &seq, &data, &len), CM_ENOENT); /* 1238 fails its CRC */
+	na__spool_done(sp, seq, 1);
+	assert_int_equal(na__spool_take(sp, 1, &buf, &seq, &data, &len), CM_ENOENT); /* 1238 fails its CRC */
 	na__spool_stats_get(sp, &st);
 	assert_int_equal(st.corrupt, 5);
 	assert_int_equal(count_files(dir), 1); /* README */
 	/* and a put writes exactly this layout */
 	uint8_t *hello = malloc(5);
 	memcpy(hello, "hello", 5);
-	assert_int_equal(na__spool_put(sp, 0x1234, hello, 5), 0);
+	assert_int_equal(na__spool_put(sp, 0x1234, hello, 5, 0), 0);
 	fmt_into(path, sizeof(path), "%s/spool/0000000000001234.batch", dir);
 	char got[64];
 	size_t n;
@@ -242,12 +242,71 @@ static void test_layout_and_corruption(void **state)
 	rm_tree(dir);
 }
 
+static uint64_t take(na__spool *sp, cm_buf *buf)
+{
+	uint64_t seq;
+	const uint8_t *data;
+	size_t len;
+	return na__spool_take(sp, 3, buf, &seq, &data, &len) ? 0 : seq;
+}
+
+/* Several in flight: a window of the first three; done ones leave in seq order only, a batch not known
+ * to be logs-only goes alone, and an idle one never goes past the window (the dedupe window relies on it). */
+static void window(const char *dir)
+{
+	na__spool *sp;
+	cm_err err;
+	cm_buf buf;
+	uint64_t last;
+	cm_buf_init(&buf);
+	assert_int_equal(na__spool_open(dir, 100, 0, &sp, &last, &err), 0);
+	for (uint64_t s = 1; s <= 6; s++)
+		assert_int_equal(na__spool_put(sp, s, frame_of(s, 10), 10, s != 5), 0);
+	assert_int_equal(na__spool_sendable(sp, 3), 3);
+	assert_int_equal(take(sp, &buf), 1);
+	assert_int_equal(take(sp, &buf), 2);
+	assert_int_equal(take(sp, &buf), 3);
+	assert_int_equal(take(sp, &buf), 0); /* 4 is outside the window while 1 is out */
+	na__spool_done(sp, 3, 1);
+	na__spool_done(sp, 2, 1);
+	assert_int_equal(na__spool_pending(sp), 6); /* 2 and 3 wait for 1 */
+	assert_int_equal(take(sp, &buf), 0);
+	na__spool_done(sp, 1, 0);                   /* 1 failed: idle again, first */
+	assert_int_equal(na__spool_oldest_seq(sp), 1);
+	assert_int_equal(take(sp, &buf), 1);
+	na__spool_done(sp, 1, 1);                   /* 1, 2, 3 leave together */
+	assert_int_equal(na__spool_pending(sp), 3);
+	assert_int_equal(na__spool_oldest_seq(sp), 4);
+	assert_int_equal(take(sp, &buf), 4);
+	assert_int_equal(take(sp, &buf), 0);        /* 5 goes alone: not while 4 is out */
+	na__spool_done(sp, 4, 1);
+	assert_int_equal(take(sp, &buf), 5);
+	assert_int_equal(take(sp, &buf), 0);        /* nothing while 5 is out */
+	na__spool_done(sp, 5, 1);
+	assert_int_equal(take(sp, &buf), 6);
+	na__spool_done(sp, 6, 1);
+	assert_int_equal(na__spool_pending(sp), 0);
+	na__spool_close(sp);
+	cm_buf_close(&buf);
+}
+
+static void test_window(void **state)
+{
+	(void)state;
+	char dir[PATH_MAX];
+	temp_dir(dir, "spool");
+	window(dir);
+	window(NULL);
+	rm_tree(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_order_and_restart),
 	    cmocka_unit_test(test_bounds_drop_oldest),
 	    cmocka_unit_test(test_layout_and_corruption),
+	    cmocka_unit_test(test_window),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
