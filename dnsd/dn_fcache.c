@@ -9,12 +9,15 @@
  * flags that change the answer: RD, CD, whether it has EDNS0 (an answer to a query without it must not
  * carry an OPT record) and DO. What is kept: answers of at most DN__FCACHE_MAX bytes without TC, and
  * - NOERROR with answer records: for the smallest TTL of its records (the OPT aside), at most 3600 s;
- * - NXDOMAIN, or NOERROR without answer records (NODATA): for the smaller of the authority SOA's TTL and
- *   its MINIMUM field (RFC 2308 section 5), at most 1800 s; without an SOA, not kept.
+ * - NXDOMAIN, or NOERROR without answer records (NODATA): for the smallest of the authority SOA's TTL,
+ *   its MINIMUM field (RFC 2308 section 5) and the other records' TTLs, at most 1800 s, which also becomes
+ *   the SOA's TTL; without an SOA, not kept.
  * A hit is the stored answer with the client's ID and question name bytes (its letter case), and every
  * record's TTL (the OPT aside) lowered by the whole seconds since it was stored; an entry that old is
- * gone. The table is two-way set associative with a fixed number of entries: a new answer replaces the
- * entry of its set that expires first, so memory is bounded by entries x (DN__FCACHE_MAX + key).
+ * gone. The table is two-way set associative with a fixed number of entries (the power of two at most
+ * the number asked for, at least 2, at most 2^20): a new answer replaces the entry of its set that
+ * expires first, so memory is bounded by entries x (DN__FCACHE_MAX + key), about 1.5 KB each. An expired
+ * entry stays until it is asked for or replaced.
  * Answers are bytes from outside: one whose question is not the query's, or whose records do not parse,
  * is not kept.
  */
@@ -61,7 +64,7 @@ dn__fcache *dn__fcache_new(size_t entries)
 {
 	dn__fcache *c = calloc(1, sizeof(*c));
 	size_t sets = 1;
-	while (sets * 2 < entries)
+	while (sets * 4 <= entries && sets < (size_t)1 << 19)
 		sets *= 2;
 	if (c && !(c->e = calloc(sets * 2, sizeof(entry)))) {
 		free(c);
@@ -97,14 +100,19 @@ static size_t make_key(uint8_t k[KEY_MAX], const uint8_t *q, size_t qname_len, u
 	return qname_len + 5;
 }
 
-/* Walks the records after the question (one) of answer a: lowers each TTL (the OPT aside) by age, and
- * gives the smallest TTL and the negative-caching TTL of an authority SOA (UINT32_MAX without one).
- * CM_EPROTO when the records do not parse. */
-static int walk(uint8_t *a, size_t n, uint32_t age, uint32_t *min_ttl, uint32_t *soa_ttl)
+typedef struct ttls {
+	uint32_t min;     /* the smallest TTL of the records (the OPT aside) */
+	uint32_t soa;     /* an authority SOA's negative-caching TTL: min(its TTL, MINIMUM); UINT32_MAX = none */
+	uint8_t *soa_ttl; /* that SOA's TTL field */
+} ttls;
+
+/* Walks the records after the question (one) of answer a: lowers each TTL (the OPT aside) by age, down to
+ * 0, and fills t. CM_EPROTO when the records do not parse. */
+static int walk(uint8_t *a, size_t n, uint32_t age, ttls *t)
 {
 	uint8_t name[DN_NAME_MAX];
 	size_t nl, off = 12;
-	*min_ttl = *soa_ttl = UINT32_MAX;
+	*t = (ttls){UINT32_MAX, UINT32_MAX, NULL};
 	if (n < 12 || get16(a + 4) != 1 || dn_name_unpack(a, n, &off, name, &nl) || (off += 4) > n)
 		return CM_EPROTO;
 	for (int s = 0; s < 3; s++)
@@ -119,29 +127,39 @@ static int walk(uint8_t *a, size_t n, uint32_t age, uint32_t *min_ttl, uint32_t 
 			uint32_t ttl = get32(h + 4);
 			if (ttl > INT32_MAX)
 				ttl = 0; /* RFC 2181 section 8 */
-			put32(h + 4, ttl - age);
-			if (ttl < *min_ttl)
-				*min_ttl = ttl;
+			put32(h + 4, ttl > age ? ttl - age : 0);
+			if (ttl < t->min)
+				t->min = ttl;
 			if (s == 1 && type == DN_T_SOA && rdlen >= 20) {
 				uint32_t m = get32(h + 10 + rdlen - 4);
-				*soa_ttl = ttl < m ? ttl : m;
+				t->soa = ttl < m ? ttl : m;
+				t->soa_ttl = h + 4;
 			}
 		}
 	return off == n ? CM_OK : CM_EPROTO;
 }
 
-/* How long answer a may be kept, 0 = not at all. */
+static uint32_t min3(uint32_t a, uint32_t b, uint32_t c)
+{
+	uint32_t m = a < b ? a : b;
+	return m < c ? m : c;
+}
+
+/* How long answer a may be kept, 0 = not at all. A negative answer's SOA gets that time as its TTL (RFC
+ * 2308 section 5), so a cache behind ours keeps the denial no longer than we do. */
 static uint32_t keep_for(uint8_t *a, size_t n)
 {
-	uint32_t min_ttl, soa_ttl;
-	if (n > DN__FCACHE_MAX || n < 12 || (a[2] & 0x02) || walk(a, n, 0, &min_ttl, &soa_ttl))
+	ttls t;
+	if (n > DN__FCACHE_MAX || n < 12 || (a[2] & 0x02) || walk(a, n, 0, &t))
 		return 0;
 	int rcode = a[3] & 15;
 	if (rcode == DN_RC_NOERROR && get16(a + 6))
-		return min_ttl < TTL_MAX_POS ? min_ttl : TTL_MAX_POS;
-	if (rcode == DN_RC_NXDOMAIN || rcode == DN_RC_NOERROR)
-		return soa_ttl == UINT32_MAX ? 0 : soa_ttl < TTL_MAX_NEG ? soa_ttl : TTL_MAX_NEG;
-	return 0;
+		return t.min < TTL_MAX_POS ? t.min : TTL_MAX_POS;
+	if ((rcode != DN_RC_NXDOMAIN && rcode != DN_RC_NOERROR) || !t.soa_ttl)
+		return 0;
+	uint32_t ttl = min3(t.min, t.soa, TTL_MAX_NEG); /* a CNAME before the denial may be shorter */
+	put32(t.soa_ttl, ttl);
+	return ttl;
 }
 
 /* Whether the question of answer a (at least 12 + qname_len + 4 bytes) is key k's. Byte by byte: a's bytes
@@ -149,11 +167,9 @@ static uint32_t keep_for(uint8_t *a, size_t n)
  * letters) they are one. */
 static int same_question(const uint8_t *a, const uint8_t *k, size_t qname_len)
 {
-	for (size_t i = 0; i < qname_len; i++) {
-		uint8_t c = a[12 + i];
-		if ((c >= 'A' && c <= 'Z' ? c | 0x20 : c) != k[i])
+	for (size_t i = 0; i < qname_len; i++)
+		if (dn__lc(a[12 + i]) != k[i])
 			return 0;
-	}
 	return !memcmp(a + 12 + qname_len, k + qname_len, 4);
 }
 
@@ -200,8 +216,8 @@ void dn__fcache_put(dn__fcache *c, const uint8_t *q, size_t qname_len, uint8_t f
 		e = !set[0].bytes ? &set[0] : !set[1].bytes || expires(&set[1]) < expires(&set[0]) ? &set[1] : &set[0];
 	if (e->bytes)
 		drop(c, e);
-	*e = (entry){.bytes = b, .hash = hash, .ttl = ttl, .stored_ns = now_ns, .klen = (uint16_t)klen,
-	             .len = (uint16_t)n};
+	*e = (entry){
+	    .bytes = b, .hash = hash, .ttl = ttl, .stored_ns = now_ns, .klen = (uint16_t)klen, .len = (uint16_t)n};
 	c->n++;
 }
 
@@ -209,7 +225,8 @@ size_t dn__fcache_get(dn__fcache *c, const uint8_t *q, size_t qname_len, uint8_t
                       int64_t now_ns)
 {
 	uint8_t k[KEY_MAX];
-	uint32_t hash, min_ttl, soa_ttl;
+	uint32_t hash;
+	ttls t;
 	size_t klen = make_key(k, q, qname_len, flags, &hash);
 	entry *e = find(&c->e[(hash & (c->nsets - 1)) * 2], k, klen, hash);
 	if (!e)
@@ -222,8 +239,8 @@ size_t dn__fcache_get(dn__fcache *c, const uint8_t *q, size_t qname_len, uint8_t
 	if (e->len > cap)
 		return 0;
 	memcpy(out, e->bytes + e->klen, e->len);
-	memcpy(out, q, 2);                        /* the client's ID */
-	memcpy(out + 12, q + 12, qname_len);      /* and its letter case */
-	walk(out, e->len, (uint32_t)age, &min_ttl, &soa_ttl); /* parsed when it was stored */
+	memcpy(out, q, 2);                    /* the client's ID */
+	memcpy(out + 12, q + 12, qname_len);  /* and its letter case */
+	walk(out, e->len, (uint32_t)age, &t); /* parsed when it was stored */
 	return e->len;
 }

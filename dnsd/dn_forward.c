@@ -15,8 +15,8 @@
  * client's query goes out over UDP; a TCP client's, or one whose UDP answer came back truncated (TC), over
  * a TCP connection of its own (u16 length + message, RFC 1035 4.2.2). A query tries the upstreams in
  * turn, starting at a rotating one, each for an equal share of the timeout (default 2 s; a refused TCP
- * connection, or an ICMP port unreachable on a UDP socket, moves on at once); after the last, the client gets SERVFAIL. At most FWD_SLOTS queries are in flight;
- * past that dn__fwd_submit fails and the caller answers SERVFAIL.
+ * connection, or an ICMP port unreachable on a UDP socket, moves on at once); after the last, the client gets SERVFAIL.
+ * At most FWD_SLOTS queries are in flight; past that dn__fwd_submit fails and the caller answers SERVFAIL.
  *
  * Upstream answers are bytes from outside: one is accepted only when its ID is that of a query in
  * flight which left by the same socket (or TCP connection), QR is set, QDCOUNT is 1 and its question
@@ -53,14 +53,14 @@ enum { P_FREE, P_UDP, P_CONNECT, P_READ, P_FAILED };
 typedef struct pending {
 	uint8_t state, up, sock, tcp;
 	uint16_t id, client_id, qlen, qname_len;
-	uint16_t gen; /* counts TCP attempts: an event tagged with an older one is stale */
+	uint16_t gen;   /* counts TCP attempts: an event tagged with an older one is stale */
 	uint8_t cflags; /* the query's DN__FC_* (its cache key) */
-	int fd; /* the TCP connection of this attempt, or -1 */
+	int fd;         /* the TCP connection of this attempt, or -1 */
 	int attempts, first_up;
 	int64_t attempt_end;
 	dn__fwd_client client;
-	size_t limit;       /* the client's answer size limit */
-	uint8_t *resp;      /* TCP: u16 length + answer, read so far */
+	size_t limit;  /* the client's answer size limit */
+	uint8_t *resp; /* TCP: u16 length + answer, read so far */
 	size_t have;
 	uint8_t q[FWD_QMAX]; /* the client's query, the ID rewritten per attempt */
 } pending;
@@ -77,7 +77,7 @@ struct dn__fwd {
 	void *reply_ctx;
 	uint64_t rng;
 	uint64_t forwarded, answered, errors, timeouts, full, unmatched, tcp_retries, cache_hits;
-	dn__fcache *cache; /* NULL = none */
+	dn__fcache *cache;     /* NULL = none */
 	uint16_t idmap[65536]; /* query ID -> slot + 1 */
 	uint16_t freel[FWD_SLOTS];
 	size_t nfree;
@@ -141,7 +141,7 @@ static void servfail(dn__fwd *f, pending *p)
 {
 	size_t n = 12u + p->qname_len + 4u;
 	memcpy(f->buf, p->q, n);
-	f->buf[2] = (uint8_t)(0x80 | (p->q[2] & 0x79)); /* QR; keep OPCODE, RD */
+	f->buf[2] = (uint8_t)(0x80 | (p->q[2] & 0x79));           /* QR; keep OPCODE, RD */
 	f->buf[3] = (uint8_t)((p->q[3] & 0x10) | DN_RC_SERVFAIL); /* keep CD */
 	memset(f->buf + 4, 0, 8);
 	f->buf[5] = 1;
@@ -174,6 +174,19 @@ static int tcp_start(dn__fwd *f, pending *p, int slot)
 	return CM_OK;
 }
 
+static void next_attempt(dn__fwd *f, pending *p, int64_t now);
+
+/* Every query but `except` that left by this socket goes on to its next upstream: the socket's upstream
+ * port is closed (an ICMP port unreachable came back). */
+static void udp_refused(dn__fwd *f, int up, int sock, const pending *except, int64_t now)
+{
+	for (int i = 0; i < FWD_SLOTS; i++) {
+		pending *p = &f->slots[i];
+		if (p != except && p->state == P_UDP && p->up == up && p->sock == sock)
+			next_attempt(f, p, now);
+	}
+}
+
 /* Sends the query to the next upstream with a fresh ID; CM_EIO when a TCP attempt failed at once. */
 static int attempt(dn__fwd *f, pending *p, int64_t now)
 {
@@ -195,8 +208,10 @@ static int attempt(dn__fwd *f, pending *p, int64_t now)
 	p->sock = (uint8_t)(rnd(f) % FWD_SOCKS);
 	int fd = f->udp[p->up][p->sock];
 	ssize_t r = send(fd, p->q, p->qlen, MSG_DONTWAIT);
-	if (r < 0 && errno == ECONNREFUSED) /* an earlier query's ICMP error, reported once: send again */
+	if (r < 0 && errno == ECONNREFUSED) { /* an earlier query's ICMP error, reported once */
+		udp_refused(f, p->up, p->sock, p, now);
 		r = send(fd, p->q, p->qlen, MSG_DONTWAIT);
+	}
 	if (r < 0)
 		f->errors++; /* a full buffer, or refused again: the timeout or the ICMP error moves it on */
 	return CM_OK;
@@ -238,9 +253,16 @@ int dn__fwd_submit(dn__fwd *f, const uint8_t *q, size_t len, const dn__fwd_clien
 		return CM_AGAIN;
 	}
 	pending *p = &f->slots[f->freel[--f->nfree]];
-	*p = (pending){.fd = -1, .gen = p->gen, .client = *c, .tcp = c->udp_fd < 0, .client_id = pq.id, .qlen = (uint16_t)len,
-	               .qname_len = pq.qname_len, .first_up = (int)(f->next_up++ % (unsigned)f->nup),
-	               .cflags = cflags, .limit = limit};
+	*p = (pending){.fd = -1,
+	               .gen = p->gen,
+	               .client = *c,
+	               .tcp = c->udp_fd < 0,
+	               .client_id = pq.id,
+	               .qlen = (uint16_t)len,
+	               .qname_len = pq.qname_len,
+	               .first_up = (int)(f->next_up++ % (unsigned)f->nup),
+	               .cflags = cflags,
+	               .limit = limit};
 	memcpy(p->q, q, len);
 	f->forwarded++;
 	int64_t now = cm_mono_ns();
@@ -256,11 +278,9 @@ int dn__fwd_submit(dn__fwd *f, const uint8_t *q, size_t len, const dn__fwd_clien
 
 static int same_name(const uint8_t *a, const uint8_t *b, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		uint8_t x = a[i] >= 'A' && a[i] <= 'Z' ? a[i] + 32 : a[i], y = b[i] >= 'A' && b[i] <= 'Z' ? b[i] + 32 : b[i];
-		if (x != y)
+	for (size_t i = 0; i < n; i++)
+		if (dn__lc(a[i]) != dn__lc(b[i]))
 			return 0;
-	}
 	return 1;
 }
 
@@ -296,16 +316,6 @@ static void accept_answer(dn__fwd *f, pending *p, uint8_t *a, size_t n, int64_t 
 	release(f, p);
 }
 
-/* Every query that left by this socket goes on to its next upstream: the socket's upstream port is closed. */
-static void udp_refused(dn__fwd *f, int up, int sock, int64_t now)
-{
-	for (int i = 0; i < FWD_SLOTS; i++) {
-		pending *p = &f->slots[i];
-		if (p->state == P_UDP && p->up == up && p->sock == sock)
-			next_attempt(f, p, now);
-	}
-}
-
 static void udp_readable(dn__fwd *f, int up, int sock, int64_t now)
 {
 	for (;;) {
@@ -315,7 +325,7 @@ static void udp_readable(dn__fwd *f, int up, int sock, int64_t now)
 		if (r < 0) {
 			f->errors++;
 			if (errno == ECONNREFUSED) /* ICMP: nobody listens at that upstream's port */
-				udp_refused(f, up, sock, now);
+				udp_refused(f, up, sock, NULL, now);
 			continue;
 		}
 		pending *p = match(f, f->buf, (size_t)r);
@@ -509,9 +519,9 @@ int dn__fwd_metrics(dn__fwd *f, cm_buf *b)
 	if (!f)
 		return CM_OK;
 	pthread_mutex_lock(&f->mu);
-	uint64_t v[] = {f->forwarded,  f->answered,   f->errors,     f->timeouts,
-	                f->full,       f->unmatched,  f->tcp_retries, f->cache_hits,
-	                dn__fcache_len(f->cache)};
+	uint64_t v[] = {f->forwarded,   f->answered,   f->errors,
+	                f->timeouts,    f->full,       f->unmatched,
+	                f->tcp_retries, f->cache_hits, dn__fcache_len(f->cache)};
 	pthread_mutex_unlock(&f->mu);
 	int rc = counter(b, "corral_dns_forwarded_total", "Queries for names outside the zones sent upstream.", v[0]);
 	rc = rc ? rc : counter(b, "corral_dns_forward_answers_total", "Upstream answers passed to clients.", v[1]);
@@ -519,8 +529,8 @@ int dn__fwd_metrics(dn__fwd *f, cm_buf *b)
 	        : counter(b, "corral_dns_forward_upstream_errors_total",
 	                  "Upstream socket errors and failed TCP attempts.", v[2]);
 	rc = rc ? rc
-	        : counter(b, "corral_dns_forward_timeouts_total", "Forwarded queries answered SERVFAIL after the timeout.",
-	                  v[3]);
+	        : counter(b, "corral_dns_forward_timeouts_total",
+	                  "Forwarded queries answered SERVFAIL after the timeout.", v[3]);
 	rc = rc ? rc
 	        : counter(b, "corral_dns_forward_full_total", "Queries answered SERVFAIL: too many in flight.", v[4]);
 	rc = rc ? rc
@@ -529,10 +539,12 @@ int dn__fwd_metrics(dn__fwd *f, cm_buf *b)
 	rc = rc ? rc
 	        : counter(b, "corral_dns_forward_tcp_retries_total", "Truncated upstream answers retried over TCP.",
 	                  v[6]);
-	rc = rc ? rc : counter(b, "corral_dns_forward_cache_hits_total", "Queries answered from the forward cache.", v[7]);
+	rc = rc ? rc
+	        : counter(b, "corral_dns_forward_cache_hits_total", "Queries answered from the forward cache.", v[7]);
 	return rc ? rc
-	          : cm_buf_printf(b,
-	                          "# HELP corral_dns_forward_cache_entries Upstream answers in the forward cache.\n"
-	                          "# TYPE corral_dns_forward_cache_entries gauge\ncorral_dns_forward_cache_entries %llu\n",
-	                          (unsigned long long)v[8]);
+	          : cm_buf_printf(
+	                b,
+	                "# HELP corral_dns_forward_cache_entries Upstream answers in the forward cache.\n"
+	                "# TYPE corral_dns_forward_cache_entries gauge\ncorral_dns_forward_cache_entries %llu\n",
+	                (unsigned long long)v[8]);
 }

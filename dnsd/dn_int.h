@@ -59,6 +59,12 @@ struct dn_zone {
 	uint8_t *pre_bytes;
 };
 
+/* ASCII lowercase of one byte, as DNS compares names. */
+static inline uint8_t dn__lc(uint8_t c)
+{
+	return (c >= 'A' && c <= 'Z') ? (uint8_t)(c | 0x20) : c;
+}
+
 uint32_t dn__name_hash(const uint8_t *lname, size_t len);
 /* Lowercases an uncompressed wire name (ASCII only, as DNS specifies). */
 void dn__name_lower(uint8_t *dst, const uint8_t *src, size_t len);

@@ -113,7 +113,7 @@ void dn__name_lower(uint8_t *dst, const uint8_t *src, size_t len)
 		size_t l = src[i];
 		dst[i++] = (uint8_t)l;
 		for (size_t k = 0; k < l; k++, i++)
-			dst[i] = (src[i] >= 'A' && src[i] <= 'Z') ? (uint8_t)(src[i] | 0x20) : src[i];
+			dst[i] = dn__lc(src[i]);
 		if (!l)
 			break;
 	}
@@ -235,11 +235,6 @@ int dn_enc_bytes(dn_enc *e, const void *p, size_t n)
 	return CM_OK;
 }
 
-static uint8_t lc(uint8_t c)
-{
-	return (c >= 'A' && c <= 'Z') ? (uint8_t)(c | 0x20) : c;
-}
-
 /* Does the (possibly compressed) name at buf[off] equal the uncompressed name, ignoring case? Names in
  * the buffer were written by us, so pointers go backwards; the hop bound is belt and braces. */
 static int same_name(const uint8_t *buf, size_t off, const uint8_t *name)
@@ -255,7 +250,7 @@ static int same_name(const uint8_t *buf, size_t off, const uint8_t *name)
 		if (!l)
 			return 1;
 		for (size_t k = 1; k <= l; k++)
-			if (lc(buf[off + k]) != lc(name[k]))
+			if (dn__lc(buf[off + k]) != dn__lc(name[k]))
 				return 0;
 		off += (size_t)l + 1;
 		name += l + 1;

@@ -16,15 +16,15 @@
 #define S 1000000000LL
 
 /* query: ID 0x1111, RD, one question WwW.Example.ORG A IN (name at 12, 17 bytes) */
-static const uint8_t Q[] = {0x11, 0x11, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3,   'W', 'w', 'W', 7, 'E', 'x', 'a', 'm',
-                            'p',  'L',  'e', 3, 'O', 'R', 'G', 0, 0, 1, 0, 1};
+static const uint8_t Q[] = {0x11, 0x11, 1,   0,   0,   1,   0,   0, 0,   0,   0,   0, 3, 'W', 'w', 'W', 7,
+                            'E',  'x',  'a', 'm', 'p', 'L', 'e', 3, 'O', 'R', 'G', 0, 0, 1,   0,   1};
 #define QN 17
 
-static const uint8_t REC_A[] = {0xC0, 12, 0, 1, 0, 1, 0, 0, 0x01, 0x2C, 0, 4, 192, 0, 2, 1}; /* TTL 300 */
-static const uint8_t REC_NS[] = {0xC0, 16, 0, 2, 0, 1, 0, 0, 0, 100, 0, 2, 0xC0, 16};     /* TTL 100 */
+static const uint8_t REC_A[] = {0xC0, 12, 0, 1, 0, 1, 0, 0, 0x01, 0x2C, 0, 4, 192, 0, 2, 1};         /* TTL 300 */
+static const uint8_t REC_NS[] = {0xC0, 16, 0, 2, 0, 1, 0, 0, 0, 100, 0, 2, 0xC0, 16};                /* TTL 100 */
 static const uint8_t REC_SOA[] = {0xC0, 16, 0, 6, 0, 1, 0, 0, 0x03, 0x84, 0, 24, 0xC0, 16, 0xC0, 16, /* TTL 900 */
-                                  0,    0,  0, 1, 0, 0, 0, 0,    0, 0,    0, 0, 0,    0,  0,    0,
-                                  0,    0,  0, 60}; /* MINIMUM 60 */
+                                  0,    0,  0, 1, 0, 0, 0, 0, 0,    0,    0, 0,  0,    0,  0,    0,
+                                  0,    0,  0, 60};                        /* MINIMUM 60 */
 static const uint8_t REC_OPT[] = {0, 0, 41, 0x10, 0, 0, 0, 0x80, 0, 0, 0}; /* DO; its "TTL" is flags */
 
 /* An answer to Q from upstream: ID 0xABCD, the question lowercase, rcode, then the records in order. */
@@ -62,16 +62,16 @@ static void test_positive(void **state)
 	assert_int_equal(dn__fcache_get(c, Q, QN, DN__FC_EDNS | DN__FC_DO, out, sizeof(out), 10 * S), 0); /* no RD */
 	uint8_t fl = DN__FC_RD | DN__FC_EDNS | DN__FC_DO;
 	assert_int_equal(dn__fcache_get(c, Q, QN, fl, out, sizeof(out), 52 * S + S / 2), n); /* 42.5 s later */
-	assert_memory_equal(out, Q, 2);                     /* the client's ID */
-	assert_memory_equal(out + 12, Q + 12, QN);          /* its case */
-	assert_memory_equal(out + 2, a + 2, 10);            /* flags and counts as the upstream's */
+	assert_memory_equal(out, Q, 2);                                                      /* the client's ID */
+	assert_memory_equal(out + 12, Q + 12, QN);                                           /* its case */
+	assert_memory_equal(out + 2, a + 2, 10); /* flags and counts as the upstream's */
 	size_t off_a = sizeof(Q), off_ns = off_a + sizeof(REC_A), off_opt = off_ns + sizeof(REC_NS);
 	assert_int_equal(ttl_at(out, off_a), 300 - 42);
 	assert_int_equal(ttl_at(out, off_ns), 100 - 42);
-	assert_memory_equal(out + off_opt, REC_OPT, sizeof(REC_OPT)); /* the OPT is not aged */
+	assert_memory_equal(out + off_opt, REC_OPT, sizeof(REC_OPT));                /* the OPT is not aged */
 	assert_int_equal(dn__fcache_get(c, Q, QN, fl, out, sizeof(out), 10 * S), n); /* the entry is unchanged */
 	assert_int_equal(ttl_at(out, off_a), 300);
-	assert_int_equal(dn__fcache_get(c, Q, QN, fl, out, 20, 10 * S), 0); /* does not fit */
+	assert_int_equal(dn__fcache_get(c, Q, QN, fl, out, 20, 10 * S), 0);           /* does not fit */
 	assert_int_equal(dn__fcache_get(c, Q, QN, fl, out, sizeof(out), 110 * S), 0); /* the NS's 100 s are over */
 	assert_int_equal(dn__fcache_len(c), 0);
 	dn__fcache_free(c);
@@ -88,8 +88,18 @@ static void test_negative_and_caps(void **state)
 	dn__fcache_put(c, Q, QN, DN__FC_RD, a, n, 0);
 	assert_int_equal(dn__fcache_get(c, Q, QN, DN__FC_RD, out, sizeof(out), 59 * S), n);
 	assert_int_equal(out[3] & 15, DN_RC_NXDOMAIN);
-	assert_int_equal(ttl_at(out, sizeof(Q)), 900 - 59);
+	assert_int_equal(ttl_at(out, sizeof(Q)), 60 - 59); /* the SOA's TTL is the time left to keep the denial */
 	assert_int_equal(dn__fcache_get(c, Q, QN, DN__FC_RD, out, sizeof(out), 60 * S), 0);
+
+	uint8_t cname[] = {0xC0, 12, 0, 5, 0, 1, 0, 0, 0, 5, 0, 2, 0xC0, 16}; /* TTL 5, to example.org */
+	const uint8_t *chain[] = {cname, REC_SOA};
+	size_t chain_len[] = {sizeof(cname), sizeof(REC_SOA)};
+	n = answer(a, DN_RC_NXDOMAIN, 1, 1, 0, chain, chain_len); /* a CNAME, then the denial of its target */
+	dn__fcache_put(c, Q, QN, DN__FC_RD, a, n, 0);
+	assert_int_equal(dn__fcache_get(c, Q, QN, DN__FC_RD, out, sizeof(out), 4 * S), n);
+	assert_int_equal(ttl_at(out, sizeof(Q)), 1);                 /* the CNAME: 5 - 4 */
+	assert_int_equal(ttl_at(out, sizeof(Q) + sizeof(cname)), 1); /* the SOA: kept 5 s, not 60 */
+	assert_int_equal(dn__fcache_get(c, Q, QN, DN__FC_RD, out, sizeof(out), 5 * S), 0);
 
 	n = answer(a, DN_RC_NOERROR, 0, 1, 0, soa, soa_len); /* NODATA with an SOA: kept */
 	dn__fcache_put(c, Q, QN, DN__FC_RD, a, n, 0);
@@ -147,7 +157,7 @@ static void test_not_kept(void **state)
 static void test_replacement(void **state)
 {
 	(void)state;
-	dn__fcache *c = dn__fcache_new(2); /* one set of two ways */
+	dn__fcache *c = dn__fcache_new(3); /* one set of two ways: never more entries than asked for */
 	uint8_t a[512], out[512];
 	uint8_t rec[sizeof(REC_A)];
 	const uint8_t *recs[] = {rec};
