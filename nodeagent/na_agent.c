@@ -135,8 +135,8 @@ static void logs_done(uv_work_t *w, int status)
 	}
 	if (a->stopping)
 		return;
-	if (a->logs_spooled)
-		na__sender_kick(a->sender);
+	na__sender_kick(a->sender); /* a new batch, or batches staged before a restart (those leave
+	                               * logs_spooled 0) */
 	if (a->tick_due || (!status && !a->rc))
 		next_pass(a); /* after a failure the next tick retries */
 }
