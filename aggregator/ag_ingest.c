@@ -26,7 +26,8 @@
  * on (origin, seq) itself, so a batch retried after a crash between the two stores keeps its logs,
  * which the tsdb's seq check alone would drop. That step takes no node lock (the log store's own
  * lock and window are enough), so the agent's log batches in flight at once are stored together: the
- * log store syncs its WAL for them in one fdatasync (ls_store.c, group commit). Stream labels are the agent's minus pod_uid and
+ * log store syncs its WAL for them in one fdatasync (ls_store.c, group commit). The seq check, the tsdb
+ * append and the window's update then run under the node's lock. Stream labels are the agent's minus pod_uid and
  * container_id (one stream per container name, not per restart), empty values dropped, plus node.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
@@ -295,6 +296,7 @@ static void store(ag__ingest *in, const cm_batch *b, cm_arena *a, ag__resp *resp
 			bad ? "bad_data" : "unavailable", err.msg);
 		return;
 	}
+	pthread_mutex_lock(&e->lock);
 	if (cm_seqwin_has(&e->seqs, b->seq)) {
 		pthread_mutex_unlock(&e->lock);
 		respond(in, resp, AG_PUSH_DUPLICATE, 200, NULL, NULL);

@@ -35,6 +35,8 @@
 
 typedef struct staged {
 	uint64_t seq, id;
+	int unsent; /* its frame could not be spooled: nothing from it on is committed before a restart,
+	             * which reads it again from the staged positions */
 } staged;
 
 struct na__logs {
@@ -102,7 +104,7 @@ static void commit_left(na__logs *l, na__spool *sp)
 {
 	uint64_t oldest = na__spool_oldest_seq(sp);
 	size_t k = 0;
-	while (k < l->nmap && l->map[k].seq < oldest)
+	while (k < l->nmap && l->map[k].seq < oldest && !l->map[k].unsent)
 		k++;
 	if (!k)
 		return;
@@ -124,9 +126,17 @@ static int remember(na__logs *l, uint64_t seq, uint64_t id)
 	while (i && l->map[i - 1].seq > seq) /* replays arrive below the newest seq */
 		i--;
 	memmove(l->map + i + 1, l->map + i, (l->nmap - i) * sizeof(*l->map));
-	l->map[i] = (staged){seq, id};
+	l->map[i] = (staged){seq, id, 0};
 	l->nmap++;
 	return CM_OK;
+}
+
+/* Batch seq was staged and remembered but not spooled. */
+static void unsent(na__logs *l, uint64_t seq)
+{
+	for (size_t i = 0; i < l->nmap; i++)
+		if (l->map[i].seq == seq)
+			l->map[i].unsent = 1;
 }
 
 static int add_stream(na__logs *l, const ls_source *src, int stream, size_t n, size_t *cap)
@@ -221,6 +231,8 @@ static int replay(na__logs *l, na__spool *sp)
 		rc = encode_logs(l, seq, &frame, &len);
 	if (!rc)
 		rc = na__spool_put(sp, seq, frame, len, 1);
+	if (rc)
+		unsent(l, seq);
 	l->replays++;
 	return rc;
 }
@@ -286,8 +298,10 @@ int na__logs_pass(na__logs *l, na__spool *sp, uint64_t seq, int *spooled, cm_err
 		return cm_errf(err, rc, "staging log batch: %s", cm_strerror(rc));
 	}
 	*spooled = 1; /* seq is used even if the put fails: its records are staged under it */
-	if ((rc = na__spool_put(sp, seq, frame, len, 1)))
-		return cm_errf(err, rc, "cannot spool log batch %llu: %s (batch lost)", (unsigned long long)seq,
-			       cm_strerror(rc));
+	if ((rc = na__spool_put(sp, seq, frame, len, 1))) {
+		unsent(l, seq);
+		return cm_errf(err, rc, "cannot spool log batch %llu: %s (sent again after a restart)",
+			       (unsigned long long)seq, cm_strerror(rc));
+	}
 	return CM_OK;
 }

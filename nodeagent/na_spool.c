@@ -10,7 +10,8 @@
  * outage and a crash or SIGKILL of the agent (a done one still here is sent again then, and the
  * aggregator acknowledges it as a duplicate), and one agent restart later is delivered in order before
  * anything newer. Past --spool-max-bytes or --max-pending batches the oldest one neither being sent
- * nor done is deleted and counted as dropped. Without a state directory the same queue lives in
+ * nor done is deleted and counted as dropped, never a logs-only one (the tailer's positions up to it
+ * would be committed, and lines still in the log files lost; the agent keeps at most a few of them). Without a state directory the same queue lives in
  * memory only (bounded by --max-pending). A logs-only batch stays in memory in either mode: the log
  * files and the tailer's staged positions are its durable copy (after a crash the tailer reads it again
  * and it goes out under the same seq: na_logs.c), so it costs no file write, fdatasync or read back.
@@ -155,8 +156,8 @@ static void enforce_bounds(na__spool *sp)
 {
 	size_t i = 0;
 	while (sp->n > sp->max_batches || (sp->max_bytes && sp->st.bytes > sp->max_bytes)) {
-		while (i + 1 < sp->n && sp->e[i].state != IDLE)
-			i++;
+		while (i + 1 < sp->n && (sp->e[i].state != IDLE || !sp->e[i].alone))
+			i++; /* never a logs-only batch: its lines would be committed unsent (na_logs.c) */
 		if (i + 1 >= sp->n)
 			return;
 		sp->st.dropped++;
