@@ -236,14 +236,18 @@ static int ckpt_piece(ts__ckpt *ck, cm_buf *out, size_t *entries, cm_err *err)
 	return rc;
 }
 
-/* One entry of a checkpoint record of type: the series' definition or its samples from `before` on. */
+/* One entry of a checkpoint record of type: the series' definition or its samples from `before` on.
+ * Fills err except for CM_ENOMEM (ckpt_encode reports that once for all its steps). */
 static int ckpt_entry(const ts__snap_series *ss, int type, int64_t before, cm_buf *out, cm_sample **buf,
-		      size_t *cap)
+		      size_t *cap, cm_err *err)
 {
 	size_t len;
 	if (type == TS__REC_SERIES)
 		return ts__wal_put_series(out, ss->id, ss->labels, ss->nlabels);
 	int rc = ts__snap_samples(ss, before, INT64_MAX, buf, &len, cap);
+	if (rc && rc != CM_ENOMEM)
+		return cm_errf(err, rc, "decoding the head chunks of series %llu for the WAL checkpoint: %s",
+			       (unsigned long long)ss->id, cm_strerror(rc));
 	size_t a = rc ? 0 : ts__samples_lower(*buf, len, before);
 	return rc ? rc : ts__wal_put_samples(out, ss->id, *buf + a, len - a);
 }
@@ -263,7 +267,7 @@ static int ckpt_encode(const ts__snap *sn, int64_t before, ts__ckpt *ck, cm_err 
 			const ts__snap_series *ss = &sn->s[i];
 			if (!ss->nchunks || ss->chunks[ss->nchunks - 1].maxt < before)
 				continue;
-			rc = ckpt_entry(ss, type, before, &out, &buf, &cap);
+			rc = ckpt_entry(ss, type, before, &out, &buf, &cap, err);
 			entries++;
 			if (!rc && out.len >= CKPT_PIECE && !(rc = ckpt_piece(ck, &out, &entries, err)))
 				rc = ts__wal_begin(&out, (uint8_t)type, &start);

@@ -463,12 +463,12 @@ static void test_cut_interrupted(void **state)
 }
 
 /* A cut behind a fast import finds many samples past its boundary: its checkpoint is written in pieces
- * (several records, each a few MiB), and a reopen replays every sample of them. */
+ * (several samples records of about 4 MiB each), and a reopen replays every sample of them. */
 static void test_cut_big_checkpoint(void **state)
 {
 	(void)state;
 	enum { AFTER = 8000 }; /* samples a series has past the boundary: 70 * 8000 * 10 bytes > 4 MiB */
-	char *dir = tmpdir_new(), path[600];
+	char *dir = tmpdir_new();
 	static model m;
 	memset(&m, 0, sizeof(m));
 	ts_db *db = db_open(dir, NULL);
@@ -487,16 +487,29 @@ static void test_cut_big_checkpoint(void **state)
 	assert_int_equal(ts__cut(db, TS__BLOCK_MS, &err), 0);
 	check_model(db, &m);
 	ts_close(db);
-	uint64_t biggest = 0; /* the checkpoint is the one segment left, over one piece */
-	DIR *d = opendir(strcat(strcpy(path, dir), "/wal"));
-	for (struct dirent *e; (e = readdir(d));) {
-		struct stat sb;
-		snprintf(path, sizeof(path), "%s/wal/%.60s", dir, e->d_name);
-		if (e->d_name[0] != '.' && stat(path, &sb) == 0 && (uint64_t)sb.st_size > biggest)
-			biggest = (uint64_t)sb.st_size;
+	saved_seg segs[8];
+	int nseg = save_wal(dir, segs, 8), nckpt = 0;
+	for (int i = 0; i < nseg; i++) { /* the checkpoint (version 3): one series record, samples in pieces */
+		const uint8_t *p = segs[i].data;
+		if (segs[i].len >= 8 && !memcmp(p, "CRLW", 4) && p[4] == 3) {
+			int records[4] = {0};
+			nckpt++;
+			for (size_t off = 8; off < segs[i].len;) {
+				assert_true(segs[i].len - off >= 9);
+				uint32_t len = (uint32_t)p[off] | (uint32_t)p[off + 1] << 8 | (uint32_t)p[off + 2] << 16 |
+					       (uint32_t)p[off + 3] << 24;
+				assert_true(p[off + 8] == TS__REC_SERIES || p[off + 8] == TS__REC_SAMPLES);
+				assert_true(len + 9 >= (4u << 20) || p[off + 8] == TS__REC_SERIES || off + 9 + len == segs[i].len);
+				assert_true(len < (5u << 20));
+				records[p[off + 8]]++;
+				off += 9 + (size_t)len;
+			}
+			assert_int_equal(records[TS__REC_SERIES], 1);
+			assert_true(records[TS__REC_SAMPLES] >= 2); /* 5.6 MB of samples in pieces of about 4 MiB */
+		}
+		free(segs[i].data);
 	}
-	closedir(d);
-	assert_true(biggest > (4u << 20));
+	assert_int_equal(nckpt, 1);
 	ts_open_report rep;
 	db = db_open(dir, &rep);
 	assert_int_equal(rep.samples, (uint64_t)NS * AFTER);
