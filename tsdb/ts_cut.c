@@ -16,8 +16,9 @@
  *
  * After each cut, and when ts_flush wakes it, the storage thread also compacts (ts_compact.c). It never
  * holds a lock an append waits for, except the barrier during the snapshot. An append that finds it more
- * than a whole window behind waits for its next round (ts__storage_throttle), so the head's memory is
- * bounded by a few windows, not by how far ahead of the cuts an import runs.
+ * than a whole window behind waits for its next cut (ts__storage_throttle; released before the
+ * compaction that follows, and not at all while the last cut failed), so the head's memory is bounded by
+ * a few windows, not by how far ahead of the cuts an import runs.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <dirent.h>
@@ -353,13 +354,16 @@ static void *storage_run(void *arg)
 		pthread_mutex_unlock(&db->st_mu);
 		cm_err err = {{0}};
 		int rc = b == INT64_MIN ? CM_OK : ts__cut(db, b, &err);
+		pthread_mutex_lock(&db->st_mu); /* releases the appends waiting for a cut, not the compaction */
+		db->st_cut_to = b != INT64_MIN ? b : db->st_cut_to;
+		db->st_gen++;
+		pthread_cond_broadcast(&db->st_done);
+		pthread_mutex_unlock(&db->st_mu);
 		rc = rc ? rc : ts__compact(db, &err);
 		ts__retain(db);
 		pthread_mutex_lock(&db->st_mu);
 		if (rc)
 			db->st_err = err;
-		db->st_gen++;
-		pthread_cond_broadcast(&db->st_done);
 	}
 	db->st_gen++;
 	pthread_cond_broadcast(&db->st_done);
@@ -403,10 +407,12 @@ void ts__storage_throttle(ts_db *db)
 		return;
 	pthread_mutex_lock(&db->st_mu);
 	uint64_t gen = db->st_gen;
-	db->st_wake = 1;
-	pthread_cond_signal(&db->st_cv);
-	while (db->st_gen == gen && !db->st_stop)
-		pthread_cond_wait(&db->st_done, &db->st_mu);
+	if (atomic_load(&db->cut_before) >= db->st_cut_to) { /* else the last cut failed: a full disk */
+		db->st_wake = 1;
+		pthread_cond_signal(&db->st_cv);
+		while (db->st_gen == gen && !db->st_stop)
+			pthread_cond_wait(&db->st_done, &db->st_mu);
+	}
 	pthread_mutex_unlock(&db->st_mu);
 }
 

@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <math.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -560,6 +562,71 @@ static void test_head_bounded(void **state)
 	tmpdir_free(dir);
 }
 
+/* Appends a sample a minute to one series for the 2 h windows [from, to). */
+static int append_windows(ts_db *db, int from, int to)
+{
+	static cm_sample x[5 * 120];
+	size_t n = 0;
+	for (int64_t t = from * TS__BLOCK_MS; t < to * TS__BLOCK_MS && n < 5 * 120; t += 60000)
+		x[n++] = (cm_sample){t, (double)t / 1000};
+	cm_label l[] = {{"__name__", "stuck"}};
+	cm_series ser = {l, 1, x, n};
+	return ts_append(db, &ser, 1, NULL);
+}
+
+static void *append_late(void *arg)
+{
+	return (void *)(intptr_t)append_windows(arg, 4, 5);
+}
+
+/* A cut that keeps failing (here the blocks directory is a file; ENOSPC in test_ts_diskfull) does not
+ * hold appends back: each would start another round with a full head snapshot for nothing. The test
+ * holds cut_mu, as a long cut or compaction would: an append that waited for the next cut would hang. */
+static void test_throttle_after_failed_cut(void **state)
+{
+	(void)state;
+	char *dir = tmpdir_new(), path[600];
+	ts_db *db = NULL;
+	ts_opts opts = {.no_fsync = 1};
+	assert_int_equal(ts_open(dir, &opts, &db, NULL, NULL), 0);
+	snprintf(path, sizeof(path), "%s/blocks", dir);
+	assert_int_equal(rmdir(path), 0);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fclose(f);
+	assert_int_equal(append_windows(db, 0, 4), 0); /* three windows to cut: waits for the cut, which fails */
+	int failed = 0;
+	for (int i = 0; i < 1000 && !failed; i++) {
+		pthread_mutex_lock(&db->st_mu);
+		failed = atomic_load(&db->cut_before) < db->st_cut_to;
+		pthread_mutex_unlock(&db->st_mu);
+		if (!failed)
+			usleep(10000);
+	}
+	assert_true(failed);
+	pthread_mutex_lock(&db->cut_mu);
+	pthread_t th;
+	void *rc = (void *)-1;
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 10;
+	assert_int_equal(pthread_create(&th, NULL, append_late, db), 0);
+	int joined = pthread_timedjoin_np(th, &rc, &deadline) == 0;
+	pthread_mutex_unlock(&db->cut_mu);
+	if (!joined)
+		pthread_join(th, &rc);
+	assert_true(joined);
+	assert_int_equal((intptr_t)rc, 0);
+	ts_close(db);
+	assert_int_equal(unlink(path), 0); /* every sample is still in the WAL */
+	assert_int_equal(mkdir(path, 0755), 0);
+	ts_open_report rep;
+	db = db_open(dir, &rep);
+	assert_int_equal(rep.samples, 5 * 120);
+	ts_close(db);
+	tmpdir_free(dir);
+}
+
 /* ---- the cache of decoded block series ------------------------------------------------------------ */
 
 static uint64_t cache_bytes(ts__cache *c)
@@ -879,6 +946,7 @@ int main(void)
 		cmocka_unit_test(test_cut_big_checkpoint),
 		cmocka_unit_test(test_cache_counts_held),
 		cmocka_unit_test(test_head_bounded),
+		cmocka_unit_test(test_throttle_after_failed_cut),
 		cmocka_unit_test(test_damaged_blocks),
 		cmocka_unit_test(test_retention),
 		cmocka_unit_test(test_downsampling),
