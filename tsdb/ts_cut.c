@@ -16,8 +16,9 @@
  *
  * After each cut, and when ts_flush wakes it, the storage thread also compacts (ts_compact.c). It never
  * holds a lock an append waits for, except the barrier during the snapshot. An append that finds it more
- * than a whole window behind waits for its next round (ts__storage_throttle), so the head's memory is
- * bounded by a few windows, not by how far ahead of the cuts an import runs.
+ * than a whole window behind waits for its next cut (ts__storage_throttle; released before the
+ * compaction that follows, and not at all while the last cut failed), so the head's memory is bounded by
+ * a few windows, not by how far ahead of the cuts an import runs.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <dirent.h>
@@ -236,14 +237,18 @@ static int ckpt_piece(ts__ckpt *ck, cm_buf *out, size_t *entries, cm_err *err)
 	return rc;
 }
 
-/* One entry of a checkpoint record of type: the series' definition or its samples from `before` on. */
+/* One entry of a checkpoint record of type: the series' definition or its samples from `before` on.
+ * Fills err except for CM_ENOMEM (ckpt_encode reports that once for all its steps). */
 static int ckpt_entry(const ts__snap_series *ss, int type, int64_t before, cm_buf *out, cm_sample **buf,
-		      size_t *cap)
+		      size_t *cap, cm_err *err)
 {
 	size_t len;
 	if (type == TS__REC_SERIES)
 		return ts__wal_put_series(out, ss->id, ss->labels, ss->nlabels);
 	int rc = ts__snap_samples(ss, before, INT64_MAX, buf, &len, cap);
+	if (rc && rc != CM_ENOMEM)
+		return cm_errf(err, rc, "decoding the head chunks of series %llu for the WAL checkpoint: %s",
+			       (unsigned long long)ss->id, cm_strerror(rc));
 	size_t a = rc ? 0 : ts__samples_lower(*buf, len, before);
 	return rc ? rc : ts__wal_put_samples(out, ss->id, *buf + a, len - a);
 }
@@ -263,7 +268,7 @@ static int ckpt_encode(const ts__snap *sn, int64_t before, ts__ckpt *ck, cm_err 
 			const ts__snap_series *ss = &sn->s[i];
 			if (!ss->nchunks || ss->chunks[ss->nchunks - 1].maxt < before)
 				continue;
-			rc = ckpt_entry(ss, type, before, &out, &buf, &cap);
+			rc = ckpt_entry(ss, type, before, &out, &buf, &cap, err);
 			entries++;
 			if (!rc && out.len >= CKPT_PIECE && !(rc = ckpt_piece(ck, &out, &entries, err)))
 				rc = ts__wal_begin(&out, (uint8_t)type, &start);
@@ -349,13 +354,16 @@ static void *storage_run(void *arg)
 		pthread_mutex_unlock(&db->st_mu);
 		cm_err err = {{0}};
 		int rc = b == INT64_MIN ? CM_OK : ts__cut(db, b, &err);
+		pthread_mutex_lock(&db->st_mu); /* releases the appends waiting for a cut, not the compaction */
+		db->st_cut_to = b != INT64_MIN ? b : db->st_cut_to;
+		db->st_gen++;
+		pthread_cond_broadcast(&db->st_done);
+		pthread_mutex_unlock(&db->st_mu);
 		rc = rc ? rc : ts__compact(db, &err);
 		ts__retain(db);
 		pthread_mutex_lock(&db->st_mu);
 		if (rc)
 			db->st_err = err;
-		db->st_gen++;
-		pthread_cond_broadcast(&db->st_done);
 	}
 	db->st_gen++;
 	pthread_cond_broadcast(&db->st_done);
@@ -399,10 +407,12 @@ void ts__storage_throttle(ts_db *db)
 		return;
 	pthread_mutex_lock(&db->st_mu);
 	uint64_t gen = db->st_gen;
-	db->st_wake = 1;
-	pthread_cond_signal(&db->st_cv);
-	while (db->st_gen == gen && !db->st_stop)
-		pthread_cond_wait(&db->st_done, &db->st_mu);
+	if (atomic_load(&db->cut_before) >= db->st_cut_to) { /* else the last cut failed: a full disk */
+		db->st_wake = 1;
+		pthread_cond_signal(&db->st_cv);
+		while (db->st_gen == gen && !db->st_stop)
+			pthread_cond_wait(&db->st_done, &db->st_mu);
+	}
 	pthread_mutex_unlock(&db->st_mu);
 }
 

@@ -121,6 +121,7 @@ int ts_open(const char *dir, const ts_opts *opts, ts_db **out, ts_open_report *r
 	atomic_init(&db->maxt, INT64_MIN);
 	atomic_init(&db->mint, INT64_MAX);
 	atomic_init(&db->cut_before, INT64_MIN);
+	db->st_cut_to = INT64_MIN;
 	opts = opts ? opts : &defaults;
 	db->opts = *opts;
 	int64_t ooo = opts->ooo_window_ms ? opts->ooo_window_ms : TS__DEFAULT_OOO_MS;

@@ -310,8 +310,9 @@ struct ts_db {
 	int storage_started;
 	pthread_mutex_t st_mu;
 	pthread_cond_t st_cv;
-	pthread_cond_t st_done;     /* the storage thread finished a round (st_gen counts them) */
+	pthread_cond_t st_done;     /* the storage thread finished a round's cut (st_gen counts them) */
 	uint64_t st_gen;
+	int64_t st_cut_to;          /* the boundary its last cut tried; cut_before below it: that cut failed */
 	int st_stop, st_wake;
 	cm_err st_err;              /* the background thread's last failure */
 	atomic_uint_least64_t cuts, blocks_written, compactions, blocks_dropped;
@@ -340,8 +341,9 @@ void ts__storage_wake(ts_db *db);
 void ts__storage_stop(ts_db *db);
 /* Wakes the storage thread when the head has a whole window past the out-of-order window to cut. */
 void ts__storage_poke(ts_db *db, int64_t mint, int64_t maxt);
-/* Holds an append back for one round of the storage thread while the head has more than one whole
- * window to cut: appends faster than cuts cannot grow the head without bound. Never holds a lock. */
+/* Holds an append back until the storage thread's next cut while the head has more than one whole
+ * window to cut: appends faster than cuts cannot grow the head without bound. Not while the last cut
+ * failed (nor for the compaction after a cut). Never holds a lock. */
 void ts__storage_throttle(ts_db *db);
 
 /* Index of the first sample at or after t in a time-ordered array (ts_head.c). */

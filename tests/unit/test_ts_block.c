@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <math.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -463,12 +465,12 @@ static void test_cut_interrupted(void **state)
 }
 
 /* A cut behind a fast import finds many samples past its boundary: its checkpoint is written in pieces
- * (several records, each a few MiB), and a reopen replays every sample of them. */
+ * (several samples records of about 4 MiB each), and a reopen replays every sample of them. */
 static void test_cut_big_checkpoint(void **state)
 {
 	(void)state;
 	enum { AFTER = 8000 }; /* samples a series has past the boundary: 70 * 8000 * 10 bytes > 4 MiB */
-	char *dir = tmpdir_new(), path[600];
+	char *dir = tmpdir_new();
 	static model m;
 	memset(&m, 0, sizeof(m));
 	ts_db *db = db_open(dir, NULL);
@@ -487,16 +489,29 @@ static void test_cut_big_checkpoint(void **state)
 	assert_int_equal(ts__cut(db, TS__BLOCK_MS, &err), 0);
 	check_model(db, &m);
 	ts_close(db);
-	uint64_t biggest = 0; /* the checkpoint is the one segment left, over one piece */
-	DIR *d = opendir(strcat(strcpy(path, dir), "/wal"));
-	for (struct dirent *e; (e = readdir(d));) {
-		struct stat sb;
-		snprintf(path, sizeof(path), "%s/wal/%.60s", dir, e->d_name);
-		if (e->d_name[0] != '.' && stat(path, &sb) == 0 && (uint64_t)sb.st_size > biggest)
-			biggest = (uint64_t)sb.st_size;
+	saved_seg segs[8];
+	int nseg = save_wal(dir, segs, 8), nckpt = 0;
+	for (int i = 0; i < nseg; i++) { /* the checkpoint (version 3): one series record, samples in pieces */
+		const uint8_t *p = segs[i].data;
+		if (segs[i].len >= 8 && !memcmp(p, "CRLW", 4) && p[4] == 3) {
+			int records[4] = {0};
+			nckpt++;
+			for (size_t off = 8; off < segs[i].len;) {
+				assert_true(segs[i].len - off >= 9);
+				uint32_t len = (uint32_t)p[off] | (uint32_t)p[off + 1] << 8 | (uint32_t)p[off + 2] << 16 |
+					       (uint32_t)p[off + 3] << 24;
+				assert_true(p[off + 8] == TS__REC_SERIES || p[off + 8] == TS__REC_SAMPLES);
+				assert_true(len + 9 >= (4u << 20) || p[off + 8] == TS__REC_SERIES || off + 9 + len == segs[i].len);
+				assert_true(len < (5u << 20));
+				records[p[off + 8]]++;
+				off += 9 + (size_t)len;
+			}
+			assert_int_equal(records[TS__REC_SERIES], 1);
+			assert_true(records[TS__REC_SAMPLES] >= 2); /* 5.6 MB of samples in pieces of about 4 MiB */
+		}
+		free(segs[i].data);
 	}
-	closedir(d);
-	assert_true(biggest > (4u << 20));
+	assert_int_equal(nckpt, 1);
 	ts_open_report rep;
 	db = db_open(dir, &rep);
 	assert_int_equal(rep.samples, (uint64_t)NS * AFTER);
@@ -543,6 +558,71 @@ static void test_head_bounded(void **state)
 	ts_stats st;
 	ts_get_stats(db, &st);
 	assert_int_equal(st.block_samples, (uint64_t)WINDOWS * SERIES * PER);
+	ts_close(db);
+	tmpdir_free(dir);
+}
+
+/* Appends a sample a minute to one series for the 2 h windows [from, to). */
+static int append_windows(ts_db *db, int from, int to)
+{
+	static cm_sample x[5 * 120];
+	size_t n = 0;
+	for (int64_t t = from * TS__BLOCK_MS; t < to * TS__BLOCK_MS && n < 5 * 120; t += 60000)
+		x[n++] = (cm_sample){t, (double)t / 1000};
+	cm_label l[] = {{"__name__", "stuck"}};
+	cm_series ser = {l, 1, x, n};
+	return ts_append(db, &ser, 1, NULL);
+}
+
+static void *append_late(void *arg)
+{
+	return (void *)(intptr_t)append_windows(arg, 4, 5);
+}
+
+/* A cut that keeps failing (here the blocks directory is a file; ENOSPC in test_ts_diskfull) does not
+ * hold appends back: each would start another round with a full head snapshot for nothing. The test
+ * holds cut_mu, as a long cut or compaction would: an append that waited for the next cut would hang. */
+static void test_throttle_after_failed_cut(void **state)
+{
+	(void)state;
+	char *dir = tmpdir_new(), path[600];
+	ts_db *db = NULL;
+	ts_opts opts = {.no_fsync = 1};
+	assert_int_equal(ts_open(dir, &opts, &db, NULL, NULL), 0);
+	snprintf(path, sizeof(path), "%s/blocks", dir);
+	assert_int_equal(rmdir(path), 0);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fclose(f);
+	assert_int_equal(append_windows(db, 0, 4), 0); /* three windows to cut: waits for the cut, which fails */
+	int failed = 0;
+	for (int i = 0; i < 1000 && !failed; i++) {
+		pthread_mutex_lock(&db->st_mu);
+		failed = atomic_load(&db->cut_before) < db->st_cut_to;
+		pthread_mutex_unlock(&db->st_mu);
+		if (!failed)
+			usleep(10000);
+	}
+	assert_true(failed);
+	pthread_mutex_lock(&db->cut_mu);
+	pthread_t th;
+	void *rc = (void *)-1;
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 10;
+	assert_int_equal(pthread_create(&th, NULL, append_late, db), 0);
+	int joined = pthread_timedjoin_np(th, &rc, &deadline) == 0;
+	pthread_mutex_unlock(&db->cut_mu);
+	if (!joined)
+		pthread_join(th, &rc);
+	assert_true(joined);
+	assert_int_equal((intptr_t)rc, 0);
+	ts_close(db);
+	assert_int_equal(unlink(path), 0); /* every sample is still in the WAL */
+	assert_int_equal(mkdir(path, 0755), 0);
+	ts_open_report rep;
+	db = db_open(dir, &rep);
+	assert_int_equal(rep.samples, 5 * 120);
 	ts_close(db);
 	tmpdir_free(dir);
 }
@@ -866,6 +946,7 @@ int main(void)
 		cmocka_unit_test(test_cut_big_checkpoint),
 		cmocka_unit_test(test_cache_counts_held),
 		cmocka_unit_test(test_head_bounded),
+		cmocka_unit_test(test_throttle_after_failed_cut),
 		cmocka_unit_test(test_damaged_blocks),
 		cmocka_unit_test(test_retention),
 		cmocka_unit_test(test_downsampling),
