@@ -293,7 +293,7 @@ static int compact_window(ts_db *db, plan *p, cm_err *err)
 /* Picks the earliest 24 h window with two or more blocks that the head no longer writes into. */
 static int plan_pick(ts_db *db, plan *p)
 {
-	int64_t limit = atomic_load(&db->cut_before);
+	int64_t limit = atomic_load(&db->compact_all) ? INT64_MAX : atomic_load(&db->cut_before);
 	if (limit < INT64_MIN + DAY_MS)
 		return 0;
 	pthread_rwlock_rdlock(&db->blocks_lock);
@@ -333,6 +333,8 @@ int ts__compact(ts_db *db, cm_err *err)
 			break;
 		atomic_fetch_add(&db->compactions, 1);
 	}
+	if (!rc)
+		atomic_store(&db->compact_all, 0); /* a later flush sets it again after its cut (cut_mu) */
 	pthread_mutex_unlock(&db->cut_mu);
 	return rc;
 }

@@ -299,8 +299,11 @@ static int cut_snapshot(ts_db *db, uint32_t *seg, ts__snap *sn, cm_err *err)
 static void cut_drop(ts_db *db, ts__snap *sn, int64_t before)
 {
 	ts__head_drop(db->head, sn, before, before == INT64_MAX);
-	if (before > atomic_load(&db->cut_before))
-		atomic_store(&db->cut_before, before);
+	int64_t mark = before, maxt = atomic_load(&db->maxt);
+	if (before == INT64_MAX) /* a flush: all is in blocks, but appends go on into the current window */
+		mark = maxt == INT64_MIN ? INT64_MIN : floor_window(maxt);
+	if (mark > atomic_load(&db->cut_before))
+		atomic_store(&db->cut_before, mark);
 	int64_t low = atomic_load(&db->mint); /* what is left in the head starts at `before` */
 	while (low < before && !atomic_compare_exchange_weak(&db->mint, &low, before))
 		;

@@ -121,6 +121,7 @@ int ts_open(const char *dir, const ts_opts *opts, ts_db **out, ts_open_report *r
 	atomic_init(&db->maxt, INT64_MIN);
 	atomic_init(&db->mint, INT64_MAX);
 	atomic_init(&db->cut_before, INT64_MIN);
+	atomic_init(&db->compact_all, 0);
 	db->st_cut_to = INT64_MIN;
 	opts = opts ? opts : &defaults;
 	db->opts = *opts;
@@ -374,6 +375,8 @@ int ts_append_ref(ts_db *db, const ts_ref_series *series, size_t nseries, cm_err
 int ts_flush(ts_db *db, cm_err *err)
 {
 	int rc = ts__cut(db, INT64_MAX, err);
+	if (!rc)
+		atomic_store(&db->compact_all, 1);
 	if (!rc && !db->storage_started && !(rc = ts__compact(db, err)))
 		ts__retain(db);
 	if (rc || !db->storage_started)

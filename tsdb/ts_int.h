@@ -306,6 +306,8 @@ struct ts_db {
 	atomic_int_least64_t maxt;  /* newest sample time appended */
 	atomic_int_least64_t mint;  /* oldest sample time appended since the last cut (about) */
 	atomic_int_least64_t cut_before; /* the head holds nothing before this that is not also in blocks */
+	atomic_int compact_all;          /* set by ts_flush: the next compaction merges every day, the head's
+	                                  * current one too (else only days the head no longer writes into) */
 	pthread_t storage;          /* cuts blocks in the background */
 	int storage_started;
 	pthread_mutex_t st_mu;
