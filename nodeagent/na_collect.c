@@ -615,7 +615,7 @@ int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, na__collect_stats
 	c->nev = 0;
 	if (c->meta && na__meta_refresh(c->meta, c->now_ms, 0))
 		st->meta_errors++;
-	if (na__cgroups_collect(c->cgroups, &emit, &ev, c->now_ms)) {
+	if (na__cgroups_collect(c->cgroups, &emit, &ev, c->now_ms, cm_mono_ns() / 1000000)) {
 		st->cgroup_errors++;
 		CM_LOG_RL(&c->rl_cgroup, CM_LOG_WARN, "agent", "%s", "cgroup collection incomplete");
 	}
