@@ -179,10 +179,11 @@ static void io_tree(const char *tmp)
 }
 
 /* Whichever cgroup vanishes (or /io's device changes), the next pass marks stale exactly the series
- * that are gone and none that is still there: a series' hash must not depend on the series collected before it (the label-prefix
- * hash cache once kept a longer series' hash after a shorter one changed an earlier label, so
- * m{id=B,cpu=x} after m{id=B} after m{id=A,cpu=x} got A's hash, and a live series a stale marker when A
- * vanished). With the pods directory, cgroups carry different numbers of labels. */
+ * that are gone and none that is still there: a series' hash must not depend on the series collected
+ * before it. The label-prefix hash cache once kept a longer series' hash after a shorter one changed an
+ * earlier label, so m{id=B,dev=x} after m{id=B} after m{id=A,dev=x} got A's hash (here /io/io after
+ * /io), and a live series a stale marker when A's series changed. With the pods directory, cgroups
+ * carry different numbers of labels. */
 static void test_stale_markers_whatever_vanishes(void **state)
 {
 	(void)state;
