@@ -515,12 +515,13 @@ static void cg_root_node(na__cgroups *cg)
 	cg->any_stale = 0;
 }
 
-int na__cgroups_collect(na__cgroups *cg, const na_emit *emit, const na_event_sink *ev, int64_t now_ms)
+int na__cgroups_collect(na__cgroups *cg, const na_emit *emit, const na_event_sink *ev, int64_t now_ms,
+			int64_t mono_ms)
 {
 	cg->gen++;
 	cg_root_node(cg);
 	cg_sweep(cg, ev, now_ms);
-	int rc = na__cg_stats_begin(cg, now_ms);
+	int rc = na__cg_stats_begin(cg, mono_ms);
 	for (size_t i = 0; i < cg->nnodes && rc == CM_OK; i++) {
 		na__cg_node *n = cg->nodes[i];
 		if (ev && n->born_gen == cg->gen && cg->gen > 1 && n->ident.kind == NA_KIND_CONTAINER)

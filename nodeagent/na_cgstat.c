@@ -43,8 +43,9 @@
  *         The spec files and pids.max are read in one pass out of NA__CG_SPEC_EVERY (10) per cgroup and
  *         the text of the last read is parsed in the others (na_cgroup.c): a changed limit shows within
  *         10 intervals (cAdvisor reads them once, when it finds the container). On v1, cpuacct.stat,
- *         cpu.stat and blkio.throttle.* of a quiet cgroup (cpuacct.usage unchanged for 5 s) likewise:
- *         only its running tasks advance them (na_int.h, NA__CG_QUIET_MS).
+ *         cpu.stat and blkio.throttle.* of a quiet cgroup (cpuacct.usage unchanged for 5 s, monotonic)
+ *         likewise: only its running tasks advance them (na_int.h, NA__CG_QUIET_MS; docs/agent.md says
+ *         why a blkio path is taken to hold the tasks of the same cpuacct path).
  *   time  container_start_time_seconds: the cgroup directory's ctime when first seen;
  *         container_last_seen: the pass's wall clock, seconds
  *   net   pods (once per pod, from any member process of its containers) and containers outside pods:
@@ -191,9 +192,11 @@ static void cs_cpu_v2(cs_ctx *c)
 	cs_cfs(c, NA__F2_CPU_STAT, t, "throttled_usec", 1e-6);
 }
 
-/* cpuacct.usage, which also says whether the cgroup is quiet (na_int.h: NA__CG_QUIET_MS). */
-static void cs_usage_v1(cs_ctx *c, int64_t now_ms)
+/* cpuacct.usage, which also says whether the cgroup is quiet (na_int.h: NA__CG_QUIET_MS; timed on the
+ * monotonic clock, so that a step of the wall clock cannot make a cgroup quiet early). */
+static void cs_usage_v1(cs_ctx *c)
 {
+	int64_t now = c->cg->mono_ms;
 	na__cg_node *n = c->n;
 	uint64_t v;
 	n->quiet = 0;
@@ -206,15 +209,15 @@ static void cs_usage_v1(cs_ctx *c, int64_t now_ms)
 	}
 	cs_emit(c, "container_cpu_usage_seconds_total", (double)v * 1e-9);
 	if (!n->cpu_changed_ms || v != n->cpu_usage)
-		n->cpu_usage = v, n->cpu_changed_ms = now_ms;
-	n->quiet = now_ms - n->cpu_changed_ms >= NA__CG_QUIET_MS;
+		n->cpu_usage = v, n->cpu_changed_ms = now;
+	n->quiet = now - n->cpu_changed_ms >= NA__CG_QUIET_MS;
 }
 
-static void cs_cpu_v1(cs_ctx *c, int64_t now_ms)
+static void cs_cpu_v1(cs_ctx *c)
 {
 	long hz = sysconf(_SC_CLK_TCK);
 	double tick = 1.0 / (double)(hz > 0 ? hz : 100);
-	cs_usage_v1(c, now_ms);
+	cs_usage_v1(c);
 	const char *t = cs_read(c, NA__F1_CPUACCT_STAT);
 	if (t) {
 		cs_keyed(c, NA__F1_CPUACCT_STAT, t, "user", "container_cpu_user_seconds_total", tick, NULL);
@@ -374,7 +377,7 @@ static void cs_load_devs(na__cgroups *cg)
 	char path[PATH_MAX + 16];
 	snprintf(path, sizeof(path), "%s/partitions", cg->proc_root);
 	cg->ndevs = 0;
-	cg->devs_loaded_ms = cg->now_ms;
+	cg->devs_loaded_ms = cg->mono_ms;
 	if (cm_read_file(path, cg->text, sizeof(cg->text), NULL))
 		return;
 	for (char *line = cg->text; *line && cg->ndevs < CM_ARRAY_LEN(cg->devs);) {
@@ -641,10 +644,10 @@ static na__cg_node *cs_pod_of(na__cgroups *cg, const na__cg_node *n)
 
 /* ---- per pass -------------------------------------------------------------------------------------- */
 
-int na__cg_stats_begin(na__cgroups *cg, int64_t now_ms)
+int na__cg_stats_begin(na__cgroups *cg, int64_t mono_ms)
 {
-	cg->now_ms = now_ms;
-	if (!cg->devs_loaded_ms || now_ms - cg->devs_loaded_ms > 60000)
+	cg->mono_ms = mono_ms;
+	if (!cg->devs_loaded_ms || mono_ms - cg->devs_loaded_ms > 60000)
 		cs_load_devs(cg);
 	return CM_OK;
 }
@@ -666,7 +669,7 @@ int na__cg_stats_node(na__cgroups *cg, na__cg_node *n, const na_emit *emit, cons
 		cs_pids(&c, NA__F2_PIDS_CURRENT, NA__F2_PIDS_MAX);
 		cs_spec_v2(&c);
 	} else {
-		cs_cpu_v1(&c, now_ms);
+		cs_cpu_v1(&c);
 		cs_mem_v1(&c, ev, now_ms);
 		cs_blkio_v1(&c, NA__F1_BLKIO_BYTES, "container_fs_reads_bytes_total", "container_fs_writes_bytes_total");
 		cs_blkio_v1(&c, NA__F1_BLKIO_OPS, "container_fs_reads_total", "container_fs_writes_total");

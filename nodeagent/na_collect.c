@@ -35,8 +35,10 @@ struct na__collector {
 	na_gen gen[2];
 	int cur;
 	const na_gen *last;   /* the last pass that succeeded, NULL while one runs or after a failure */
-	const char *recent[24]; /* per name/value position: the string the last series copied there */
+	const char *recent[25]; /* per name/value position: the string the last series copied there */
 	uint64_t prefix[12];    /* per label position: the hash over recent[1 .. 2 * i + 2] */
+	size_t nprefix;         /* prefix[0, nprefix) hold the last series' labels (it may have had fewer
+				 * than recent[] remembers: a shorter series leaves the positions after it) */
 	cm_wire_enc *enc;     /* zstd context, message arena and packed bytes, reused from pass to pass */
 	size_t *table;        /* open addressing over the current pass: index + 1, 0 = empty */
 	size_t tcap;
@@ -177,9 +179,11 @@ static int copy_labels(na__collector *c, const cm_label *labels, size_t n, cm_la
 		int sn, sv;
 		l[i + 1].name = pass_str(c, 2 * i + 1, labels[i].name, &sn);
 		l[i + 1].value = pass_str(c, 2 * i + 2, labels[i].value, &sv);
-		if (!l[i + 1].name || !l[i + 1].value)
+		if (!l[i + 1].name || !l[i + 1].value) {
+			c->nprefix = 0;
 			return CM_ENOMEM;
-		same = same && sn && sv && i < CM_ARRAY_LEN(c->prefix);
+		}
+		same = same && sn && sv && i < c->nprefix;
 		if (same) {
 			h = c->prefix[i];
 			continue;
@@ -188,6 +192,7 @@ static int copy_labels(na__collector *c, const cm_label *labels, size_t n, cm_la
 		if (i < CM_ARRAY_LEN(c->prefix))
 			c->prefix[i] = h;
 	}
+	c->nprefix = n < CM_ARRAY_LEN(c->prefix) ? n : CM_ARRAY_LEN(c->prefix);
 	*hash = h;
 	return CM_OK;
 }
@@ -599,6 +604,7 @@ int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, na__collect_stats
 	na_gen *g = &c->gen[c->cur];
 	cm_arena_reset(&g->arena);
 	memset(c->recent, 0, sizeof(c->recent));
+	c->nprefix = 0;
 	g->n = 0;
 	c->now_ms = cm_now_ms();
 	na_emit emit = {emit_series, c};
@@ -609,7 +615,7 @@ int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, na__collect_stats
 	c->nev = 0;
 	if (c->meta && na__meta_refresh(c->meta, c->now_ms, 0))
 		st->meta_errors++;
-	if (na__cgroups_collect(c->cgroups, &emit, &ev, c->now_ms)) {
+	if (na__cgroups_collect(c->cgroups, &emit, &ev, c->now_ms, cm_mono_ns() / 1000000)) {
 		st->cgroup_errors++;
 		CM_LOG_RL(&c->rl_cgroup, CM_LOG_WARN, "agent", "%s", "cgroup collection incomplete");
 	}

@@ -117,10 +117,12 @@ size_t na__cgroups_count(const na__cgroups *cg);  /* cgroups known after the las
 
 /* Rescans the hierarchies, then emits every metric of every cgroup (see na_cgstat.c for the list),
  * labelled id="<path from the hierarchy root>" ("/" for the root) plus name, container, pod,
- * namespace, image when known. now_ms stamps container_last_seen. Events (new, removed, OOM-killed
- * cgroups) go to ev when not NULL. A cgroup that vanishes mid-walk or a file that cannot be parsed
- * costs that metric only. */
-int na__cgroups_collect(na__cgroups *cg, const na_emit *emit, const na_event_sink *ev, int64_t now_ms);
+ * namespace, image when known. now_ms (wall clock) stamps container_last_seen and events; mono_ms
+ * (monotonic clock) times the quiet rule and the reload of the device names. Events (new, removed,
+ * OOM-killed cgroups) go to ev when not NULL. A cgroup that vanishes mid-walk or a file that cannot be
+ * parsed costs that metric only. */
+int na__cgroups_collect(na__cgroups *cg, const na_emit *emit, const na_event_sink *ev, int64_t now_ms,
+			int64_t mono_ms);
 
 /* ---- inside the cgroup collector (na_cgroup.c: discovery and files; na_cgstat.c: metrics) ----------- */
 
@@ -194,7 +196,7 @@ typedef struct na__cg_node {
 	char *kept[NA__CG_KEEP_SLOTS];              /* malloc'd, grown to the longest text seen */
 	int quiet;                    /* activity files may be reused this pass (set by na_cgstat.c) */
 	uint64_t cpu_usage;           /* v1 cpuacct.usage of the last read, and when it last changed */
-	int64_t cpu_changed_ms;
+	int64_t cpu_changed_ms;       /* monotonic */
 	int stale;                    /* a read said the directory is gone */
 	na__ident ident;
 	na__meta_labels meta;
@@ -232,8 +234,8 @@ struct na__cgroups {
 	char text[NA__CG_TEXT_MAX];
 	na__cg_dev devs[64]; /* from <proc>/partitions */
 	size_t ndevs;
-	int64_t devs_loaded_ms;
-	int64_t now_ms;
+	int64_t devs_loaded_ms; /* monotonic, as mono_ms */
+	int64_t mono_ms;        /* of this pass */
 	int any_stale;  /* a read found a cgroup gone last pass: walk everything this pass */
 	uint64_t walks; /* hierarchy walks done (a pass with no inotify event walks none) */
 	size_t kept_fds, fd_budget; /* file descriptors kept open across passes, and their bound */
@@ -246,7 +248,7 @@ const char *na__cg_file_name(const na__cgroups *cg, int f, char *buf, size_t cap
 int na__cg_read(na__cgroups *cg, na__cg_node *n, int f, const char **text);
 void na__cg_parse_warn(na__cgroups *cg, const na__cg_node *n, int f, const char *what);
 void na__cg_labels(na__cgroups *cg, na__cg_node *n);
-int na__cg_stats_begin(na__cgroups *cg, int64_t now_ms);
+int na__cg_stats_begin(na__cgroups *cg, int64_t mono_ms);
 int na__cg_stats_node(na__cgroups *cg, na__cg_node *n, const na_emit *emit, const na_event_sink *ev,
 		      int64_t now_ms);
 int na__cg_stats_end(na__cgroups *cg, const na_emit *emit);

@@ -203,7 +203,7 @@ static void collect_root(const char *root, int version, sink *s)
 	if (!s->only)
 		s->only = base_metrics;
 	na_emit e = sink_emit(s);
-	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0), 0);
+	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0, 0), 0);
 	na__cgroups_close(cg);
 }
 
@@ -244,7 +244,7 @@ static void test_collect_twice_same_result(void **state)
 	for (int i = 0; i < 2; i++) {
 		sink s = {.only = base_metrics};
 		na_emit e = sink_emit(&s);
-		assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0), 0);
+		assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0, 0), 0);
 		check_exact(&s, v2_want, CM_ARRAY_LEN(v2_want), NULL, 0);
 		sink_clear(&s);
 	}
@@ -265,7 +265,7 @@ static void test_fd_budget(void **state)
 		for (int i = 0; i < 2; i++) {
 			sink s = {.only = base_metrics};
 			na_emit e = sink_emit(&s);
-			assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0), 0);
+			assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0, 0), 0);
 			check_exact(&s, v2_want, CM_ARRAY_LEN(v2_want), NULL, 0);
 			sink_clear(&s);
 			assert_int_equal(cg->kept_fds, budget);
@@ -283,7 +283,7 @@ static void test_emit_error_stops_walk(void **state)
 	data_path(root, "cgroup-v1");
 	assert_int_equal(open_root(root, &cg, NULL), 0);
 	na_emit e = sink_emit(&s);
-	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0), SINK_STOP);
+	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0, 0), SINK_STOP);
 	assert_int_equal(s.n, 3);
 	na__cgroups_close(cg);
 	sink_clear(&s);
@@ -407,7 +407,7 @@ static void spec_reread(tmp_tree *t, const char *id)
 		}
 		sink s = {.only = only};
 		na_emit e = sink_emit(&s);
-		assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0), 0);
+		assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0, 0), 0);
 		fmt_into(key, sizeof(key), "container_spec_memory_limit_bytes{id=\"%s\"}", id);
 		const sink_rec *lim = sink_find(&s, key);
 		fmt_into(key, sizeof(key), "container_memory_usage_bytes{id=\"%s\"}", id);
@@ -458,7 +458,8 @@ static void test_quiet_cgroup_reuses_activity_files(void **state)
 			tmp_write(t, "cpuacct" V1_CTR "/cpuacct.usage", "26000000000\n");
 		sink s = {.only = only};
 		na_emit e = sink_emit(&s);
-		assert_int_equal(na__cgroups_collect(cg, &e, NULL, 1000 + 1000 * (int64_t)pass), 0);
+		int64_t ms = 1000 + 1000 * (int64_t)pass;
+		assert_int_equal(na__cgroups_collect(cg, &e, NULL, ms, ms), 0);
 		const sink_rec *r = sink_find(&s, key);
 		assert_non_null(r);
 		const na__cg_node *n = na__cg_find(cg, V1_CTR);
@@ -468,6 +469,29 @@ static void test_quiet_cgroup_reuses_activity_files(void **state)
 			fail_msg("pass %d (cpu.stat changed at %d): %.17g", pass, w, r->v);
 		sink_clear(&s);
 		assert_true(pass < 30);
+	}
+	na__cgroups_close(cg);
+}
+
+/* The quiet rule times cpuacct.usage on the monotonic clock: wall-clock steps of an hour either way
+ * between passes 1 s apart (monotonic) neither make the cgroup quiet before 5 s nor keep it loud. */
+static void test_quiet_rule_ignores_wall_clock_steps(void **state)
+{
+	tmp_tree *t = *state;
+	static const char *const only[] = {"container_cpu_usage_seconds_total", NULL};
+	tmp_copy(t, "cgroup-v1");
+	na__cgroups *cg = NULL;
+	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
+	for (int pass = 0; pass < 8; pass++) {
+		sink s = {.only = only};
+		na_emit e = sink_emit(&s);
+		int64_t mono = 1000 + 1000 * (int64_t)pass, wall = 1700000000000LL + (pass % 2 ? 3600000 : -3600000);
+		assert_int_equal(na__cgroups_collect(cg, &e, NULL, wall, mono), 0);
+		const na__cg_node *n = na__cg_find(cg, V1_CTR);
+		assert_non_null(n);
+		if (n->quiet != (pass >= 5))
+			fail_msg("pass %d: quiet %d", pass, n->quiet);
+		sink_clear(&s);
 	}
 	na__cgroups_close(cg);
 }
@@ -485,7 +509,7 @@ static void test_memstat_partial(void **state)
 	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
 	sink s = {.only = only};
 	na_emit e = sink_emit(&s);
-	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0), 0);
+	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0, 0), 0);
 	assert_true(sink_find(&s, "container_memory_rss{id=\"" V2_CTR "\"}")->v == 100);
 	assert_true(sink_find(&s, "container_memory_mapped_file{id=\"" V2_CTR "\"}")->v == 300);
 	assert_null(sink_find(&s, "container_memory_cache{id=\"" V2_CTR "\"}"));
@@ -522,7 +546,7 @@ static void test_walk_only_on_change(void **state)
 		uint64_t before = cg->walks;
 		sink s = {.only = base_metrics};
 		na_emit e = sink_emit(&s);
-		assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0), 0);
+		assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0, 0), 0);
 		int walked = cg->walks != before;
 		if (pass == 0 || pass == 3 || pass == 5)
 			assert_true(walked);
@@ -886,6 +910,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_walk_only_on_change, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_spec_reread_every_nth_pass, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_quiet_cgroup_reuses_activity_files, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_quiet_rule_ignores_wall_clock_steps, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_memstat_partial, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_files, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_cgroup_removed_mid_walk, tmp_setup, tmp_teardown),

@@ -181,7 +181,7 @@ static void collect(const char *rel, int version, sink *s)
 		fail_msg("open: %s", err.msg);
 	assert_int_equal(na__cgroups_version(cg), version);
 	na_emit e = sink_emit(s);
-	assert_int_equal(na__cgroups_collect(cg, &e, NULL, NOW_MS), 0);
+	assert_int_equal(na__cgroups_collect(cg, &e, NULL, NOW_MS, NOW_MS), 0);
 	na__cgroups_close(cg);
 }
 

@@ -3,7 +3,8 @@
  * Runs na__collect on a temp copy of tests/data/cgroup-v2 (with tests/data/proc), removes a cgroup
  * between passes and decodes the second pass's wire frame: every series of the removed cgroup must be
  * there once with Prometheus' stale marker (NaN bits 0x7ff0000000000002), /metrics text must no longer
- * list it, and a third pass must not repeat the markers.
+ * list it, and a third pass must not repeat the markers. Then, removing each cgroup in turn, the
+ * markers must be exactly the series that vanished (none for a live one, whatever came before it).
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <setjmp.h>
@@ -112,6 +113,138 @@ static void test_vanished_series_get_stale_markers(void **state)
 	rm_tree(tmp);
 }
 
+/* The series of b as text keys, "label=value,..." in order, into keys[] (malloc'd); returns how many. */
+static size_t batch_keys(const cm_batch *b, int stale, char **keys)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < b->nseries; i++) {
+		const cm_series *se = &b->series[i];
+		if (is_stale(se->samples[0].v) != stale)
+			continue;
+		cm_buf key;
+		cm_buf_init(&key);
+		for (size_t j = 0; j < se->nlabels; j++)
+			cm_buf_printf(&key, "%s=%s,", se->labels[j].name, se->labels[j].value);
+		cm_buf_append(&key, "", 1);
+		keys[k++] = (char *)key.data;
+	}
+	return k;
+}
+
+static int has_key(char *const *keys, size_t n, const char *key)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(keys[i], key))
+			return 1;
+	return 0;
+}
+
+/* Every cgroup directory below root/rel (depth first), relative to root, into dirs[] (malloc'd). */
+static void list_dirs(const char *root, const char *rel, char **dirs, size_t *n, size_t cap)
+{
+	char path[PATH_MAX];
+	fmt_into(path, sizeof(path), "%s%s", root, rel);
+	DIR *d = opendir(path);
+	assert_non_null(d);
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_type != DT_DIR || de->d_name[0] == '.')
+			continue;
+		assert_true(*n < cap);
+		char sub[PATH_MAX];
+		fmt_into(sub, sizeof(sub), "%s/%s", rel, de->d_name);
+		dirs[(*n)++] = strdup(sub);
+		list_dirs(root, sub, dirs, n, cap);
+	}
+	closedir(d);
+}
+
+/* The cgroup-v2 fixture in tmp, plus /io and its child /io/io with a cpu.stat and an io.stat of the same
+ * device each: the child's first device series has more labels than the cpu series before it, and the
+ * labels after id are those of the parent's last device series. */
+static void io_tree(const char *tmp)
+{
+	static const char *const dirs[] = {"/io", "/io/io"};
+	char src[PATH_MAX], path[PATH_MAX + 16];
+	data_path(src, "cgroup-v2");
+	copy_tree(src, tmp);
+	for (size_t i = 0; i < CM_ARRAY_LEN(dirs); i++) {
+		fmt_into(path, sizeof(path), "%s%s", tmp, dirs[i]);
+		assert_int_equal(mkdir(path, 0755), 0);
+		fmt_into(path, sizeof(path), "%s%s/io.stat", tmp, dirs[i]);
+		write_file(path, "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n");
+		fmt_into(path, sizeof(path), "%s%s/cpu.stat", tmp, dirs[i]);
+		write_file(path, "usage_usec 2000\nuser_usec 1500\nsystem_usec 500\n");
+	}
+}
+
+/* Whichever cgroup vanishes (or /io's device changes), the next pass marks stale exactly the series
+ * that are gone and none that is still there: a series' hash must not depend on the series collected
+ * before it. The label-prefix hash cache once kept a longer series' hash after a shorter one changed an
+ * earlier label, so m{id=B,dev=x} after m{id=B} after m{id=A,dev=x} got A's hash (here /io/io after
+ * /io), and a live series a stale marker when A's series changed. With the pods directory, cgroups
+ * carry different numbers of labels. */
+static void test_stale_markers_whatever_vanishes(void **state)
+{
+	(void)state;
+	char tmp[PATH_MAX], proc[PATH_MAX], pods[PATH_MAX], *dirs[64];
+	size_t ndirs = 0, cases = 0;
+	data_path(proc, "proc");
+	data_path(pods, "pods");
+	temp_dir(tmp, "collect");
+	io_tree(tmp);
+	list_dirs(tmp, "", dirs, &ndirs, CM_ARRAY_LEN(dirs) - 1);
+	dirs[ndirs++] = strdup("/io/io.stat"); /* rewritten: the parent's device series change devices */
+	rm_tree(tmp);
+	assert_true(ndirs > 5);
+	for (size_t d = 0; d < ndirs; d++) {
+		char gone[2 * PATH_MAX];
+		temp_dir(tmp, "collect");
+		io_tree(tmp);
+		na_config cfg = {.node = "n1", .cgroup_root = tmp, .proc_root = proc, .pods_dir = pods};
+		na__collector *c = NULL;
+		cm_err err = {{0}};
+		if (na__collector_create(&cfg, &c, &err))
+			fail_msg("create: %s", err.msg);
+		pass p1, p2;
+		run_pass(c, 1, &p1);
+		fmt_into(gone, sizeof(gone), "%s%s", tmp, dirs[d]);
+		if (strstr(dirs[d], "io.stat"))
+			write_file(gone, "8:16 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n");
+		else
+			rm_tree(gone);
+		run_pass(c, 2, &p2);
+		char **before = malloc(p1.b.nseries * sizeof(char *)), **live = malloc(p2.b.nseries * sizeof(char *));
+		char **stale = malloc(p2.b.nseries * sizeof(char *));
+		assert_true(before && live && stale);
+		size_t nb = batch_keys(&p1.b, 0, before), nl = batch_keys(&p2.b, 0, live);
+		size_t ns = batch_keys(&p2.b, 1, stale), vanished = 0;
+		for (size_t i = 0; i < ns; i++)
+			if (has_key(live, nl, stale[i]))
+				fail_msg("without %s: a stale marker for the live %s", dirs[d], stale[i]);
+		for (size_t i = 0; i < nb; i++)
+			if (!has_key(live, nl, before[i])) {
+				vanished++;
+				if (!has_key(stale, ns, before[i]))
+					fail_msg("without %s: no stale marker for %s", dirs[d], before[i]);
+			}
+		assert_int_equal(ns, vanished);
+		cases += vanished > 0;
+		for (size_t i = 0; i < nb; i++)
+			free(before[i]);
+		for (size_t i = 0; i < nl; i++)
+			free(live[i]);
+		for (size_t i = 0; i < ns; i++)
+			free(stale[i]);
+		free(before), free(live), free(stale), free(dirs[d]);
+		pass_close(&p1), pass_close(&p2);
+		na__collector_destroy(c);
+		rm_tree(tmp);
+	}
+	print_message("%zu of %zu removals made series vanish\n", cases, ndirs);
+	assert_true(cases > 5);
+}
+
 /* Every value in /metrics is the text cm_fmt_double (Prometheus' float format) gives for the value in
  * the batch; the text's integer fast path must not change a byte. Labels are escaped as the text format
  * wants (a pods-dir name with a quote, a backslash and a newline). */
@@ -162,6 +295,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_vanished_series_get_stale_markers),
 		cmocka_unit_test(test_text_values_match_the_batch),
+		cmocka_unit_test(test_stale_markers_whatever_vanishes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -455,7 +455,7 @@ static void run_collect(run *r, const char *tree, int version)
 		fail_msg("open: %s", err.msg);
 	assert_int_equal(na__cgroups_version(r->cg), version);
 	na_emit e = sink_emit(&r->s);
-	assert_int_equal(na__cgroups_collect(r->cg, &e, NULL, NOW_MS), 0);
+	assert_int_equal(na__cgroups_collect(r->cg, &e, NULL, NOW_MS, NOW_MS), 0);
 	assert_int_equal(r->s.dups, 0);
 }
 
@@ -593,7 +593,7 @@ static void ev_pass(na__cgroups *cg, evlog *e, int64_t now_ms)
 	na_emit emit = sink_emit(&s);
 	na_event_sink ev = {ev_record, e};
 	memset(e, 0, sizeof(*e));
-	assert_int_equal(na__cgroups_collect(cg, &emit, &ev, now_ms), 0);
+	assert_int_equal(na__cgroups_collect(cg, &emit, &ev, now_ms, now_ms), 0);
 	sink_clear(&s);
 }
 

@@ -178,7 +178,7 @@ static void test_cgroup_labels(void **state)
 	static const char *const only[] = {"container_cpu_usage_seconds_total", NULL};
 	sink s = {.only = only};
 	na_emit e = sink_emit(&s);
-	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 1000), 0);
+	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 1000, 1000), 0);
 	const char *ctr = "container_cpu_usage_seconds_total{id=\"/kubepods.slice/kubepods-burstable.slice/"
 	                  "kubepods-burstable-pod6f1c2a3b_0000_4000_8000_000000000001.slice/cri-containerd-" C0
 	                  ".scope\",name=\"nginx\",container=\"nginx\",pod=\"web-7d4b9c\",namespace=\"shop\","
