@@ -332,7 +332,9 @@ int na__spool_take(na__spool *sp, size_t window, cm_buf *buf, uint64_t *seq, con
 /* delivered (acknowledged or refused for good): done, deleted once every older batch is done too;
  * else idle again, to be taken again. */
 void na__spool_done(na__spool *sp, uint64_t seq, int delivered);
-/* How many batches among the first window wait to be taken. */
+/* How many batches na__spool_take would give out now, one after the other (a batch that goes alone
+ * counts only when nothing is out): the sender starts that many slots, so an agent whose batches go
+ * alone keeps one connection, not one per slot. */
 size_t na__spool_sendable(na__spool *sp, size_t window);
 void na__spool_stats_get(na__spool *sp, na__spool_stats *out);
 /* Any thread: the smallest seq waiting (UINT64_MAX when empty), and whether seq is waiting. */

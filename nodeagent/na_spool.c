@@ -417,12 +417,29 @@ static entry *claim(na__spool *sp, size_t window)
 	return NULL;
 }
 
+/* How many claim would give out one after the other now (callers hold mu). */
+static size_t claimable(const na__spool *sp, size_t window)
+{
+	size_t w = sp->n < window ? sp->n : window, busy = 0, k = 0;
+	for (size_t i = 0; i < w; i++) {
+		if (sp->e[i].state == SENDING && sp->e[i].alone)
+			return 0;
+		busy += sp->e[i].state == SENDING;
+	}
+	for (size_t i = 0; i < w; i++) {
+		if (sp->e[i].state != IDLE)
+			continue;
+		if (sp->e[i].alone)
+			return k + (!busy && !k);
+		k++;
+	}
+	return k;
+}
+
 size_t na__spool_sendable(na__spool *sp, size_t window)
 {
-	size_t k = 0;
 	uv_mutex_lock(&sp->mu);
-	for (size_t i = 0; i < sp->n && i < window; i++)
-		k += sp->e[i].state == IDLE;
+	size_t k = claimable(sp, window);
 	uv_mutex_unlock(&sp->mu);
 	return k;
 }

@@ -286,10 +286,14 @@ static void window(const char *dir)
 	na__spool_done(sp, 1, 1);                   /* 1, 2, 3 leave together */
 	assert_int_equal(na__spool_pending(sp), 3);
 	assert_int_equal(na__spool_oldest_seq(sp), 4);
+	assert_int_equal(na__spool_sendable(sp, 3), 1); /* 4; 5 goes alone, and 6 after it */
 	assert_int_equal(take(sp, &buf), 4);
+	assert_int_equal(na__spool_sendable(sp, 3), 0);
 	assert_int_equal(take(sp, &buf), 0);        /* 5 goes alone: not while 4 is out */
 	na__spool_done(sp, 4, 1);
+	assert_int_equal(na__spool_sendable(sp, 3), 1);
 	assert_int_equal(take(sp, &buf), 5);
+	assert_int_equal(na__spool_sendable(sp, 3), 0);
 	assert_int_equal(take(sp, &buf), 0);        /* nothing while 5 is out */
 	na__spool_done(sp, 5, 1);
 	assert_int_equal(take(sp, &buf), 6);
