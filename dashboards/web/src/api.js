@@ -37,7 +37,9 @@ async function call(path, params) {
   }
   const t = token();
   const r = await fetch(u, t ? { headers: { Authorization: `Bearer ${t}` } } : undefined);
-  if (r.status === 401) window.dispatchEvent(new Event('corral:unauthorized'));
+  // a 401 for a token the user has replaced meanwhile (a request still out when they typed the new one)
+  // must not ask again
+  if (r.status === 401 && t === token()) window.dispatchEvent(new Event('corral:unauthorized'));
   let body = null;
   try { body = await r.json(); } catch { /* not JSON */ }
   if (!r.ok || !body || body.status !== 'success')
