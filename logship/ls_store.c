@@ -119,7 +119,8 @@ struct ls_store {
 	uint64_t written;    /* WAL record bytes written over the store's open life (not reset by a restart) */
 	uint64_t synced;     /* how many of them are known durable */
 	int syncing;         /* one thread runs fdatasync */
-	int wal_err;         /* a failed WAL write or sync: every later append fails */
+	int wal_err;         /* a failed WAL write or sync, or a durable record that did not reach its heads:
+			      * every later append fails (and the WAL is never restarted) until a reopen replays it */
 	uint64_t apply_next; /* the lsn whose entries go into heads next */
 	size_t pending;      /* records written, not yet applied */
 	cm_buf rec;  /* WAL record scratch */
@@ -1009,25 +1010,33 @@ static int wal_sync_to(ls_store *s, uint64_t end)
 		s->syncing = 0;
 		if (rc)
 			s->wal_err = rc;
-		else
+		else if (target > s->synced) /* a WAL restart meanwhile may have synced more */
 			s->synced = target;
 		pthread_cond_broadcast(&s->cv);
 	}
 	return s->wal_err;
 }
 
-/* The record written (not yet synced) with the next lsn, after a WAL restart if one is due, which waits
- * until no record is between its write and its apply. mu held. */
-static int wal_write(ls_store *s, const char *origin, uint64_t seq, const ls_push_stream *st, size_t n,
-		     uint64_t *lsn)
+/* A WAL restart if one is due, which waits until no record is between its write and its apply. Called
+ * before the dedupe check: the mutex must not be released between that check and the seq's window add,
+ * or two copies of one seq would both miss the window and both be stored. mu held. */
+static int wal_room(ls_store *s)
 {
 	while (s->wal_size >= s->o.wal_bytes && s->pending && !s->wal_err)
 		pthread_cond_wait(&s->cv, &s->mu);
 	int rc = s->wal_err;
 	if (!rc && s->wal_size >= s->o.wal_bytes && !(rc = wal_restart(s)))
 		s->synced = s->written; /* the restart synced everything before it */
+	return rc;
+}
+
+/* The record written (not yet synced) with the next lsn. mu held, never released. */
+static int wal_write(ls_store *s, const char *origin, uint64_t seq, const ls_push_stream *st, size_t n,
+		     uint64_t *lsn)
+{
 	s->rec.len = 0;
-	if (rc || (rc = wal_encode(&s->rec, s->next_lsn, origin, seq, st, n)))
+	int rc = wal_encode(&s->rec, s->next_lsn, origin, seq, st, n);
+	if (rc)
 		return rc;
 	if ((rc = cm_write_all(s->wal_fd, s->rec.data, s->rec.len))) {
 		if (ftruncate(s->wal_fd, (off_t)s->wal_size)) /* leave no half record behind */
@@ -1042,18 +1051,23 @@ static int wal_write(ls_store *s, const char *origin, uint64_t seq, const ls_pus
 }
 
 /* A durable record's entries into their heads, in lsn order (a stream's flushed_lsn covers every lsn
- * below it, so a lower lsn must never reach a head after a higher one was cut into a block). mu held. */
-static int apply_in_order(ls_store *s, uint64_t lsn, int durable, const ls_push_stream *st, size_t n)
+ * below it, so a lower lsn must never reach a head after a higher one was cut into a block). Entries
+ * that fail to go in (no memory, a new stream sqlite cannot insert) are only in the WAL, and their seq
+ * is in the window: the failure is sticky (wal_err), so no WAL restart drops them, no retry is
+ * acknowledged as a duplicate and no later record reaches a head before them; a reopen replays them.
+ * A failed block cut is not: the entries stay in the heads. mu held. */
+static int apply_in_order(ls_store *s, uint64_t lsn, const ls_push_stream *st, size_t n)
 {
 	while (s->apply_next != lsn)
 		pthread_cond_wait(&s->cv, &s->mu);
-	int rc = 0, cut = durable ? cut_full_heads(s, st, n) : 0; /* its failure must not keep the entries out */
-	for (size_t i = 0; i < n && durable && !rc; i++) {
+	int rc = s->wal_err, cut = rc ? 0 : cut_full_heads(s, st, n); /* its failure must not keep the entries out */
+	for (size_t i = 0; i < n && !rc; i++) {
 		cm_label sorted[MAX_LABELS];
 		labels_check(st[i].labels, st[i].nlabels, sorted);
-		rc = apply_stream(s, sorted, st[i].nlabels, st[i].entries, st[i].nentries, lsn, 0);
+		if ((rc = apply_stream(s, sorted, st[i].nlabels, st[i].entries, st[i].nentries, lsn, 0)))
+			s->wal_err = rc;
 	}
-	if (durable && !rc)
+	if (!rc)
 		rc = cut ? cut : flush_heads(s, 0);
 	s->apply_next++;
 	s->pending--;
@@ -1072,6 +1086,9 @@ int ls_store_append(ls_store *s, const char *origin, uint64_t seq, const ls_push
 	uint64_t lsn = 0;
 	if (origin && *origin && !o) {
 		rc = cm_errf(err, CM_ENOMEM, "log store: out of memory");
+	} else if ((rc = wal_room(s))) {
+		cm_errf(err, rc, "log store wal: %s%s", cm_strerror(rc),
+			s->wal_err ? " (an earlier failure: appends fail until a restart replays the WAL)" : "");
 	} else if (o && cm_seqwin_has(&o->seqs, seq)) { /* stored, or being stored: acknowledged once durable */
 		s->st.duplicates++;
 		if ((rc = wal_sync_to(s, s->written)))
@@ -1082,7 +1099,7 @@ int ls_store_append(ls_store *s, const char *origin, uint64_t seq, const ls_push
 		if (o)
 			cm_seqwin_add(&o->seqs, seq);
 		int sync = wal_sync_to(s, s->written);
-		rc = apply_in_order(s, lsn, !sync, streams, n);
+		rc = apply_in_order(s, lsn, streams, n);
 		if (sync)
 			rc = cm_errf(err, sync, "log store wal: %s", cm_strerror(sync));
 		else if (rc)
