@@ -282,7 +282,10 @@ static void test_three_nodes(void **state)
 		assert_int_equal(count_series(f, q, 0), 0); /* and sees no other node's interface */
 		snprintf(q, sizeof(q), "container_memory_usage_bytes{node=\"%s\", id=\"/web\"}", nd->name);
 		assert_int_equal(count_series(f, q, 1), 1);
-		assert_int_equal(node_ready(f, nd->name), 1);
+		int ready = -1; /* the inventory is recorded just after the batch's samples are stored */
+		for (int64_t end = itest_now_ms() + 5000; ready != 1 && itest_now_ms() < end; itest_sleep_ms(100))
+			ready = node_ready(f, nd->name);
+		assert_int_equal(ready, 1);
 	}
 	for (int k = 1; k <= NODES; k++) {
 		int64_t end = itest_now_ms() + 10000;
