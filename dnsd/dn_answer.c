@@ -35,11 +35,6 @@ typedef struct actx {
 	size_t nglue;
 } actx;
 
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8), p[1] = (uint8_t)v;
-}
-
 static int write_rdata(dn_enc *e, const dn_zone *z, const dn__rr *rr)
 {
 	const uint8_t *rd = z->bytes + rr->rdata;
@@ -81,7 +76,7 @@ static int write_rr(actx *c, const uint8_t *owner, size_t olen, const dn__rr *rr
 		c->e.len = mark, c->e.ncomp = ncomp;
 		return rc;
 	}
-	put16(c->e.buf + rdstart - 2, (uint16_t)(c->e.len - rdstart));
+	dn__put16(c->e.buf + rdstart - 2, (uint16_t)(c->e.len - rdstart));
 	return CM_OK;
 }
 
@@ -191,12 +186,12 @@ static void write_header(actx *c, int rcode, int aa, int tc)
 	if (tc)
 		f |= 0x0200;
 	uint8_t *h = c->e.buf;
-	put16(h, c->q->id);
-	put16(h + 2, f);
-	put16(h + 4, c->q->qname_len ? 1 : 0);
-	put16(h + 6, c->counts[0]);
-	put16(h + 8, c->counts[1]);
-	put16(h + 10, (uint16_t)(c->counts[2] + (c->q->has_edns ? 1 : 0)));
+	dn__put16(h, c->q->id);
+	dn__put16(h + 2, f);
+	dn__put16(h + 4, c->q->qname_len ? 1 : 0);
+	dn__put16(h + 6, c->counts[0]);
+	dn__put16(h + 8, c->counts[1]);
+	dn__put16(h + 10, (uint16_t)(c->counts[2] + (c->q->has_edns ? 1 : 0)));
 }
 
 static void write_opt(actx *c, int rcode)

@@ -45,21 +45,6 @@ struct dn__fcache {
 	size_t n;     /* entries in use */
 };
 
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
-}
-
 dn__fcache *dn__fcache_new(size_t entries)
 {
 	dn__fcache *c = calloc(1, sizeof(*c));
@@ -113,25 +98,26 @@ static int walk(uint8_t *a, size_t n, uint32_t age, ttls *t)
 	uint8_t name[DN_NAME_MAX];
 	size_t nl, off = 12;
 	*t = (ttls){UINT32_MAX, UINT32_MAX, NULL};
-	if (n < 12 || get16(a + 4) != 1 || dn_name_unpack(a, n, &off, name, &nl) || (off += 4) > n)
+	if (n < 12 || dn__get16(a + 4) != 1 || dn_name_unpack(a, n, &off, name, &nl) || (off += 4) > n)
 		return CM_EPROTO;
 	for (int s = 0; s < 3; s++)
-		for (unsigned i = 0, cnt = get16(a + 6 + 2 * s); i < cnt; i++) {
-			if (dn_name_unpack(a, n, &off, name, &nl) || off + 10 > n || off + 10 + get16(a + off + 8) > n)
+		for (unsigned i = 0, cnt = dn__get16(a + 6 + 2 * s); i < cnt; i++) {
+			if (dn_name_unpack(a, n, &off, name, &nl) || off + 10 > n ||
+			    off + 10 + dn__get16(a + off + 8) > n)
 				return CM_EPROTO;
 			uint8_t *h = a + off;
-			uint16_t type = get16(h), rdlen = get16(h + 8);
+			uint16_t type = dn__get16(h), rdlen = dn__get16(h + 8);
 			off += 10u + rdlen;
 			if (type == DN_T_OPT)
 				continue;
-			uint32_t ttl = get32(h + 4);
+			uint32_t ttl = dn__get32(h + 4);
 			if (ttl > INT32_MAX)
 				ttl = 0; /* RFC 2181 section 8 */
-			put32(h + 4, ttl > age ? ttl - age : 0);
+			dn__put32(h + 4, ttl > age ? ttl - age : 0);
 			if (ttl < t->min)
 				t->min = ttl;
 			if (s == 1 && type == DN_T_SOA && rdlen >= 20) {
-				uint32_t m = get32(h + 10 + rdlen - 4);
+				uint32_t m = dn__get32(h + 10 + rdlen - 4);
 				t->soa = ttl < m ? ttl : m;
 				t->soa_ttl = h + 4;
 			}
@@ -153,12 +139,12 @@ static uint32_t keep_for(uint8_t *a, size_t n)
 	if (n > DN__FCACHE_MAX || n < 12 || (a[2] & 0x02) || walk(a, n, 0, &t))
 		return 0;
 	int rcode = a[3] & 15;
-	if (rcode == DN_RC_NOERROR && get16(a + 6))
+	if (rcode == DN_RC_NOERROR && dn__get16(a + 6))
 		return t.min < TTL_MAX_POS ? t.min : TTL_MAX_POS;
 	if ((rcode != DN_RC_NXDOMAIN && rcode != DN_RC_NOERROR) || !t.soa_ttl)
 		return 0;
 	uint32_t ttl = min3(t.min, t.soa, TTL_MAX_NEG); /* a CNAME before the denial may be shorter */
-	put32(t.soa_ttl, ttl);
+	dn__put32(t.soa_ttl, ttl);
 	return ttl;
 }
 

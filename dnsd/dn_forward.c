@@ -85,16 +85,6 @@ struct dn__fwd {
 	uint8_t buf[2 + 65535];
 };
 
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static void put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)(v >> 8), p[1] = (uint8_t)v;
-}
-
 static uint32_t rnd(dn__fwd *f)
 {
 	f->rng ^= f->rng << 13, f->rng ^= f->rng >> 7, f->rng ^= f->rng << 17;
@@ -110,7 +100,7 @@ static socklen_t sa_len(const struct sockaddr_storage *a)
 
 static void reply(dn__fwd *f, pending *p, uint8_t *a, size_t n)
 {
-	put16(a, p->client_id);
+	dn__put16(a, p->client_id);
 	if (p->client.udp_fd < 0) {
 		f->reply(f->reply_ctx, p->client.conn, a, n);
 		return;
@@ -199,7 +189,7 @@ static int attempt(dn__fwd *f, pending *p, int64_t now)
 		p->id = (uint16_t)rnd(f);
 	while (f->idmap[p->id]);
 	f->idmap[p->id] = (uint16_t)(slot + 1);
-	put16(p->q, p->id);
+	dn__put16(p->q, p->id);
 	p->up = (uint8_t)((p->first_up + p->attempts++) % f->nup);
 	p->attempt_end = now + f->share_ns;
 	if (p->tcp)
@@ -287,9 +277,9 @@ static int same_name(const uint8_t *a, const uint8_t *b, size_t n)
 /* The query in flight an upstream answer belongs to, or NULL. */
 static pending *match(dn__fwd *f, const uint8_t *a, size_t n)
 {
-	if (n < 12 || !(a[2] & 0x80) || get16(a + 4) != 1)
+	if (n < 12 || !(a[2] & 0x80) || dn__get16(a + 4) != 1)
 		return NULL;
-	uint16_t s = f->idmap[get16(a)];
+	uint16_t s = f->idmap[dn__get16(a)];
 	if (!s)
 		return NULL;
 	pending *p = &f->slots[s - 1];
@@ -343,7 +333,7 @@ static int tcp_send(dn__fwd *f, pending *p)
 	socklen_t el = sizeof(err);
 	if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &el) || err)
 		return CM_EIO;
-	put16(f->buf, p->qlen);
+	dn__put16(f->buf, p->qlen);
 	memcpy(f->buf + 2, p->q, p->qlen);
 	if (send(p->fd, f->buf, p->qlen + 2u, MSG_NOSIGNAL) != p->qlen + 2)
 		return CM_EIO;
@@ -364,7 +354,7 @@ static int tcp_read(pending *p)
 		if (r <= 0)
 			return CM_EIO;
 		p->have += (size_t)r;
-		if (p->have >= 2 && p->have >= 2u + get16(p->resp))
+		if (p->have >= 2 && p->have >= 2u + dn__get16(p->resp))
 			return 1;
 	}
 }
@@ -384,7 +374,7 @@ static void tcp_event(dn__fwd *f, uint64_t tag, uint32_t ev, int64_t now)
 		f->errors++;
 		next_attempt(f, p, now);
 	} else if (rc == 1) {
-		size_t n = get16(p->resp);
+		size_t n = dn__get16(p->resp);
 		pending *m = match(f, p->resp + 2, n);
 		if (m == p)
 			accept_answer(f, p, p->resp + 2, n, now);

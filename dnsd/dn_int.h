@@ -59,6 +59,27 @@ struct dn_zone {
 	uint8_t *pre_bytes;
 };
 
+/* Big-endian (network order) fields of DNS messages. */
+static inline uint16_t dn__get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static inline uint32_t dn__get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline void dn__put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8), p[1] = (uint8_t)v;
+}
+
+static inline void dn__put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+}
+
 /* ASCII lowercase of one byte, as DNS compares names. */
 static inline uint8_t dn__lc(uint8_t c)
 {

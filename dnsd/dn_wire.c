@@ -30,11 +30,6 @@
 
 #include "dn_int.h"
 
-static uint16_t get16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
-
 /* ---- names ------------------------------------------------------------------------------------------ */
 
 int dn_name_unpack(const uint8_t *pkt, size_t len, size_t *off, uint8_t out[DN_NAME_MAX], size_t *out_len)
@@ -136,7 +131,7 @@ static int skip_rr(const uint8_t *pkt, size_t len, size_t *off, int section, dn_
 	if (dn_name_unpack(pkt, len, off, name, &nl) || *off + 10 > len)
 		return DN_RC_FORMERR;
 	const uint8_t *h = pkt + *off;
-	uint16_t type = get16(h), rdlen = get16(h + 8);
+	uint16_t type = dn__get16(h), rdlen = dn__get16(h + 8);
 	*off += 10;
 	if (*off + rdlen > len)
 		return DN_RC_FORMERR;
@@ -144,7 +139,7 @@ static int skip_rr(const uint8_t *pkt, size_t len, size_t *off, int section, dn_
 		if (section != 3 || nl != 1 || ++*nopt > 1)
 			return DN_RC_FORMERR;
 		q->has_edns = 1;
-		q->edns_size = get16(h + 2) < DN_UDP_MIN ? DN_UDP_MIN : get16(h + 2);
+		q->edns_size = dn__get16(h + 2) < DN_UDP_MIN ? DN_UDP_MIN : dn__get16(h + 2);
 		q->edns_version = h[5];
 		q->edns_do = (h[6] & 0x80) != 0;
 	}
@@ -158,8 +153,8 @@ static int parse_question(const uint8_t *pkt, size_t len, dn_query *q, size_t *o
 	size_t nl;
 	if (dn_name_unpack(pkt, len, off, name, &nl) || *off + 4 > len)
 		return DN_RC_FORMERR;
-	q->qtype = get16(pkt + *off);
-	q->qclass = get16(pkt + *off + 2);
+	q->qtype = dn__get16(pkt + *off);
+	q->qclass = dn__get16(pkt + *off + 2);
 	*off += 4;
 	memcpy(q->qname, name, nl);
 	q->qname_len = (uint8_t)nl;
@@ -172,13 +167,13 @@ int dn_parse_query(const uint8_t *pkt, size_t len, dn_query *q)
 	memset(q, 0, sizeof(*q));
 	if (len < 12)
 		return CM_EPROTO;
-	q->id = get16(pkt);
-	q->flags = get16(pkt + 2);
+	q->id = dn__get16(pkt);
+	q->flags = dn__get16(pkt + 2);
 	if (q->flags & 0x8000)
 		return CM_EPROTO;
 	if (len > 65535)
 		return DN_RC_FORMERR;
-	uint16_t qd = get16(pkt + 4), counts[3] = {get16(pkt + 6), get16(pkt + 8), get16(pkt + 10)};
+	uint16_t qd = dn__get16(pkt + 4), counts[3] = {dn__get16(pkt + 6), dn__get16(pkt + 8), dn__get16(pkt + 10)};
 	if ((q->flags >> 11 & 0xF) != 0)
 		return DN_RC_NOTIMP;
 	if (qd != 1)
