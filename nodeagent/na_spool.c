@@ -396,28 +396,8 @@ static int read_file(na__spool *sp, uint64_t seq, size_t len, cm_buf *buf)
 	return rc;
 }
 
-/* The first idle batch among the first window, marked as being sent (callers hold mu); none while a
- * batch that goes alone is out, and one that goes alone only when nothing is. */
-static entry *claim(na__spool *sp, size_t window)
-{
-	size_t w = sp->n < window ? sp->n : window, busy = 0;
-	for (size_t i = 0; i < w; i++) {
-		if (sp->e[i].state == SENDING && sp->e[i].alone)
-			return NULL;
-		busy += sp->e[i].state == SENDING;
-	}
-	for (size_t i = 0; i < w; i++) {
-		if (sp->e[i].state != IDLE)
-			continue;
-		if (sp->e[i].alone && busy)
-			return NULL;
-		sp->e[i].state = SENDING;
-		return &sp->e[i];
-	}
-	return NULL;
-}
-
-/* How many claim would give out one after the other now (callers hold mu). */
+/* How many batches claim would give out one after the other now: none while a batch that goes alone is
+ * out, and one that goes alone only when nothing is (callers hold mu). */
 static size_t claimable(const na__spool *sp, size_t window)
 {
 	size_t w = sp->n < window ? sp->n : window, busy = 0, k = 0;
@@ -434,6 +414,19 @@ static size_t claimable(const na__spool *sp, size_t window)
 		k++;
 	}
 	return k;
+}
+
+/* The first idle batch among the first window, marked as being sent, when one may go (callers hold mu). */
+static entry *claim(na__spool *sp, size_t window)
+{
+	if (!claimable(sp, window))
+		return NULL;
+	for (size_t i = 0; i < sp->n && i < window; i++)
+		if (sp->e[i].state == IDLE) {
+			sp->e[i].state = SENDING;
+			return &sp->e[i];
+		}
+	return NULL;
 }
 
 size_t na__spool_sendable(na__spool *sp, size_t window)
