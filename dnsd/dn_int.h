@@ -113,7 +113,8 @@ typedef struct dn__rrl {
 enum { DN__RRL_PASS, DN__RRL_DROP, DN__RRL_SLIP };
 /* Charges one response to the client's prefix (/24 for IPv4, /56 for IPv6). */
 int dn__rrl_check(dn__rrl *r, const struct sockaddr *sa, int64_t now_ns);
-/* A truncated (TC) version of the answer in buf, in place; returns its length. */
+/* A truncated (TC) version of the answer in buf, in place: header, question and the OPT record if it had
+ * one; returns its length (0 for bytes that are not an answer). */
 size_t dn__truncate(uint8_t *buf, size_t len);
 
 /* ---- the cache of forwarded answers (dn_fcache.c): the forwarder's, used under its mutex -------------- */

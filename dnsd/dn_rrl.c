@@ -5,7 +5,8 @@
  * rate x threads (docs/dns.md). The table is direct-mapped: a new prefix takes over its slot, which at
  * worst lets a flood start over with a full bucket; it never blocks an unrelated client. Limited answers
  * are dropped, except every slip-th one goes out truncated (TC) so a real client behind the prefix can
- * retry over TCP, which is not limited (the BIND and Knot behaviour).
+ * retry over TCP, which is not limited (the BIND and Knot behaviour). A truncated answer keeps only the
+ * question and the OPT record, if the answer had one.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <netinet/in.h>
@@ -53,20 +54,50 @@ int dn__rrl_check(dn__rrl *r, const struct sockaddr *sa, int64_t now_ns)
 	return r->slip && s->limited % r->slip == 0 ? DN__RRL_SLIP : DN__RRL_DROP;
 }
 
+/* The offset just past the name at off (labels ending in the root or a pointer), or 0 if it runs past len. */
+static size_t skip_name(const uint8_t *b, size_t len, size_t off)
+{
+	while (off < len) {
+		uint8_t l = b[off];
+		if (!l)
+			return off + 1;
+		if ((l & 0xC0) == 0xC0)
+			return off + 2 <= len ? off + 2 : 0;
+		if (l & 0xC0)
+			return 0;
+		off += l + 1u;
+	}
+	return 0;
+}
+
 size_t dn__truncate(uint8_t *buf, size_t len)
 {
 	size_t off = 12;
 	if (len < 12)
 		return 0;
-	if (buf[4] | buf[5]) {
-		while (off < len && buf[off])
-			off += buf[off] + 1u;
-		off += 5;
-		if (off > len)
+	if (dn__get16(buf + 4)) {
+		off = skip_name(buf, len, 12);
+		if (!off || off + 4 > len)
 			return 0;
+		off += 4;
+	}
+	size_t qend = off, opt = 0, opt_len = 0;
+	unsigned nrr = (unsigned)dn__get16(buf + 6) + dn__get16(buf + 8) + dn__get16(buf + 10);
+	for (unsigned i = 0; i < nrr; i++) { /* find the OPT record: an EDNS client gets it back (RFC 6891 7) */
+		size_t p = skip_name(buf, len, off);
+		if (!p || p + 10 > len || p + 10 + dn__get16(buf + p + 8) > len)
+			break;
+		size_t end = p + 10 + dn__get16(buf + p + 8);
+		if (p == off + 1 && dn__get16(buf + p) == DN_T_OPT)
+			opt = off, opt_len = end - off;
+		off = end;
 	}
 	buf[2] |= 0x02;
 	memset(buf + 4, 0, 8);
-	buf[5] = off > 12;
-	return off;
+	buf[5] = qend > 12;
+	if (opt_len) {
+		memmove(buf + qend, buf + opt, opt_len);
+		buf[11] = 1;
+	}
+	return qend + opt_len;
 }

@@ -457,6 +457,39 @@ static void test_precomputed_identical(void **state)
 	dn_zone_destroy(z);
 }
 
+/* dn__truncate (RRL slip, forwarded answers over the client's size) keeps the question and the OPT record. */
+static void test_truncate_keeps_opt(void **state)
+{
+	(void)state;
+	dn_zone *z = build(120);
+	uint8_t q[512], a[65536];
+	dn_answer_info ai;
+	resp r;
+	size_t ql = mkquery(q, "big.prod.svc.cluster.local", DN_T_A, 1, 1232);
+	size_t n = dn_answer(z, q, ql, a, sizeof(a), 0, 1, &ai); /* TCP: all 120 records and the OPT */
+	parse_resp(a, n, &r);
+	assert_int_equal(r.counts[1], 120);
+	assert_int_equal(r.opt_size, 1232);
+	assert_int_equal(dn__truncate(a, 20), 0); /* the question runs past the end */
+	size_t t = dn__truncate(a, n);
+	assert_int_equal(t, ql); /* a query with EDNS is header, question and an 11-byte OPT, as this answer now */
+	parse_resp(a, t, &r);
+	assert_true(r.flags & 0x0200);
+	assert_int_equal(r.counts[0], 1);
+	assert_int_equal(r.counts[1] + r.counts[2], 0);
+	assert_int_equal(r.counts[3], 1);
+	assert_int_equal(r.opt_size, 1232);
+	/* without EDNS: header and question only; cut short inside the records: the same */
+	ql = mkquery(q, "big.prod.svc.cluster.local", DN_T_A, 0, 0);
+	n = dn_answer(z, q, ql, a, sizeof(a), 0, 1, &ai);
+	assert_int_equal(dn__truncate(a, n - 7), ql);
+	parse_resp(a, ql, &r);
+	assert_true(r.flags & 0x0200);
+	assert_int_equal(r.counts[3], 0);
+	assert_int_equal(r.opt_size, -1);
+	dn_zone_destroy(z);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -465,6 +498,7 @@ int main(void)
 	    cmocka_unit_test(test_cname_txt_negative),
 	    cmocka_unit_test(test_case_refused_errors),
 	    cmocka_unit_test(test_sizes_and_truncation),
+	    cmocka_unit_test(test_truncate_keeps_opt),
 	    cmocka_unit_test(test_precomputed_identical),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
