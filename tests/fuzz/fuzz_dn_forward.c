@@ -9,7 +9,8 @@
  * does not match, SERVFAIL after the timeout. Inputs with TC set make the forwarder try TCP to the
  * upstream's port, where nothing listens. Everything stays on 127.0.0.1.
  * The input then goes through the forward cache (dn_fcache.c) as the answer to that query: when it is
- * kept, the answer read back 5 s later must be the input with the client's ID and question case.
+ * kept, the answer read back 5 s later must be the input with the client's ID and question case. Last,
+ * dn__truncate on a copy of the input: no longer than the input, TC set, at most the question and one OPT.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <netinet/in.h>
@@ -80,6 +81,18 @@ static void cache_check(const uint8_t *data, size_t size)
 	dn__fcache_free(fc);
 }
 
+static void truncate_check(const uint8_t *data, size_t size)
+{
+	static uint8_t b[65536];
+	if (size > sizeof(b))
+		return;
+	memcpy(b, data, size);
+	size_t n = dn__truncate(b, size);
+	if (n && (n > size || !(b[2] & 0x02) || dn__get16(b + 4) > 1 || dn__get16(b + 6) || dn__get16(b + 8) ||
+	          dn__get16(b + 10) > 1))
+		abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	harness *h = get();
@@ -113,5 +126,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (recv(h->client, buf, sizeof(buf), MSG_DONTWAIT) >= 0)
 		abort(); /* exactly one reply */
 	cache_check(data, size);
+	truncate_check(data, size);
 	return 0;
 }
