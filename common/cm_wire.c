@@ -17,7 +17,8 @@
  *   20      n     body: one zstd frame whose content is the Batch (common/proto/corral.proto)
  *
  * The encoder writes the Batch's series (field 6) after its other fields (protobuf parsers merge a
- * repeated field's occurrences wherever they are); the decoder takes the fields in any order.
+ * repeated field's occurrences wherever they are); the decoder takes the fields in any order. It reads
+ * the log streams (field 10) itself, their lines left in the decompressed body, and protobuf-c the rest.
  *
  * A frame is valid when: it is exactly 20 + body length bytes; magic, version, codec and reserved
  * match; the CRC matches; the body length and decompressed length are within the receiver's limits;
