@@ -17,7 +17,8 @@
  *   20      n     body: one zstd frame whose content is the Batch (common/proto/corral.proto)
  *
  * The encoder writes the Batch's series (field 6) after its other fields (protobuf parsers merge a
- * repeated field's occurrences wherever they are); the decoder takes the fields in any order.
+ * repeated field's occurrences wherever they are); the decoder takes the fields in any order. It reads
+ * the log streams (field 10) itself, their lines left in the decompressed body, and protobuf-c the rest.
  *
  * A frame is valid when: it is exactly 20 + body length bytes; magic, version, codec and reserved
  * match; the CRC matches; the body length and decompressed length are within the receiver's limits;
@@ -709,6 +710,177 @@ static int convert_batch(const Corral__Wire__Batch *m, const cm_wire_limits *lim
 	return CM_OK;
 }
 
+/* ---- decode: field 10 by hand -------------------------------------------------------------------- */
+
+/* The log streams (field 10) are read here into the protobuf-c structs convert_log_streams checks, their
+ * lines pointing into the decompressed body: protobuf-c would copy each one (~20,000 in a 4 MiB agent
+ * batch) and walk them again. protobuf-c unpacks the other fields, copied out in their order. The wire
+ * rules are protobuf-c's: unknown fields skipped, repeated scalars packed or not, the last name or value
+ * of a Label wins, a known field of another wire type or a cut-short one fails the batch. */
+
+typedef struct pb_field {
+	uint32_t no;
+	unsigned wt;
+	uint64_t v;       /* a varint's value; a length-delimited field's length */
+	const uint8_t *p; /* a length-delimited field's bytes */
+} pb_field;
+
+static int pb_next(cm_rd *r, pb_field *f)
+{
+	uint64_t k;
+	f->v = 0, f->p = NULL;
+	if (cm_rd_uvarint(r, &k) || !(k >> 3) || k >> 32)
+		return CM_EPROTO;
+	f->no = (uint32_t)(k >> 3), f->wt = (unsigned)(k & 7);
+	if (f->wt == 0)
+		return cm_rd_uvarint(r, &f->v);
+	if (f->wt == 1 || f->wt == 5)
+		return cm_rd_bytes(r, f->wt == 1 ? 8 : 4, &f->p);
+	if (f->wt == 2)
+		return cm_rd_uvarint(r, &f->v) || f->v > cm_rd_left(r) ? CM_EPROTO : cm_rd_bytes(r, f->v, &f->p);
+	return CM_EPROTO;
+}
+
+/* How many values of a repeated varint field one occurrence holds: one, or a packed run's. */
+static int pb_count_varints(const pb_field *f, size_t *n)
+{
+	if (f->wt == 0) {
+		(*n)++;
+		return CM_OK;
+	}
+	if (f->wt != 2 || (f->v && (f->p[f->v - 1] & 0x80)))
+		return CM_EPROTO;
+	for (size_t i = 0; i < f->v; i++)
+		*n += !(f->p[i] & 0x80);
+	return CM_OK;
+}
+
+/* The values of one occurrence into arr (int64_t or uint32_t elements, cap of them) from index *k on. */
+static int pb_put_varints(const pb_field *f, void *arr, int wide, size_t cap, size_t *k)
+{
+	cm_rd r;
+	cm_rd_init(&r, f->p, f->wt == 2 ? f->v : 0);
+	uint64_t v = f->v;
+	for (int one = f->wt == 0; one || cm_rd_left(&r); one = 0) {
+		if ((!one && cm_rd_uvarint(&r, &v)) || *k == cap)
+			return CM_EPROTO;
+		if (wide)
+			((int64_t *)arr)[(*k)++] = (int64_t)v;
+		else
+			((uint32_t *)arr)[(*k)++] = (uint32_t)v;
+	}
+	return CM_OK;
+}
+
+static int pb_label(const pb_field *f, cm_arena *a, Corral__Wire__Label **out)
+{
+	Corral__Wire__Label *l = cm_arena_alloc(a, sizeof(*l));
+	if (!l)
+		return CM_ENOMEM;
+	corral__wire__label__init(l);
+	cm_rd r;
+	pb_field x;
+	cm_rd_init(&r, f->p, f->v);
+	while (cm_rd_left(&r)) {
+		if (pb_next(&r, &x) || ((x.no == 1 || x.no == 2) && x.wt != 2))
+			return CM_EPROTO;
+		if (x.no != 1 && x.no != 2)
+			continue;
+		char *s = cm_arena_strndup(a, (const char *)x.p, x.v);
+		if (!s)
+			return CM_ENOMEM;
+		*(x.no == 1 ? &l->name : &l->value) = s;
+	}
+	*out = l;
+	return CM_OK;
+}
+
+/* One LogStream message: the counts first, then the arrays. */
+static int pb_log_stream(const pb_field *f, cm_arena *a, Corral__Wire__LogStream *out)
+{
+	corral__wire__log_stream__init(out);
+	cm_rd r;
+	pb_field x;
+	size_t n[5] = {0}; /* per field number 1..4 */
+	cm_rd_init(&r, f->p, f->v);
+	while (cm_rd_left(&r)) {
+		if (pb_next(&r, &x))
+			return CM_EPROTO;
+		if (x.no == 1 || x.no == 3) {
+			if (x.wt != 2)
+				return CM_EPROTO;
+			n[x.no]++;
+		} else if ((x.no == 2 || x.no == 4) && pb_count_varints(&x, &n[x.no])) {
+			return CM_EPROTO;
+		}
+	}
+	out->labels = cm_arena_calloc(a, n[1] + 1, sizeof(*out->labels));
+	out->timestamps_ns = cm_arena_calloc(a, n[2] + 1, sizeof(*out->timestamps_ns));
+	out->lines = cm_arena_calloc(a, n[3] + 1, sizeof(*out->lines));
+	out->flags = cm_arena_calloc(a, n[4] + 1, sizeof(*out->flags));
+	if (!out->labels || !out->timestamps_ns || !out->lines || !out->flags)
+		return CM_ENOMEM;
+	cm_rd_init(&r, f->p, f->v);
+	int rc = CM_OK;
+	while (!rc && cm_rd_left(&r)) {
+		pb_next(&r, &x); /* read once already */
+		if (x.no == 1)
+			rc = pb_label(&x, a, &out->labels[out->n_labels++]);
+		else if (x.no == 2)
+			rc = pb_put_varints(&x, out->timestamps_ns, 1, n[2], &out->n_timestamps_ns);
+		else if (x.no == 3)
+			out->lines[out->n_lines++] = (ProtobufCBinaryData){(size_t)x.v, (uint8_t *)x.p};
+		else if (x.no == 4)
+			rc = pb_put_varints(&x, out->flags, 0, n[4], &out->n_flags);
+	}
+	return rc;
+}
+
+/* The Batch in raw: field 10 by hand, the rest by protobuf-c (first, so its allocation cap counts only
+ * its own); NULL with *rc set when it is not one. Bytes whose top level does not parse all go to
+ * protobuf-c, which refuses them. */
+static Corral__Wire__Batch *unpack_batch(const uint8_t *raw, size_t n, cm_arena *a, ProtobufCAllocator *alloc,
+					 int *rc)
+{
+	cm_rd r;
+	pb_field f;
+	size_t nlog = 0, len = 0;
+	int bad = 0;
+	*rc = CM_EPROTO;
+	cm_rd_init(&r, raw, n);
+	while (!bad && cm_rd_left(&r)) {
+		bad = pb_next(&r, &f) || (f.no == 10 && f.wt != 2);
+		nlog += f.no == 10;
+	}
+	if (bad || !nlog)
+		return corral__wire__batch__unpack(alloc, n, raw);
+	uint8_t *rest = cm_arena_alloc(a, n);
+	if (!rest) {
+		*rc = CM_ENOMEM;
+		return NULL;
+	}
+	cm_rd_init(&r, raw, n);
+	for (const uint8_t *start = raw; cm_rd_left(&r); start = r.p)
+		if (!pb_next(&r, &f) && f.no != 10) /* read once already */
+			memcpy(rest + len, start, (size_t)(r.p - start)), len += (size_t)(r.p - start);
+	Corral__Wire__Batch *m = corral__wire__batch__unpack(alloc, len, rest);
+	Corral__Wire__LogStream *st = m ? cm_arena_calloc(a, nlog, sizeof(*st)) : NULL;
+	Corral__Wire__LogStream **sp = st ? cm_arena_calloc(a, nlog, sizeof(*sp)) : NULL;
+	if (!sp) {
+		*rc = m ? CM_ENOMEM : CM_EPROTO;
+		return NULL;
+	}
+	cm_rd_init(&r, raw, n);
+	for (size_t k = 0; k < nlog;) {
+		if (!pb_next(&r, &f) && f.no == 10 && (*rc = pb_log_stream(&f, a, &st[k])))
+			return NULL;
+		if (f.no == 10)
+			sp[k] = &st[k], k++;
+	}
+	m->log_streams = sp, m->n_log_streams = nlog;
+	return m;
+}
+
 static int check_header(const uint8_t *p, size_t n, const cm_wire_limits *lim, uint32_t *rawlen, cm_err *err)
 {
 	if (n < CM_WIRE_HEADER)
@@ -770,8 +942,9 @@ int cm_wire_decode(const void *frame, size_t n, const cm_wire_limits *lim, cm_ar
 	/* protobuf-c structs cost more than their encoding; 16x the bytes bounds any valid batch */
 	pb_alloc_ctx ctx = {a, a->used, 16 * (size_t)rawlen + 4096};
 	ProtobufCAllocator alloc = {pb_alloc, pb_free, &ctx};
-	Corral__Wire__Batch *m = corral__wire__batch__unpack(&alloc, rawlen, raw);
+	Corral__Wire__Batch *m = unpack_batch(raw, rawlen, a, &alloc, &rc);
 	if (!m)
-		return cm_errf(err, CM_EPROTO, "batch is not a valid protobuf corral.wire.Batch");
+		return rc == CM_ENOMEM ? cm_errf(err, rc, "out of memory decoding log streams")
+				       : cm_errf(err, CM_EPROTO, "batch is not a valid protobuf corral.wire.Batch");
 	return convert_batch(m, lim, a, out, err);
 }

@@ -1,8 +1,11 @@
 /* ls_pos.c -- the tailer's positions in sqlite3: one row per file it has shipped lines of.
  *
  * Written only by ls_tail_commit, i.e. only after the aggregator acknowledged the batch holding the lines
- * up to that position; read once at ls_tail_open. synchronous=FULL with a rollback journal, so a
- * committed position survives power loss. Never called on an event-loop thread (ls.h).
+ * up to that position; read once at ls_tail_open. synchronous=FULL with a write-ahead log (files
+ * <db>-wal and <db>-shm next to it): each commit is one append and one fsync of the -wal file, so a
+ * committed position survives power loss (a rollback journal took three syncs and a file made and
+ * deleted per commit: 0.8 instead of 0.25 ms, two commits per 4 MiB agent batch). Never called on an
+ * event-loop thread (ls.h).
  *
  * Schema, version 1 (PRAGMA user_version = 1):
  *
@@ -38,7 +41,7 @@ struct ls__posdb {
 };
 
 static const char schema[] =
-	"PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL;"
+	"PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
 	"CREATE TABLE IF NOT EXISTS ls_pos(dev INTEGER, ino INTEGER, fp_len INTEGER, fp INTEGER, path TEXT,"
 	" resume_off INTEGER, done_off INTEGER, PRIMARY KEY(dev, ino));"
 	"CREATE TABLE IF NOT EXISTS ls_inflight(seq INTEGER, dev INTEGER, ino INTEGER, resume_off INTEGER,"

@@ -5,7 +5,8 @@
  * ls_store_append from request threads; it returns once the entries are in the WAL and fsynced. Each
  * stream's newest entries sit in an in-memory head; a head past block_bytes becomes a zstd block
  * appended to the current chunk file, indexed in sqlite together with the WAL position it covers. When
- * the WAL passes wal_bytes every head is cut and the WAL starts over. Queries read the blocks of the
+ * the WAL passes wal_bytes every head is cut and the WAL starts over (written again from its start, over
+ * the old records: truncating 64 MiB took 16-22 ms under the mutex). Queries read the blocks of the
  * matching streams from the index and then the heads. Every call takes the store's mutex. Nothing here
  * prints; errors are returned with a message.
  *
@@ -23,7 +24,7 @@
  *     4 bytes  u32le payload length n (at most 256 MiB)
  *     4 bytes  u32le CRC32C of the payload
  *     n bytes  payload:
- *       uvarint lsn            strictly increasing over the store's life (not reset by a truncation)
+ *       uvarint lsn            strictly increasing over the store's life (not reset by a restart)
  *       uvarint origin length, origin bytes   "" = no dedupe
  *       uvarint seq
  *       uvarint nstreams
@@ -33,10 +34,13 @@
  *         nentries times: varint zigzag(ts_ns - previous ts_ns of this stream in this record, the first
  *                         minus 0), uvarint len, len bytes of the line
  *
- *   Replay at open applies records in order; a stream's entries from a record whose lsn is at or below
- *   the stream's flushed_lsn are already in blocks and are skipped. The first record that is cut short,
- *   fails its CRC or does not decode exactly ends the log: the file is truncated there (counted in
- *   wal_truncated). A missing or empty WAL is a new one; a wrong magic or version fails the open.
+ *   A restart writes the next records from offset 8 again, over the old ones, without truncating the
+ *   file: records of earlier cycles may follow the last one written. Replay at open applies records in
+ *   order; a stream's entries from a record whose lsn is at or below the stream's flushed_lsn are
+ *   already in blocks and are skipped. The first record that is cut short, fails its CRC, does not
+ *   decode exactly, or has an lsn below meta's next_lsn (the cycle's first) or not above the record
+ *   before it (an older cycle's) ends the log: the file is truncated there (counted in wal_truncated).
+ *   A missing or empty WAL is a new one; a wrong magic or version fails the open.
  *
  * ---- chunk file ------------------------------------------------------------------------------------------
  *
@@ -55,11 +59,12 @@
  *       key = {a="b", c="d"} (names sorted, values with \ " and newline escaped); labels = name NUL
  *       value NUL ...; flushed_lsn: WAL records at or below it are in blocks for this stream
  *   blocks(stream INTEGER, file INTEGER, off INTEGER, len INTEGER, n INTEGER, min_t INTEGER, max_t INTEGER)
- *   origins(origin TEXT PRIMARY KEY, seq INTEGER)   dedupe floors as of the last WAL truncation
- *   origin_seqs(origin TEXT, seq INTEGER)           dedupe windows as of the last WAL truncation, each
+ *   origins(origin TEXT PRIMARY KEY, seq INTEGER)   dedupe floors as of the last WAL restart
+ *   origin_seqs(origin TEXT, seq INTEGER)           dedupe windows as of the last WAL restart, each
  *       origin's seqs in store order (rowid order); with the floor they rebuild its cm_seqwin, and the
  *       WAL's records (origin, seq) after it complete it (an index without this table: empty windows)
- *   meta(k TEXT PRIMARY KEY, v INTEGER)             next_lsn as of the last WAL truncation
+ *   meta(k TEXT PRIMARY KEY, v INTEGER)             next_lsn as of the last WAL restart: the first lsn
+ *       of the records written since
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <dirent.h>
@@ -114,6 +119,7 @@ struct ls_store {
 	dedupe_pos *origins;
 	int wal_fd, chunk_fd;
 	uint64_t wal_size, next_lsn, chunk_no, chunk_size;
+	uint64_t wal_first_lsn; /* meta's next_lsn: records in the WAL file below it are an older cycle's */
 	/* group commit: records are written under mu, synced without it, applied in lsn order */
 	pthread_cond_t cv;   /* signals synced, apply_next and pending moving */
 	uint64_t written;    /* WAL record bytes written over the store's open life (not reset by a restart) */
@@ -676,10 +682,16 @@ static int wal_replay(ls_store *s, cm_err *err)
 	}
 	size_t off = WAL_HDR;
 	int rc = 0;
+	uint64_t lsn, prev = 0;
 	while (size >= WAL_HDR && off + 8 <= size) {
 		uint32_t n = cm_get_u32le(buf + off), crc = cm_get_u32le(buf + off + 4);
 		if (n > MAX_RECORD || n > size - off - 8 || cm_crc32c(0, buf + off + 8, n) != crc)
 			break;
+		cm_rd r;
+		cm_rd_init(&r, buf + off + 8, n);
+		if (cm_rd_uvarint(&r, &lsn) || lsn < s->wal_first_lsn || lsn <= prev)
+			break; /* an older cycle's record */
+		prev = lsn;
 		if ((rc = replay_record(s, buf + off + 8, n)) == CM_ECORRUPT) {
 			rc = 0;
 			break;
@@ -731,7 +743,8 @@ static int save_origins(ls_store *s)
 	return rc;
 }
 
-/* Every head into blocks, dedupe windows and next_lsn into the index, then an empty WAL. */
+/* Every head into blocks, dedupe windows and next_lsn into the index, then the WAL written again from its
+ * start (the old records left behind have lsns below next_lsn: replay stops at them). */
 static int wal_restart(ls_store *s)
 {
 	int rc = flush_heads(s, 1);
@@ -745,9 +758,8 @@ static int wal_restart(ls_store *s)
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 		return CM_EIO;
 	}
-	if (ftruncate(s->wal_fd, WAL_HDR) || sync_fd(s, s->wal_fd))
-		return CM_EIO;
-	s->wal_size = WAL_HDR;
+	s->wal_size = WAL_HDR; /* the next record overwrites the first old one */
+	s->wal_first_lsn = s->next_lsn;
 	return 0;
 }
 
@@ -863,8 +875,10 @@ static int load_index(ls_store *s)
 		rc = load_origins(s, "SELECT origin, seq FROM origin_seqs ORDER BY rowid", 0);
 	if (rc || sqlite3_prepare_v2(s->db, "SELECT v FROM meta WHERE k='next_lsn'", -1, &q, NULL) != SQLITE_OK)
 		return rc ? rc : CM_EIO;
-	if (sqlite3_step(q) == SQLITE_ROW && (uint64_t)sqlite3_column_int64(q, 0) > s->next_lsn)
-		s->next_lsn = (uint64_t)sqlite3_column_int64(q, 0);
+	if (sqlite3_step(q) == SQLITE_ROW)
+		s->wal_first_lsn = (uint64_t)sqlite3_column_int64(q, 0);
+	if (s->wal_first_lsn > s->next_lsn)
+		s->next_lsn = s->wal_first_lsn;
 	sqlite3_finalize(q);
 	if (!rc)
 		rc = load_ranges(s);
@@ -914,7 +928,7 @@ static int open_files(ls_store *s, cm_err *err)
 	    sqlite3_exec(s->db, schema, NULL, NULL, NULL) != SQLITE_OK || prepare(s))
 		return cm_errf(err, CM_EIO, "log store %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
 	snprintf(path, sizeof(path), "%s/wal", s->dir);
-	if ((s->wal_fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644)) < 0)
+	if ((s->wal_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
 		return cm_errf(err, -errno, "log store %s: %s", path, strerror(errno));
 	return 0;
 }
@@ -1038,7 +1052,7 @@ static int wal_write(ls_store *s, const char *origin, uint64_t seq, const ls_pus
 	int rc = wal_encode(&s->rec, s->next_lsn, origin, seq, st, n);
 	if (rc)
 		return rc;
-	if ((rc = cm_write_all(s->wal_fd, s->rec.data, s->rec.len))) {
+	if ((rc = cm_pwrite_all(s->wal_fd, s->rec.data, s->rec.len, s->wal_size))) {
 		if (ftruncate(s->wal_fd, (off_t)s->wal_size)) /* leave no half record behind */
 			s->wal_err = rc = CM_EIO;
 		return rc;

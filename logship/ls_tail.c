@@ -488,11 +488,13 @@ static int meta_any(const char *path, ls__meta *m)
 
 /* ---- discovery ----------------------------------------------------------------------------------------- */
 
+/* Called before dir is listed, so an entry made after the listing gives an event. A directory that
+ * could not be watched (out of watches or memory; not one that is gone) makes the next read scan again. */
 static void watch_dir(ls_tail *t, const char *dir)
 {
-	if (t->ifd >= 0)
-		inotify_add_watch(t->ifd, dir, IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_MODIFY |
-						       IN_ONLYDIR);
+	if (t->ifd >= 0 && inotify_add_watch(t->ifd, dir, IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
+								   IN_MODIFY | IN_ONLYDIR) < 0 && errno != ENOENT)
+		t->need_scan = 1;
 }
 
 static int is_log_name(const char *n)
@@ -522,10 +524,10 @@ static int log_entry(const struct dirent *e) { return is_rotated_name(e->d_name)
 static int scan_container_dir(ls_tail *t, const char *dir)
 {
 	struct dirent **ents;
+	watch_dir(t, dir);
 	int n = scandir(dir, &ents, log_entry, name_order);
 	if (n < 0)
 		return 0;
-	watch_dir(t, dir);
 	int rc = 0;
 	char path[1024];
 	for (int i = 0; i < n; i++) {
@@ -585,13 +587,13 @@ static int scan(ls_tail *t)
 {
 	char dir[1024];
 	t->scan_gen++;
+	t->need_scan = 0; /* before the walk: a watch it cannot add sets it again */
 	snprintf(dir, sizeof(dir), "%s/var/log/pods", t->o.log_root);
 	int rc = each_subdir(t, dir, scan_pod_dir);
 	snprintf(dir, sizeof(dir), "%s/var/log/containers", t->o.log_root);
 	if (!rc)
 		rc = scan_containers(t, dir);
 	t->last_scan_ms = cm_mono_ns() / 1000000;
-	t->need_scan = 0;
 	return rc;
 }
 

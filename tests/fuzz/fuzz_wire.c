@@ -36,6 +36,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			for (size_t j = 0; j < b.series[i].nsamples; j++)
 				sum += (size_t)b.series[i].samples[j].t_ms;
 		}
+		for (size_t i = 0; i < b.nlog_streams; i++) { /* lines point into the decompressed body */
+			const cm_log_stream *s = &b.log_streams[i];
+			for (size_t j = 0; j < s->nlabels; j++)
+				sum += strlen(s->labels[j].name) + strlen(s->labels[j].value);
+			for (size_t j = 0; j < s->nrecords; j++)
+				sum += (size_t)s->timestamps_ns[j] + s->flags[j] +
+				       (s->line_lens[j] ? (uint8_t)s->lines[j][s->line_lens[j] - 1] : 0);
+		}
 		(void)sum;
 	}
 	cm_arena_close(&a);

@@ -7,6 +7,12 @@
  * long enough for two-byte lengths, INT64_MIN and negative timestamps, NaN and -0.0, series without
  * samples or labels, many series with random value bits. The decoder must then read a valid batch back
  * equal (labels with an empty value dropped, value bits unchanged).
+ *
+ * The decoder reads the log streams (field 10) by hand: on Batches written here byte by byte with every
+ * wire form protobuf allows (field 10 before and after the header fields, packed and unpacked
+ * timestamps and flags, unknown fields of each wire type, a Label name given twice, 10-byte negative
+ * varints, empty lines) it must read what protobuf-c's own unpacking reads, and refuse what that
+ * refuses (a known field of another wire type, a cut-short packed run or length).
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <setjmp.h>
@@ -246,12 +252,185 @@ static void test_series_decode_back_equal(void **state)
 	free(c);
 }
 
+/* ---- log streams (field 10): the hand decoder against protobuf-c ---------------------------------- */
+
+static void put_key(cm_buf *b, unsigned no, unsigned wt)
+{
+	uint8_t t[10];
+	size_t n = 0;
+	for (uint64_t v = (uint64_t)no << 3 | wt; ; v >>= 7) {
+		t[n++] = (uint8_t)(v >= 0x80 ? (v & 0x7f) | 0x80 : v);
+		if (v < 0x80)
+			break;
+	}
+	assert_int_equal(cm_buf_append(b, t, n), 0);
+}
+
+static void put_varint(cm_buf *b, uint64_t v)
+{
+	uint8_t t[10];
+	size_t n = 0;
+	for (; v >= 0x80; v >>= 7)
+		t[n++] = (uint8_t)(v | 0x80);
+	t[n++] = (uint8_t)v;
+	assert_int_equal(cm_buf_append(b, t, n), 0);
+}
+
+static void put_bytes(cm_buf *b, unsigned no, const void *p, size_t n)
+{
+	put_key(b, no, 2);
+	put_varint(b, n);
+	assert_int_equal(cm_buf_append(b, p, n), 0);
+}
+
+static void put_msg(cm_buf *b, unsigned no, const cm_buf *m) { put_bytes(b, no, m->data, m->len); }
+
+/* A LogStream in many wire forms; cut > 0 breaks it that way (1: a line as a varint, 2: a packed run cut
+ * inside its last varint). */
+static void log_stream_a(cm_buf *out, int cut)
+{
+	cm_buf m, l, run;
+	cm_buf_init(&m), cm_buf_init(&l), cm_buf_init(&run);
+	put_bytes(&l, 1, "namespace", 9);
+	put_key(&l, 7, 0), put_varint(&l, 99); /* unknown, in a Label */
+	put_bytes(&l, 2, "shop", 4);
+	put_msg(&m, 1, &l);
+	l.len = 0;
+	put_bytes(&l, 1, "wrong", 5);
+	put_bytes(&l, 2, "stdout", 6);
+	put_bytes(&l, 1, "stream", 6); /* the last name wins */
+	put_msg(&m, 1, &l);
+	put_varint(&run, (uint64_t)-1700000000123456789LL); /* ten bytes */
+	put_varint(&run, 5);
+	if (cut == 2)
+		run.data[run.len - 1] |= 0x80;
+	put_msg(&m, 2, &run);
+	put_bytes(&m, 3, "first line", 10);
+	put_key(&m, 9, 1), assert_int_equal(cm_buf_append(&m, "12345678", 8), 0); /* unknown fixed64 */
+	if (cut == 1)
+		put_key(&m, 3, 0), put_varint(&m, 7);
+	else
+		put_bytes(&m, 3, "", 0);
+	put_key(&m, 2, 0), put_varint(&m, 1700000000000000000ULL); /* unpacked, after a packed run */
+	put_bytes(&m, 3, "third \xff line", 12);
+	put_key(&m, 15, 5), assert_int_equal(cm_buf_append(&m, "1234", 4), 0); /* unknown fixed32 */
+	put_bytes(&m, 20, "skip me", 7);
+	for (uint64_t f = 0; f < 3; f++)
+		put_key(&m, 4, 0), put_varint(&m, f == 2 ? 1 : 0); /* unpacked flags */
+	put_msg(out, 10, &m);
+	cm_buf_close(&m), cm_buf_close(&l), cm_buf_close(&run);
+}
+
+static void log_stream_b(cm_buf *out)
+{
+	cm_buf m, l, run;
+	cm_buf_init(&m), cm_buf_init(&l), cm_buf_init(&run);
+	put_bytes(&l, 1, "pod", 3);
+	put_bytes(&l, 2, "api-1", 5);
+	put_msg(&m, 1, &l);
+	for (int i = 0; i < 300; i++) { /* lines of one- and two-byte lengths */
+		char line[200];
+		memset(line, 'a' + i % 26, sizeof(line));
+		put_bytes(&m, 3, line, (size_t)(i % 200));
+		put_key(&m, 2, 0), put_varint(&m, (uint64_t)i * 1000);
+		put_varint(&run, (uint64_t)(i % 2));
+	}
+	put_msg(&m, 4, &run); /* packed flags */
+	put_msg(out, 10, &m);
+	cm_buf_close(&m), cm_buf_close(&l), cm_buf_close(&run);
+}
+
+/* The Batch, with field 10 around the header fields. */
+static void log_batch(cm_buf *raw, int cut)
+{
+	log_stream_a(raw, cut);
+	put_bytes(raw, 1, "node-1", 6);
+	log_stream_b(raw);
+	put_key(raw, 4, 0), put_varint(raw, 42);
+	put_bytes(raw, 2, "b00t", 4);
+	log_stream_a(raw, 0);
+}
+
+static void frame(const cm_buf *raw, cm_buf *f)
+{
+	size_t bound = ZSTD_compressBound(raw->len);
+	assert_int_equal(cm_buf_reserve(f, CM_WIRE_HEADER + bound), 0);
+	size_t c = ZSTD_compress(f->data + CM_WIRE_HEADER, bound, raw->data, raw->len, 1);
+	assert_false(ZSTD_isError(c));
+	uint8_t *h = f->data;
+	memcpy(h, "CRLB\1\1\0\0", 8);
+	cm_put_u32le(h + 8, (uint32_t)raw->len);
+	cm_put_u32le(h + 12, (uint32_t)c);
+	cm_put_u32le(h + 16, cm_crc32c(cm_crc32c(0, h, 16), h + CM_WIRE_HEADER, c));
+	f->len = CM_WIRE_HEADER + c;
+}
+
+static int decode_raw(const cm_buf *raw, cm_arena *a, cm_batch *out)
+{
+	cm_buf f;
+	cm_err err = {{0}};
+	cm_buf_init(&f);
+	frame(raw, &f);
+	int rc = cm_wire_decode(f.data, f.len, &cm_wire_default_limits, a, out, &err);
+	cm_buf_close(&f);
+	return rc;
+}
+
+static void test_log_streams_like_protobuf_c(void **state)
+{
+	(void)state;
+	cm_buf raw;
+	cm_arena a;
+	cm_batch out;
+	cm_buf_init(&raw);
+	cm_arena_init(&a, 0);
+	log_batch(&raw, 0);
+	Corral__Wire__Batch *ref = corral__wire__batch__unpack(NULL, raw.len, raw.data);
+	assert_non_null(ref);
+	assert_int_equal(decode_raw(&raw, &a, &out), 0);
+	assert_string_equal(out.node, "node-1");
+	assert_int_equal(out.seq, 42);
+	assert_int_equal(out.nlog_streams, ref->n_log_streams);
+	assert_int_equal(out.nlog_streams, 3);
+	for (size_t i = 0; i < out.nlog_streams; i++) {
+		const cm_log_stream *s = &out.log_streams[i];
+		const Corral__Wire__LogStream *r = ref->log_streams[i];
+		assert_int_equal(s->nlabels, r->n_labels);
+		for (size_t j = 0; j < s->nlabels; j++) {
+			assert_string_equal(s->labels[j].name, r->labels[j]->name);
+			assert_string_equal(s->labels[j].value, r->labels[j]->value);
+		}
+		assert_int_equal(s->nrecords, r->n_lines);
+		assert_int_equal(r->n_timestamps_ns, r->n_lines);
+		for (size_t j = 0; j < s->nrecords; j++) {
+			assert_true(s->timestamps_ns[j] == r->timestamps_ns[j]);
+			assert_int_equal(s->line_lens[j], r->lines[j].len);
+			assert_memory_equal(s->lines[j], r->lines[j].data, r->lines[j].len);
+			assert_int_equal(s->flags[j], r->n_flags ? r->flags[j] : 0);
+		}
+	}
+	assert_string_equal(out.log_streams[0].labels[1].name, "stream");
+	assert_true(out.log_streams[0].timestamps_ns[0] == -1700000000123456789LL);
+	assert_int_equal(out.log_streams[0].flags[2], 1);
+	corral__wire__batch__free_unpacked(ref, NULL);
+	for (int cut = 1; cut <= 2; cut++) { /* refused by both */
+		raw.len = 0;
+		log_batch(&raw, cut);
+		ref = corral__wire__batch__unpack(NULL, raw.len, raw.data);
+		assert_null(ref);
+		assert_int_equal(decode_raw(&raw, &a, &out), CM_EPROTO);
+	}
+	cm_arena_close(&a);
+	cm_buf_close(&raw);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_series_bytes_odd_strings),
 		cmocka_unit_test(test_series_bytes_valid_batch),
 		cmocka_unit_test(test_series_decode_back_equal),
+		cmocka_unit_test(test_log_streams_like_protobuf_c),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -267,6 +267,37 @@ static void test_apply_failure_sticky(void **state)
 	assert_int_equal(query(f, "web", 0, 1000).n, 10);
 }
 
+/* A WAL restart writes over the old records without truncating: a whole record of the cycle before
+ * that follows the last one written ends the replay (its lsn is below the cycle's first) and is cut. */
+static void test_wal_restart_overwrites(void **state)
+{
+	fx *f = *state;
+	char path[512];
+	snprintf(path, sizeof(path), "%s/wal", f->dir);
+	struct stat st;
+	assert_int_equal(push(f, "web", 0, 10, "node-a/boot1", 1), 0);
+	assert_int_equal(stat(path, &st), 0);
+	off_t rec = st.st_size - 8; /* every push below makes a record of this size */
+	f->o.wal_bytes = (uint64_t)(9 + rec); /* restarts before every third record */
+	reopen(f);
+	assert_int_equal(push(f, "web", 0, 10, "node-a/boot1", 2), 0);
+	assert_int_equal(push(f, "web", 0, 10, "node-a/boot1", 3), 0); /* at offset 8, then 2's record */
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, 8 + 2 * rec);
+	reopen(f); /* no clean shutdown: heads come from the WAL */
+	assert_int_equal(query(f, "web", 0, 100).n, 30);
+	ls_store_stats s;
+	ls_store_stats_get(f->s, &s);
+	assert_int_equal(s.wal_truncated, (uint64_t)rec); /* 2's record, not replayed */
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, 8 + rec);
+	for (uint64_t seq = 1; seq <= 3; seq++) /* each stored once */
+		assert_int_equal(push(f, "web", 0, 10, "node-a/boot1", seq), 0);
+	assert_int_equal(query(f, "web", 0, 100).n, 30);
+	reopen(f);
+	assert_int_equal(query(f, "web", 0, 100).n, 30);
+}
+
 static void test_torn_wal(void **state)
 {
 	fx *f = *state;
@@ -395,6 +426,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dedupe, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_copies, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_apply_failure_sticky, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wal_restart_overwrites, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_wal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_blocks_within_size, setup, teardown),

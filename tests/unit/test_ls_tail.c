@@ -1,7 +1,8 @@
 /* test_ls_tail.c -- the tailer on real files: discovery and metadata, partial joins across reads,
  * positions that survive a restart exactly, rename rotation and copytruncate while a writer thread is
  * writing, a line over the limit, a file deleted mid-read, back-pressure, reads across block edges,
- * docker json-file, and staged batches handed out again with their seq after a crash.
+ * docker json-file, staged batches handed out again with their seq after a crash, and rotation, a new
+ * pod and a deletion found by inotify alone (walks an hour apart).
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <setjmp.h>
@@ -27,6 +28,7 @@ typedef struct fx {
 	char root[256], dir[512], log[600], db[600];
 	ls_tail *t;
 	ls_batch b;
+	int64_t rescan_ms; /* 0: a walk every read */
 } fx;
 
 static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
@@ -80,7 +82,7 @@ static int teardown(void **state)
 static void open_tail_wait(fx *f, size_t max_line, size_t max_unacked, int64_t rotate_wait_ms)
 {
 	ls_tail_opts o = {.log_root = f->root, .db_path = f->db, .max_line = max_line,
-			  .rotate_wait_ms = rotate_wait_ms, .max_unacked_bytes = max_unacked};
+			  .rotate_wait_ms = rotate_wait_ms, .max_unacked_bytes = max_unacked, .rescan_ms = f->rescan_ms};
 	cm_err err = {{0}};
 	if (ls_tail_open(&o, &f->t, &err))
 		fail_msg("open: %s", err.msg);
@@ -399,6 +401,35 @@ static void test_rename_rotation(void **state)
 	assert_int_equal(st.files, 1); /* rotated files drained and closed */
 }
 
+/* The agent's mode: walks an hour apart, so only inotify's events find what changes in the tree. */
+static void test_inotify_finds_changes(void **state)
+{
+	fx *f = *state;
+	f->rescan_ms = 3600 * 1000;
+	run_writer(f, ROT_RENAME, 20000, 3000, 0); /* every rotation's new 0.log found */
+	ls_tail_stats st;
+	ls_tail_stats_get(f->t, &st);
+	assert_true(st.rotations >= 6);
+	assert_int_equal(st.files, 1);
+	/* a pod and container made after the last walk, its file written after its directory */
+	char dir[700], log[800];
+	snprintf(dir, sizeof(dir), "%s/var/log/pods/payments_new-1_99-aa/web", f->root);
+	mkdirs(dir);
+	assert_int_equal(ls_tail_read(f->t, &f->b, 0, 0), 0);
+	snprintf(log, sizeof(log), "%s/0.log", dir);
+	append(log, "2024-05-01T10:00:00Z stdout F hello\n");
+	assert_int_equal(ls_tail_read(f->t, &f->b, 0, 0), 0);
+	assert_int_equal(f->b.nrecords, 1);
+	rec_is(&f->b, 0, "hello");
+	assert_string_equal(f->b.sources[f->b.records[0].source].pod, "new-1");
+	/* deleted: its entry goes at the next read */
+	assert_int_equal(unlink(log), 0);
+	assert_int_equal(ls_tail_read(f->t, &f->b, 0, 0), 0);
+	assert_int_equal(ls_tail_read(f->t, &f->b, 0, 0), 0);
+	ls_tail_stats_get(f->t, &st);
+	assert_int_equal(st.files, 1);
+}
+
 static void test_copytruncate(void **state)
 {
 	fx *f = *state;
@@ -619,6 +650,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_read_crosses_blocks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_docker_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rename_rotation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_inotify_finds_changes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copytruncate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_inode_reused_after_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copytruncate_copy_seen_while_copying, setup, teardown),
