@@ -40,6 +40,8 @@
  *   already in blocks and are skipped. The first record that is cut short, fails its CRC, does not
  *   decode exactly, or has an lsn below meta's next_lsn (the cycle's first) or not above the record
  *   before it (an older cycle's) ends the log: the file is truncated there (counted in wal_truncated).
+ *   A close cuts the file after the last record, so after a clean shutdown wal_truncated counts torn
+ *   tails only; after a crash it also counts the older cycle's bytes past the last record.
  *   A missing or empty WAL is a new one; a wrong magic or version fails the open.
  *
  * ---- chunk file ------------------------------------------------------------------------------------------
@@ -982,8 +984,13 @@ void ls_store_close(ls_store *s)
 	sqlite3_finalize(s->set_flushed);
 	sqlite3_finalize(s->sel_blocks);
 	sqlite3_close(s->db);
-	if (s->wal_fd >= 0)
+	if (s->wal_fd >= 0) {
+		/* an older cycle's records past the last one go, so the next open has no tail to count */
+		if (!s->wal_err && ftruncate(s->wal_fd, (off_t)s->wal_size)) {
+			/* left for the next open to cut */
+		}
 		close(s->wal_fd);
+	}
 	if (s->chunk_fd >= 0)
 		close(s->chunk_fd);
 	cm_buf_close(&s->rec);
