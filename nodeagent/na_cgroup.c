@@ -32,12 +32,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -76,21 +78,21 @@ const na__cg_fdef na__cg_files[NA__F_COUNT] = {
 	[NA__F2_PIDS_CURRENT] = {NA__R_UNIFIED, "pids.current"},
 	[NA__F2_PIDS_MAX] = {NA__R_UNIFIED, "pids.max", 6},
 	[NA__F1_CPUACCT_USAGE] = {NA__R_CPUACCT, "cpuacct.usage"},
-	[NA__F1_CPUACCT_STAT] = {NA__R_CPUACCT, "cpuacct.stat", 8, 1},
-	[NA__F1_CPU_STAT] = {NA__R_CPU, "cpu.stat", 9, 1},
+	[NA__F1_CPUACCT_STAT] = {NA__R_CPUACCT, "cpuacct.stat", 8, NA__REUSE_QUIET},
+	[NA__F1_CPU_STAT] = {NA__R_CPU, "cpu.stat", 9, NA__REUSE_QUIET},
 	[NA__F1_CPU_SHARES] = {NA__R_CPU, "cpu.shares", 1},
 	[NA__F1_CPU_QUOTA] = {NA__R_CPU, "cpu.cfs_quota_us", 2},
 	[NA__F1_CPU_PERIOD] = {NA__R_CPU, "cpu.cfs_period_us", 3},
 	[NA__F1_MEM_USAGE] = {NA__R_MEMORY, "memory.usage_in_bytes"},
 	[NA__F1_MEM_STAT] = {NA__R_MEMORY, "memory.stat"},
 	[NA__F1_MEM_MAX_USAGE] = {NA__R_MEMORY, "memory.max_usage_in_bytes"},
-	[NA__F1_MEM_FAILCNT] = {NA__R_MEMORY, "memory.failcnt"},
+	[NA__F1_MEM_FAILCNT] = {NA__R_MEMORY, "memory.failcnt", 12, NA__REUSE_HEADROOM},
 	[NA__F1_MEM_LIMIT] = {NA__R_MEMORY, "memory.limit_in_bytes", 4},
 	[NA__F1_MEM_SOFT_LIMIT] = {NA__R_MEMORY, "memory.soft_limit_in_bytes", 5},
 	[NA__F1_MEMSW_LIMIT] = {NA__R_MEMORY, "memory.memsw.limit_in_bytes", 6},
-	[NA__F1_MEM_OOM_CONTROL] = {NA__R_MEMORY, "memory.oom_control"},
-	[NA__F1_BLKIO_BYTES] = {NA__R_BLKIO, "blkio.throttle.io_service_bytes", 10, 1},
-	[NA__F1_BLKIO_OPS] = {NA__R_BLKIO, "blkio.throttle.io_serviced", 11, 1},
+	[NA__F1_MEM_OOM_CONTROL] = {NA__R_MEMORY, "memory.oom_control", 13, NA__REUSE_OOM},
+	[NA__F1_BLKIO_BYTES] = {NA__R_BLKIO, "blkio.throttle.io_service_bytes", 10, NA__REUSE_QUIET},
+	[NA__F1_BLKIO_OPS] = {NA__R_BLKIO, "blkio.throttle.io_serviced", 11, NA__REUSE_QUIET},
 	[NA__F1_PIDS_CURRENT] = {NA__R_PIDS, "pids.current"},
 	[NA__F1_PIDS_MAX] = {NA__R_PIDS, "pids.max", 7},
 	/* hugetlb files are named per page size at open: na__cg_file_name */
@@ -393,13 +395,31 @@ static int cg_fd(na__cgroups *cg, na__cg_node *n, int f, int *temp)
 	return -1;
 }
 
-/* Kept file f of n as its last read left it, unless this pass is n's pass to re-read (or its directory
- * in that mount is gone, or f is an activity file and n is not quiet). */
+/* Whether the kept text of f may stand in for a read this pass (na_int.h says why each may). */
+static int cg_reusable(const na__cgroups *cg, const na__cg_node *n, int f)
+{
+	switch (na__cg_files[f].reuse) {
+	case NA__REUSE_OOM:
+		return !cg->oom_poll;
+	case NA__REUSE_QUIET:
+		if (!n->quiet)
+			return 0;
+		break;
+	case NA__REUSE_HEADROOM:
+		if (!n->headroom)
+			return 0;
+		break;
+	}
+	return (cg->gen + n->hash) % NA__CG_SPEC_EVERY != 0; /* else n's pass to re-read */
+}
+
+/* Kept file f of n as its last read left it, when it may be reused and its directory in that mount is
+ * still there. */
 static int cg_kept(na__cgroups *cg, const na__cg_node *n, int f, const char **text)
 {
 	int slot = cg_keep_slot(f);
 	if (slot < 0 || !n->kept_len[slot] || n->stale || n->mgen[n->fmount[f]] != cg->gen ||
-	    (na__cg_files[f].quiet && !n->quiet) || (cg->gen + n->hash) % NA__CG_SPEC_EVERY == 0)
+	    !cg_reusable(cg, n, f))
 		return 0;
 	memcpy(cg->text, n->kept[slot], n->kept_len[slot]);
 	cg->text[n->kept_len[slot]] = '\0';
@@ -478,6 +498,49 @@ static int cg_changed(na__cg_mount *mt)
 	return any;
 }
 
+/* Reads the kernel log records queued since the last pass; 1 when this pass must read every
+ * memory.oom_control: a record says the kernel killed a task for memory ("Killed process", logged after
+ * the kill was counted), records were overwritten before they were read (EPIPE), or more were queued
+ * than one pass reads (the rest is skipped). Without /dev/kmsg every pass reads them. */
+static int cg_kmsg_oom(na__cgroups *cg)
+{
+	char rec[8192]; /* one record per read; the kernel's are at most ~1 KiB of text */
+	int poll = 0;
+	if (cg->kmsg_fd < 0)
+		return 1;
+	for (int i = 0; i < NA__CG_KMSG_MAX; i++) {
+		ssize_t r = read(cg->kmsg_fd, rec, sizeof(rec));
+		if (r > 0)
+			poll |= memmem(rec, (size_t)r, "Killed process", 14) != NULL;
+		else if (r < 0 && errno == EAGAIN)
+			return poll;
+		else if (r < 0 && errno == EPIPE)
+			poll = 1;
+		else
+			break; /* a record too large for rec (EINVAL) or anything unforeseen */
+	}
+	lseek(cg->kmsg_fd, 0, SEEK_END);
+	return 1;
+}
+
+/* Opens /dev/kmsg at its end when the memory controller is a v1 cgroup mount (fixture trees poll). */
+static void cg_kmsg_open(na__cgroups *cg)
+{
+	struct statfs sf;
+	cg->kmsg_fd = -1;
+	for (int m = 0; m < cg->nmounts && cg->version == 1 && cg->kmsg_fd < 0; m++) {
+		if (!(cg->mounts[m].roles & NA__R_MEMORY) || fstatfs(cg->mounts[m].fd, &sf) ||
+		    sf.f_type != CGROUP_SUPER_MAGIC)
+			continue;
+		cg->kmsg_fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+		if (cg->kmsg_fd >= 0 && lseek(cg->kmsg_fd, 0, SEEK_END) < 0)
+			close(cg->kmsg_fd), cg->kmsg_fd = -1;
+		if (cg->kmsg_fd < 0)
+			CM_LOG(CM_LOG_INFO, "cgroup", "cannot read /dev/kmsg (%s): reading memory.oom_control every pass",
+			       strerror(errno));
+	}
+}
+
 /* No change in mount m since the last walk: every node that walk saw is seen again. */
 static void cg_keep(na__cgroups *cg, int m)
 {
@@ -519,6 +582,12 @@ int na__cgroups_collect(na__cgroups *cg, const na_emit *emit, const na_event_sin
 			int64_t mono_ms)
 {
 	cg->gen++;
+	cg->oom_poll = cg->version == 2 || cg_kmsg_oom(cg);
+	if (cg->oom_poll && cg->kmsg_fd >= 0) {
+		cg->oom_polls++;
+		CM_LOG_RL(&cg->rl_oom, CM_LOG_INFO, "cgroup", "%s",
+			  "the kernel log reports an OOM kill (or lost records): reading every memory.oom_control");
+	}
 	cg_root_node(cg);
 	cg_sweep(cg, ev, now_ms);
 	int rc = na__cg_stats_begin(cg, mono_ms);
@@ -664,11 +733,13 @@ int na__cgroups_open(const na__cgroups_opts *o, na__cgroups **out, cm_err *err)
 	cg->fd_budget = o->fd_budget ? o->fd_budget
 			: getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (size_t)rl.rlim_cur / 2
 											       : 1u << 20;
+	cg->kmsg_fd = -1;
 	int rc = cg_detect(cg, root, err);
 	if (rc) {
 		na__cgroups_close(cg);
 		return rc;
 	}
+	cg_kmsg_open(cg);
 	*out = cg;
 	return CM_OK;
 }
@@ -684,6 +755,8 @@ void na__cgroups_close(na__cgroups *cg)
 		if (cg->mounts[m].ino_fd >= 0)
 			close(cg->mounts[m].ino_fd);
 	}
+	if (cg->kmsg_fd >= 0)
+		close(cg->kmsg_fd);
 	free(cg->nodes);
 	free(cg->table);
 	free(cg);

@@ -151,11 +151,19 @@ enum {
 	NA__F_COUNT = NA__F_HUGE0 + 3 * NA__CG_HUGE_MAX
 };
 
+/* When the kept text of a file may stand in for a read (na_cgroup.c: cg_kept). */
+enum {
+	NA__REUSE_LIMIT = 0, /* limit files: in every pass but the node's re-read pass */
+	NA__REUSE_QUIET,     /* activity files: as limits, and only while the cgroup is quiet */
+	NA__REUSE_HEADROOM,  /* v1 memory.failcnt: as limits, and only while the node has headroom */
+	NA__REUSE_OOM,       /* v1 memory.oom_control: in every pass that does not poll OOM counts */
+};
+
 typedef struct na__cg_fdef {
 	int role;
 	const char *name;
 	int keep;  /* the text of its last read is kept (slot in na__cg_node.kept + 1); 0 = read every pass */
-	int quiet; /* kept text reused only while the cgroup is quiet (NA__CG_QUIET_MS); 0 = a limit file */
+	int reuse; /* NA__REUSE_*: when the kept text is reused */
 } na__cg_fdef;
 
 /* Files whose text is kept, re-read in one pass out of NA__CG_SPEC_EVERY (which one depends on the
@@ -165,11 +173,24 @@ typedef struct na__cg_fdef {
  *   activity files (v1 cpuacct.stat, cpu.stat, blkio.throttle.*): counters that only the cgroup's own
  *     running tasks advance, reused only while the cgroup is quiet: its cpuacct.usage (read every pass)
  *     has not changed for NA__CG_QUIET_MS. The CFS period timer counts at most two periods (<= 1 s
- *     each) after the last runtime, so 5 s covers it. */
+ *     each) after the last runtime, so 5 s covers it.
+ *   v1 memory.failcnt: the memory page counter counts a failure only when a charge would take its
+ *     usage past its limit, and usage never got past the watermark (memory.max_usage_in_bytes) without
+ *     raising it; so while hierarchical_memory_limit (memory.stat, <= the cgroup's own limit) is at
+ *     least NA__CG_CHARGE_MAX_PAGES pages above the watermark, both read this pass, and unchanged
+ *     since the last pass, failcnt cannot have moved since that pass.
+ *   v1 memory.oom_control: its oom_kill moves only when the kernel OOM-kills a task, which logs
+ *     "Killed process" to the kernel log after counting it; with /dev/kmsg open (na_cgroup.c) a
+ *     pass polls every oom_control only when the log says so (or lost records), not every pass. */
 #define NA__CG_SPEC_EVERY 10
-#define NA__CG_KEEP_SLOTS 11
+#define NA__CG_KEEP_SLOTS 13
 #define NA__CG_KEEP_MAX 4096 /* longer texts are read every pass */
 #define NA__CG_QUIET_MS 5000
+/* Pages one charge can take at most: a folio or allocation of order 13 (the largest MAX_PAGE_ORDER any
+ * architecture configures; 32 MiB with 4 KiB pages), well above the per-cpu charge batch (64 pages)
+ * and a PMD-sized THP. */
+#define NA__CG_CHARGE_MAX_PAGES 8192
+#define NA__CG_KMSG_MAX 1024 /* kernel log records read per pass at most (past it: skip and poll) */
 
 extern const na__cg_fdef na__cg_files[NA__F_COUNT];
 
@@ -195,6 +216,8 @@ typedef struct na__cg_node {
 	unsigned short kept_cap[NA__CG_KEEP_SLOTS];
 	char *kept[NA__CG_KEEP_SLOTS];              /* malloc'd, grown to the longest text seen */
 	int quiet;                    /* activity files may be reused this pass (set by na_cgstat.c) */
+	int headroom;                 /* v1 failcnt may be reused this pass (set by na_cgstat.c) */
+	uint64_t mem_hlimit;          /* hierarchical_memory_limit of the last pass, 0 = none */
 	uint64_t cpu_usage;           /* v1 cpuacct.usage of the last read, and when it last changed */
 	int64_t cpu_changed_ms;       /* monotonic */
 	int stale;                    /* a read said the directory is gone */
@@ -238,8 +261,11 @@ struct na__cgroups {
 	int64_t mono_ms;        /* of this pass */
 	int any_stale;  /* a read found a cgroup gone last pass: walk everything this pass */
 	uint64_t walks; /* hierarchy walks done (a pass with no inotify event walks none) */
+	int kmsg_fd;    /* /dev/kmsg (v1 on real cgroup mounts), -1 = poll memory.oom_control every pass */
+	int oom_poll;   /* this pass reads every memory.oom_control */
+	uint64_t oom_polls; /* passes that polled because the kernel log reported an OOM kill or lost records */
 	size_t kept_fds, fd_budget; /* file descriptors kept open across passes, and their bound */
-	cm_ratelimit rl_read, rl_parse, rl_walk;
+	cm_ratelimit rl_read, rl_parse, rl_walk, rl_oom;
 };
 
 na__cg_node *na__cg_find(const na__cgroups *cg, const char *id);

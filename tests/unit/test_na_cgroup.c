@@ -473,6 +473,78 @@ static void test_quiet_cgroup_reuses_activity_files(void **state)
 	na__cgroups_close(cg);
 }
 
+/* One pass; the failcnt of V1_CTR, and whether this was the node's re-read pass. */
+static double failcnt_pass(na__cgroups *cg, int *due)
+{
+	static const char *const only[] = {"container_memory_failcnt", NULL};
+	sink s = {.only = only};
+	na_emit e = sink_emit(&s);
+	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0, 0), 0);
+	const sink_rec *r = sink_find(&s, "container_memory_failcnt{id=\"" V1_CTR "\"}");
+	assert_non_null(r);
+	double v = r->v;
+	const na__cg_node *n = na__cg_find(cg, V1_CTR);
+	*due = (cg->gen + n->hash) % NA__CG_SPEC_EVERY == 0;
+	sink_clear(&s);
+	return v;
+}
+
+/* memory.stat of V1_CTR with hierarchical_memory_limit set to limit. */
+static void write_hlimit(const tmp_tree *t, const char *limit)
+{
+	char path[PATH_MAX], text[8192], out[8192];
+	fmt_into(path, sizeof(path), "%s/memory" V1_CTR "/memory.stat", t->dir);
+	assert_int_equal(cm_read_file(path, text, sizeof(text), NULL), 0);
+	char *line = strstr(text, "hierarchical_memory_limit ");
+	assert_non_null(line);
+	*line = '\0';
+	char *rest = strchr(line + 1, '\n');
+	fmt_into(out, sizeof(out), "%shierarchical_memory_limit %s\n%s", text, limit, rest ? rest + 1 : "");
+	tmp_write(t, "memory" V1_CTR "/memory.stat", out);
+}
+
+/* v1 memory.failcnt is reused between the node's re-read passes while the limit over the cgroup
+ * (memory.stat hierarchical_memory_limit) is unchanged and at least a largest charge above the
+ * watermark (memory.max_usage_in_bytes): a failure cannot be counted then. A watermark within one
+ * charge of the limit, or a changed limit, makes that same pass read it. */
+static void test_failcnt_reused_only_with_headroom(void **state)
+{
+	tmp_tree *t = *state;
+	uint64_t charge = (uint64_t)NA__CG_CHARGE_MAX_PAGES * (uint64_t)sysconf(_SC_PAGESIZE);
+	char wm[32];
+	tmp_copy(t, "cgroup-v1");
+	write_hlimit(t, "1073741824");
+	tmp_write(t, "memory" V1_CTR "/memory.max_usage_in_bytes", "1000000\n");
+	na__cgroups *cg = NULL;
+	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
+	int due, pass = 0;
+	assert_true(failcnt_pass(cg, &due) == 4); /* first pass: read */
+	tmp_write(t, "memory" V1_CTR "/memory.failcnt", "5\n");
+	for (double v = 4; v == 4; pass++) { /* kept until the node's re-read pass */
+		v = failcnt_pass(cg, &due);
+		if (v != (due ? 5 : 4))
+			fail_msg("pass %d (due %d): failcnt %.17g", pass, due, v);
+		assert_true(pass < NA__CG_SPEC_EVERY);
+	}
+	/* watermark one page short of a charge below the limit: read at once */
+	tmp_write(t, "memory" V1_CTR "/memory.failcnt", "6\n");
+	fmt_into(wm, sizeof(wm), "%llu\n", (unsigned long long)(1073741824 - charge + 4096));
+	tmp_write(t, "memory" V1_CTR "/memory.max_usage_in_bytes", wm);
+	assert_true(failcnt_pass(cg, &due) == 6);
+	tmp_write(t, "memory" V1_CTR "/memory.failcnt", "7\n");
+	assert_true(failcnt_pass(cg, &due) == 7);
+	/* headroom again (exactly one charge), but the limit changed: read at once, then kept */
+	fmt_into(wm, sizeof(wm), "%llu\n", (unsigned long long)(2147483648ULL - charge));
+	tmp_write(t, "memory" V1_CTR "/memory.max_usage_in_bytes", wm);
+	write_hlimit(t, "2147483648");
+	tmp_write(t, "memory" V1_CTR "/memory.failcnt", "8\n");
+	assert_true(failcnt_pass(cg, &due) == 8);
+	tmp_write(t, "memory" V1_CTR "/memory.failcnt", "9\n");
+	double v = failcnt_pass(cg, &due);
+	assert_true(v == (due ? 9 : 8));
+	na__cgroups_close(cg);
+}
+
 /* The quiet rule times cpuacct.usage on the monotonic clock: wall-clock steps of an hour either way
  * between passes 1 s apart (monotonic) neither make the cgroup quiet before 5 s nor keep it loud. */
 static void test_quiet_rule_ignores_wall_clock_steps(void **state)
@@ -911,6 +983,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_spec_reread_every_nth_pass, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_quiet_cgroup_reuses_activity_files, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_quiet_rule_ignores_wall_clock_steps, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_failcnt_reused_only_with_headroom, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_memstat_partial, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_files, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_cgroup_removed_mid_walk, tmp_setup, tmp_teardown),
