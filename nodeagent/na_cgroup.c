@@ -164,11 +164,16 @@ static int cg_keep_slot(int f) { return f < NA__F_HUGE0 ? na__cg_files[f].keep -
 
 static void cg_close_file(na__cgroups *cg, na__cg_node *n, int f)
 {
+	int slot = cg_keep_slot(f);
 	close(n->fd[f]);
 	n->fd[f] = -1;
 	cg->kept_fds--;
-	if (cg_keep_slot(f) >= 0)
-		n->kept_len[cg_keep_slot(f)] = 0;
+	if (slot < 0)
+		return;
+	n->kept_len[slot] = 0;
+	if (n->kept_wd[slot] > 0)
+		inotify_rm_watch(cg->mounts[n->fmount[f]].ino_fd, n->kept_wd[slot]);
+	n->kept_wd[slot] = 0;
 }
 
 static void cg_node_free(na__cgroups *cg, na__cg_node *n)
@@ -357,6 +362,19 @@ static void cg_sweep(na__cgroups *cg, const na_event_sink *ev, int64_t now_ms)
 
 /* ---- reading files ------------------------------------------------------------------------------- */
 
+/* A v1 limit file kept open gets an inotify watch for writes to it (na_int.h, NA__REUSE_LIMIT), added
+ * before its first read; without one it is re-read one pass in NA__CG_SPEC_EVERY. */
+static void cg_watch_file(na__cgroups *cg, na__cg_node *n, int f)
+{
+	int slot = cg_keep_slot(f), ino = cg->mounts[n->fmount[f]].ino_fd;
+	char path[64];
+	if (cg->version != 1 || slot < 0 || na__cg_files[f].reuse != NA__REUSE_LIMIT || ino < 0)
+		return;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", n->fd[f]);
+	int wd = inotify_add_watch(ino, path, IN_MODIFY);
+	n->kept_wd[slot] = wd > 0 ? wd : 0;
+}
+
 /* Opens file f of node n on first use and keeps it, or, past the descriptor budget, opens it for this
  * read only (*temp set: the caller closes it); -1 when the node has no such file (remembered until the
  * node is rediscovered in that mount). */
@@ -380,6 +398,7 @@ static int cg_fd(na__cgroups *cg, na__cg_node *n, int f, int *temp)
 		if (fd >= 0) {
 			n->fd[f] = fd;
 			cg->kept_fds++;
+			cg_watch_file(cg, n, f);
 			return fd;
 		}
 		if (errno == ENOENT && role != NA__R_ANY)
@@ -399,6 +418,10 @@ static int cg_fd(na__cgroups *cg, na__cg_node *n, int f, int *temp)
 static int cg_reusable(const na__cgroups *cg, const na__cg_node *n, int f)
 {
 	switch (na__cg_files[f].reuse) {
+	case NA__REUSE_LIMIT:
+		if (n->kept_wd[cg_keep_slot(f)] > 0)
+			return 1; /* until a write to it (cg_events) */
+		break;
 	case NA__REUSE_OOM:
 		return !cg->oom_poll;
 	case NA__REUSE_QUIET:
@@ -488,14 +511,40 @@ void na__cg_parse_warn(na__cgroups *cg, const na__cg_node *n, int f, const char 
 
 /* ---- the pass ------------------------------------------------------------------------------------- */
 
-/* Reads every queued event of mount m's inotify descriptor; 1 when there was any. */
-static int cg_changed(na__cg_mount *mt)
+/* A write to the watched limit file wd of mount m (0: lost events, every one): read it again. */
+static void cg_file_written(na__cgroups *cg, int m, int wd)
 {
-	_Alignas(8) char buf[4096];
-	int any = 0;
-	while (read(mt->ino_fd, buf, sizeof(buf)) > 0)
-		any = 1;
-	return any;
+	for (size_t i = 0; i < cg->nnodes; i++) {
+		na__cg_node *n = cg->nodes[i];
+		for (int f = 0; f < NA__F_HUGE0; f++) {
+			int slot = cg_keep_slot(f);
+			if (slot >= 0 && n->kept_wd[slot] > 0 && n->fmount[f] == m && (!wd || n->kept_wd[slot] == wd))
+				n->kept_len[slot] = 0;
+		}
+	}
+}
+
+/* Reads every queued event of mount m's inotify descriptor: writes to watched limit files make them be
+ * read again; 1 when any other event (a directory made, removed, moved; a queue overflow) means the
+ * hierarchy must be walked. */
+static int cg_events(na__cgroups *cg, int m)
+{
+	_Alignas(struct inotify_event) char buf[4096];
+	int walk = 0;
+	ssize_t r;
+	while ((r = read(cg->mounts[m].ino_fd, buf, sizeof(buf))) > 0) {
+		for (ssize_t off = 0; off + (ssize_t)sizeof(struct inotify_event) <= r;) {
+			const struct inotify_event *ev = (const struct inotify_event *)(buf + off);
+			off += (ssize_t)sizeof(*ev) + ev->len;
+			if (ev->mask & IN_Q_OVERFLOW)
+				cg_file_written(cg, m, 0);
+			if (ev->mask & IN_MODIFY)
+				cg_file_written(cg, m, ev->wd);
+			else
+				walk = 1;
+		}
+	}
+	return walk;
 }
 
 /* Reads the kernel log records queued since the last pass; 1 when this pass must read every
@@ -564,7 +613,8 @@ static void cg_root_node(na__cgroups *cg)
 		if (root->dfd[m] < 0)
 			continue;
 		na__cg_mount *mt = &cg->mounts[m];
-		int changed = mt->ino_fd < 0 || !mt->ino_ok || !mt->walked || cg_changed(mt) || cg->any_stale;
+		int changed = mt->ino_fd < 0 || cg_events(cg, m); /* drained every pass */
+		changed = changed || !mt->ino_ok || !mt->walked || cg->any_stale;
 		if (!changed) {
 			cg_keep(cg, m);
 			continue;

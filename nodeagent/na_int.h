@@ -153,7 +153,8 @@ enum {
 
 /* When the kept text of a file may stand in for a read (na_cgroup.c: cg_kept). */
 enum {
-	NA__REUSE_LIMIT = 0, /* limit files: in every pass but the node's re-read pass */
+	NA__REUSE_LIMIT = 0, /* limit files: until a write to the file (v1, watched), else in every pass but
+			      * the node's re-read pass */
 	NA__REUSE_QUIET,     /* activity files: as limits, and only while the cgroup is quiet */
 	NA__REUSE_HEADROOM,  /* v1 memory.failcnt: as limits, and only while the node has headroom */
 	NA__REUSE_OOM,       /* v1 memory.oom_control: in every pass that does not poll OOM counts */
@@ -169,7 +170,10 @@ typedef struct na__cg_fdef {
 /* Files whose text is kept, re-read in one pass out of NA__CG_SPEC_EVERY (which one depends on the
  * node's id, so the reads are spread over the passes) and reused in the others:
  *   limit files (container_spec_*, pids.max): change rarely (cAdvisor reads them once, when it finds
- *     the container).
+ *     the container). On v1 only a write to the file itself changes what it reads, and every write(2)
+ *     to a file raises IN_MODIFY on it: a limit file with an inotify watch (IN_MODIFY, on the file, so
+ *     reads of its neighbours stay off inotify's path) is re-read only after such an event. (v2's
+ *     cpu.weight also changes through cpu.weight.nice: v2 keeps the one-pass-in-10 rule.)
  *   activity files (v1 cpuacct.stat, cpu.stat, blkio.throttle.*): counters that only the cgroup's own
  *     running tasks advance, reused only while the cgroup is quiet: its cpuacct.usage (read every pass)
  *     has not changed for NA__CG_QUIET_MS. The CFS period timer counts at most two periods (<= 1 s
@@ -215,6 +219,7 @@ typedef struct na__cg_node {
 	unsigned short kept_len[NA__CG_KEEP_SLOTS]; /* bytes of the last read of each kept file, 0 = none */
 	unsigned short kept_cap[NA__CG_KEEP_SLOTS];
 	char *kept[NA__CG_KEEP_SLOTS];              /* malloc'd, grown to the longest text seen */
+	int kept_wd[NA__CG_KEEP_SLOTS]; /* inotify watch (IN_MODIFY) on a v1 limit file, 0 = none */
 	int quiet;                    /* activity files may be reused this pass (set by na_cgstat.c) */
 	int headroom;                 /* v1 failcnt may be reused this pass (set by na_cgstat.c) */
 	uint64_t mem_hlimit;          /* hierarchical_memory_limit of the last pass, 0 = none */

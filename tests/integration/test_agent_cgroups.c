@@ -5,7 +5,8 @@
  * prometheus). The agent runs at a 1 s interval against /sys/fs/cgroup and /proc on a picked loopback
  * port; Prometheus runs with a temp config and data dir on another picked port and is stopped by PID.
  *   discovery   a cgroup made while the agent runs is on /metrics within one interval (plus the time
- *               of one pass), one removed is gone within one interval
+ *               of one pass), a memory limit written to it shows within one interval on v1 (10 on v2),
+ *               one removed is gone within one interval
  *   oom         a child in a cgroup limited to 32 MiB touches 256 MiB; the kernel kills it (twice); the
  *               agent's container_oom_events_total for that cgroup equals the kernel's oom_kill count
  *               after each kill (on v1 read because /dev/kmsg reported the kill: the agent says so), it
@@ -207,6 +208,19 @@ static void test_discovery_within_one_interval(void **state)
 	int64_t seen = wait_series(f, key, 1, 10000);
 	print_message("new cgroup on /metrics after %lld ms (interval %d ms)\n", (long long)seen, INTERVAL_MS);
 	assert_true(seen <= INTERVAL_MS + 500); /* one interval, plus one pass and the poll step */
+	/* a limit written: on v1 the write's inotify event has it read again at the next pass; v2 re-reads
+	 * limits one pass in 10 */
+	char path[2200];
+	snprintf(path, sizeof(path), "%s/%s", f->mem_dir, f->v2 ? "memory.max" : "memory.limit_in_bytes");
+	itest_write_file(path, "67108864\n");
+	snprintf(key, sizeof(key), "container_spec_memory_limit_bytes{id=\"%s\"}", f->mem_id);
+	int64_t t0 = itest_now_ms();
+	while (metric_value(f, key) != 67108864 && itest_now_ms() - t0 < 15000)
+		itest_sleep_ms(50);
+	int64_t limit_ms = itest_now_ms() - t0;
+	print_message("written memory limit on /metrics after %lld ms\n", (long long)limit_ms);
+	assert_true(limit_ms <= (f->v2 ? 10 : 1) * INTERVAL_MS + 500);
+	snprintf(key, sizeof(key), "container_last_seen{id=\"%s\"}", f->cpu_id);
 	rm_cgroup(f->cpu_dir);
 	rm_cgroup(f->mem_dir);
 	int64_t gone = wait_series(f, key, 0, 10000);

@@ -385,7 +385,8 @@ static void tmp_mkdir(const tmp_tree *t, const char *rel)
 }
 
 /* Limit files are re-read in one pass out of NA__CG_SPEC_EVERY (the node's own, from its id hash) and
- * their last text reused in between; usage files are read every pass. id "/only-memory" is in the memory
+ * their last text reused in between, when they have no inotify watch (here: a descriptor budget of 1,
+ * so nothing is kept open); usage files are read every pass. id "/only-memory" is in the memory
  * hierarchy only: its limits stay cached too (they were re-read every pass when a v2 limit file sharing
  * the slot was taken to live in the first mount, where the cgroup is absent). */
 static void spec_reread(tmp_tree *t, const char *id)
@@ -396,7 +397,8 @@ static void spec_reread(tmp_tree *t, const char *id)
 	fmt_into(rel, sizeof(rel), "memory%s/memory.limit_in_bytes", id);
 	tmp_write(t, rel, "1073741824\n");
 	na__cgroups *cg = NULL;
-	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
+	na__cgroups_opts o = {.root = t->dir, .fd_budget = 1};
+	assert_int_equal(na__cgroups_open(&o, &cg, NULL), 0);
 	int changed_at = -1;
 	for (int pass = 0; pass < 2 * NA__CG_SPEC_EVERY; pass++) {
 		if (pass == 1) {
@@ -433,6 +435,44 @@ static void test_spec_reread_every_nth_pass(void **state)
 {
 	spec_reread(*state, V1_CTR);
 	spec_reread(*state, "/only-memory");
+}
+
+/* One pass; the memory limit of V1_CTR. */
+static double limit_pass(na__cgroups *cg)
+{
+	static const char *const only[] = {"container_spec_memory_limit_bytes", NULL};
+	sink s = {.only = only};
+	na_emit e = sink_emit(&s);
+	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0, 0), 0);
+	const sink_rec *r = sink_find(&s, "container_spec_memory_limit_bytes{id=\"" V1_CTR "\"}");
+	assert_non_null(r);
+	double v = r->v;
+	sink_clear(&s);
+	return v;
+}
+
+/* A v1 limit file kept open has an inotify watch for writes to it: its kept text is used in every pass
+ * (the re-read passes included) until a write, and the pass after a write reads it again. The kept
+ * text is overwritten here to tell a reuse from a read. */
+static void test_spec_reread_after_write(void **state)
+{
+	tmp_tree *t = *state;
+	tmp_copy(t, "cgroup-v1");
+	tmp_write(t, "memory" V1_CTR "/memory.limit_in_bytes", "1073741824\n");
+	na__cgroups *cg = NULL;
+	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
+	assert_true(limit_pass(cg) == 1 * GiB);
+	na__cg_node *n = na__cg_find(cg, V1_CTR);
+	int slot = na__cg_files[NA__F1_MEM_LIMIT].keep - 1;
+	assert_true(n->kept_wd[slot] > 0);
+	assert_int_equal(n->kept_len[slot], 11);
+	memcpy(n->kept[slot], "12345678\n", 10);
+	n->kept_len[slot] = 9;
+	for (int pass = 0; pass < NA__CG_SPEC_EVERY + 1; pass++)
+		assert_true(limit_pass(cg) == 12345678); /* reused, the node's re-read pass too */
+	tmp_write(t, "memory" V1_CTR "/memory.limit_in_bytes", "536870912\n");
+	assert_true(limit_pass(cg) == 512 * MiB);
+	na__cgroups_close(cg);
 }
 
 /* Activity files (cpuacct.stat, cpu.stat, blkio.throttle.*) of a cgroup whose cpuacct.usage has not
@@ -984,6 +1024,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_quiet_cgroup_reuses_activity_files, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_quiet_rule_ignores_wall_clock_steps, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_failcnt_reused_only_with_headroom, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_spec_reread_after_write, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_memstat_partial, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_files, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_cgroup_removed_mid_walk, tmp_setup, tmp_teardown),
