@@ -203,7 +203,7 @@ static void cg_node_renew(na__cgroups *cg, na__cg_node *n)
 			close(n->dfd[m]);
 		n->dfd[m] = -1;
 	}
-	n->watched = 0;
+	memset(n->dwd, 0, sizeof(n->dwd));
 	memset(n->kept_len, 0, sizeof(n->kept_len));
 	n->stale = 0;
 	n->cpu_changed_ms = 0;
@@ -294,13 +294,14 @@ static void cg_watch(na__cgroups *cg, int m, na__cg_node *n)
 {
 	na__cg_mount *mt = &cg->mounts[m];
 	char path[64];
-	if (mt->ino_fd < 0 || !mt->ino_ok || (n->watched & 1u << m))
+	if (mt->ino_fd < 0 || !mt->ino_ok || n->dwd[m] > 0)
 		return;
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", n->dfd[m]);
-	if (inotify_add_watch(mt->ino_fd, path, CG_WATCH_MASK) < 0)
+	int wd = inotify_add_watch(mt->ino_fd, path, CG_WATCH_MASK);
+	if (wd <= 0)
 		mt->ino_ok = 0; /* at the watch limit (or no /proc): walk every pass */
 	else
-		n->watched |= 1u << m;
+		n->dwd[m] = wd;
 }
 
 static void cg_walk(na__cgroups *cg, int m, na__cg_node *n, size_t idlen, int depth)
@@ -338,7 +339,7 @@ static void cg_sweep(na__cgroups *cg, const na_event_sink *ev, int64_t now_ms)
 			if (n->dfd[m] < 0)
 				continue; /* not in mount m, or its files there were dropped when it left */
 			close(n->dfd[m]), n->dfd[m] = -1;
-			n->watched &= ~(1u << m);
+			n->dwd[m] = 0;
 			for (int f = 0; f < NA__F_COUNT; f++) {
 				if (n->fd[f] >= 0 && n->fmount[f] == m)
 					cg_close_file(cg, n, f);
@@ -524,27 +525,109 @@ static void cg_file_written(na__cgroups *cg, int m, int wd)
 	}
 }
 
-/* Reads every queued event of mount m's inotify descriptor: writes to watched limit files make them be
- * read again; 1 when any other event (a directory made, removed, moved; a queue overflow) means the
- * hierarchy must be walked. */
+/* Takes one event of mount m's queue: a write to a watched limit file makes it be read again; a
+ * directory made or removed is kept in cg->direv for cg_dir_events; 1 when the event (a move, a queue
+ * overflow, too many events) means the hierarchy must be walked.
+ * A removed directory's own IN_DELETE_SELF and IN_IGNORED add nothing to its parent's IN_DELETE. */
+static int cg_event(na__cgroups *cg, int m, const struct inotify_event *ev)
+{
+	if (ev->mask & IN_Q_OVERFLOW) {
+		cg_file_written(cg, m, 0);
+		return 1;
+	}
+	if (ev->mask & IN_MODIFY) {
+		cg_file_written(cg, m, ev->wd);
+		return 0;
+	}
+	if ((ev->mask & (IN_DELETE_SELF | IN_IGNORED)) || ((ev->mask & (IN_CREATE | IN_DELETE)) && !(ev->mask & IN_ISDIR)))
+		return 0; /* a file made or removed (fixture trees) is nothing to a walk */
+	if (!(ev->mask & (IN_CREATE | IN_DELETE)) || !ev->len ||
+	    cg->ndirev == NA__CG_DIREVS || strlen(ev->name) >= sizeof(cg->direv[0].name))
+		return 1;
+	na__cg_direv *d = &cg->direv[cg->ndirev++];
+	d->wd = ev->wd;
+	d->created = (ev->mask & IN_CREATE) != 0;
+	strcpy(d->name, ev->name);
+	return 0;
+}
+
+/* Reads every queued event of mount m's inotify descriptor (cg_event); 1 when the hierarchy must be
+ * walked as a whole. */
 static int cg_events(na__cgroups *cg, int m)
 {
 	_Alignas(struct inotify_event) char buf[4096];
 	int walk = 0;
 	ssize_t r;
+	cg->ndirev = 0;
 	while ((r = read(cg->mounts[m].ino_fd, buf, sizeof(buf))) > 0) {
 		for (ssize_t off = 0; off + (ssize_t)sizeof(struct inotify_event) <= r;) {
 			const struct inotify_event *ev = (const struct inotify_event *)(buf + off);
 			off += (ssize_t)sizeof(*ev) + ev->len;
-			if (ev->mask & IN_Q_OVERFLOW)
-				cg_file_written(cg, m, 0);
-			if (ev->mask & IN_MODIFY)
-				cg_file_written(cg, m, ev->wd);
-			else
-				walk = 1;
+			walk |= cg_event(cg, m, ev);
 		}
 	}
 	return walk;
+}
+
+static na__cg_node *cg_by_wd(const na__cgroups *cg, int m, int wd)
+{
+	for (size_t i = 0; i < cg->nnodes; i++)
+		if (cg->nodes[i]->dwd[m] == wd)
+			return cg->nodes[i];
+	return NULL;
+}
+
+/* Whether a node below id (its descendants) is seen in mount m this pass. */
+static int cg_has_children(const na__cgroups *cg, int m, const char *id)
+{
+	size_t len = strlen(id);
+	for (size_t i = 0; i < cg->nnodes; i++) {
+		const na__cg_node *n = cg->nodes[i];
+		if (n->mgen[m] == cg->gen && !strncmp(n->id, id, len) && n->id[len] == '/')
+			return 1;
+	}
+	return 0;
+}
+
+/* One directory made (walked, with what it holds) or removed (no longer seen in m: rmdir takes empty
+ * cgroups only) below parent p; 1 when only a whole walk will do (made again under a known name). */
+static int cg_dir_event(na__cgroups *cg, int m, na__cg_node *p, const na__cg_direv *d)
+{
+	int root = !strcmp(p->id, "/");
+	size_t idlen = root ? 0 : strlen(p->id), depth = 0;
+	if (idlen + 1 + strlen(d->name) >= sizeof(cg->idbuf))
+		return 1;
+	memcpy(cg->idbuf, p->id, idlen);
+	cg->idbuf[idlen] = '/';
+	strcpy(cg->idbuf + idlen + 1, d->name);
+	na__cg_node *c = cg_lookup(cg, cg->idbuf, cg_hash(cg->idbuf));
+	if (d->created && c && c->dfd[m] >= 0)
+		return 1;
+	if (!d->created) {
+		if (c && cg_has_children(cg, m, c->id))
+			return 1;
+		if (c)
+			c->mgen[m] = 0;
+		return 0;
+	}
+	for (size_t i = 0; i < idlen; i++)
+		depth += p->id[i] == '/';
+	cg->idbuf[idlen] = '\0';
+	cg_child(cg, m, p, d->name, idlen, (int)depth);
+	cg->dir_walks++;
+	return 0;
+}
+
+/* Applies this pass's directory events of mount m to the nodes of the last walk (seen again); 1 when
+ * only a whole walk will do. */
+static int cg_dir_events(na__cgroups *cg, int m)
+{
+	for (int i = 0; i < cg->ndirev; i++) {
+		na__cg_node *p = cg_by_wd(cg, m, cg->direv[i].wd);
+		if (!p || p->mgen[m] != cg->gen || cg_dir_event(cg, m, p, &cg->direv[i]))
+			return 1;
+	}
+	return 0;
 }
 
 /* Reads the kernel log records queued since the last pass; 1 when this pass must read every
@@ -600,6 +683,14 @@ static void cg_keep(na__cgroups *cg, int m)
 	}
 }
 
+/* Undoes cg_keep (and what directory events added) before a whole walk of mount m. */
+static void cg_unkeep(na__cgroups *cg, int m)
+{
+	for (size_t i = 0; i < cg->nnodes; i++)
+		if (cg->nodes[i]->mgen[m] == cg->gen)
+			cg->nodes[i]->mgen[m] = cg->gen - 1;
+}
+
 static void cg_root_node(na__cgroups *cg)
 {
 	na__cg_node *root = cg_lookup(cg, "/", cg_hash("/"));
@@ -613,11 +704,13 @@ static void cg_root_node(na__cgroups *cg)
 		if (root->dfd[m] < 0)
 			continue;
 		na__cg_mount *mt = &cg->mounts[m];
-		int changed = mt->ino_fd < 0 || cg_events(cg, m); /* drained every pass */
-		changed = changed || !mt->ino_ok || !mt->walked || cg->any_stale;
-		if (!changed) {
+		int whole = mt->ino_fd < 0 || cg_events(cg, m); /* drained every pass */
+		whole = whole || !mt->ino_ok || !mt->walked || cg->any_stale;
+		if (!whole) {
 			cg_keep(cg, m);
-			continue;
+			if (!cg_dir_events(cg, m))
+				continue;
+			cg_unkeep(cg, m);
 		}
 		mt->ino_ok = mt->ino_fd >= 0;
 		cg->idbuf[0] = '\0';

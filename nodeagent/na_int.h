@@ -213,7 +213,7 @@ typedef struct na__cg_node {
 	uint64_t mgen[NA__CG_MOUNTS]; /* pass in which each mount last listed this cgroup */
 	uint64_t born_gen;            /* pass that discovered it */
 	int dfd[NA__CG_MOUNTS];       /* directory per mount, -1 = not in that mount */
-	unsigned watched;             /* bit m: dfd[m] has an inotify watch (added once, not per walk) */
+	int dwd[NA__CG_MOUNTS];       /* inotify watch of dfd[m] (added once, not per walk), 0 = none */
 	int fd[NA__F_COUNT];          /* -1 = not opened yet, -2 = absent */
 	signed char fmount[NA__F_COUNT]; /* mount file f was opened in, -1 = never opened */
 	unsigned short kept_len[NA__CG_KEEP_SLOTS]; /* bytes of the last read of each kept file, 0 = none */
@@ -240,6 +240,15 @@ typedef struct na__cg_node {
 	char id[];
 } na__cg_node;
 
+/* A directory made or removed below a watched cgroup directory (inotify IN_CREATE / IN_DELETE). */
+typedef struct na__cg_direv {
+	int wd;      /* the parent's watch */
+	int created; /* else removed */
+	char name[256];
+} na__cg_direv;
+
+#define NA__CG_DIREVS 64 /* directory events applied one by one per pass at most; more: walk it all */
+
 typedef struct na__cg_dev {
 	unsigned major, minor;
 	char name[32];
@@ -265,7 +274,10 @@ struct na__cgroups {
 	int64_t devs_loaded_ms; /* monotonic, as mono_ms */
 	int64_t mono_ms;        /* of this pass */
 	int any_stale;  /* a read found a cgroup gone last pass: walk everything this pass */
-	uint64_t walks; /* hierarchy walks done (a pass with no inotify event walks none) */
+	uint64_t walks; /* whole hierarchy walks done (a pass with no inotify event walks none) */
+	uint64_t dir_walks; /* directories walked one by one instead (a cgroup made or removed) */
+	na__cg_direv direv[NA__CG_DIREVS]; /* this pass's, for the mount being looked at */
+	int ndirev;
 	int kmsg_fd;    /* /dev/kmsg (v1 on real cgroup mounts), -1 = poll memory.oom_control every pass */
 	int oom_poll;   /* this pass reads every memory.oom_control */
 	uint64_t oom_polls; /* passes that polled because the kernel log reported an OOM kill or lost records */

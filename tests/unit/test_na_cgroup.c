@@ -632,11 +632,72 @@ static void test_memstat_partial(void **state)
 	na__cgroups_close(cg);
 }
 
+/* One pass: whether CPU(id) and MEM(id) are there, as bit 0 and bit 1, and the whole walks it made. */
+static int dir_pass(na__cgroups *cg, const char *cpu_key, const char *mem_key, uint64_t *walks)
+{
+	sink s = {.only = base_metrics};
+	na_emit e = sink_emit(&s);
+	uint64_t before = cg->walks;
+	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0, 0), 0);
+	*walks = cg->walks - before;
+	int r = (sink_find(&s, cpu_key) != NULL) | (sink_find(&s, mem_key) != NULL) << 1;
+	sink_clear(&s);
+	return r;
+}
+
+static void v1_mkcg(tmp_tree *t, const char *ctl, const char *file, const char *value)
+{
+	char rel[PATH_MAX];
+	fmt_into(rel, sizeof(rel), "%s/extra", ctl);
+	tmp_mkdir(t, rel);
+	fmt_into(rel, sizeof(rel), "%s/extra/%s", ctl, file);
+	tmp_write(t, rel, value);
+}
+
+/* v1: a cgroup is one node over its hierarchies. Its directory made in two of them is walked alone;
+ * removed from one, the node keeps the other's series; made there again, it is walked alone again;
+ * removed and made again in one pass (a name the walk knows), the hierarchy is walked as a whole (which
+ * keeps the old descriptors until a read finds them gone, as before). */
+static void test_dir_events_v1(void **state)
+{
+	tmp_tree *t = *state;
+	char path[PATH_MAX];
+	uint64_t walks;
+	tmp_copy(t, "cgroup-v1");
+	na__cgroups *cg = NULL;
+	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
+	for (int i = 0; i < 2; i++)
+		dir_pass(cg, CPU("/extra"), MEM("/extra"), &walks);
+	v1_mkcg(t, "cpuacct", "cpuacct.usage", "1000000000\n");
+	v1_mkcg(t, "memory", "memory.usage_in_bytes", "4096\n");
+	uint64_t dirs = cg->dir_walks;
+	assert_int_equal(dir_pass(cg, CPU("/extra"), MEM("/extra"), &walks), 3);
+	assert_int_equal(walks, 0);
+	assert_int_equal(cg->dir_walks - dirs, 2);
+	fmt_into(path, sizeof(path), "%s/memory/extra", t->dir);
+	rm_tree(path);
+	assert_int_equal(dir_pass(cg, CPU("/extra"), MEM("/extra"), &walks), 1);
+	assert_int_equal(walks, 0);
+	v1_mkcg(t, "memory", "memory.usage_in_bytes", "8192\n");
+	assert_int_equal(dir_pass(cg, CPU("/extra"), MEM("/extra"), &walks), 3);
+	assert_int_equal(walks, 0);
+	rm_tree(path);
+	v1_mkcg(t, "memory", "memory.usage_in_bytes", "12288\n");
+	sink s = {.only = base_metrics};
+	na_emit e = sink_emit(&s);
+	uint64_t before = cg->walks;
+	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0, 0), 0);
+	assert_int_equal(cg->walks - before, 1);
+	assert_non_null(sink_find(&s, MEM("/extra")));
+	sink_clear(&s);
+	na__cgroups_close(cg);
+}
+
 /* Corrupt files cost exactly their own metric. */
 static size_t count_key(const sink *s, const char *key) { return sink_find(s, key) != NULL; }
 
 /* Steady passes do not walk the hierarchy (inotify saw nothing); a cgroup made or removed, at any depth,
- * makes the next pass walk and is seen by it. */
+ * is seen by the next pass, which walks only the new directory (or drops the removed one). */
 static void test_walk_only_on_change(void **state)
 {
 	tmp_tree *t = *state;
@@ -655,15 +716,17 @@ static void test_walk_only_on_change(void **state)
 			fmt_into(path, sizeof(path), "%s%s", t->dir, newid);
 			rm_tree(path);
 		}
-		uint64_t before = cg->walks;
+		uint64_t before = cg->walks, dirs_before = cg->dir_walks;
 		sink s = {.only = base_metrics};
 		na_emit e = sink_emit(&s);
 		assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0, 0), 0);
 		int walked = cg->walks != before;
-		if (pass == 0 || pass == 3 || pass == 5)
+		if (pass == 0)
 			assert_true(walked);
-		if (pass == 2) /* pass 1 may walk once for the queue a first walk leaves; pass 2 is steady */
+		if (pass >= 2) /* pass 1 may walk once for the queue a first walk leaves; then only the new
+				* directory is walked (pass 3), and a removed one is dropped without a walk (5) */
 			assert_false(walked);
+		assert_int_equal(cg->dir_walks - dirs_before, pass == 3);
 		assert_int_equal(count_key(&s, CPU(V2_POD "/extra")), pass == 3 || pass == 4);
 		assert_non_null(sink_find(&s, CPU(V2_CTR)));
 		if (pass == 4)
@@ -1025,6 +1088,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_quiet_rule_ignores_wall_clock_steps, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_failcnt_reused_only_with_headroom, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_spec_reread_after_write, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_dir_events_v1, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_memstat_partial, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_files, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_cgroup_removed_mid_walk, tmp_setup, tmp_teardown),
