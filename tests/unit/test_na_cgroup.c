@@ -559,6 +559,8 @@ static void test_failcnt_reused_only_with_headroom(void **state)
 	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
 	int due, pass = 0;
 	assert_true(failcnt_pass(cg, &due) == 4); /* first pass: read */
+	assert_int_equal(cg->kmsg_fd, -1); /* not a cgroup mount: OOM counts are read every pass */
+	assert_true(cg->oom_poll);
 	tmp_write(t, "memory" V1_CTR "/memory.failcnt", "5\n");
 	for (double v = 4; v == 4; pass++) { /* kept until the node's re-read pass */
 		v = failcnt_pass(cg, &due);
