@@ -171,8 +171,10 @@ static void cg_close_file(na__cgroups *cg, na__cg_node *n, int f)
 	if (slot < 0)
 		return;
 	n->kept_len[slot] = 0;
-	if (n->kept_wd[slot] > 0)
+	if (n->kept_wd[slot] > 0) {
 		inotify_rm_watch(cg->mounts[n->fmount[f]].ino_fd, n->kept_wd[slot]);
+		cg->file_watches--;
+	}
 	n->kept_wd[slot] = 0;
 }
 
@@ -364,16 +366,19 @@ static void cg_sweep(na__cgroups *cg, const na_event_sink *ev, int64_t now_ms)
 /* ---- reading files ------------------------------------------------------------------------------- */
 
 /* A v1 limit file kept open gets an inotify watch for writes to it (na_int.h, NA__REUSE_LIMIT), added
- * before its first read; without one it is re-read one pass in NA__CG_SPEC_EVERY. */
+ * before its first read, while file_watch_max allows; without one it is re-read one pass in
+ * NA__CG_SPEC_EVERY. */
 static void cg_watch_file(na__cgroups *cg, na__cg_node *n, int f)
 {
 	int slot = cg_keep_slot(f), ino = cg->mounts[n->fmount[f]].ino_fd;
 	char path[64];
-	if (cg->version != 1 || slot < 0 || na__cg_files[f].reuse != NA__REUSE_LIMIT || ino < 0)
+	if (cg->version != 1 || slot < 0 || na__cg_files[f].reuse != NA__REUSE_LIMIT || ino < 0 ||
+	    cg->file_watches >= cg->file_watch_max)
 		return;
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", n->fd[f]);
 	int wd = inotify_add_watch(ino, path, IN_MODIFY);
 	n->kept_wd[slot] = wd > 0 ? wd : 0;
+	cg->file_watches += wd > 0;
 }
 
 /* Opens file f of node n on first use and keeps it, or, past the descriptor budget, opens it for this
@@ -726,11 +731,9 @@ int na__cgroups_collect(na__cgroups *cg, const na_emit *emit, const na_event_sin
 {
 	cg->gen++;
 	cg->oom_poll = cg->version == 2 || cg_kmsg_oom(cg);
-	if (cg->oom_poll && cg->kmsg_fd >= 0) {
-		cg->oom_polls++;
+	if (cg->oom_poll && cg->kmsg_fd >= 0)
 		CM_LOG_RL(&cg->rl_oom, CM_LOG_INFO, "cgroup", "%s",
 			  "the kernel log reports an OOM kill (or lost records): reading every memory.oom_control");
-	}
 	cg_root_node(cg);
 	cg_sweep(cg, ev, now_ms);
 	int rc = na__cg_stats_begin(cg, mono_ms);
@@ -862,6 +865,19 @@ static int cg_detect(na__cgroups *cg, const char *root, cm_err *err)
 	return CM_OK;
 }
 
+/* A quarter of the user's inotify watches (max_user_watches; 8192, the default before Linux 5.11, when
+ * unreadable) for limit files: directories need theirs more (without them every pass walks). */
+static size_t cg_file_watch_max(void)
+{
+	char w[32];
+	const char *p = w;
+	uint64_t max = 8192;
+	if (cm_read_file("/proc/sys/fs/inotify/max_user_watches", w, sizeof(w), NULL) ||
+	    cm_scan_u64(&p, w + strlen(w), &max))
+		max = 8192;
+	return (size_t)(max / 4);
+}
+
 int na__cgroups_open(const na__cgroups_opts *o, na__cgroups **out, cm_err *err)
 {
 	const char *root = o->root ? o->root : NA__CG_DEFAULT_ROOT;
@@ -877,6 +893,7 @@ int na__cgroups_open(const na__cgroups_opts *o, na__cgroups **out, cm_err *err)
 			: getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (size_t)rl.rlim_cur / 2
 											       : 1u << 20;
 	cg->kmsg_fd = -1;
+	cg->file_watch_max = cg_file_watch_max();
 	int rc = cg_detect(cg, root, err);
 	if (rc) {
 		na__cgroups_close(cg);

@@ -280,7 +280,8 @@ struct na__cgroups {
 	int ndirev;
 	int kmsg_fd;    /* /dev/kmsg (v1 on real cgroup mounts), -1 = poll memory.oom_control every pass */
 	int oom_poll;   /* this pass reads every memory.oom_control */
-	uint64_t oom_polls; /* passes that polled because the kernel log reported an OOM kill or lost records */
+	size_t file_watches, file_watch_max; /* inotify watches on limit files, and their bound: a quarter
+					      * of max_user_watches, the rest left to directories */
 	size_t kept_fds, fd_budget; /* file descriptors kept open across passes, and their bound */
 	cm_ratelimit rl_read, rl_parse, rl_walk, rl_oom;
 };

@@ -386,10 +386,10 @@ static void tmp_mkdir(const tmp_tree *t, const char *rel)
 
 /* Limit files are re-read in one pass out of NA__CG_SPEC_EVERY (the node's own, from its id hash) and
  * their last text reused in between, when they have no inotify watch (here: a descriptor budget of 1,
- * so nothing is kept open); usage files are read every pass. id "/only-memory" is in the memory
+ * so nothing is kept open, or no watches left for files); usage files are read every pass. id "/only-memory" is in the memory
  * hierarchy only: its limits stay cached too (they were re-read every pass when a v2 limit file sharing
  * the slot was taken to live in the first mount, where the cgroup is absent). */
-static void spec_reread(tmp_tree *t, const char *id)
+static void spec_reread(tmp_tree *t, const char *id, int no_file_watches)
 {
 	static const char *const only[] = {"container_memory_usage_bytes", "container_spec_memory_limit_bytes", NULL};
 	char rel[PATH_MAX], key[PATH_MAX];
@@ -397,8 +397,10 @@ static void spec_reread(tmp_tree *t, const char *id)
 	fmt_into(rel, sizeof(rel), "memory%s/memory.limit_in_bytes", id);
 	tmp_write(t, rel, "1073741824\n");
 	na__cgroups *cg = NULL;
-	na__cgroups_opts o = {.root = t->dir, .fd_budget = 1};
+	na__cgroups_opts o = {.root = t->dir, .fd_budget = no_file_watches ? 0 : 1};
 	assert_int_equal(na__cgroups_open(&o, &cg, NULL), 0);
+	if (no_file_watches)
+		cg->file_watch_max = 0;
 	int changed_at = -1;
 	for (int pass = 0; pass < 2 * NA__CG_SPEC_EVERY; pass++) {
 		if (pass == 1) {
@@ -433,8 +435,10 @@ static void spec_reread(tmp_tree *t, const char *id)
 
 static void test_spec_reread_every_nth_pass(void **state)
 {
-	spec_reread(*state, V1_CTR);
-	spec_reread(*state, "/only-memory");
+	for (int no_file_watches = 0; no_file_watches < 2; no_file_watches++) {
+		spec_reread(*state, V1_CTR, no_file_watches);
+		spec_reread(*state, "/only-memory", no_file_watches);
+	}
 }
 
 /* One pass; the memory limit of V1_CTR. */
