@@ -40,12 +40,14 @@
  *            container_spec_memory_limit_bytes, _reservation_limit_bytes, _swap_limit_bytes ("max" = 0)
  *         v1 cpu.shares; cpu.cfs_quota_us (not when -1); cpu.cfs_period_us; memory.limit_in_bytes,
  *            memory.soft_limit_in_bytes, memory.memsw.limit_in_bytes (unlimited, >= 2^62, = 0)
- *         The spec files and pids.max are read in one pass out of NA__CG_SPEC_EVERY (10) per cgroup and
- *         the text of the last read is parsed in the others (na_cgroup.c): a changed limit shows within
- *         10 intervals (cAdvisor reads them once, when it finds the container). On v1, cpuacct.stat,
- *         cpu.stat and blkio.throttle.* of a quiet cgroup (cpuacct.usage unchanged for 5 s, monotonic)
- *         likewise: only its running tasks advance them (na_int.h, NA__CG_QUIET_MS; docs/agent.md says
- *         why a blkio path is taken to hold the tasks of the same cpuacct path).
+ *         The spec files and pids.max keep the text of their last read, parsed in the passes that do
+ *         not read them (na_cgroup.c): on v1 a watched file is read again after a write to it (the next
+ *         pass), else in one pass out of NA__CG_SPEC_EVERY (10) per cgroup (cAdvisor reads them once,
+ *         when it finds the container). On v1, cpuacct.stat, cpu.stat and blkio.throttle.* of a quiet
+ *         cgroup (cpuacct.usage unchanged for 5 s, monotonic) are read one pass in 10: only its running
+ *         tasks advance them (na_int.h, NA__CG_QUIET_MS; docs/agent.md says why a blkio path is taken
+ *         to hold the tasks of the same cpuacct path); memory.failcnt and memory.oom_control only when
+ *         they can have moved (na_int.h: NA__REUSE_HEADROOM, NA__REUSE_OOM).
  *   time  container_start_time_seconds: the cgroup directory's ctime when first seen;
  *         container_last_seen: the pass's wall clock, seconds
  *   net   pods (once per pod, from any member process of its containers) and containers outside pods:
