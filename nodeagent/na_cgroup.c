@@ -32,12 +32,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -76,21 +78,21 @@ const na__cg_fdef na__cg_files[NA__F_COUNT] = {
 	[NA__F2_PIDS_CURRENT] = {NA__R_UNIFIED, "pids.current"},
 	[NA__F2_PIDS_MAX] = {NA__R_UNIFIED, "pids.max", 6},
 	[NA__F1_CPUACCT_USAGE] = {NA__R_CPUACCT, "cpuacct.usage"},
-	[NA__F1_CPUACCT_STAT] = {NA__R_CPUACCT, "cpuacct.stat", 8, 1},
-	[NA__F1_CPU_STAT] = {NA__R_CPU, "cpu.stat", 9, 1},
+	[NA__F1_CPUACCT_STAT] = {NA__R_CPUACCT, "cpuacct.stat", 8, NA__REUSE_QUIET},
+	[NA__F1_CPU_STAT] = {NA__R_CPU, "cpu.stat", 9, NA__REUSE_QUIET},
 	[NA__F1_CPU_SHARES] = {NA__R_CPU, "cpu.shares", 1},
 	[NA__F1_CPU_QUOTA] = {NA__R_CPU, "cpu.cfs_quota_us", 2},
 	[NA__F1_CPU_PERIOD] = {NA__R_CPU, "cpu.cfs_period_us", 3},
 	[NA__F1_MEM_USAGE] = {NA__R_MEMORY, "memory.usage_in_bytes"},
 	[NA__F1_MEM_STAT] = {NA__R_MEMORY, "memory.stat"},
 	[NA__F1_MEM_MAX_USAGE] = {NA__R_MEMORY, "memory.max_usage_in_bytes"},
-	[NA__F1_MEM_FAILCNT] = {NA__R_MEMORY, "memory.failcnt"},
+	[NA__F1_MEM_FAILCNT] = {NA__R_MEMORY, "memory.failcnt", 12, NA__REUSE_HEADROOM},
 	[NA__F1_MEM_LIMIT] = {NA__R_MEMORY, "memory.limit_in_bytes", 4},
 	[NA__F1_MEM_SOFT_LIMIT] = {NA__R_MEMORY, "memory.soft_limit_in_bytes", 5},
 	[NA__F1_MEMSW_LIMIT] = {NA__R_MEMORY, "memory.memsw.limit_in_bytes", 6},
-	[NA__F1_MEM_OOM_CONTROL] = {NA__R_MEMORY, "memory.oom_control"},
-	[NA__F1_BLKIO_BYTES] = {NA__R_BLKIO, "blkio.throttle.io_service_bytes", 10, 1},
-	[NA__F1_BLKIO_OPS] = {NA__R_BLKIO, "blkio.throttle.io_serviced", 11, 1},
+	[NA__F1_MEM_OOM_CONTROL] = {NA__R_MEMORY, "memory.oom_control", 13, NA__REUSE_OOM},
+	[NA__F1_BLKIO_BYTES] = {NA__R_BLKIO, "blkio.throttle.io_service_bytes", 10, NA__REUSE_QUIET},
+	[NA__F1_BLKIO_OPS] = {NA__R_BLKIO, "blkio.throttle.io_serviced", 11, NA__REUSE_QUIET},
 	[NA__F1_PIDS_CURRENT] = {NA__R_PIDS, "pids.current"},
 	[NA__F1_PIDS_MAX] = {NA__R_PIDS, "pids.max", 7},
 	/* hugetlb files are named per page size at open: na__cg_file_name */
@@ -162,11 +164,18 @@ static int cg_keep_slot(int f) { return f < NA__F_HUGE0 ? na__cg_files[f].keep -
 
 static void cg_close_file(na__cgroups *cg, na__cg_node *n, int f)
 {
+	int slot = cg_keep_slot(f);
 	close(n->fd[f]);
 	n->fd[f] = -1;
 	cg->kept_fds--;
-	if (cg_keep_slot(f) >= 0)
-		n->kept_len[cg_keep_slot(f)] = 0;
+	if (slot < 0)
+		return;
+	n->kept_len[slot] = 0;
+	if (n->kept_wd[slot] > 0) {
+		inotify_rm_watch(cg->mounts[n->fmount[f]].ino_fd, n->kept_wd[slot]);
+		cg->file_watches--;
+	}
+	n->kept_wd[slot] = 0;
 }
 
 static void cg_node_free(na__cgroups *cg, na__cg_node *n)
@@ -196,7 +205,7 @@ static void cg_node_renew(na__cgroups *cg, na__cg_node *n)
 			close(n->dfd[m]);
 		n->dfd[m] = -1;
 	}
-	n->watched = 0;
+	memset(n->dwd, 0, sizeof(n->dwd));
 	memset(n->kept_len, 0, sizeof(n->kept_len));
 	n->stale = 0;
 	n->cpu_changed_ms = 0;
@@ -287,13 +296,14 @@ static void cg_watch(na__cgroups *cg, int m, na__cg_node *n)
 {
 	na__cg_mount *mt = &cg->mounts[m];
 	char path[64];
-	if (mt->ino_fd < 0 || !mt->ino_ok || (n->watched & 1u << m))
+	if (mt->ino_fd < 0 || !mt->ino_ok || n->dwd[m] > 0)
 		return;
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", n->dfd[m]);
-	if (inotify_add_watch(mt->ino_fd, path, CG_WATCH_MASK) < 0)
+	int wd = inotify_add_watch(mt->ino_fd, path, CG_WATCH_MASK);
+	if (wd <= 0)
 		mt->ino_ok = 0; /* at the watch limit (or no /proc): walk every pass */
 	else
-		n->watched |= 1u << m;
+		n->dwd[m] = wd;
 }
 
 static void cg_walk(na__cgroups *cg, int m, na__cg_node *n, size_t idlen, int depth)
@@ -331,7 +341,7 @@ static void cg_sweep(na__cgroups *cg, const na_event_sink *ev, int64_t now_ms)
 			if (n->dfd[m] < 0)
 				continue; /* not in mount m, or its files there were dropped when it left */
 			close(n->dfd[m]), n->dfd[m] = -1;
-			n->watched &= ~(1u << m);
+			n->dwd[m] = 0;
 			for (int f = 0; f < NA__F_COUNT; f++) {
 				if (n->fd[f] >= 0 && n->fmount[f] == m)
 					cg_close_file(cg, n, f);
@@ -354,6 +364,22 @@ static void cg_sweep(na__cgroups *cg, const na_event_sink *ev, int64_t now_ms)
 }
 
 /* ---- reading files ------------------------------------------------------------------------------- */
+
+/* A v1 limit file kept open gets an inotify watch for writes to it (na_int.h, NA__REUSE_LIMIT), added
+ * before its first read, while file_watch_max allows; without one it is re-read one pass in
+ * NA__CG_SPEC_EVERY. */
+static void cg_watch_file(na__cgroups *cg, na__cg_node *n, int f)
+{
+	int slot = cg_keep_slot(f), ino = cg->mounts[n->fmount[f]].ino_fd;
+	char path[64];
+	if (cg->version != 1 || slot < 0 || na__cg_files[f].reuse != NA__REUSE_LIMIT || ino < 0 ||
+	    cg->file_watches >= cg->file_watch_max)
+		return;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", n->fd[f]);
+	int wd = inotify_add_watch(ino, path, IN_MODIFY);
+	n->kept_wd[slot] = wd > 0 ? wd : 0;
+	cg->file_watches += wd > 0;
+}
 
 /* Opens file f of node n on first use and keeps it, or, past the descriptor budget, opens it for this
  * read only (*temp set: the caller closes it); -1 when the node has no such file (remembered until the
@@ -378,6 +404,7 @@ static int cg_fd(na__cgroups *cg, na__cg_node *n, int f, int *temp)
 		if (fd >= 0) {
 			n->fd[f] = fd;
 			cg->kept_fds++;
+			cg_watch_file(cg, n, f);
 			return fd;
 		}
 		if (errno == ENOENT && role != NA__R_ANY)
@@ -393,13 +420,35 @@ static int cg_fd(na__cgroups *cg, na__cg_node *n, int f, int *temp)
 	return -1;
 }
 
-/* Kept file f of n as its last read left it, unless this pass is n's pass to re-read (or its directory
- * in that mount is gone, or f is an activity file and n is not quiet). */
+/* Whether the kept text of f may stand in for a read this pass (na_int.h says why each may). */
+static int cg_reusable(const na__cgroups *cg, const na__cg_node *n, int f)
+{
+	switch (na__cg_files[f].reuse) {
+	case NA__REUSE_LIMIT:
+		if (n->kept_wd[cg_keep_slot(f)] > 0)
+			return 1; /* until a write to it (cg_events) */
+		break;
+	case NA__REUSE_OOM:
+		return !cg->oom_poll;
+	case NA__REUSE_QUIET:
+		if (!n->quiet)
+			return 0;
+		break;
+	case NA__REUSE_HEADROOM:
+		if (!n->headroom)
+			return 0;
+		break;
+	}
+	return (cg->gen + n->hash) % NA__CG_SPEC_EVERY != 0; /* else n's pass to re-read */
+}
+
+/* Kept file f of n as its last read left it, when it may be reused and its directory in that mount is
+ * still there. */
 static int cg_kept(na__cgroups *cg, const na__cg_node *n, int f, const char **text)
 {
 	int slot = cg_keep_slot(f);
 	if (slot < 0 || !n->kept_len[slot] || n->stale || n->mgen[n->fmount[f]] != cg->gen ||
-	    (na__cg_files[f].quiet && !n->quiet) || (cg->gen + n->hash) % NA__CG_SPEC_EVERY == 0)
+	    !cg_reusable(cg, n, f))
 		return 0;
 	memcpy(cg->text, n->kept[slot], n->kept_len[slot]);
 	cg->text[n->kept_len[slot]] = '\0';
@@ -468,14 +517,165 @@ void na__cg_parse_warn(na__cgroups *cg, const na__cg_node *n, int f, const char 
 
 /* ---- the pass ------------------------------------------------------------------------------------- */
 
-/* Reads every queued event of mount m's inotify descriptor; 1 when there was any. */
-static int cg_changed(na__cg_mount *mt)
+/* A write to the watched limit file wd of mount m (0: lost events, every one): read it again. */
+static void cg_file_written(na__cgroups *cg, int m, int wd)
 {
-	_Alignas(8) char buf[4096];
-	int any = 0;
-	while (read(mt->ino_fd, buf, sizeof(buf)) > 0)
-		any = 1;
-	return any;
+	for (size_t i = 0; i < cg->nnodes; i++) {
+		na__cg_node *n = cg->nodes[i];
+		for (int f = 0; f < NA__F_HUGE0; f++) {
+			int slot = cg_keep_slot(f);
+			if (slot >= 0 && n->kept_wd[slot] > 0 && n->fmount[f] == m && (!wd || n->kept_wd[slot] == wd))
+				n->kept_len[slot] = 0;
+		}
+	}
+}
+
+/* Takes one event of mount m's queue: a write to a watched limit file makes it be read again; a
+ * directory made or removed is kept in cg->direv for cg_dir_events; 1 when the event (a move, a queue
+ * overflow, too many events) means the hierarchy must be walked.
+ * A removed directory's own IN_DELETE_SELF and IN_IGNORED add nothing to its parent's IN_DELETE. */
+static int cg_event(na__cgroups *cg, int m, const struct inotify_event *ev)
+{
+	if (ev->mask & IN_Q_OVERFLOW) {
+		cg_file_written(cg, m, 0);
+		return 1;
+	}
+	if (ev->mask & IN_MODIFY) {
+		cg_file_written(cg, m, ev->wd);
+		return 0;
+	}
+	if ((ev->mask & (IN_DELETE_SELF | IN_IGNORED)) || ((ev->mask & (IN_CREATE | IN_DELETE)) && !(ev->mask & IN_ISDIR)))
+		return 0; /* a file made or removed (fixture trees) is nothing to a walk */
+	if (!(ev->mask & (IN_CREATE | IN_DELETE)) || !ev->len ||
+	    cg->ndirev == NA__CG_DIREVS || strlen(ev->name) >= sizeof(cg->direv[0].name))
+		return 1;
+	na__cg_direv *d = &cg->direv[cg->ndirev++];
+	d->wd = ev->wd;
+	d->created = (ev->mask & IN_CREATE) != 0;
+	strcpy(d->name, ev->name);
+	return 0;
+}
+
+/* Reads every queued event of mount m's inotify descriptor (cg_event); 1 when the hierarchy must be
+ * walked as a whole. */
+static int cg_events(na__cgroups *cg, int m)
+{
+	_Alignas(struct inotify_event) char buf[4096];
+	int walk = 0;
+	ssize_t r;
+	cg->ndirev = 0;
+	while ((r = read(cg->mounts[m].ino_fd, buf, sizeof(buf))) > 0) {
+		for (ssize_t off = 0; off + (ssize_t)sizeof(struct inotify_event) <= r;) {
+			const struct inotify_event *ev = (const struct inotify_event *)(buf + off);
+			off += (ssize_t)sizeof(*ev) + ev->len;
+			walk |= cg_event(cg, m, ev);
+		}
+	}
+	return walk;
+}
+
+static na__cg_node *cg_by_wd(const na__cgroups *cg, int m, int wd)
+{
+	for (size_t i = 0; i < cg->nnodes; i++)
+		if (cg->nodes[i]->dwd[m] == wd)
+			return cg->nodes[i];
+	return NULL;
+}
+
+/* Whether a node below id (its descendants) is seen in mount m this pass. */
+static int cg_has_children(const na__cgroups *cg, int m, const char *id)
+{
+	size_t len = strlen(id);
+	for (size_t i = 0; i < cg->nnodes; i++) {
+		const na__cg_node *n = cg->nodes[i];
+		if (n->mgen[m] == cg->gen && !strncmp(n->id, id, len) && n->id[len] == '/')
+			return 1;
+	}
+	return 0;
+}
+
+/* One directory made (walked, with what it holds) or removed (no longer seen in m: rmdir takes empty
+ * cgroups only) below parent p; 1 when only a whole walk will do (made again under a known name). */
+static int cg_dir_event(na__cgroups *cg, int m, na__cg_node *p, const na__cg_direv *d)
+{
+	int root = !strcmp(p->id, "/");
+	size_t idlen = root ? 0 : strlen(p->id), depth = 0;
+	if (idlen + 1 + strlen(d->name) >= sizeof(cg->idbuf))
+		return 1;
+	memcpy(cg->idbuf, p->id, idlen);
+	cg->idbuf[idlen] = '/';
+	strcpy(cg->idbuf + idlen + 1, d->name);
+	na__cg_node *c = cg_lookup(cg, cg->idbuf, cg_hash(cg->idbuf));
+	if (d->created && c && c->dfd[m] >= 0)
+		return 1;
+	if (!d->created) {
+		if (c && cg_has_children(cg, m, c->id))
+			return 1;
+		if (c)
+			c->mgen[m] = 0;
+		return 0;
+	}
+	for (size_t i = 0; i < idlen; i++)
+		depth += p->id[i] == '/';
+	cg->idbuf[idlen] = '\0';
+	cg_child(cg, m, p, d->name, idlen, (int)depth);
+	cg->dir_walks++;
+	return 0;
+}
+
+/* Applies this pass's directory events of mount m to the nodes of the last walk (seen again); 1 when
+ * only a whole walk will do. */
+static int cg_dir_events(na__cgroups *cg, int m)
+{
+	for (int i = 0; i < cg->ndirev; i++) {
+		na__cg_node *p = cg_by_wd(cg, m, cg->direv[i].wd);
+		if (!p || p->mgen[m] != cg->gen || cg_dir_event(cg, m, p, &cg->direv[i]))
+			return 1;
+	}
+	return 0;
+}
+
+/* Reads the kernel log records queued since the last pass; 1 when this pass must read every
+ * memory.oom_control: a record says the kernel killed a task for memory ("Killed process", logged after
+ * the kill was counted), records were overwritten before they were read (EPIPE), or more were queued
+ * than one pass reads (the rest is skipped). Without /dev/kmsg every pass reads them. */
+static int cg_kmsg_oom(na__cgroups *cg)
+{
+	char rec[8192]; /* one record per read; the kernel's are at most ~1 KiB of text */
+	int poll = 0;
+	if (cg->kmsg_fd < 0)
+		return 1;
+	for (int i = 0; i < NA__CG_KMSG_MAX; i++) {
+		ssize_t r = read(cg->kmsg_fd, rec, sizeof(rec));
+		if (r > 0)
+			poll |= memmem(rec, (size_t)r, "Killed process", 14) != NULL;
+		else if (r < 0 && errno == EAGAIN)
+			return poll;
+		else if (r < 0 && errno == EPIPE)
+			poll = 1;
+		else
+			break; /* a record too large for rec (EINVAL) or anything unforeseen */
+	}
+	lseek(cg->kmsg_fd, 0, SEEK_END);
+	return 1;
+}
+
+/* Opens /dev/kmsg at its end when the memory controller is a v1 cgroup mount (fixture trees poll). */
+static void cg_kmsg_open(na__cgroups *cg)
+{
+	struct statfs sf;
+	cg->kmsg_fd = -1;
+	for (int m = 0; m < cg->nmounts && cg->version == 1 && cg->kmsg_fd < 0; m++) {
+		if (!(cg->mounts[m].roles & NA__R_MEMORY) || fstatfs(cg->mounts[m].fd, &sf) ||
+		    sf.f_type != CGROUP_SUPER_MAGIC)
+			continue;
+		cg->kmsg_fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+		if (cg->kmsg_fd >= 0 && lseek(cg->kmsg_fd, 0, SEEK_END) < 0)
+			close(cg->kmsg_fd), cg->kmsg_fd = -1;
+		if (cg->kmsg_fd < 0)
+			CM_LOG(CM_LOG_INFO, "cgroup", "cannot read /dev/kmsg (%s): reading memory.oom_control every pass",
+			       strerror(errno));
+	}
 }
 
 /* No change in mount m since the last walk: every node that walk saw is seen again. */
@@ -486,6 +686,14 @@ static void cg_keep(na__cgroups *cg, int m)
 		if (n->dfd[m] >= 0 && n->mgen[m] == cg->gen - 1 && !n->stale)
 			n->mgen[m] = cg->gen;
 	}
+}
+
+/* Undoes cg_keep (and what directory events added) before a whole walk of mount m. */
+static void cg_unkeep(na__cgroups *cg, int m)
+{
+	for (size_t i = 0; i < cg->nnodes; i++)
+		if (cg->nodes[i]->mgen[m] == cg->gen)
+			cg->nodes[i]->mgen[m] = cg->gen - 1;
 }
 
 static void cg_root_node(na__cgroups *cg)
@@ -501,10 +709,13 @@ static void cg_root_node(na__cgroups *cg)
 		if (root->dfd[m] < 0)
 			continue;
 		na__cg_mount *mt = &cg->mounts[m];
-		int changed = mt->ino_fd < 0 || !mt->ino_ok || !mt->walked || cg_changed(mt) || cg->any_stale;
-		if (!changed) {
+		int whole = mt->ino_fd < 0 || cg_events(cg, m); /* drained every pass */
+		whole = whole || !mt->ino_ok || !mt->walked || cg->any_stale;
+		if (!whole) {
 			cg_keep(cg, m);
-			continue;
+			if (!cg_dir_events(cg, m))
+				continue;
+			cg_unkeep(cg, m);
 		}
 		mt->ino_ok = mt->ino_fd >= 0;
 		cg->idbuf[0] = '\0';
@@ -519,6 +730,10 @@ int na__cgroups_collect(na__cgroups *cg, const na_emit *emit, const na_event_sin
 			int64_t mono_ms)
 {
 	cg->gen++;
+	cg->oom_poll = cg->version == 2 || cg_kmsg_oom(cg);
+	if (cg->oom_poll && cg->kmsg_fd >= 0)
+		CM_LOG_RL(&cg->rl_oom, CM_LOG_INFO, "cgroup", "%s",
+			  "the kernel log reports an OOM kill (or lost records): reading every memory.oom_control");
 	cg_root_node(cg);
 	cg_sweep(cg, ev, now_ms);
 	int rc = na__cg_stats_begin(cg, mono_ms);
@@ -650,6 +865,19 @@ static int cg_detect(na__cgroups *cg, const char *root, cm_err *err)
 	return CM_OK;
 }
 
+/* A quarter of the user's inotify watches (max_user_watches; 8192, the default before Linux 5.11, when
+ * unreadable) for limit files: directories need theirs more (without them every pass walks). */
+static size_t cg_file_watch_max(void)
+{
+	char w[32];
+	const char *p = w;
+	uint64_t max = 8192;
+	if (cm_read_file("/proc/sys/fs/inotify/max_user_watches", w, sizeof(w), NULL) ||
+	    cm_scan_u64(&p, w + strlen(w), &max))
+		max = 8192;
+	return (size_t)(max / 4);
+}
+
 int na__cgroups_open(const na__cgroups_opts *o, na__cgroups **out, cm_err *err)
 {
 	const char *root = o->root ? o->root : NA__CG_DEFAULT_ROOT;
@@ -664,11 +892,14 @@ int na__cgroups_open(const na__cgroups_opts *o, na__cgroups **out, cm_err *err)
 	cg->fd_budget = o->fd_budget ? o->fd_budget
 			: getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (size_t)rl.rlim_cur / 2
 											       : 1u << 20;
+	cg->kmsg_fd = -1;
+	cg->file_watch_max = cg_file_watch_max();
 	int rc = cg_detect(cg, root, err);
 	if (rc) {
 		na__cgroups_close(cg);
 		return rc;
 	}
+	cg_kmsg_open(cg);
 	*out = cg;
 	return CM_OK;
 }
@@ -684,6 +915,8 @@ void na__cgroups_close(na__cgroups *cg)
 		if (cg->mounts[m].ino_fd >= 0)
 			close(cg->mounts[m].ino_fd);
 	}
+	if (cg->kmsg_fd >= 0)
+		close(cg->kmsg_fd);
 	free(cg->nodes);
 	free(cg->table);
 	free(cg);

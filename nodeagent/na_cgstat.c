@@ -40,12 +40,14 @@
  *            container_spec_memory_limit_bytes, _reservation_limit_bytes, _swap_limit_bytes ("max" = 0)
  *         v1 cpu.shares; cpu.cfs_quota_us (not when -1); cpu.cfs_period_us; memory.limit_in_bytes,
  *            memory.soft_limit_in_bytes, memory.memsw.limit_in_bytes (unlimited, >= 2^62, = 0)
- *         The spec files and pids.max are read in one pass out of NA__CG_SPEC_EVERY (10) per cgroup and
- *         the text of the last read is parsed in the others (na_cgroup.c): a changed limit shows within
- *         10 intervals (cAdvisor reads them once, when it finds the container). On v1, cpuacct.stat,
- *         cpu.stat and blkio.throttle.* of a quiet cgroup (cpuacct.usage unchanged for 5 s, monotonic)
- *         likewise: only its running tasks advance them (na_int.h, NA__CG_QUIET_MS; docs/agent.md says
- *         why a blkio path is taken to hold the tasks of the same cpuacct path).
+ *         The spec files and pids.max keep the text of their last read, parsed in the passes that do
+ *         not read them (na_cgroup.c): on v1 a watched file is read again after a write to it (the next
+ *         pass), else in one pass out of NA__CG_SPEC_EVERY (10) per cgroup (cAdvisor reads them once,
+ *         when it finds the container). On v1, cpuacct.stat, cpu.stat and blkio.throttle.* of a quiet
+ *         cgroup (cpuacct.usage unchanged for 5 s, monotonic) are read one pass in 10: only its running
+ *         tasks advance them (na_int.h, NA__CG_QUIET_MS; docs/agent.md says why a blkio path is taken
+ *         to hold the tasks of the same cpuacct path); memory.failcnt and memory.oom_control only when
+ *         they can have moved (na_int.h: NA__REUSE_HEADROOM, NA__REUSE_OOM).
  *   time  container_start_time_seconds: the cgroup directory's ctime when first seen;
  *         container_last_seen: the pass's wall clock, seconds
  *   net   pods (once per pod, from any member process of its containers) and containers outside pods:
@@ -141,18 +143,24 @@ static const char *cs_read(cs_ctx *c, int f)
 	return rc ? NULL : t;
 }
 
-/* Emits the whole-file decimal of f, scaled. */
+/* Emits the whole-file decimal of f, scaled; CM_OK with *out set when it did. */
+static int cs_value_get(cs_ctx *c, int f, const char *metric, double scale, uint64_t *out)
+{
+	const char *t = cs_read(c, f);
+	if (!t)
+		return CM_ENOENT;
+	if (cs_whole(t, out)) {
+		na__cg_parse_warn(c->cg, c->n, f, "value");
+		return CM_EPROTO;
+	}
+	cs_emit(c, metric, (double)*out * scale);
+	return CM_OK;
+}
+
 static void cs_value(cs_ctx *c, int f, const char *metric, double scale)
 {
 	uint64_t v;
-	const char *t = cs_read(c, f);
-	if (!t)
-		return;
-	if (cs_whole(t, &v)) {
-		na__cg_parse_warn(c->cg, c->n, f, "value");
-		return;
-	}
-	cs_emit(c, metric, (double)v * scale);
+	cs_value_get(c, f, metric, scale, &v);
 }
 
 /* Emits key of flat file text (already read from f), scaled; a missing key is silent. */
@@ -264,19 +272,25 @@ static unsigned cs_keys(cs_ctx *c, int f, const char *text, const char *const *k
 }
 
 /* memory.stat keys, v1 and v2 */
-enum { MS_RSS, MS_CACHE, MS_MAPPED, MS_INACTIVE, MS_PGF, MS_PGMAJF, MS_TPGF, MS_TPGMAJF, MS_SWAP, MS_N };
+enum { MS_RSS, MS_CACHE, MS_MAPPED, MS_INACTIVE, MS_PGF, MS_PGMAJF, MS_TPGF, MS_TPGMAJF, MS_SWAP, MS_HLIMIT, MS_N };
 #define MS_HAVE(found, k) ((found) >> (k) & 1)
 
-/* The memory.stat part shared by both versions: keys[MS_*] (NULL where the version has none). */
-static void cs_memstat(cs_ctx *c, int f, const char *const keys[MS_N], int have_usage, uint64_t usage)
+/* The memory.stat part shared by both versions: keys[MS_*] (NULL where the version has none). Sets
+ * *hlimit to hierarchical_memory_limit (v1), 0 when absent. */
+static void cs_memstat(cs_ctx *c, int f, const char *const keys[MS_N], int have_usage, uint64_t usage,
+		       uint64_t *hlimit)
 {
 	static const char *const metrics[] = {"container_memory_rss", "container_memory_cache",
 					      "container_memory_mapped_file"};
 	uint64_t v[MS_N];
+	if (hlimit)
+		*hlimit = 0;
 	const char *t = cs_read(c, f);
 	if (!t)
 		return;
 	unsigned found = cs_keys(c, f, t, keys, MS_N, v);
+	if (hlimit && MS_HAVE(found, MS_HLIMIT))
+		*hlimit = v[MS_HLIMIT];
 	for (int i = MS_RSS; i <= MS_MAPPED; i++)
 		if (MS_HAVE(found, i))
 			cs_emit(c, metrics[i], (double)v[i]);
@@ -320,7 +334,7 @@ static void cs_mem_v2(cs_ctx *c, const na_event_sink *ev, int64_t now_ms)
 		na__cg_parse_warn(c->cg, c->n, NA__F2_MEM_CURRENT, "value");
 	if (have)
 		cs_emit(c, "container_memory_usage_bytes", (double)usage);
-	cs_memstat(c, NA__F2_MEM_STAT, keys, have, usage);
+	cs_memstat(c, NA__F2_MEM_STAT, keys, have, usage, NULL);
 	cs_value(c, NA__F2_SWAP_CURRENT, "container_memory_swap", 1);
 	cs_value(c, NA__F2_MEM_PEAK, "container_memory_max_usage_bytes", 1);
 	if ((t = cs_read(c, NA__F2_MEM_EVENTS)) != NULL)
@@ -328,20 +342,34 @@ static void cs_mem_v2(cs_ctx *c, const na_event_sink *ev, int64_t now_ms)
 	cs_oom(c, ev, NA__F2_MEM_EVENTS, now_ms);
 }
 
+/* Whether v1 memory.failcnt may be reused this pass (na_int.h, NA__REUSE_HEADROOM): the limit over
+ * the cgroup and its ancestors, from this pass's memory.stat, unchanged since the last pass and a
+ * largest charge or more above the watermark read this pass. */
+static void cs_headroom(cs_ctx *c, uint64_t hlimit, int have_watermark, uint64_t watermark)
+{
+	na__cg_node *n = c->n;
+	uint64_t charge = (uint64_t)NA__CG_CHARGE_MAX_PAGES * (uint64_t)sysconf(_SC_PAGESIZE);
+	n->headroom = have_watermark && hlimit && hlimit == n->mem_hlimit && watermark < hlimit &&
+		      hlimit - watermark >= charge;
+	n->mem_hlimit = hlimit;
+}
+
 static void cs_mem_v1(cs_ctx *c, const na_event_sink *ev, int64_t now_ms)
 {
 	static const char *const keys[MS_N] = {"total_rss", "total_cache", "total_mapped_file",
 					       "total_inactive_file", "pgfault", "pgmajfault",
-					       "total_pgfault", "total_pgmajfault", "total_swap"};
-	uint64_t usage = 0;
+					       "total_pgfault", "total_pgmajfault", "total_swap",
+					       "hierarchical_memory_limit"};
+	uint64_t usage = 0, hlimit, wm = 0;
 	const char *t = cs_read(c, NA__F1_MEM_USAGE);
 	int have = t && cs_whole(t, &usage) == CM_OK;
 	if (t && !have)
 		na__cg_parse_warn(c->cg, c->n, NA__F1_MEM_USAGE, "value");
 	if (have)
 		cs_emit(c, "container_memory_usage_bytes", (double)usage);
-	cs_memstat(c, NA__F1_MEM_STAT, keys, have, usage);
-	cs_value(c, NA__F1_MEM_MAX_USAGE, "container_memory_max_usage_bytes", 1);
+	cs_memstat(c, NA__F1_MEM_STAT, keys, have, usage, &hlimit);
+	int have_wm = cs_value_get(c, NA__F1_MEM_MAX_USAGE, "container_memory_max_usage_bytes", 1, &wm) == CM_OK;
+	cs_headroom(c, hlimit, have_wm, wm);
 	cs_value(c, NA__F1_MEM_FAILCNT, "container_memory_failcnt", 1);
 	cs_oom(c, ev, NA__F1_MEM_OOM_CONTROL, now_ms);
 }

@@ -151,25 +151,50 @@ enum {
 	NA__F_COUNT = NA__F_HUGE0 + 3 * NA__CG_HUGE_MAX
 };
 
+/* When the kept text of a file may stand in for a read (na_cgroup.c: cg_kept). */
+enum {
+	NA__REUSE_LIMIT = 0, /* limit files: until a write to the file (v1, watched), else in every pass but
+			      * the node's re-read pass */
+	NA__REUSE_QUIET,     /* activity files: as limits, and only while the cgroup is quiet */
+	NA__REUSE_HEADROOM,  /* v1 memory.failcnt: as limits, and only while the node has headroom */
+	NA__REUSE_OOM,       /* v1 memory.oom_control: in every pass that does not poll OOM counts */
+};
+
 typedef struct na__cg_fdef {
 	int role;
 	const char *name;
 	int keep;  /* the text of its last read is kept (slot in na__cg_node.kept + 1); 0 = read every pass */
-	int quiet; /* kept text reused only while the cgroup is quiet (NA__CG_QUIET_MS); 0 = a limit file */
+	int reuse; /* NA__REUSE_*: when the kept text is reused */
 } na__cg_fdef;
 
 /* Files whose text is kept, re-read in one pass out of NA__CG_SPEC_EVERY (which one depends on the
  * node's id, so the reads are spread over the passes) and reused in the others:
  *   limit files (container_spec_*, pids.max): change rarely (cAdvisor reads them once, when it finds
- *     the container).
+ *     the container). On v1 only a write to the file itself changes what it reads, and every write(2)
+ *     to a file raises IN_MODIFY on it: a limit file with an inotify watch (IN_MODIFY, on the file, so
+ *     reads of its neighbours stay off inotify's path) is re-read only after such an event. (v2's
+ *     cpu.weight also changes through cpu.weight.nice: v2 keeps the one-pass-in-10 rule.)
  *   activity files (v1 cpuacct.stat, cpu.stat, blkio.throttle.*): counters that only the cgroup's own
  *     running tasks advance, reused only while the cgroup is quiet: its cpuacct.usage (read every pass)
  *     has not changed for NA__CG_QUIET_MS. The CFS period timer counts at most two periods (<= 1 s
- *     each) after the last runtime, so 5 s covers it. */
+ *     each) after the last runtime, so 5 s covers it.
+ *   v1 memory.failcnt: the memory page counter counts a failure only when a charge would take its
+ *     usage past its limit, and usage never got past the watermark (memory.max_usage_in_bytes) without
+ *     raising it; so while hierarchical_memory_limit (memory.stat, <= the cgroup's own limit) is at
+ *     least NA__CG_CHARGE_MAX_PAGES pages above the watermark, both read this pass, and unchanged
+ *     since the last pass, failcnt cannot have moved since that pass.
+ *   v1 memory.oom_control: its oom_kill moves only when the kernel OOM-kills a task, which logs
+ *     "Killed process" to the kernel log after counting it; with /dev/kmsg open (na_cgroup.c) a
+ *     pass polls every oom_control only when the log says so (or lost records), not every pass. */
 #define NA__CG_SPEC_EVERY 10
-#define NA__CG_KEEP_SLOTS 11
+#define NA__CG_KEEP_SLOTS 13
 #define NA__CG_KEEP_MAX 4096 /* longer texts are read every pass */
 #define NA__CG_QUIET_MS 5000
+/* Pages one charge can take at most: a folio or allocation of order 13 (the largest MAX_PAGE_ORDER any
+ * architecture configures; 32 MiB with 4 KiB pages), well above the per-cpu charge batch (64 pages)
+ * and a PMD-sized THP. */
+#define NA__CG_CHARGE_MAX_PAGES 8192
+#define NA__CG_KMSG_MAX 1024 /* kernel log records read per pass at most (past it: skip and poll) */
 
 extern const na__cg_fdef na__cg_files[NA__F_COUNT];
 
@@ -188,13 +213,16 @@ typedef struct na__cg_node {
 	uint64_t mgen[NA__CG_MOUNTS]; /* pass in which each mount last listed this cgroup */
 	uint64_t born_gen;            /* pass that discovered it */
 	int dfd[NA__CG_MOUNTS];       /* directory per mount, -1 = not in that mount */
-	unsigned watched;             /* bit m: dfd[m] has an inotify watch (added once, not per walk) */
+	int dwd[NA__CG_MOUNTS];       /* inotify watch of dfd[m] (added once, not per walk), 0 = none */
 	int fd[NA__F_COUNT];          /* -1 = not opened yet, -2 = absent */
 	signed char fmount[NA__F_COUNT]; /* mount file f was opened in, -1 = never opened */
 	unsigned short kept_len[NA__CG_KEEP_SLOTS]; /* bytes of the last read of each kept file, 0 = none */
 	unsigned short kept_cap[NA__CG_KEEP_SLOTS];
 	char *kept[NA__CG_KEEP_SLOTS];              /* malloc'd, grown to the longest text seen */
+	int kept_wd[NA__CG_KEEP_SLOTS]; /* inotify watch (IN_MODIFY) on a v1 limit file, 0 = none */
 	int quiet;                    /* activity files may be reused this pass (set by na_cgstat.c) */
+	int headroom;                 /* v1 failcnt may be reused this pass (set by na_cgstat.c) */
+	uint64_t mem_hlimit;          /* hierarchical_memory_limit of the last pass, 0 = none */
 	uint64_t cpu_usage;           /* v1 cpuacct.usage of the last read, and when it last changed */
 	int64_t cpu_changed_ms;       /* monotonic */
 	int stale;                    /* a read said the directory is gone */
@@ -211,6 +239,15 @@ typedef struct na__cg_node {
 	uint64_t net_gen;
 	char id[];
 } na__cg_node;
+
+/* A directory made or removed below a watched cgroup directory (inotify IN_CREATE / IN_DELETE). */
+typedef struct na__cg_direv {
+	int wd;      /* the parent's watch */
+	int created; /* else removed */
+	char name[256];
+} na__cg_direv;
+
+#define NA__CG_DIREVS 64 /* directory events applied one by one per pass at most; more: walk it all */
 
 typedef struct na__cg_dev {
 	unsigned major, minor;
@@ -237,9 +274,16 @@ struct na__cgroups {
 	int64_t devs_loaded_ms; /* monotonic, as mono_ms */
 	int64_t mono_ms;        /* of this pass */
 	int any_stale;  /* a read found a cgroup gone last pass: walk everything this pass */
-	uint64_t walks; /* hierarchy walks done (a pass with no inotify event walks none) */
+	uint64_t walks; /* whole hierarchy walks done (a pass with no inotify event walks none) */
+	uint64_t dir_walks; /* directories walked one by one instead (a cgroup made or removed) */
+	na__cg_direv direv[NA__CG_DIREVS]; /* this pass's, for the mount being looked at */
+	int ndirev;
+	int kmsg_fd;    /* /dev/kmsg (v1 on real cgroup mounts), -1 = poll memory.oom_control every pass */
+	int oom_poll;   /* this pass reads every memory.oom_control */
+	size_t file_watches, file_watch_max; /* inotify watches on limit files, and their bound: a quarter
+					      * of max_user_watches, the rest left to directories */
 	size_t kept_fds, fd_budget; /* file descriptors kept open across passes, and their bound */
-	cm_ratelimit rl_read, rl_parse, rl_walk;
+	cm_ratelimit rl_read, rl_parse, rl_walk, rl_oom;
 };
 
 na__cg_node *na__cg_find(const na__cgroups *cg, const char *id);

@@ -385,10 +385,11 @@ static void tmp_mkdir(const tmp_tree *t, const char *rel)
 }
 
 /* Limit files are re-read in one pass out of NA__CG_SPEC_EVERY (the node's own, from its id hash) and
- * their last text reused in between; usage files are read every pass. id "/only-memory" is in the memory
+ * their last text reused in between, when they have no inotify watch (here: a descriptor budget of 1,
+ * so nothing is kept open, or no watches left for files); usage files are read every pass. id "/only-memory" is in the memory
  * hierarchy only: its limits stay cached too (they were re-read every pass when a v2 limit file sharing
  * the slot was taken to live in the first mount, where the cgroup is absent). */
-static void spec_reread(tmp_tree *t, const char *id)
+static void spec_reread(tmp_tree *t, const char *id, int no_file_watches)
 {
 	static const char *const only[] = {"container_memory_usage_bytes", "container_spec_memory_limit_bytes", NULL};
 	char rel[PATH_MAX], key[PATH_MAX];
@@ -396,7 +397,10 @@ static void spec_reread(tmp_tree *t, const char *id)
 	fmt_into(rel, sizeof(rel), "memory%s/memory.limit_in_bytes", id);
 	tmp_write(t, rel, "1073741824\n");
 	na__cgroups *cg = NULL;
-	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
+	na__cgroups_opts o = {.root = t->dir, .fd_budget = no_file_watches ? 0 : 1};
+	assert_int_equal(na__cgroups_open(&o, &cg, NULL), 0);
+	if (no_file_watches)
+		cg->file_watch_max = 0;
 	int changed_at = -1;
 	for (int pass = 0; pass < 2 * NA__CG_SPEC_EVERY; pass++) {
 		if (pass == 1) {
@@ -431,8 +435,48 @@ static void spec_reread(tmp_tree *t, const char *id)
 
 static void test_spec_reread_every_nth_pass(void **state)
 {
-	spec_reread(*state, V1_CTR);
-	spec_reread(*state, "/only-memory");
+	for (int no_file_watches = 0; no_file_watches < 2; no_file_watches++) {
+		spec_reread(*state, V1_CTR, no_file_watches);
+		spec_reread(*state, "/only-memory", no_file_watches);
+	}
+}
+
+/* One pass; the memory limit of V1_CTR. */
+static double limit_pass(na__cgroups *cg)
+{
+	static const char *const only[] = {"container_spec_memory_limit_bytes", NULL};
+	sink s = {.only = only};
+	na_emit e = sink_emit(&s);
+	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0, 0), 0);
+	const sink_rec *r = sink_find(&s, "container_spec_memory_limit_bytes{id=\"" V1_CTR "\"}");
+	assert_non_null(r);
+	double v = r->v;
+	sink_clear(&s);
+	return v;
+}
+
+/* A v1 limit file kept open has an inotify watch for writes to it: its kept text is used in every pass
+ * (the re-read passes included) until a write, and the pass after a write reads it again. The kept
+ * text is overwritten here to tell a reuse from a read. */
+static void test_spec_reread_after_write(void **state)
+{
+	tmp_tree *t = *state;
+	tmp_copy(t, "cgroup-v1");
+	tmp_write(t, "memory" V1_CTR "/memory.limit_in_bytes", "1073741824\n");
+	na__cgroups *cg = NULL;
+	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
+	assert_true(limit_pass(cg) == 1 * GiB);
+	na__cg_node *n = na__cg_find(cg, V1_CTR);
+	int slot = na__cg_files[NA__F1_MEM_LIMIT].keep - 1;
+	assert_true(n->kept_wd[slot] > 0);
+	assert_int_equal(n->kept_len[slot], 11);
+	memcpy(n->kept[slot], "12345678\n", 10);
+	n->kept_len[slot] = 9;
+	for (int pass = 0; pass < NA__CG_SPEC_EVERY + 1; pass++)
+		assert_true(limit_pass(cg) == 12345678); /* reused, the node's re-read pass too */
+	tmp_write(t, "memory" V1_CTR "/memory.limit_in_bytes", "536870912\n");
+	assert_true(limit_pass(cg) == 512 * MiB);
+	na__cgroups_close(cg);
 }
 
 /* Activity files (cpuacct.stat, cpu.stat, blkio.throttle.*) of a cgroup whose cpuacct.usage has not
@@ -470,6 +514,80 @@ static void test_quiet_cgroup_reuses_activity_files(void **state)
 		sink_clear(&s);
 		assert_true(pass < 30);
 	}
+	na__cgroups_close(cg);
+}
+
+/* One pass; the failcnt of V1_CTR, and whether this was the node's re-read pass. */
+static double failcnt_pass(na__cgroups *cg, int *due)
+{
+	static const char *const only[] = {"container_memory_failcnt", NULL};
+	sink s = {.only = only};
+	na_emit e = sink_emit(&s);
+	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0, 0), 0);
+	const sink_rec *r = sink_find(&s, "container_memory_failcnt{id=\"" V1_CTR "\"}");
+	assert_non_null(r);
+	double v = r->v;
+	const na__cg_node *n = na__cg_find(cg, V1_CTR);
+	*due = (cg->gen + n->hash) % NA__CG_SPEC_EVERY == 0;
+	sink_clear(&s);
+	return v;
+}
+
+/* memory.stat of V1_CTR with hierarchical_memory_limit set to limit. */
+static void write_hlimit(const tmp_tree *t, const char *limit)
+{
+	char path[PATH_MAX], text[8192], out[8192];
+	fmt_into(path, sizeof(path), "%s/memory" V1_CTR "/memory.stat", t->dir);
+	assert_int_equal(cm_read_file(path, text, sizeof(text), NULL), 0);
+	char *line = strstr(text, "hierarchical_memory_limit ");
+	assert_non_null(line);
+	*line = '\0';
+	char *rest = strchr(line + 1, '\n');
+	fmt_into(out, sizeof(out), "%shierarchical_memory_limit %s\n%s", text, limit, rest ? rest + 1 : "");
+	tmp_write(t, "memory" V1_CTR "/memory.stat", out);
+}
+
+/* v1 memory.failcnt is reused between the node's re-read passes while the limit over the cgroup
+ * (memory.stat hierarchical_memory_limit) is unchanged and at least a largest charge above the
+ * watermark (memory.max_usage_in_bytes): a failure cannot be counted then. A watermark within one
+ * charge of the limit, or a changed limit, makes that same pass read it. */
+static void test_failcnt_reused_only_with_headroom(void **state)
+{
+	tmp_tree *t = *state;
+	uint64_t charge = (uint64_t)NA__CG_CHARGE_MAX_PAGES * (uint64_t)sysconf(_SC_PAGESIZE);
+	char wm[32];
+	tmp_copy(t, "cgroup-v1");
+	write_hlimit(t, "1073741824");
+	tmp_write(t, "memory" V1_CTR "/memory.max_usage_in_bytes", "1000000\n");
+	na__cgroups *cg = NULL;
+	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
+	int due, pass = 0;
+	assert_true(failcnt_pass(cg, &due) == 4); /* first pass: read */
+	assert_int_equal(cg->kmsg_fd, -1); /* not a cgroup mount: OOM counts are read every pass */
+	assert_true(cg->oom_poll);
+	tmp_write(t, "memory" V1_CTR "/memory.failcnt", "5\n");
+	for (double v = 4; v == 4; pass++) { /* kept until the node's re-read pass */
+		v = failcnt_pass(cg, &due);
+		if (v != (due ? 5 : 4))
+			fail_msg("pass %d (due %d): failcnt %.17g", pass, due, v);
+		assert_true(pass < NA__CG_SPEC_EVERY);
+	}
+	/* watermark one page short of a charge below the limit: read at once */
+	tmp_write(t, "memory" V1_CTR "/memory.failcnt", "6\n");
+	fmt_into(wm, sizeof(wm), "%llu\n", (unsigned long long)(1073741824 - charge + 4096));
+	tmp_write(t, "memory" V1_CTR "/memory.max_usage_in_bytes", wm);
+	assert_true(failcnt_pass(cg, &due) == 6);
+	tmp_write(t, "memory" V1_CTR "/memory.failcnt", "7\n");
+	assert_true(failcnt_pass(cg, &due) == 7);
+	/* headroom again (exactly one charge), but the limit changed: read at once, then kept */
+	fmt_into(wm, sizeof(wm), "%llu\n", (unsigned long long)(2147483648ULL - charge));
+	tmp_write(t, "memory" V1_CTR "/memory.max_usage_in_bytes", wm);
+	write_hlimit(t, "2147483648");
+	tmp_write(t, "memory" V1_CTR "/memory.failcnt", "8\n");
+	assert_true(failcnt_pass(cg, &due) == 8);
+	tmp_write(t, "memory" V1_CTR "/memory.failcnt", "9\n");
+	double v = failcnt_pass(cg, &due);
+	assert_true(v == (due ? 9 : 8));
 	na__cgroups_close(cg);
 }
 
@@ -520,11 +638,72 @@ static void test_memstat_partial(void **state)
 	na__cgroups_close(cg);
 }
 
+/* One pass: whether CPU(id) and MEM(id) are there, as bit 0 and bit 1, and the whole walks it made. */
+static int dir_pass(na__cgroups *cg, const char *cpu_key, const char *mem_key, uint64_t *walks)
+{
+	sink s = {.only = base_metrics};
+	na_emit e = sink_emit(&s);
+	uint64_t before = cg->walks;
+	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0, 0), 0);
+	*walks = cg->walks - before;
+	int r = (sink_find(&s, cpu_key) != NULL) | (sink_find(&s, mem_key) != NULL) << 1;
+	sink_clear(&s);
+	return r;
+}
+
+static void v1_mkcg(tmp_tree *t, const char *ctl, const char *file, const char *value)
+{
+	char rel[PATH_MAX];
+	fmt_into(rel, sizeof(rel), "%s/extra", ctl);
+	tmp_mkdir(t, rel);
+	fmt_into(rel, sizeof(rel), "%s/extra/%s", ctl, file);
+	tmp_write(t, rel, value);
+}
+
+/* v1: a cgroup is one node over its hierarchies. Its directory made in two of them is walked alone;
+ * removed from one, the node keeps the other's series; made there again, it is walked alone again;
+ * removed and made again in one pass (a name the walk knows), the hierarchy is walked as a whole (which
+ * keeps the old descriptors until a read finds them gone, as before). */
+static void test_dir_events_v1(void **state)
+{
+	tmp_tree *t = *state;
+	char path[PATH_MAX];
+	uint64_t walks;
+	tmp_copy(t, "cgroup-v1");
+	na__cgroups *cg = NULL;
+	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
+	for (int i = 0; i < 2; i++)
+		dir_pass(cg, CPU("/extra"), MEM("/extra"), &walks);
+	v1_mkcg(t, "cpuacct", "cpuacct.usage", "1000000000\n");
+	v1_mkcg(t, "memory", "memory.usage_in_bytes", "4096\n");
+	uint64_t dirs = cg->dir_walks;
+	assert_int_equal(dir_pass(cg, CPU("/extra"), MEM("/extra"), &walks), 3);
+	assert_int_equal(walks, 0);
+	assert_int_equal(cg->dir_walks - dirs, 2);
+	fmt_into(path, sizeof(path), "%s/memory/extra", t->dir);
+	rm_tree(path);
+	assert_int_equal(dir_pass(cg, CPU("/extra"), MEM("/extra"), &walks), 1);
+	assert_int_equal(walks, 0);
+	v1_mkcg(t, "memory", "memory.usage_in_bytes", "8192\n");
+	assert_int_equal(dir_pass(cg, CPU("/extra"), MEM("/extra"), &walks), 3);
+	assert_int_equal(walks, 0);
+	rm_tree(path);
+	v1_mkcg(t, "memory", "memory.usage_in_bytes", "12288\n");
+	sink s = {.only = base_metrics};
+	na_emit e = sink_emit(&s);
+	uint64_t before = cg->walks;
+	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0, 0), 0);
+	assert_int_equal(cg->walks - before, 1);
+	assert_non_null(sink_find(&s, MEM("/extra")));
+	sink_clear(&s);
+	na__cgroups_close(cg);
+}
+
 /* Corrupt files cost exactly their own metric. */
 static size_t count_key(const sink *s, const char *key) { return sink_find(s, key) != NULL; }
 
 /* Steady passes do not walk the hierarchy (inotify saw nothing); a cgroup made or removed, at any depth,
- * makes the next pass walk and is seen by it. */
+ * is seen by the next pass, which walks only the new directory (or drops the removed one). */
 static void test_walk_only_on_change(void **state)
 {
 	tmp_tree *t = *state;
@@ -543,15 +722,17 @@ static void test_walk_only_on_change(void **state)
 			fmt_into(path, sizeof(path), "%s%s", t->dir, newid);
 			rm_tree(path);
 		}
-		uint64_t before = cg->walks;
+		uint64_t before = cg->walks, dirs_before = cg->dir_walks;
 		sink s = {.only = base_metrics};
 		na_emit e = sink_emit(&s);
 		assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0, 0), 0);
 		int walked = cg->walks != before;
-		if (pass == 0 || pass == 3 || pass == 5)
+		if (pass == 0)
 			assert_true(walked);
-		if (pass == 2) /* pass 1 may walk once for the queue a first walk leaves; pass 2 is steady */
+		if (pass >= 2) /* pass 1 may walk once for the queue a first walk leaves; then only the new
+				* directory is walked (pass 3), and a removed one is dropped without a walk (5) */
 			assert_false(walked);
+		assert_int_equal(cg->dir_walks - dirs_before, pass == 3);
 		assert_int_equal(count_key(&s, CPU(V2_POD "/extra")), pass == 3 || pass == 4);
 		assert_non_null(sink_find(&s, CPU(V2_CTR)));
 		if (pass == 4)
@@ -911,6 +1092,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_spec_reread_every_nth_pass, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_quiet_cgroup_reuses_activity_files, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_quiet_rule_ignores_wall_clock_steps, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_failcnt_reused_only_with_headroom, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_spec_reread_after_write, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_dir_events_v1, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_memstat_partial, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_files, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_cgroup_removed_mid_walk, tmp_setup, tmp_teardown),
