@@ -84,8 +84,8 @@ const na__cg_fdef na__cg_files[NA__F_COUNT] = {
 	[NA__F1_CPU_QUOTA] = {NA__R_CPU, "cpu.cfs_quota_us", 2},
 	[NA__F1_CPU_PERIOD] = {NA__R_CPU, "cpu.cfs_period_us", 3},
 	[NA__F1_MEM_USAGE] = {NA__R_MEMORY, "memory.usage_in_bytes"},
-	[NA__F1_MEM_STAT] = {NA__R_MEMORY, "memory.stat"},
-	[NA__F1_MEM_MAX_USAGE] = {NA__R_MEMORY, "memory.max_usage_in_bytes"},
+	[NA__F1_MEM_STAT] = {NA__R_MEMORY, "memory.stat", 14, NA__REUSE_MEMQUIET},
+	[NA__F1_MEM_MAX_USAGE] = {NA__R_MEMORY, "memory.max_usage_in_bytes", 15, NA__REUSE_MEMQUIET},
 	[NA__F1_MEM_FAILCNT] = {NA__R_MEMORY, "memory.failcnt", 12, NA__REUSE_HEADROOM},
 	[NA__F1_MEM_LIMIT] = {NA__R_MEMORY, "memory.limit_in_bytes", 4},
 	[NA__F1_MEM_SOFT_LIMIT] = {NA__R_MEMORY, "memory.soft_limit_in_bytes", 5},
@@ -93,7 +93,7 @@ const na__cg_fdef na__cg_files[NA__F_COUNT] = {
 	[NA__F1_MEM_OOM_CONTROL] = {NA__R_MEMORY, "memory.oom_control", 13, NA__REUSE_OOM},
 	[NA__F1_BLKIO_BYTES] = {NA__R_BLKIO, "blkio.throttle.io_service_bytes", 10, NA__REUSE_QUIET},
 	[NA__F1_BLKIO_OPS] = {NA__R_BLKIO, "blkio.throttle.io_serviced", 11, NA__REUSE_QUIET},
-	[NA__F1_PIDS_CURRENT] = {NA__R_PIDS, "pids.current"},
+	[NA__F1_PIDS_CURRENT] = {NA__R_PIDS, "pids.current", 16, NA__REUSE_QUIET},
 	[NA__F1_PIDS_MAX] = {NA__R_PIDS, "pids.max", 7},
 	/* hugetlb files are named per page size at open: na__cg_file_name */
 };
@@ -432,6 +432,10 @@ static int cg_reusable(const na__cgroups *cg, const na__cg_node *n, int f)
 		return !cg->oom_poll;
 	case NA__REUSE_QUIET:
 		if (!n->quiet)
+			return 0;
+		break;
+	case NA__REUSE_MEMQUIET:
+		if (!n->mem_quiet)
 			return 0;
 		break;
 	case NA__REUSE_HEADROOM:

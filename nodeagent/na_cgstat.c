@@ -46,8 +46,10 @@
  *         when it finds the container). On v1, cpuacct.stat, cpu.stat and blkio.throttle.* of a quiet
  *         cgroup (cpuacct.usage unchanged for 5 s, monotonic) are read one pass in 10: only its running
  *         tasks advance them (na_int.h, NA__CG_QUIET_MS; docs/agent.md says why a blkio path is taken
- *         to hold the tasks of the same cpuacct path); memory.failcnt and memory.oom_control only when
- *         they can have moved (na_int.h: NA__REUSE_HEADROOM, NA__REUSE_OOM).
+ *         to hold the tasks of the same cpuacct path), and so is pids.current; memory.stat and
+ *         memory.max_usage_in_bytes of a cgroup whose memory is quiet (usage_in_bytes unchanged for 5 s,
+ *         and its path's cpuacct cgroup quiet) too (na_int.h: NA__REUSE_MEMQUIET); memory.failcnt and
+ *         memory.oom_control only when they can have moved (na_int.h: NA__REUSE_HEADROOM, NA__REUSE_OOM).
  *   time  container_start_time_seconds: the cgroup directory's ctime when first seen;
  *         container_last_seen: the pass's wall clock, seconds
  *   net   pods (once per pod, from any member process of its containers) and containers outside pods:
@@ -273,6 +275,7 @@ static unsigned cs_keys(cs_ctx *c, int f, const char *text, const char *const *k
 
 /* memory.stat keys, v1 and v2 */
 enum { MS_RSS, MS_CACHE, MS_MAPPED, MS_INACTIVE, MS_PGF, MS_PGMAJF, MS_TPGF, MS_TPGMAJF, MS_SWAP, MS_HLIMIT, MS_N };
+_Static_assert(MS_N == NA__CG_MEMSTAT_KEYS, "na__cg_node.memstat holds every key");
 #define MS_HAVE(found, k) ((found) >> (k) & 1)
 
 /* The memory.stat part shared by both versions: keys[MS_*] (NULL where the version has none). Sets
@@ -282,13 +285,22 @@ static void cs_memstat(cs_ctx *c, int f, const char *const keys[MS_N], int have_
 {
 	static const char *const metrics[] = {"container_memory_rss", "container_memory_cache",
 					      "container_memory_mapped_file"};
-	uint64_t v[MS_N];
+	uint64_t v[MS_N] = {0};
 	if (hlimit)
 		*hlimit = 0;
 	const char *t = cs_read(c, f);
 	if (!t)
 		return;
-	unsigned found = cs_keys(c, f, t, keys, MS_N, v);
+	na__cg_node *n = c->n;
+	unsigned found;
+	if (t != c->cg->text) { /* its kept text, reused: parsed when it was read */
+		memcpy(v, n->memstat, sizeof(v));
+		found = n->memstat_found;
+	} else {
+		found = cs_keys(c, f, t, keys, MS_N, v);
+		memcpy(n->memstat, v, sizeof(v));
+		n->memstat_found = found;
+	}
 	if (hlimit && MS_HAVE(found, MS_HLIMIT))
 		*hlimit = v[MS_HLIMIT];
 	for (int i = MS_RSS; i <= MS_MAPPED; i++)
@@ -354,6 +366,21 @@ static void cs_headroom(cs_ctx *c, uint64_t hlimit, int have_watermark, uint64_t
 	n->mem_hlimit = hlimit;
 }
 
+/* Whether v1 memory.stat and max_usage_in_bytes may be reused this pass (na_int.h: NA__REUSE_MEMQUIET):
+ * usage unchanged for NA__CG_QUIET_MS (monotonic) and the cpuacct cgroup of the path, if any, quiet. */
+static void cs_mem_quiet(cs_ctx *c, int have, uint64_t usage)
+{
+	int64_t now = c->cg->mono_ms;
+	na__cg_node *n = c->n;
+	if (!have) {
+		n->mem_quiet = 0, n->mem_changed_ms = 0;
+		return;
+	}
+	if (!n->mem_changed_ms || usage != n->mem_usage)
+		n->mem_usage = usage, n->mem_changed_ms = now;
+	n->mem_quiet = now - n->mem_changed_ms >= NA__CG_QUIET_MS && (!n->cpu_changed_ms || n->quiet);
+}
+
 static void cs_mem_v1(cs_ctx *c, const na_event_sink *ev, int64_t now_ms)
 {
 	static const char *const keys[MS_N] = {"total_rss", "total_cache", "total_mapped_file",
@@ -367,6 +394,7 @@ static void cs_mem_v1(cs_ctx *c, const na_event_sink *ev, int64_t now_ms)
 		na__cg_parse_warn(c->cg, c->n, NA__F1_MEM_USAGE, "value");
 	if (have)
 		cs_emit(c, "container_memory_usage_bytes", (double)usage);
+	cs_mem_quiet(c, have, usage);
 	cs_memstat(c, NA__F1_MEM_STAT, keys, have, usage, &hlimit);
 	int have_wm = cs_value_get(c, NA__F1_MEM_MAX_USAGE, "container_memory_max_usage_bytes", 1, &wm) == CM_OK;
 	cs_headroom(c, hlimit, have_wm, wm);

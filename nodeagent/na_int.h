@@ -156,6 +156,7 @@ enum {
 	NA__REUSE_LIMIT = 0, /* limit files: until a write to the file (v1, watched), else in every pass but
 			      * the node's re-read pass */
 	NA__REUSE_QUIET,     /* activity files: as limits, and only while the cgroup is quiet */
+	NA__REUSE_MEMQUIET,  /* v1 memory.stat, max_usage_in_bytes: as limits, only while memory is quiet */
 	NA__REUSE_HEADROOM,  /* v1 memory.failcnt: as limits, and only while the node has headroom */
 	NA__REUSE_OOM,       /* v1 memory.oom_control: in every pass that does not poll OOM counts */
 };
@@ -178,6 +179,16 @@ typedef struct na__cg_fdef {
  *     running tasks advance, reused only while the cgroup is quiet: its cpuacct.usage (read every pass)
  *     has not changed for NA__CG_QUIET_MS. The CFS period timer counts at most two periods (<= 1 s
  *     each) after the last runtime, so 5 s covers it.
+ *     v1 pids.current follows the same rule: a quiet cgroup's tasks cannot fork (nor exit: the exit
+ *     runs in the task); a zombie reaped by a parent elsewhere or a task moved in can leave it up to 10
+ *     passes late.
+ *   memory detail files (v1 memory.stat, max_usage_in_bytes) of a cgroup whose memory is quiet: its
+ *     memory.usage_in_bytes (read every pass) unchanged for NA__CG_QUIET_MS and, where the same path
+ *     has a cpuacct cgroup, that one quiet too. Every charge and uncharge past the per-cpu charge stock
+ *     (64 pages) moves usage; what can move without it (LRU aging of the inactive lists, that is the
+ *     working set; faults on pages already charged; a spike that returns to the same usage, for the
+ *     watermark) is at most 10 passes late. cAdvisor's dynamic housekeeping samples an unchanging
+ *     container's every value less often (up to --max_housekeeping_interval, 15 s under kubelet).
  *   v1 memory.failcnt: the memory page counter counts a failure only when a charge would take its
  *     usage past its limit, and usage never got past the watermark (memory.max_usage_in_bytes) without
  *     raising it; so while hierarchical_memory_limit (memory.stat, <= the cgroup's own limit) is at
@@ -187,9 +198,10 @@ typedef struct na__cg_fdef {
  *     "Killed process" to the kernel log after counting it; with /dev/kmsg open (na_cgroup.c) a
  *     pass polls every oom_control only when the log says so (or lost records), not every pass. */
 #define NA__CG_SPEC_EVERY 10
-#define NA__CG_KEEP_SLOTS 13
+#define NA__CG_KEEP_SLOTS 16
 #define NA__CG_KEEP_MAX 4096 /* longer texts are read every pass */
 #define NA__CG_QUIET_MS 5000
+#define NA__CG_MEMSTAT_KEYS 10 /* memory.stat keys na_cgstat.c parses (MS_N) */
 /* Pages one charge can take at most: a folio or allocation of order 13 (the largest MAX_PAGE_ORDER any
  * architecture configures; 32 MiB with 4 KiB pages), well above the per-cpu charge batch (64 pages)
  * and a PMD-sized THP. */
@@ -221,10 +233,15 @@ typedef struct na__cg_node {
 	char *kept[NA__CG_KEEP_SLOTS];              /* malloc'd, grown to the longest text seen */
 	int kept_wd[NA__CG_KEEP_SLOTS]; /* inotify watch (IN_MODIFY) on a v1 limit file, 0 = none */
 	int quiet;                    /* activity files may be reused this pass (set by na_cgstat.c) */
+	int mem_quiet;                /* memory detail files may be reused this pass (na_cgstat.c) */
 	int headroom;                 /* v1 failcnt may be reused this pass (set by na_cgstat.c) */
 	uint64_t mem_hlimit;          /* hierarchical_memory_limit of the last pass, 0 = none */
 	uint64_t cpu_usage;           /* v1 cpuacct.usage of the last read, and when it last changed */
 	int64_t cpu_changed_ms;       /* monotonic */
+	uint64_t memstat[NA__CG_MEMSTAT_KEYS]; /* memory.stat's values as parsed from its kept text */
+	unsigned memstat_found;       /* which of them it had (bit per key) */
+	uint64_t mem_usage;           /* v1 memory.usage_in_bytes of the last read, and when it last changed */
+	int64_t mem_changed_ms;       /* monotonic */
 	int stale;                    /* a read said the directory is gone */
 	na__ident ident;
 	na__meta_labels meta;

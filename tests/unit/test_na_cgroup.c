@@ -533,18 +533,67 @@ static double failcnt_pass(na__cgroups *cg, int *due)
 	return v;
 }
 
-/* memory.stat of V1_CTR with hierarchical_memory_limit set to limit. */
+/* memory.stat of cgroup id with the line of key set to value. */
+static void write_memstat(const tmp_tree *t, const char *id, const char *key, const char *value)
+{
+	char path[PATH_MAX], text[8192], out[8192], k[64];
+	fmt_into(path, sizeof(path), "%s/memory%s/memory.stat", t->dir, id);
+	assert_int_equal(cm_read_file(path, text, sizeof(text), NULL), 0);
+	fmt_into(k, sizeof(k), "\n%s ", key);
+	char *line = strstr(text, k);
+	assert_non_null(line);
+	line[1] = '\0';
+	char *rest = strchr(line + 1 + strlen(k), '\n');
+	fmt_into(out, sizeof(out), "%s%s %s\n%s", text, key, value, rest ? rest + 1 : "");
+	fmt_into(path, sizeof(path), "memory%s/memory.stat", id);
+	tmp_write(t, path, out);
+}
+
 static void write_hlimit(const tmp_tree *t, const char *limit)
 {
-	char path[PATH_MAX], text[8192], out[8192];
-	fmt_into(path, sizeof(path), "%s/memory" V1_CTR "/memory.stat", t->dir);
-	assert_int_equal(cm_read_file(path, text, sizeof(text), NULL), 0);
-	char *line = strstr(text, "hierarchical_memory_limit ");
-	assert_non_null(line);
-	*line = '\0';
-	char *rest = strchr(line + 1, '\n');
-	fmt_into(out, sizeof(out), "%shierarchical_memory_limit %s\n%s", text, limit, rest ? rest + 1 : "");
-	tmp_write(t, "memory" V1_CTR "/memory.stat", out);
+	write_memstat(t, V1_CTR, "hierarchical_memory_limit", limit);
+}
+
+/* memory.stat and max_usage_in_bytes of a cgroup whose memory.usage_in_bytes has not changed for
+ * NA__CG_QUIET_MS (and whose cpuacct cgroup, where the path has one, is quiet) are reused between its
+ * re-read passes; a change of usage, or of the path's cpuacct.usage, makes that pass read them again.
+ * total_rss changes in the pass after the node's re-read pass (w, once quiet) and is not seen for two
+ * passes; usage changes two passes later. /only-memory has no cpuacct cgroup: its usage alone counts. */
+static void test_quiet_memory_reuses_detail_files(void **state)
+{
+	tmp_tree *t = *state;
+	static const char *const only[] = {"container_memory_rss", NULL};
+	const char *key = "container_memory_rss{id=\"" V1_CTR "\"}";
+	tmp_copy(t, "cgroup-v1");
+	na__cgroups *cg = NULL;
+	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
+	int w = -1, was_due = 0, pass;
+	for (pass = 0; w < 0 || pass <= w + 8; pass++) {
+		if (pass >= 6 && was_due && w < 0) {
+			w = pass;
+			write_memstat(t, V1_CTR, "total_rss", "1000001536");
+		}
+		if (w >= 0 && pass == w + 2)
+			tmp_write(t, "memory" V1_CTR "/memory.usage_in_bytes", "805310464\n");
+		if (w >= 0 && pass == w + 8)
+			tmp_write(t, "cpuacct" V1_CTR "/cpuacct.usage", "26000000000\n");
+		sink s = {.only = only};
+		na_emit e = sink_emit(&s);
+		int64_t ms = 1000 + 1000 * (int64_t)pass;
+		assert_int_equal(na__cgroups_collect(cg, &e, NULL, ms, ms), 0);
+		const sink_rec *r = sink_find(&s, key);
+		assert_non_null(r);
+		const na__cg_node *n = na__cg_find(cg, V1_CTR), *m = na__cg_find(cg, "/only-memory");
+		was_due = (cg->gen + n->hash) % NA__CG_SPEC_EVERY == 0;
+		int quiet = pass >= 5 && (w < 0 || pass < w + 2 || (pass >= w + 7 && pass < w + 8));
+		if (n->mem_quiet != quiet || m->mem_quiet != (pass >= 5))
+			fail_msg("pass %d (w %d): mem_quiet %d, /only-memory %d", pass, w, n->mem_quiet, m->mem_quiet);
+		if (r->v != (w >= 0 && pass >= w + 2 ? 1000001536 : 469762048))
+			fail_msg("pass %d (memory.stat changed at %d): %.17g", pass, w, r->v);
+		sink_clear(&s);
+		assert_true(pass < 40);
+	}
+	na__cgroups_close(cg);
 }
 
 /* v1 memory.failcnt is reused between the node's re-read passes while the limit over the cgroup
@@ -1092,6 +1141,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_spec_reread_every_nth_pass, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_quiet_cgroup_reuses_activity_files, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_quiet_rule_ignores_wall_clock_steps, tmp_setup, tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_quiet_memory_reuses_detail_files, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_failcnt_reused_only_with_headroom, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_spec_reread_after_write, tmp_setup, tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_dir_events_v1, tmp_setup, tmp_teardown),
