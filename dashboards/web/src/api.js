@@ -52,8 +52,13 @@ export const queryRange = (q, r) => call('/api/v1/query_range', { query: q, star
 export const series = (match, r) => call('/api/v1/series', { 'match[]': match, start: r && r.start, end: r && r.end });
 export const labels = () => call('/api/v1/labels');
 export const labelValues = name => call(`/api/v1/label/${encodeURIComponent(name)}/values`);
+// A page's range (state.range(): Unix seconds) ends at the current second rounded down; log lines of
+// that second count too (a line written just before the page opened was left out). Ranges given in
+// nanoseconds as strings (log context) go as they are.
 export const lokiRange = (q, r, limit = 200, direction = 'backward', step) =>
-  call('/loki/api/v1/query_range', { query: q, start: `${r.start}`, end: `${r.end}`, limit, direction, step });
+  call('/loki/api/v1/query_range', {
+    query: q, start: `${r.start}`, end: `${typeof r.end === 'number' ? r.end + 1 : r.end}`, limit, direction, step,
+  });
 export const lokiLabels = () => call('/loki/api/v1/labels');
 export const services = () => call('/api/v1/services');
 export const inventory = node => call('/api/v1/inventory', { node });
