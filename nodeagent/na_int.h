@@ -193,7 +193,8 @@ typedef struct na__cg_fdef {
  *     usage past its limit, and usage never got past the watermark (memory.max_usage_in_bytes) without
  *     raising it; so while hierarchical_memory_limit (memory.stat, <= the cgroup's own limit) is at
  *     least NA__CG_CHARGE_MAX_PAGES pages above the watermark, both read this pass, and unchanged
- *     since the last pass, failcnt cannot have moved since that pass.
+ *     since the last pass, failcnt cannot have moved since that pass. (While the memory is quiet both
+ *     are the kept texts, and failcnt shares their lag of at most 10 passes.)
  *   v1 memory.oom_control: its oom_kill moves only when the kernel OOM-kills a task, which logs
  *     "Killed process" to the kernel log after counting it; with /dev/kmsg open (na_cgroup.c) a
  *     pass polls every oom_control only when the log says so (or lost records), not every pass. */
