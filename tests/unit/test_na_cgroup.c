@@ -441,16 +441,23 @@ static void test_spec_reread_every_nth_pass(void **state)
 	}
 }
 
-/* One pass; the memory limit of V1_CTR. */
-static double limit_pass(na__cgroups *cg)
+/* One pass at ms (wall and monotonic clocks alike); the value of metric for V1_CTR, and (when due is not
+ * NULL) whether this was the node's re-read pass. */
+static double v1_pass(na__cgroups *cg, const char *metric, int64_t ms, int *due)
 {
-	static const char *const only[] = {"container_spec_memory_limit_bytes", NULL};
+	const char *only[] = {metric, NULL};
+	char key[512];
+	fmt_into(key, sizeof(key), "%s{id=\"" V1_CTR "\"}", metric);
 	sink s = {.only = only};
 	na_emit e = sink_emit(&s);
-	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0, 0), 0);
-	const sink_rec *r = sink_find(&s, "container_spec_memory_limit_bytes{id=\"" V1_CTR "\"}");
+	assert_int_equal(na__cgroups_collect(cg, &e, NULL, ms, ms), 0);
+	const sink_rec *r = sink_find(&s, key);
 	assert_non_null(r);
 	double v = r->v;
+	if (due) {
+		const na__cg_node *n = na__cg_find(cg, V1_CTR);
+		*due = (cg->gen + n->hash) % NA__CG_SPEC_EVERY == 0;
+	}
 	sink_clear(&s);
 	return v;
 }
@@ -465,7 +472,7 @@ static void test_spec_reread_after_write(void **state)
 	tmp_write(t, "memory" V1_CTR "/memory.limit_in_bytes", "1073741824\n");
 	na__cgroups *cg = NULL;
 	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
-	assert_true(limit_pass(cg) == 1 * GiB);
+	assert_true(v1_pass(cg, "container_spec_memory_limit_bytes", 0, NULL) == 1 * GiB);
 	na__cg_node *n = na__cg_find(cg, V1_CTR);
 	int slot = na__cg_files[NA__F1_MEM_LIMIT].keep - 1;
 	assert_true(n->kept_wd[slot] > 0);
@@ -473,9 +480,10 @@ static void test_spec_reread_after_write(void **state)
 	memcpy(n->kept[slot], "12345678\n", 10);
 	n->kept_len[slot] = 9;
 	for (int pass = 0; pass < NA__CG_SPEC_EVERY + 1; pass++)
-		assert_true(limit_pass(cg) == 12345678); /* reused, the node's re-read pass too */
+		/* reused, the node's re-read pass too */
+		assert_true(v1_pass(cg, "container_spec_memory_limit_bytes", 0, NULL) == 12345678);
 	tmp_write(t, "memory" V1_CTR "/memory.limit_in_bytes", "536870912\n");
-	assert_true(limit_pass(cg) == 512 * MiB);
+	assert_true(v1_pass(cg, "container_spec_memory_limit_bytes", 0, NULL) == 512 * MiB);
 	na__cgroups_close(cg);
 }
 
@@ -486,8 +494,6 @@ static void test_spec_reread_after_write(void **state)
 static void test_quiet_cgroup_reuses_activity_files(void **state)
 {
 	tmp_tree *t = *state;
-	static const char *const only[] = {"container_cpu_cfs_throttled_periods_total", NULL};
-	const char *key = "container_cpu_cfs_throttled_periods_total{id=\"" V1_CTR "\"}";
 	tmp_copy(t, "cgroup-v1");
 	na__cgroups *cg = NULL;
 	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
@@ -500,37 +506,13 @@ static void test_quiet_cgroup_reuses_activity_files(void **state)
 		}
 		if (w >= 0 && pass == w + 2)
 			tmp_write(t, "cpuacct" V1_CTR "/cpuacct.usage", "26000000000\n");
-		sink s = {.only = only};
-		na_emit e = sink_emit(&s);
-		int64_t ms = 1000 + 1000 * (int64_t)pass;
-		assert_int_equal(na__cgroups_collect(cg, &e, NULL, ms, ms), 0);
-		const sink_rec *r = sink_find(&s, key);
-		assert_non_null(r);
-		const na__cg_node *n = na__cg_find(cg, V1_CTR);
-		was_due = (cg->gen + n->hash) % NA__CG_SPEC_EVERY == 0;
-		assert_int_equal(n->quiet, pass >= 5 && (w < 0 || pass < w + 2));
-		if (r->v != (w >= 0 && pass == w + 2 ? 777 : 20))
-			fail_msg("pass %d (cpu.stat changed at %d): %.17g", pass, w, r->v);
-		sink_clear(&s);
+		double v = v1_pass(cg, "container_cpu_cfs_throttled_periods_total", 1000 + 1000 * (int64_t)pass, &was_due);
+		assert_int_equal(na__cg_find(cg, V1_CTR)->quiet, pass >= 5 && (w < 0 || pass < w + 2));
+		if (v != (w >= 0 && pass == w + 2 ? 777 : 20))
+			fail_msg("pass %d (cpu.stat changed at %d): %.17g", pass, w, v);
 		assert_true(pass < 30);
 	}
 	na__cgroups_close(cg);
-}
-
-/* One pass; the failcnt of V1_CTR, and whether this was the node's re-read pass. */
-static double failcnt_pass(na__cgroups *cg, int *due)
-{
-	static const char *const only[] = {"container_memory_failcnt", NULL};
-	sink s = {.only = only};
-	na_emit e = sink_emit(&s);
-	assert_int_equal(na__cgroups_collect(cg, &e, NULL, 0, 0), 0);
-	const sink_rec *r = sink_find(&s, "container_memory_failcnt{id=\"" V1_CTR "\"}");
-	assert_non_null(r);
-	double v = r->v;
-	const na__cg_node *n = na__cg_find(cg, V1_CTR);
-	*due = (cg->gen + n->hash) % NA__CG_SPEC_EVERY == 0;
-	sink_clear(&s);
-	return v;
 }
 
 /* memory.stat of cgroup id with the line of key set to value. */
@@ -562,13 +544,11 @@ static void write_hlimit(const tmp_tree *t, const char *limit)
 static void test_quiet_memory_reuses_detail_files(void **state)
 {
 	tmp_tree *t = *state;
-	static const char *const only[] = {"container_memory_rss", NULL};
-	const char *key = "container_memory_rss{id=\"" V1_CTR "\"}";
 	tmp_copy(t, "cgroup-v1");
 	na__cgroups *cg = NULL;
 	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
-	int w = -1, was_due = 0, pass;
-	for (pass = 0; w < 0 || pass <= w + 8; pass++) {
+	int w = -1, was_due = 0;
+	for (int pass = 0; w < 0 || pass <= w + 8; pass++) {
 		if (pass >= 6 && was_due && w < 0) {
 			w = pass;
 			write_memstat(t, V1_CTR, "total_rss", "1000001536");
@@ -577,20 +557,13 @@ static void test_quiet_memory_reuses_detail_files(void **state)
 			tmp_write(t, "memory" V1_CTR "/memory.usage_in_bytes", "805310464\n");
 		if (w >= 0 && pass == w + 8)
 			tmp_write(t, "cpuacct" V1_CTR "/cpuacct.usage", "26000000000\n");
-		sink s = {.only = only};
-		na_emit e = sink_emit(&s);
-		int64_t ms = 1000 + 1000 * (int64_t)pass;
-		assert_int_equal(na__cgroups_collect(cg, &e, NULL, ms, ms), 0);
-		const sink_rec *r = sink_find(&s, key);
-		assert_non_null(r);
+		double v = v1_pass(cg, "container_memory_rss", 1000 + 1000 * (int64_t)pass, &was_due);
 		const na__cg_node *n = na__cg_find(cg, V1_CTR), *m = na__cg_find(cg, "/only-memory");
-		was_due = (cg->gen + n->hash) % NA__CG_SPEC_EVERY == 0;
 		int quiet = pass >= 5 && (w < 0 || pass < w + 2 || (pass >= w + 7 && pass < w + 8));
 		if (n->mem_quiet != quiet || m->mem_quiet != (pass >= 5))
 			fail_msg("pass %d (w %d): mem_quiet %d, /only-memory %d", pass, w, n->mem_quiet, m->mem_quiet);
-		if (r->v != (w >= 0 && pass >= w + 2 ? 1000001536 : 469762048))
-			fail_msg("pass %d (memory.stat changed at %d): %.17g", pass, w, r->v);
-		sink_clear(&s);
+		if (v != (w >= 0 && pass >= w + 2 ? 1000001536 : 469762048))
+			fail_msg("pass %d (memory.stat changed at %d): %.17g", pass, w, v);
 		assert_true(pass < 40);
 	}
 	na__cgroups_close(cg);
@@ -611,12 +584,12 @@ static void test_failcnt_reused_only_with_headroom(void **state)
 	na__cgroups *cg = NULL;
 	assert_int_equal(open_root(t->dir, &cg, NULL), 0);
 	int due, pass = 0;
-	assert_true(failcnt_pass(cg, &due) == 4); /* first pass: read */
+	assert_true(v1_pass(cg, "container_memory_failcnt", 0, &due) == 4); /* first pass: read */
 	assert_int_equal(cg->kmsg_fd, -1); /* not a cgroup mount: OOM counts are read every pass */
 	assert_true(cg->oom_poll);
 	tmp_write(t, "memory" V1_CTR "/memory.failcnt", "5\n");
 	for (double v = 4; v == 4; pass++) { /* kept until the node's re-read pass */
-		v = failcnt_pass(cg, &due);
+		v = v1_pass(cg, "container_memory_failcnt", 0, &due);
 		if (v != (due ? 5 : 4))
 			fail_msg("pass %d (due %d): failcnt %.17g", pass, due, v);
 		assert_true(pass < NA__CG_SPEC_EVERY);
@@ -625,17 +598,17 @@ static void test_failcnt_reused_only_with_headroom(void **state)
 	tmp_write(t, "memory" V1_CTR "/memory.failcnt", "6\n");
 	fmt_into(wm, sizeof(wm), "%llu\n", (unsigned long long)(1073741824 - charge + 4096));
 	tmp_write(t, "memory" V1_CTR "/memory.max_usage_in_bytes", wm);
-	assert_true(failcnt_pass(cg, &due) == 6);
+	assert_true(v1_pass(cg, "container_memory_failcnt", 0, &due) == 6);
 	tmp_write(t, "memory" V1_CTR "/memory.failcnt", "7\n");
-	assert_true(failcnt_pass(cg, &due) == 7);
+	assert_true(v1_pass(cg, "container_memory_failcnt", 0, &due) == 7);
 	/* headroom again (exactly one charge), but the limit changed: read at once, then kept */
 	fmt_into(wm, sizeof(wm), "%llu\n", (unsigned long long)(2147483648ULL - charge));
 	tmp_write(t, "memory" V1_CTR "/memory.max_usage_in_bytes", wm);
 	write_hlimit(t, "2147483648");
 	tmp_write(t, "memory" V1_CTR "/memory.failcnt", "8\n");
-	assert_true(failcnt_pass(cg, &due) == 8);
+	assert_true(v1_pass(cg, "container_memory_failcnt", 0, &due) == 8);
 	tmp_write(t, "memory" V1_CTR "/memory.failcnt", "9\n");
-	double v = failcnt_pass(cg, &due);
+	double v = v1_pass(cg, "container_memory_failcnt", 0, &due);
 	assert_true(v == (due ? 9 : 8));
 	na__cgroups_close(cg);
 }
