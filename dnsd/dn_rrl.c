@@ -54,42 +54,27 @@ int dn__rrl_check(dn__rrl *r, const struct sockaddr *sa, int64_t now_ns)
 	return r->slip && s->limited % r->slip == 0 ? DN__RRL_SLIP : DN__RRL_DROP;
 }
 
-/* The offset just past the name at off (labels ending in the root or a pointer), or 0 if it runs past len. */
-static size_t skip_name(const uint8_t *b, size_t len, size_t off)
-{
-	while (off < len) {
-		uint8_t l = b[off];
-		if (!l)
-			return off + 1;
-		if ((l & 0xC0) == 0xC0)
-			return off + 2 <= len ? off + 2 : 0;
-		if (l & 0xC0)
-			return 0;
-		off += l + 1u;
-	}
-	return 0;
-}
-
 size_t dn__truncate(uint8_t *buf, size_t len)
 {
-	size_t off = 12;
+	uint8_t name[DN_NAME_MAX];
+	size_t off = 12, nl;
 	if (len < 12)
 		return 0;
 	if (dn__get16(buf + 4)) {
-		off = skip_name(buf, len, 12);
-		if (!off || off + 4 > len)
+		if (dn_name_unpack(buf, len, &off, name, &nl) || off + 4 > len)
 			return 0;
 		off += 4;
 	}
 	size_t qend = off, opt = 0, opt_len = 0;
 	unsigned nrr = (unsigned)dn__get16(buf + 6) + dn__get16(buf + 8) + dn__get16(buf + 10);
 	for (unsigned i = 0; i < nrr; i++) { /* find the OPT record: an EDNS client gets it back (RFC 6891 7) */
-		size_t p = skip_name(buf, len, off);
-		if (!p || p + 10 > len || p + 10 + dn__get16(buf + p + 8) > len)
+		size_t start = off;
+		if (dn_name_unpack(buf, len, &off, name, &nl) || off + 10 > len ||
+		    off + 10 + dn__get16(buf + off + 8) > len)
 			break;
-		size_t end = p + 10 + dn__get16(buf + p + 8);
-		if (p == off + 1 && dn__get16(buf + p) == DN_T_OPT)
-			opt = off, opt_len = end - off;
+		size_t end = off + 10 + dn__get16(buf + off + 8);
+		if (nl == 1 && dn__get16(buf + off) == DN_T_OPT)
+			opt = start, opt_len = end - start;
 		off = end;
 	}
 	buf[2] |= 0x02;
