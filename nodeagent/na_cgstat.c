@@ -202,6 +202,15 @@ static void cs_cpu_v2(cs_ctx *c)
 	cs_cfs(c, NA__F2_CPU_STAT, t, "throttled_usec", 1e-6);
 }
 
+/* Whether v has stayed *last for NA__CG_QUIET_MS of the monotonic clock (*changed_ms: when it last moved,
+ * 0 = never read). */
+static int cs_unchanged(uint64_t v, uint64_t *last, int64_t *changed_ms, int64_t now)
+{
+	if (!*changed_ms || v != *last)
+		*last = v, *changed_ms = now;
+	return now - *changed_ms >= NA__CG_QUIET_MS;
+}
+
 /* cpuacct.usage, which also says whether the cgroup is quiet (na_int.h: NA__CG_QUIET_MS; timed on the
  * monotonic clock, so that a step of the wall clock cannot make a cgroup quiet early). */
 static void cs_usage_v1(cs_ctx *c)
@@ -218,9 +227,7 @@ static void cs_usage_v1(cs_ctx *c)
 		return;
 	}
 	cs_emit(c, "container_cpu_usage_seconds_total", (double)v * 1e-9);
-	if (!n->cpu_changed_ms || v != n->cpu_usage)
-		n->cpu_usage = v, n->cpu_changed_ms = now;
-	n->quiet = now - n->cpu_changed_ms >= NA__CG_QUIET_MS;
+	n->quiet = cs_unchanged(v, &n->cpu_usage, &n->cpu_changed_ms, now);
 }
 
 static void cs_cpu_v1(cs_ctx *c)
@@ -376,9 +383,7 @@ static void cs_mem_quiet(cs_ctx *c, int have, uint64_t usage)
 		n->mem_quiet = 0, n->mem_changed_ms = 0;
 		return;
 	}
-	if (!n->mem_changed_ms || usage != n->mem_usage)
-		n->mem_usage = usage, n->mem_changed_ms = now;
-	n->mem_quiet = now - n->mem_changed_ms >= NA__CG_QUIET_MS && (!n->cpu_changed_ms || n->quiet);
+	n->mem_quiet = cs_unchanged(usage, &n->mem_usage, &n->mem_changed_ms, now) && (!n->cpu_changed_ms || n->quiet);
 }
 
 static void cs_mem_v1(cs_ctx *c, const na_event_sink *ev, int64_t now_ms)
