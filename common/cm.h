@@ -250,6 +250,8 @@ typedef struct cm_batch {
 	int64_t created_ms;
 	cm_series *series;
 	size_t nseries;
+	const uint8_t *series_pb;   /* more series, already encoded (cm_wire_series1_pb), sent after those */
+	size_t series_pblen;
 	const cm_inventory *inventory; /* NULL: not in this batch */
 	const cm_event *events;
 	size_t nevents;
@@ -284,6 +286,22 @@ typedef struct cm_wire_enc cm_wire_enc;
 int cm_wire_enc_create(int zstd_level, cm_wire_enc **out);
 void cm_wire_enc_destroy(cm_wire_enc *e);
 int cm_wire_enc_encode(cm_wire_enc *e, const cm_batch *b, const uint8_t **frame, size_t *len, cm_err *err);
+/* Series encoded ahead of a batch, for an encoder that keeps them between batches (the agent):
+ * cm_wire_labels_pb appends Label messages (Series field 1) for l; cm_wire_series1_pb appends one
+ * Series (Batch field 6) of one sample whose labels are __name__=metric (when metric is not NULL), the
+ * Label messages pre as they are, then l, and says where in out its label bytes are;
+ * cm_wire_label_next walks such label bytes (1 with *out set and *pos moved on, 0 at the end, CM_EPROTO
+ * on bytes that are not Label messages). Label strings of a walk point into p, not NUL-terminated. */
+typedef struct cm_label_ref {
+	const char *name;
+	size_t nlen;
+	const char *value;
+	size_t vlen;
+} cm_label_ref;
+int cm_wire_labels_pb(cm_buf *out, const cm_label *l, size_t n);
+int cm_wire_series1_pb(cm_buf *out, const char *metric, const uint8_t *pre, size_t prelen, const cm_label *l,
+		       size_t n, int64_t t_ms, double v, size_t *labels_at, size_t *labels_len);
+int cm_wire_label_next(const uint8_t *p, size_t n, size_t *pos, cm_label_ref *out);
 /* Decodes into arena-owned memory; on failure *out is untouched and err says why. */
 int cm_wire_decode(const void *frame, size_t n, const cm_wire_limits *lim, cm_arena *a, cm_batch *out,
 		   cm_err *err);

@@ -89,66 +89,116 @@ static uint8_t *pb_varint(uint8_t *p, uint64_t v)
 /* A length-delimited field of n bytes: tag, length, bytes. */
 static size_t pb_len_field(size_t n) { return 1 + pb_varint_len(n) + n; }
 
-static size_t pb_str_field(const char *s)
+/* One Label message (Series field 1): its bytes after the tag and length, and the whole of it. */
+static size_t label_body(size_t nlen, size_t vlen)
 {
-	size_t n = s ? strlen(s) : 0;
-	return n ? pb_len_field(n) : 0;
+	return (nlen ? pb_len_field(nlen) : 0) + (vlen ? pb_len_field(vlen) : 0);
 }
 
-static uint8_t *pb_put_str(uint8_t *p, unsigned field, const char *s)
+static uint8_t *put_label(uint8_t *p, const char *name, size_t nlen, const char *value, size_t vlen)
 {
-	size_t n = s ? strlen(s) : 0;
+	*p++ = 1 << 3 | 2;
+	p = pb_varint(p, label_body(nlen, vlen));
+	if (nlen) {
+		*p++ = 1 << 3 | 2;
+		p = pb_varint(p, nlen);
+		memcpy(p, name, nlen), p += nlen;
+	}
+	if (vlen) {
+		*p++ = 2 << 3 | 2;
+		p = pb_varint(p, vlen);
+		memcpy(p, value, vlen), p += vlen;
+	}
+	return p;
+}
+
+static size_t labels_len(const cm_label *l, size_t n)
+{
+	size_t len = 0;
+	for (size_t i = 0; i < n; i++)
+		len += pb_len_field(label_body(l[i].name ? strlen(l[i].name) : 0, l[i].value ? strlen(l[i].value) : 0));
+	return len;
+}
+
+static uint8_t *put_labels(uint8_t *p, const cm_label *l, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		p = put_label(p, l[i].name, l[i].name ? strlen(l[i].name) : 0, l[i].value,
+			      l[i].value ? strlen(l[i].value) : 0);
+	return p;
+}
+
+/* The packed timestamps (field 2) and values (field 3) of a Series. */
+static size_t samples_len(const cm_sample *s, size_t n, size_t *tslen)
+{
+	*tslen = 0;
+	for (size_t i = 0; i < n; i++)
+		*tslen += pb_varint_len((uint64_t)s[i].t_ms);
+	return n ? pb_len_field(*tslen) + pb_len_field(8 * n) : 0;
+}
+
+static uint8_t *put_samples(uint8_t *p, const cm_sample *s, size_t n, size_t tslen)
+{
 	if (!n)
 		return p;
-	*p++ = (uint8_t)(field << 3 | 2);
-	p = pb_varint(p, n);
-	memcpy(p, s, n);
-	return p + n;
-}
-
-static size_t series_len(const cm_series *in, size_t *tslen)
-{
-	size_t n = 0;
-	for (size_t i = 0; i < in->nlabels; i++)
-		n += pb_len_field(pb_str_field(in->labels[i].name) + pb_str_field(in->labels[i].value));
-	*tslen = 0;
-	for (size_t i = 0; i < in->nsamples; i++)
-		*tslen += pb_varint_len((uint64_t)in->samples[i].t_ms);
-	if (in->nsamples)
-		n += pb_len_field(*tslen) + pb_len_field(8 * in->nsamples);
-	return n;
+	*p++ = 2 << 3 | 2;
+	p = pb_varint(p, tslen);
+	for (size_t i = 0; i < n; i++)
+		p = pb_varint(p, (uint64_t)s[i].t_ms);
+	*p++ = 3 << 3 | 2;
+	p = pb_varint(p, 8 * n);
+	for (size_t i = 0; i < n; i++, p += 8) {
+		uint64_t bits;
+		memcpy(&bits, &s[i].v, 8);
+		cm_put_u32le(p, (uint32_t)bits);
+		cm_put_u32le(p + 4, (uint32_t)(bits >> 32));
+	}
+	return p;
 }
 
 /* Appends field 6 (one Series message) for in. */
 static int put_series(const cm_series *in, cm_buf *out)
 {
-	size_t tslen, n = series_len(in, &tslen);
+	size_t tslen, n = labels_len(in->labels, in->nlabels) + samples_len(in->samples, in->nsamples, &tslen);
 	if (cm_buf_reserve(out, pb_len_field(n)))
 		return CM_ENOMEM;
 	uint8_t *p = out->data + out->len;
 	*p++ = 6 << 3 | 2;
 	p = pb_varint(p, n);
-	for (size_t i = 0; i < in->nlabels; i++) {
-		const cm_label *l = &in->labels[i];
-		*p++ = 1 << 3 | 2;
-		p = pb_varint(p, pb_str_field(l->name) + pb_str_field(l->value));
-		p = pb_put_str(p, 1, l->name);
-		p = pb_put_str(p, 2, l->value);
-	}
-	if (in->nsamples) {
-		*p++ = 2 << 3 | 2;
-		p = pb_varint(p, tslen);
-		for (size_t i = 0; i < in->nsamples; i++)
-			p = pb_varint(p, (uint64_t)in->samples[i].t_ms);
-		*p++ = 3 << 3 | 2;
-		p = pb_varint(p, 8 * in->nsamples);
-		for (size_t i = 0; i < in->nsamples; i++, p += 8) {
-			uint64_t bits;
-			memcpy(&bits, &in->samples[i].v, 8);
-			cm_put_u32le(p, (uint32_t)bits);
-			cm_put_u32le(p + 4, (uint32_t)(bits >> 32));
-		}
-	}
+	p = put_labels(p, in->labels, in->nlabels);
+	p = put_samples(p, in->samples, in->nsamples, tslen);
+	out->len = (size_t)(p - out->data);
+	return CM_OK;
+}
+
+int cm_wire_labels_pb(cm_buf *out, const cm_label *l, size_t n)
+{
+	if (cm_buf_reserve(out, labels_len(l, n)))
+		return CM_ENOMEM;
+	out->len = (size_t)(put_labels(out->data + out->len, l, n) - out->data);
+	return CM_OK;
+}
+
+int cm_wire_series1_pb(cm_buf *out, const char *metric, const uint8_t *pre, size_t prelen, const cm_label *l,
+		       size_t n, int64_t t_ms, double v, size_t *labels_at, size_t *labels_len_out)
+{
+	static const char name[] = "__name__";
+	size_t mlen = metric ? strlen(metric) : 0, tslen;
+	cm_sample s = {t_ms, v};
+	size_t lab = (metric ? pb_len_field(label_body(sizeof(name) - 1, mlen)) : 0) + prelen + labels_len(l, n);
+	size_t body = lab + samples_len(&s, 1, &tslen);
+	if (cm_buf_reserve(out, pb_len_field(body)))
+		return CM_ENOMEM;
+	uint8_t *p = out->data + out->len;
+	*p++ = 6 << 3 | 2;
+	p = pb_varint(p, body);
+	*labels_at = (size_t)(p - out->data), *labels_len_out = lab;
+	if (metric)
+		p = put_label(p, name, sizeof(name) - 1, metric, mlen);
+	if (prelen)
+		memcpy(p, pre, prelen), p += prelen;
+	p = put_labels(p, l, n);
+	p = put_samples(p, &s, 1, tslen);
 	out->len = (size_t)(p - out->data);
 	return CM_OK;
 }
@@ -301,7 +351,7 @@ static int pack_batch(const cm_batch *b, cm_arena *a, cm_buf *pbuf)
 	for (size_t i = 0; i < b->nseries; i++)
 		if (put_series(&b->series[i], pbuf))
 			return CM_ENOMEM;
-	return CM_OK;
+	return cm_buf_append(pbuf, b->series_pb, b->series_pblen);
 }
 
 /* Compresses the packed Batch pb into a frame appended to out, with cctx (NULL: a one-off context). */
@@ -739,6 +789,27 @@ static int pb_next(cm_rd *r, pb_field *f)
 	if (f->wt == 2)
 		return cm_rd_uvarint(r, &f->v) || f->v > cm_rd_left(r) ? CM_EPROTO : cm_rd_bytes(r, f->v, &f->p);
 	return CM_EPROTO;
+}
+
+int cm_wire_label_next(const uint8_t *p, size_t n, size_t *pos, cm_label_ref *out)
+{
+	cm_rd r = {p + *pos, p + n};
+	pb_field f, g;
+	if (*pos >= n)
+		return 0;
+	if (pb_next(&r, &f) || f.no != 1 || f.wt != 2)
+		return CM_EPROTO;
+	*out = (cm_label_ref){"", 0, "", 0};
+	for (cm_rd lr = {f.p, f.p + f.v}; cm_rd_left(&lr);) {
+		if (pb_next(&lr, &g))
+			return CM_EPROTO;
+		if (g.no == 1 && g.wt == 2)
+			out->name = (const char *)g.p, out->nlen = g.v;
+		else if (g.no == 2 && g.wt == 2)
+			out->value = (const char *)g.p, out->vlen = g.v;
+	}
+	*pos = (size_t)(r.p - p);
+	return 1;
 }
 
 /* How many values of a repeated varint field one occurrence holds: one, or a packed run's. */

@@ -188,6 +188,7 @@ static void cg_node_free(na__cgroups *cg, na__cg_node *n)
 			close(n->dfd[m]);
 	for (int k = 0; k < NA__CG_KEEP_SLOTS; k++)
 		free(n->kept[k]);
+	cm_buf_close(&n->labels_pb);
 	free(n);
 }
 
@@ -745,8 +746,8 @@ int na__cgroups_collect(na__cgroups *cg, const na_emit *emit, const na_event_sin
 		na__cg_node *n = cg->nodes[i];
 		if (ev && n->born_gen == cg->gen && cg->gen > 1 && n->ident.kind == NA_KIND_CONTAINER)
 			ev->event(ev->ctx, NA_EVENT_STARTED, n->id, &n->ident, now_ms, 0);
-		na__cg_labels(cg, n);
-		rc = na__cg_stats_node(cg, n, emit, ev, now_ms);
+		rc = na__cg_labels(cg, n);
+		rc = rc ? rc : na__cg_stats_node(cg, n, emit, ev, now_ms);
 	}
 	return rc ? rc : na__cg_stats_end(cg, emit);
 }
@@ -758,12 +759,13 @@ size_t na__cgroups_count(const na__cgroups *cg) { return cg->nnodes; }
 /* ---- labels ------------------------------------------------------------------------------------------ */
 
 /* Sets n's label set: id, then name, container, pod, namespace, image when a metadata provider knows
- * them (a path alone gives only id, as cAdvisor's raw cgroups). Redone only when the metadata changed since the node's last labels. */
-void na__cg_labels(na__cgroups *cg, na__cg_node *n)
+ * them (a path alone gives only id, as cAdvisor's raw cgroups), and its wire encoding. Redone only when
+ * the metadata changed since the node's last labels. */
+int na__cg_labels(na__cgroups *cg, na__cg_node *n)
 {
 	uint64_t mg = cg->meta ? na__meta_generation(cg->meta) : 0;
 	if (n->labels_set && n->labels_gen == mg)
-		return;
+		return CM_OK;
 	na__meta_labels *ml = &n->meta;
 	memset(ml, 0, sizeof(*ml));
 	if (!cg->meta || na__meta_lookup(cg->meta, n->id, &n->ident, ml) != CM_OK)
@@ -778,8 +780,11 @@ void na__cg_labels(na__cgroups *cg, na__cg_node *n)
 		if (opt[i].value[0])
 			n->labels[k++] = (cm_label){opt[i].name, opt[i].value};
 	n->nlabels = k;
+	n->labels_pb.len = 0;
+	int rc = cm_wire_labels_pb(&n->labels_pb, n->labels, n->nlabels);
 	n->labels_gen = mg;
-	n->labels_set = 1;
+	n->labels_set = rc == CM_OK; /* else tried again next pass */
+	return rc;
 }
 
 /* ---- layout detection ------------------------------------------------------------------------------ */

@@ -119,18 +119,19 @@ typedef struct cs_ctx {
 	na__cgroups *cg;
 	na__cg_node *n;
 	const na_emit *emit;
+	na_lset set; /* n's labels */
 	int rc;  /* the first emit error: stops the pass */
 } cs_ctx;
 
+static cs_ctx cs_open(na__cgroups *cg, na__cg_node *n, const na_emit *emit)
+{
+	return (cs_ctx){cg, n, emit, {n->labels, n->nlabels, n->labels_pb.data, n->labels_pb.len}, CM_OK};
+}
+
 static void cs_emitl(cs_ctx *c, const char *metric, const cm_label *extra, size_t nextra, double v)
 {
-	cm_label l[10];
-	if (c->rc)
-		return;
-	memcpy(l, c->n->labels, c->n->nlabels * sizeof(*l));
-	if (nextra)
-		memcpy(l + c->n->nlabels, extra, nextra * sizeof(*l));
-	c->rc = c->emit->series(c->emit->ctx, metric, l, c->n->nlabels + nextra, v);
+	if (!c->rc)
+		c->rc = c->emit->series(c->emit->ctx, metric, &c->set, extra, nextra, v);
 }
 
 static void cs_emit(cs_ctx *c, const char *metric, double v) { cs_emitl(c, metric, NULL, 0, v); }
@@ -716,7 +717,7 @@ int na__cg_stats_begin(na__cgroups *cg, int64_t mono_ms)
 int na__cg_stats_node(na__cgroups *cg, na__cg_node *n, const na_emit *emit, const na_event_sink *ev,
 		      int64_t now_ms)
 {
-	cs_ctx c = {cg, n, emit, CM_OK};
+	cs_ctx c = cs_open(cg, n, emit);
 	if (cg->version == 2) {
 		cs_cpu_v2(&c);
 		cs_mem_v2(&c, ev, now_ms);
@@ -757,7 +758,7 @@ int na__cg_stats_end(na__cgroups *cg, const na_emit *emit)
 		na__cg_node *n = cg->nodes[i];
 		if (n->ident.kind != NA_KIND_POD || n->net_gen != cg->gen)
 			continue;
-		cs_ctx c = {cg, n, emit, CM_OK};
+		cs_ctx c = cs_open(cg, n, emit);
 		cs_net(&c, n->net_pid);
 		if (c.rc)
 			return c.rc;

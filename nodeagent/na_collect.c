@@ -1,12 +1,14 @@
 /* na_collect.c -- one collection pass: run the collectors, build the wire batch and the /metrics text.
  *
  * Called on a libuv worker thread once per interval (never two at once). Collectors emit series
- * through na_emit; this file stamps them with the pass's time, keeps them in a vector that is reused
- * from pass to pass (strings in an arena reset per pass; a string equal to the one the previous series
- * had at the same position is shared, not copied) and encodes the batch for the sender with an encoder
- * kept across passes. The Prometheus text of the agent's own /metrics is rendered from a finished pass
- * only when it is scraped (na__pass_render, on a worker while the next pass may run: that pass only
- * reads the one before it).
+ * through na_emit; this file stamps them with the pass's time and writes each straight into the
+ * batch's series section as a wire Series message: a cgroup's labels come already encoded (na_lset),
+ * so a series costs the metric name, its few own labels and the sample. Two passes alternate, each
+ * keeping its section and, per series, where its label bytes are, so the next pass can tell which
+ * series vanished by comparing label bytes. The encoder kept across passes compresses
+ * the section with the batch's other fields. The Prometheus text of the agent's own /metrics is
+ * rendered from a finished pass's section only when it is scraped (na__pass_render, on a worker while
+ * the next pass may run: that pass only reads the one before it).
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <math.h>
@@ -16,12 +18,17 @@
 
 #include "na_int.h"
 
+/* A series of a pass: its label bytes in the pass's section, its value. */
+typedef struct na_rec {
+	uint32_t lab, len;
+	double v;
+} na_rec;
+
 /* One pass's series; two alternate so the next pass can tell which series vanished. */
 struct na__pass {
-	cm_arena arena;       /* label strings, reset (blocks kept) at the start of the pass that reuses it */
-	cm_series *series;    /* [0, n) collected, then stale markers appended for the batch */
-	cm_sample *samples;
-	uint64_t *hash;       /* per collected series, over its labels */
+	cm_arena arena;       /* event and inventory strings, reset (blocks kept) at the start of the pass */
+	cm_buf sb;            /* Series messages (Batch field 6): the collected ones, then stale markers */
+	na_rec *rec;          /* [0, n) the collected series */
 	size_t n, cap;
 };
 typedef struct na__pass na_gen;
@@ -35,10 +42,6 @@ struct na__collector {
 	na_gen gen[2];
 	int cur;
 	const na_gen *last;   /* the last pass that succeeded, NULL while one runs or after a failure */
-	const char *recent[25]; /* per name/value position: the string the last series copied there */
-	uint64_t prefix[12];    /* per label position: the hash over recent[1 .. 2 * i + 2] */
-	size_t nprefix;         /* prefix[0, nprefix) hold the last series' labels (it may have had fewer
-				 * than recent[] remembers: a shorter series leaves the positions after it) */
 	cm_wire_enc *enc;     /* zstd context, message arena and packed bytes, reused from pass to pass */
 	size_t *table;        /* open addressing over the current pass: index + 1, 0 = empty */
 	size_t tcap;
@@ -117,9 +120,8 @@ void na__collector_destroy(na__collector *c)
 	cm_wire_enc_destroy(c->enc);
 	for (int i = 0; i < 2; i++) {
 		cm_arena_close(&c->gen[i].arena);
-		free(c->gen[i].series);
-		free(c->gen[i].samples);
-		free(c->gen[i].hash);
+		cm_buf_close(&c->gen[i].sb);
+		free(c->gen[i].rec);
 	}
 	free(c->table);
 	free(c->ev);
@@ -133,89 +135,38 @@ static int grow(na_gen *g, size_t want)
 	size_t cap = g->cap ? g->cap : 256;
 	while (cap < want)
 		cap *= 2;
-	cm_series *s = realloc(g->series, cap * sizeof(*s));
-	if (!s)
+	na_rec *r = realloc(g->rec, cap * sizeof(*r));
+	if (!r)
 		return CM_ENOMEM;
-	g->series = s;
-	cm_sample *smp = realloc(g->samples, cap * sizeof(*smp));
-	if (!smp)
-		return CM_ENOMEM;
-	g->samples = smp;
-	uint64_t *h = realloc(g->hash, cap * sizeof(*h));
-	if (!h)
-		return CM_ENOMEM;
-	g->hash = h;
-	g->cap = cap;
+	g->rec = r, g->cap = cap;
 	return CM_OK;
 }
 
-static uint64_t hash_str(uint64_t h, const char *s)
+/* Appends one Series message to the pass's section: __name__=metric (NULL: pre holds every label), the
+ * encoded labels pre, then l. */
+static int put_series(na__collector *c, const char *metric, const uint8_t *pre, size_t prelen, const cm_label *l,
+		      size_t n, double v, na_rec *rec)
 {
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	return (h ^ 0xff) * 1099511628211ULL;
-}
-
-/* s copied into the pass's arena, or the copy the previous series made at the same position when equal
- * (a cgroup's series share its label strings, so most are copied once per cgroup); *same says which. */
-static const char *pass_str(na__collector *c, size_t pos, const char *s, int *same)
-{
-	*same = pos < CM_ARRAY_LEN(c->recent) && c->recent[pos] && !strcmp(c->recent[pos], s);
-	if (*same)
-		return c->recent[pos];
-	const char *copy = cm_arena_strdup(&c->gen[c->cur].arena, s);
-	if (pos < CM_ARRAY_LEN(c->recent))
-		c->recent[pos] = copy;
-	return copy;
-}
-
-/* Copies the labels after __name__ into l[1..] and sets *hash over them in order (the series hash adds
- * the name last, so that the hash over the labels a series shares with the one before is reused). */
-static int copy_labels(na__collector *c, const cm_label *labels, size_t n, cm_label *l, uint64_t *hash)
-{
-	uint64_t h = 1469598103934665603ULL;
-	int same = 1;
-	for (size_t i = 0; i < n; i++) {
-		int sn, sv;
-		l[i + 1].name = pass_str(c, 2 * i + 1, labels[i].name, &sn);
-		l[i + 1].value = pass_str(c, 2 * i + 2, labels[i].value, &sv);
-		if (!l[i + 1].name || !l[i + 1].value) {
-			c->nprefix = 0;
-			return CM_ENOMEM;
-		}
-		same = same && sn && sv && i < c->nprefix;
-		if (same) {
-			h = c->prefix[i];
-			continue;
-		}
-		h = hash_str(hash_str(h, l[i + 1].name), l[i + 1].value);
-		if (i < CM_ARRAY_LEN(c->prefix))
-			c->prefix[i] = h;
-	}
-	c->nprefix = n < CM_ARRAY_LEN(c->prefix) ? n : CM_ARRAY_LEN(c->prefix);
-	*hash = h;
+	na_gen *g = &c->gen[c->cur];
+	size_t at, len;
+	if (cm_wire_series1_pb(&g->sb, metric, pre, prelen, l, n, c->now_ms, v, &at, &len))
+		return CM_ENOMEM;
+	if (at + len > UINT32_MAX)
+		return CM_E2BIG;
+	*rec = (na_rec){(uint32_t)at, (uint32_t)len, v};
 	return CM_OK;
 }
 
-static int emit_series(void *ctx, const char *metric, const cm_label *labels, size_t nlabels, double value)
+static int emit_series(void *ctx, const char *metric, const na_lset *set, const cm_label *labels, size_t nlabels,
+		       double value)
 {
 	na__collector *c = ctx;
 	na_gen *g = &c->gen[c->cur];
 	if (grow(g, g->n + 1))
 		return CM_ENOMEM;
-	cm_label *l = cm_arena_alloc(&g->arena, (nlabels + 1) * sizeof(*l));
-	if (!l)
-		return CM_ENOMEM;
-	int same;
-	uint64_t h;
-	l[0] = (cm_label){"__name__", pass_str(c, 0, metric, &same)};
-	if (!l[0].value || copy_labels(c, labels, nlabels, l, &h))
-		return CM_ENOMEM;
-	g->samples[g->n] = (cm_sample){c->now_ms, value};
-	g->series[g->n] = (cm_series){l, nlabels + 1, NULL, 1};
-	g->hash[g->n] = hash_str(h, l[0].value);
-	g->n++;
-	return CM_OK;
+	int rc = put_series(c, metric, set ? set->pb : NULL, set ? set->pblen : 0, labels, nlabels, value, &g->rec[g->n]);
+	g->n += rc == CM_OK;
+	return rc;
 }
 
 /* ---- events ------------------------------------------------------------------------------------- */
@@ -337,15 +288,12 @@ static int build_inventory(na__collector *c, cm_inventory *inv, int *due)
 
 /* ---- staleness ------------------------------------------------------------------------------------ */
 
-static int same_labels(const cm_series *a, const cm_series *b)
+static int same_series(const na_gen *a, const na_rec *ra, const na_gen *b, const na_rec *rb)
 {
-	if (a->nlabels != b->nlabels)
-		return 0;
-	for (size_t i = 0; i < a->nlabels; i++)
-		if (strcmp(a->labels[i].name, b->labels[i].name) || strcmp(a->labels[i].value, b->labels[i].value))
-			return 0;
-	return 1;
+	return ra->len == rb->len && !memcmp(a->sb.data + ra->lab, b->sb.data + rb->lab, ra->len);
 }
+
+static uint32_t series_hash(const na_gen *g, const na_rec *r) { return cm_crc32c(0, g->sb.data + r->lab, r->len); }
 
 static int index_current(na__collector *c, const na_gen *g)
 {
@@ -360,7 +308,7 @@ static int index_current(na__collector *c, const na_gen *g)
 	}
 	memset(c->table, 0, c->tcap * sizeof(*c->table));
 	for (size_t i = 0; i < g->n; i++) {
-		size_t j = g->hash[i] & (c->tcap - 1);
+		size_t j = series_hash(g, &g->rec[i]) & (c->tcap - 1);
 		while (c->table[j])
 			j = (j + 1) & (c->tcap - 1);
 		c->table[j] = i + 1;
@@ -368,36 +316,40 @@ static int index_current(na__collector *c, const na_gen *g)
 	return CM_OK;
 }
 
-static int in_current(const na__collector *c, const na_gen *g, const cm_series *s, uint64_t h)
+static int in_current(const na__collector *c, const na_gen *g, const na_gen *p, const na_rec *r)
 {
-	for (size_t j = h & (c->tcap - 1); c->table[j]; j = (j + 1) & (c->tcap - 1)) {
-		size_t i = c->table[j] - 1;
-		if (g->hash[i] == h && same_labels(&g->series[i], s))
+	for (size_t j = series_hash(p, r) & (c->tcap - 1); c->table[j]; j = (j + 1) & (c->tcap - 1))
+		if (same_series(g, &g->rec[c->table[j] - 1], p, r))
 			return 1;
-	}
 	return 0;
 }
 
-/* Appends to the current pass, after its collected series, one Prometheus stale marker (NaN with
- * the bits 0x7ff0000000000002) for each series of the previous pass that this pass did not see; the
- * labels stay in the previous pass's arena, untouched until the next pass. Returns how many. */
+/* Appends to the current pass's section, after its collected series, one Prometheus stale marker (NaN
+ * with the bits 0x7ff0000000000002) for each series of the previous pass that this pass did not see.
+ * Passes mostly repeat the one before in the same order, so the series at the same index is tried
+ * first; a table over this pass (by the CRC32C of label bytes) is built at the first that differs.
+ * Returns how many. */
 static int add_stale(na__collector *c, size_t *nstale)
 {
 	na_gen *g = &c->gen[c->cur], *p = &c->gen[!c->cur];
 	uint64_t bits = 0x7ff0000000000002ULL;
 	double stale;
 	memcpy(&stale, &bits, sizeof(stale));
+	int indexed = 0;
 	*nstale = 0;
-	if (index_current(c, g))
-		return CM_ENOMEM;
 	for (size_t i = 0; i < p->n; i++) {
-		if (in_current(c, g, &p->series[i], p->hash[i]))
+		const na_rec *r = &p->rec[i];
+		if (i < g->n && same_series(g, &g->rec[i], p, r))
 			continue;
-		size_t k = g->n + *nstale;
-		if (grow(g, k + 1))
+		if (!indexed && index_current(c, g))
 			return CM_ENOMEM;
-		g->samples[k] = (cm_sample){c->now_ms, stale};
-		g->series[k] = (cm_series){p->series[i].labels, p->series[i].nlabels, NULL, 1};
+		indexed = 1;
+		if (in_current(c, g, p, r))
+			continue;
+		na_rec marker;
+		int rc = put_series(c, NULL, p->sb.data + r->lab, r->len, NULL, 0, stale, &marker);
+		if (rc)
+			return rc;
 		(*nstale)++;
 	}
 	return CM_OK;
@@ -487,41 +439,51 @@ static const struct {
 	{"node_filesystem_device_error", "gauge", "Whether an error occurred while getting statistics for the given device."},
 };
 
-static void family_of(const char *name, const char **type, const char **help)
+static void family_of(const char *name, size_t len, const char **type, const char **help)
 {
 	for (size_t i = 0; i < CM_ARRAY_LEN(families); i++) {
-		if (!strcmp(families[i].name, name)) {
+		if (strlen(families[i].name) == len && !memcmp(families[i].name, name, len)) {
 			*type = families[i].type, *help = families[i].help;
 			return;
 		}
 	}
 	*type = "gauge";
-	*help = strncmp(name, "node_memory_", 12) ? "Collected by corral-agent." : "Memory information field from "
-											  "/proc/meminfo.";
-	if (!strncmp(name, "node_network_", 13)) {
+	*help = len >= 12 && !memcmp(name, "node_memory_", 12) ? "Memory information field from /proc/meminfo."
+							       : "Collected by corral-agent.";
+	if (len >= 13 && !memcmp(name, "node_network_", 13)) {
 		*type = "counter";
 		*help = "Network device statistic from /proc/net/dev.";
 	}
 }
 
+/* A series of the pass being rendered: its name (the first label's value) and where its labels go on. */
+typedef struct render_row {
+	const char *name;
+	size_t nlen, pos, i;
+} render_row;
+
 static int cmp_by_name(const void *a, const void *b)
 {
-	const cm_series *x = *(cm_series *const *)a, *y = *(cm_series *const *)b;
-	int c = strcmp(x->labels[0].value, y->labels[0].value);
-	return c ? c : (x > y) - (x < y); /* stable: emission order within a family */
+	const render_row *x = a, *y = b;
+	int c = memcmp(x->name, y->name, x->nlen < y->nlen ? x->nlen : y->nlen);
+	if (!c)
+		c = (x->nlen > y->nlen) - (x->nlen < y->nlen);
+	return c ? c : (x->i > y->i) - (x->i < y->i); /* stable: emission order within a family */
 }
 
 /* Label values in the text format escape backslash, double quote and newline. */
-static int put_text_value(cm_buf *out, const char *v)
+static int put_text_value(cm_buf *out, const char *v, size_t n)
 {
 	int rc = CM_OK;
-	for (const char *p = v; *p && !rc;) {
-		size_t run = strcspn(p, "\\\"\n");
-		rc = run ? cm_buf_append(out, p, run) : CM_OK;
-		p += run;
-		if (!rc && *p) {
-			rc = cm_buf_append(out, *p == '\n' ? "\\n" : *p == '"' ? "\\\"" : "\\\\", 2);
-			p++;
+	for (size_t i = 0; i < n && !rc;) {
+		size_t run = 0;
+		while (i + run < n && v[i + run] != '\\' && v[i + run] != '"' && v[i + run] != '\n')
+			run++;
+		rc = run ? cm_buf_append(out, v + i, run) : CM_OK;
+		i += run;
+		if (!rc && i < n) {
+			rc = cm_buf_append(out, v[i] == '\n' ? "\\n" : v[i] == '"' ? "\\\"" : "\\\\", 2);
+			i++;
 		}
 	}
 	return rc;
@@ -549,39 +511,53 @@ static size_t fmt_value(char *buf, size_t cap, double v)
 	return cm_fmt_double(buf, cap, v);
 }
 
-static int render_one(const cm_series *s, cm_buf *out)
+static int render_one(const na__pass *g, const render_row *row, cm_buf *out)
 {
-	int rc = cm_buf_puts(out, s->labels[0].value);
-	for (size_t i = 1; i < s->nlabels && !rc; i++) {
-		rc = cm_buf_append(out, i == 1 ? "{" : ",", 1);
-		rc = rc ? rc : cm_buf_puts(out, s->labels[i].name);
+	const na_rec *r = &g->rec[row->i];
+	const uint8_t *lab = g->sb.data + r->lab;
+	cm_label_ref l;
+	int rc = cm_buf_append(out, row->name, row->nlen), k = 0, more;
+	for (size_t pos = row->pos; !rc && (more = cm_wire_label_next(lab, r->len, &pos, &l)) > 0; k++) {
+		rc = cm_buf_append(out, k ? "," : "{", 1);
+		rc = rc ? rc : cm_buf_append(out, l.name, l.nlen);
 		rc = rc ? rc : cm_buf_append(out, "=\"", 2);
-		rc = rc ? rc : put_text_value(out, s->labels[i].value);
+		rc = rc ? rc : put_text_value(out, l.value, l.vlen);
 		rc = rc ? rc : cm_buf_append(out, "\"", 1);
 	}
+	if (!rc && more < 0)
+		rc = more;
 	char v[CM_FMT_DOUBLE_MAX];
-	size_t n = fmt_value(v, sizeof(v), s->samples[0].v);
-	rc = rc ? rc : cm_buf_puts(out, s->nlabels > 1 ? "} " : " ");
+	size_t n = fmt_value(v, sizeof(v), r->v);
+	rc = rc ? rc : cm_buf_puts(out, k ? "} " : " ");
 	rc = rc ? rc : cm_buf_append(out, v, n);
 	return rc ? rc : cm_buf_append(out, "\n", 1);
 }
 
 int na__pass_render(const na__pass *g, cm_buf *out)
 {
-	cm_series **order = malloc((g->n ? g->n : 1) * sizeof(*order));
+	render_row *order = malloc((g->n ? g->n : 1) * sizeof(*order));
 	if (!order)
 		return CM_ENOMEM;
-	for (size_t i = 0; i < g->n; i++)
-		order[i] = &g->series[i];
-	qsort(order, g->n, sizeof(*order), cmp_by_name);
 	int rc = CM_OK;
 	for (size_t i = 0; i < g->n && !rc; i++) {
-		const char *name = order[i]->labels[0].value, *type, *help;
-		if (!i || strcmp(name, order[i - 1]->labels[0].value)) {
-			family_of(name, &type, &help);
-			rc = cm_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+		cm_label_ref l;
+		size_t pos = 0;
+		if (cm_wire_label_next(g->sb.data + g->rec[i].lab, g->rec[i].len, &pos, &l) != 1 || l.nlen != 8 ||
+		    memcmp(l.name, "__name__", 8))
+			rc = CM_EPROTO; /* not a series of emit_series */
+		order[i] = (render_row){l.value, l.vlen, pos, i};
+	}
+	if (!rc)
+		qsort(order, g->n, sizeof(*order), cmp_by_name);
+	for (size_t i = 0; i < g->n && !rc; i++) {
+		const render_row *row = &order[i];
+		if (!i || row->nlen != order[i - 1].nlen || memcmp(row->name, order[i - 1].name, row->nlen)) {
+			const char *type, *help;
+			family_of(row->name, row->nlen, &type, &help);
+			int nl = (int)row->nlen;
+			rc = cm_buf_printf(out, "# HELP %.*s %s\n# TYPE %.*s %s\n", nl, row->name, help, nl, row->name, type);
 		}
-		rc = rc ? rc : render_one(order[i], out);
+		rc = rc ? rc : render_one(g, row, out);
 	}
 	free(order);
 	return rc;
@@ -603,8 +579,7 @@ int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, na__collect_stats
 	c->cur = !c->cur;
 	na_gen *g = &c->gen[c->cur];
 	cm_arena_reset(&g->arena);
-	memset(c->recent, 0, sizeof(c->recent));
-	c->nprefix = 0;
+	g->sb.len = 0;
 	g->n = 0;
 	c->now_ms = cm_now_ms();
 	na_emit emit = {emit_series, c};
@@ -629,14 +604,12 @@ int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, na__collect_stats
 	}
 	if (add_stale(c, &nstale))
 		return cm_errf(err, CM_ENOMEM, "out of memory marking vanished series");
-	for (size_t i = 0; i < g->n + nstale; i++)
-		g->series[i].samples = &g->samples[i]; /* after the last realloc */
 	cm_inventory inv;
 	int inv_due = 0;
 	if (build_inventory(c, &inv, &inv_due))
 		return cm_errf(err, CM_ENOMEM, "out of memory building the inventory");
 	cm_batch b = {.node = c->node, .boot_id = c->boot_id, .agent_version = CM_VERSION, .seq = seq,
-		      .created_ms = c->now_ms, .series = g->series, .nseries = g->n + nstale,
+		      .created_ms = c->now_ms, .series_pb = g->sb.data, .series_pblen = g->sb.len,
 		      .inventory = inv_due ? &inv : NULL, .events = c->ev, .nevents = c->nev,
 		      .log_streams = c->logs, .nlog_streams = c->nlogs};
 	const uint8_t *f;

@@ -15,9 +15,20 @@
 #include "cm.h"
 #include "na.h"
 
+/* Labels that many series share (a cgroup's), with their wire encoding (cm_wire_labels_pb) made once
+ * when they are set, so a series copies the bytes instead of encoding the strings again. */
+typedef struct na_lset {
+	const cm_label *labels;
+	size_t n;
+	const uint8_t *pb;
+	size_t pblen;
+} na_lset;
+
 typedef struct na_emit {
-	/* metric is the __name__; labels exclude it. Returns 0 or a negative CM_E* to stop. */
-	int (*series)(void *ctx, const char *metric, const cm_label *labels, size_t nlabels, double value);
+	/* metric is the __name__; the other labels are set's (set may be NULL) followed by labels[0,
+	 * nlabels). Returns 0 or a negative CM_E* to stop. */
+	int (*series)(void *ctx, const char *metric, const na_lset *set, const cm_label *labels, size_t nlabels,
+		      double value);
 	void *ctx;
 } na_emit;
 
@@ -248,6 +259,7 @@ typedef struct na__cg_node {
 	na__meta_labels meta;
 	cm_label labels[6];
 	size_t nlabels;
+	cm_buf labels_pb;             /* their wire encoding (na_lset.pb) */
 	uint64_t labels_gen;
 	int labels_set;
 	double start_s;               /* container_start_time_seconds, 0 until known */
@@ -309,7 +321,7 @@ const char *na__cg_file_name(const na__cgroups *cg, int f, char *buf, size_t cap
 /* pread of file f into cg->text; CM_ENOENT when the node has no such file. */
 int na__cg_read(na__cgroups *cg, na__cg_node *n, int f, const char **text);
 void na__cg_parse_warn(na__cgroups *cg, const na__cg_node *n, int f, const char *what);
-void na__cg_labels(na__cgroups *cg, na__cg_node *n);
+int na__cg_labels(na__cgroups *cg, na__cg_node *n);
 int na__cg_stats_begin(na__cgroups *cg, int64_t mono_ms);
 int na__cg_stats_node(na__cgroups *cg, na__cg_node *n, const na_emit *emit, const na_event_sink *ev,
 		      int64_t now_ms);

@@ -69,7 +69,7 @@ static int node_cpu_line(const char *line, const char *eol, double hz, const na_
 			return CM_OK;
 	for (size_t i = 0; i < CM_ARRAY_LEN(ticks); i++) {
 		cm_label labels[2] = {{"cpu", cpu}, {"mode", node_cpu_modes[i]}};
-		int rc = emit->series(emit->ctx, "node_cpu_seconds_total", labels, 2, (double)ticks[i] / hz);
+		int rc = emit->series(emit->ctx, "node_cpu_seconds_total", NULL, labels, 2, (double)ticks[i] / hz);
 		if (rc)
 			return rc;
 	}
@@ -119,7 +119,7 @@ static int node_mem_line(const char *line, const char *eol, double hz, const na_
 	if (kb)
 		memcpy(name + n, "_bytes", sizeof("_bytes"));
 	cm_label none = {NULL, NULL};  /* a valid pointer even with no labels, for sinks that memcpy */
-	return emit->series(emit->ctx, name, &none, 0, kb ? (double)v * 1024.0 : (double)v);
+	return emit->series(emit->ctx, name, NULL, &none, 0, kb ? (double)v * 1024.0 : (double)v);
 }
 
 /* ---- files --------------------------------------------------------------------------------------- */
@@ -172,14 +172,15 @@ typedef struct node_machine {
 	double cpus, mem;
 } node_machine;
 
-static int node_machine_series(void *ctx, const char *metric, const cm_label *labels, size_t n, double v)
+static int node_machine_series(void *ctx, const char *metric, const na_lset *set, const cm_label *labels, size_t n,
+			       double v)
 {
 	node_machine *m = ctx;
 	if (!strcmp(metric, "node_cpu_seconds_total") && n == 2 && !strcmp(labels[1].value, "user"))
 		m->cpus++;
 	else if (!strcmp(metric, "node_memory_MemTotal_bytes"))
 		m->mem = v;
-	return m->inner->series(m->inner->ctx, metric, labels, n, v);
+	return m->inner->series(m->inner->ctx, metric, set, labels, n, v);
 }
 
 int na__node_collect(const char *proc_root, const na_emit *emit, cm_err *err)
@@ -194,9 +195,9 @@ int na__node_collect(const char *proc_root, const na_emit *emit, cm_err *err)
 	if (rc == CM_OK)
 		rc = node_file(proc_root, "meminfo", node_mem_line, 0, &wrap, err);
 	if (rc == CM_OK && m.cpus > 0)
-		rc = emit->series(emit->ctx, "machine_cpu_cores", &none, 0, m.cpus);
+		rc = emit->series(emit->ctx, "machine_cpu_cores", NULL, &none, 0, m.cpus);
 	if (rc == CM_OK && m.mem > 0)
-		rc = emit->series(emit->ctx, "machine_memory_bytes", &none, 0, m.mem);
+		rc = emit->series(emit->ctx, "machine_memory_bytes", NULL, &none, 0, m.mem);
 	cm_err derr = {{0}};
 	int drc = rc == CM_OK ? na__node_devices(proc_root, emit, &derr) : CM_OK;
 	if (drc && err)

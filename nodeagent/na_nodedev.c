@@ -39,7 +39,7 @@
 static int emit0(const na_emit *e, const char *name, double v)
 {
 	cm_label none = {NULL, NULL};
-	return e->series(e->ctx, name, &none, 0, v);
+	return e->series(e->ctx, name, NULL, &none, 0, v);
 }
 
 /* Reads <proc_root>/<name> whole; the caller frees *text. */
@@ -105,7 +105,7 @@ static int boot(const char *proc_root, const na_emit *e, cm_err *err)
 	if (!rc && !cm_read_file(path, id, sizeof(id), NULL)) {
 		id[strcspn(id, "\r\n")] = 0;
 		cm_label l = {"boot_id", id};
-		rc = e->series(e->ctx, "corral_node_boot_info", &l, 1, 1);
+		rc = e->series(e->ctx, "corral_node_boot_info", NULL, &l, 1, 1);
 	}
 	return rc;
 }
@@ -145,7 +145,7 @@ static int net_line(const char *line, const char *eol, const na_emit *e)
 	cm_label l = {"device", dev};
 	int rc = CM_OK;
 	for (int i = 0; i < 16 && !rc; i++)
-		rc = e->series(e->ctx, net_names[i], &l, 1, (double)v[i]);
+		rc = e->series(e->ctx, net_names[i], NULL, &l, 1, (double)v[i]);
 	return rc;
 }
 
@@ -200,7 +200,7 @@ static int disk_line(const char *line, const char *eol, const na_emit *e)
 	cm_label l = {"device", dev};
 	int rc = CM_OK;
 	for (int i = 0; i < 11 && !rc; i++)
-		rc = e->series(e->ctx, f[i].name, &l, 1, (double)v[i] * f[i].scale);
+		rc = e->series(e->ctx, f[i].name, NULL, &l, 1, (double)v[i] * f[i].scale);
 	return rc;
 }
 
@@ -262,7 +262,7 @@ static int mount_line(const char *line, const char *eol, const na_emit *e)
 	cm_label l[3] = {{"device", dev}, {"fstype", type}, {"mountpoint", mp}};
 	struct statvfs s;
 	if (statvfs(mp, &s))
-		return e->series(e->ctx, "node_filesystem_device_error", l, 3, 1);
+		return e->series(e->ctx, "node_filesystem_device_error", NULL, l, 3, 1);
 	double bs = (double)s.f_frsize;
 	int ro = (s.f_flag & ST_RDONLY) != 0;
 	const struct {
@@ -279,7 +279,7 @@ static int mount_line(const char *line, const char *eol, const na_emit *e)
 	};
 	int rc = CM_OK;
 	for (size_t i = 0; i < CM_ARRAY_LEN(out) && !rc; i++)
-		rc = e->series(e->ctx, out[i].name, l, 3, out[i].v);
+		rc = e->series(e->ctx, out[i].name, NULL, l, 3, out[i].v);
 	return rc;
 }
 
@@ -313,10 +313,10 @@ typedef struct dev_guard {
 	int rc;
 } dev_guard;
 
-static int guard_series(void *ctx, const char *metric, const cm_label *labels, size_t n, double v)
+static int guard_series(void *ctx, const char *metric, const na_lset *set, const cm_label *labels, size_t n, double v)
 {
 	dev_guard *g = ctx;
-	int rc = g->inner->series(g->inner->ctx, metric, labels, n, v);
+	int rc = g->inner->series(g->inner->ctx, metric, set, labels, n, v);
 	if (rc && !g->rc)
 		g->rc = rc;
 	return rc;

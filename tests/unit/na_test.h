@@ -48,10 +48,32 @@ static inline const sink_rec *sink_find(const sink *s, const char *key)
 	return NULL;
 }
 
-static inline int sink_series(void *ctx, const char *metric, const cm_label *labels, size_t nlabels, double v)
+/* set's wire bytes must be its labels' (what the batch carries is what the sink sees). */
+static inline void sink_check_set(const na_lset *set)
+{
+	cm_buf pb;
+	cm_buf_init(&pb);
+	assert_int_equal(cm_wire_labels_pb(&pb, set->labels, set->n), 0);
+	assert_int_equal(pb.len, set->pblen);
+	assert_true(!pb.len || !memcmp(pb.data, set->pb, pb.len));
+	cm_buf_close(&pb);
+}
+
+static inline int sink_series(void *ctx, const char *metric, const na_lset *set, const cm_label *extra,
+			      size_t nextra, double v)
 {
 	sink *s = ctx;
 	char key[PATH_MAX + 512];
+	cm_label labels[16];
+	size_t nlabels = set ? set->n : 0;
+	assert_true(nlabels + nextra <= 16);
+	if (set) {
+		sink_check_set(set);
+		memcpy(labels, set->labels, set->n * sizeof(*labels));
+	}
+	if (nextra)
+		memcpy(labels + nlabels, extra, nextra * sizeof(*labels));
+	nlabels += nextra;
 	if (s->only) {
 		size_t i = 0;
 		while (s->only[i] && strcmp(s->only[i], metric))

@@ -6,7 +6,8 @@
  * writes for the message tree built here from the same cm_batch: NULL and empty strings, a label value
  * long enough for two-byte lengths, INT64_MIN and negative timestamps, NaN and -0.0, series without
  * samples or labels, many series with random value bits. The decoder must then read a valid batch back
- * equal (labels with an empty value dropped, value bits unchanged).
+ * equal (labels with an empty value dropped, value bits unchanged). Series written ahead of the batch
+ * (cm_wire_series1_pb, the agent's way) must be the same bytes as those written from cm_series.
  *
  * The decoder reads the log streams (field 10) by hand: on Batches written here byte by byte with every
  * wire form protobuf allows (field 10 before and after the header fields, packed and unpacked
@@ -203,6 +204,72 @@ static void test_series_bytes_valid_batch(void **state)
 	cm_batch b;
 	make_valid(c, &b);
 	expect_same_bytes(&b);
+	cm_arena_close(&c->a);
+	free(c);
+}
+
+/* Series written ahead (cm_wire_series1_pb, as the agent does) are the bytes put_series writes for the
+ * same one-sample series, however the labels are split between encoded ones (cm_wire_labels_pb) and
+ * strings, and again when written around the label bytes alone (a stale marker's form);
+ * cm_wire_label_next walks those label bytes back to the labels. */
+static void test_series_written_ahead(void **state)
+{
+	(void)state;
+	cases *c = calloc(1, sizeof(*c));
+	assert_non_null(c);
+	cm_batch b;
+	make_valid(c, &b);
+	cm_series *one = calloc(b.nseries, sizeof(*one));
+	cm_buf ahead, pre, again;
+	cm_buf_init(&ahead), cm_buf_init(&pre), cm_buf_init(&again);
+	size_t n = 0;
+	for (size_t i = 0; i < b.nseries; i++) {
+		const cm_series *se = &b.series[i];
+		if (se->nsamples != 1 || !se->nlabels || strcmp(se->labels[0].name, "__name__"))
+			continue;
+		one[n++] = *se;
+		size_t split = 1 + i % se->nlabels, at, len, at2, len2;
+		pre.len = 0;
+		assert_int_equal(cm_wire_labels_pb(&pre, se->labels + 1, split - 1), 0);
+		assert_int_equal(cm_wire_series1_pb(&ahead, se->labels[0].value, pre.data, pre.len, se->labels + split,
+						    se->nlabels - split, se->samples[0].t_ms, se->samples[0].v, &at, &len),
+				 0);
+		assert_int_equal(cm_wire_series1_pb(&again, NULL, ahead.data + at, len, NULL, 0, se->samples[0].t_ms,
+						    se->samples[0].v, &at2, &len2),
+				 0);
+		assert_int_equal(len2, len);
+		cm_label_ref l;
+		size_t pos = 0, k = 0;
+		int more;
+		while ((more = cm_wire_label_next(ahead.data + at, len, &pos, &l)) == 1) {
+			assert_true(k < se->nlabels);
+			const char *name = se->labels[k].name ? se->labels[k].name : "";
+			const char *value = se->labels[k].value ? se->labels[k].value : "";
+			assert_true(l.nlen == strlen(name) && !memcmp(l.name, name, l.nlen));
+			assert_true(l.vlen == strlen(value) && !memcmp(l.value, value, l.vlen));
+			k++;
+		}
+		assert_int_equal(more, 0);
+		assert_int_equal(k, se->nlabels);
+	}
+	assert_true(n > 10);
+	assert_int_equal(again.len, ahead.len);
+	assert_memory_equal(again.data, ahead.data, ahead.len);
+	cm_batch ref = b, enc = b;
+	ref.series = one, ref.nseries = n;
+	enc.series = NULL, enc.nseries = 0, enc.series_pb = ahead.data, enc.series_pblen = ahead.len;
+	cm_arena a;
+	cm_buf r, e;
+	cm_arena_init(&a, 0);
+	cm_buf_init(&r), cm_buf_init(&e);
+	pack_reference(&ref, &a, &r);
+	pack_encoder(&enc, &e);
+	assert_int_equal(e.len, r.len);
+	assert_memory_equal(e.data, r.data, r.len);
+	print_message("%zu series written ahead, %zu bytes identical\n", n, r.len);
+	cm_buf_close(&r), cm_buf_close(&e), cm_buf_close(&ahead), cm_buf_close(&pre), cm_buf_close(&again);
+	cm_arena_close(&a);
+	free(one);
 	cm_arena_close(&c->a);
 	free(c);
 }
@@ -430,6 +497,7 @@ int main(void)
 		cmocka_unit_test(test_series_bytes_odd_strings),
 		cmocka_unit_test(test_series_bytes_valid_batch),
 		cmocka_unit_test(test_series_decode_back_equal),
+		cmocka_unit_test(test_series_written_ahead),
 		cmocka_unit_test(test_log_streams_like_protobuf_c),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

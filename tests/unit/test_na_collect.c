@@ -1,10 +1,11 @@
-/* test_na_collect.c -- the batch builder: stale markers for vanished series, steady passes reuse memory.
+/* test_na_collect.c -- the batch builder: stale markers for vanished series, /metrics text from a pass.
  *
  * Runs na__collect on a temp copy of tests/data/cgroup-v2 (with tests/data/proc), removes a cgroup
  * between passes and decodes the second pass's wire frame: every series of the removed cgroup must be
  * there once with Prometheus' stale marker (NaN bits 0x7ff0000000000002), /metrics text must no longer
  * list it, and a third pass must not repeat the markers. Then, removing each cgroup in turn, the
- * markers must be exactly the series that vanished (none for a live one, whatever came before it).
+ * markers must be exactly the series that vanished (none for a live one, whatever came before it);
+ * a relabelled cgroup's old series are marked too. The text must be the batch's live series, no more.
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <setjmp.h>
@@ -179,11 +180,11 @@ static void io_tree(const char *tmp)
 }
 
 /* Whichever cgroup vanishes (or /io's device changes), the next pass marks stale exactly the series
- * that are gone and none that is still there: a series' hash must not depend on the series collected
- * before it. The label-prefix hash cache once kept a longer series' hash after a shorter one changed an
- * earlier label, so m{id=B,dev=x} after m{id=B} after m{id=A,dev=x} got A's hash (here /io/io after
- * /io), and a live series a stale marker when A's series changed. With the pods directory, cgroups
- * carry different numbers of labels. */
+ * that are gone and none that is still there: a series' identity must not depend on the series
+ * collected before it or at the same place in the pass before. (A label-prefix hash cache once kept a
+ * longer series' hash after a shorter one changed an earlier label, so m{id=B,dev=x} after m{id=B}
+ * after m{id=A,dev=x} got A's hash, here /io/io after /io.) With the pods directory, cgroups carry
+ * different numbers of labels. */
 static void test_stale_markers_whatever_vanishes(void **state)
 {
 	(void)state;
@@ -245,6 +246,93 @@ static void test_stale_markers_whatever_vanishes(void **state)
 	assert_true(cases > 5);
 }
 
+/* A pod renamed in the pods directory relabels its cgroup's series: the next pass has them under the new
+ * name and a stale marker for each under the old one, and no marker for anything else. */
+static void test_relabel_marks_old_series(void **state)
+{
+	(void)state;
+	char src[PATH_MAX], tmp[PATH_MAX], proc[PATH_MAX], pods[PATH_MAX + 8], path[PATH_MAX + 32];
+	data_path(src, "cgroup-v2");
+	data_path(proc, "proc");
+	temp_dir(tmp, "collect");
+	copy_tree(src, tmp);
+	fmt_into(pods, sizeof(pods), "%s/pods", tmp);
+	assert_int_equal(mkdir(pods, 0755), 0);
+	fmt_into(path, sizeof(path), "%s/cron.json", pods);
+	write_file(path, "{\"name\": \"cron\", \"namespace\": \"host\", \"containers\": [{\"name\": \"c\", "
+			 "\"cgroup\": \"" GONE "\"}]}");
+	na_config cfg = {.node = "n1", .cgroup_root = tmp, .proc_root = proc, .pods_dir = pods, .meta_refresh_ms = 1};
+	na__collector *c = NULL;
+	cm_err err = {{0}};
+	if (na__collector_create(&cfg, &c, &err))
+		fail_msg("create: %s", err.msg);
+	pass p1, p2;
+	run_pass(c, 1, &p1);
+	write_file(path, "{\"name\": \"cron-renamed\", \"namespace\": \"host\", \"containers\": [{\"name\": "
+			 "\"c\", \"cgroup\": \"" GONE "\"}]}");
+	usleep(5000);
+	run_pass(c, 2, &p2);
+	size_t old_live = 0, renamed = 0, marked = 0;
+	for (size_t i = 0; i < p1.b.nseries; i++)
+		old_live += label(&p1.b.series[i], "pod") && !strcmp(label(&p1.b.series[i], "pod"), "cron");
+	for (size_t i = 0; i < p2.b.nseries; i++) {
+		const cm_series *se = &p2.b.series[i];
+		const char *pod = label(se, "pod");
+		int st = is_stale(se->samples[0].v);
+		if (st && (!pod || strcmp(pod, "cron")))
+			fail_msg("a stale marker for %s{id=%s}", label(se, "__name__"), label(se, "id"));
+		marked += st;
+		renamed += !st && pod && !strcmp(pod, "cron-renamed");
+		assert_false(!st && pod && !strcmp(pod, "cron"));
+	}
+	assert_true(old_live > 5);
+	assert_int_equal(marked, old_live);
+	assert_int_equal(renamed, old_live);
+	pass_close(&p1), pass_close(&p2);
+	na__collector_destroy(c);
+	rm_tree(tmp);
+}
+
+/* The /metrics text holds each live series of the batch, labels in batch order and escaped as the text
+ * format wants, and nothing else: one sample line per series. */
+static void test_text_is_the_batch(void **state)
+{
+	(void)state;
+	char src[PATH_MAX], tmp[PATH_MAX], proc[PATH_MAX], pods[PATH_MAX];
+	data_path(src, "cgroup-v2");
+	data_path(proc, "proc");
+	data_path(pods, "pods");
+	temp_dir(tmp, "collect");
+	copy_tree(src, tmp);
+	na_config cfg = {.node = "n1", .cgroup_root = tmp, .proc_root = proc, .pods_dir = pods};
+	na__collector *c = NULL;
+	cm_err err = {{0}};
+	if (na__collector_create(&cfg, &c, &err))
+		fail_msg("create: %s", err.msg);
+	pass p;
+	run_pass(c, 1, &p);
+	size_t lines = 0;
+	for (const char *t = (const char *)p.text.data; *t; t = strchr(t, '\n') + 1)
+		lines += *t != '#';
+	assert_int_equal(lines, p.b.nseries);
+	for (size_t i = 0; i < p.b.nseries; i++) {
+		const cm_series *se = &p.b.series[i];
+		cm_buf line;
+		cm_buf_init(&line);
+		cm_buf_printf(&line, "\n%s", se->labels[0].value);
+		for (size_t j = 1; j < se->nlabels; j++)
+			cm_buf_printf(&line, "%s%s=\"%s\"", j > 1 ? "," : "{", se->labels[j].name, se->labels[j].value);
+		cm_buf_printf(&line, "%s ", se->nlabels > 1 ? "}" : "");
+		if (!strstr((char *)p.text.data, (char *)line.data))
+			fail_msg("not in /metrics:%s", (char *)line.data);
+		cm_buf_close(&line);
+	}
+	assert_true(p.b.nseries > 100);
+	pass_close(&p);
+	na__collector_destroy(c);
+	rm_tree(tmp);
+}
+
 /* Every value in /metrics is the text cm_fmt_double (Prometheus' float format) gives for the value in
  * the batch; the text's integer fast path must not change a byte. Labels are escaped as the text format
  * wants (a pods-dir name with a quote, a backslash and a newline). */
@@ -296,6 +384,8 @@ int main(void)
 		cmocka_unit_test(test_vanished_series_get_stale_markers),
 		cmocka_unit_test(test_text_values_match_the_batch),
 		cmocka_unit_test(test_stale_markers_whatever_vanishes),
+		cmocka_unit_test(test_relabel_marks_old_series),
+		cmocka_unit_test(test_text_is_the_batch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
