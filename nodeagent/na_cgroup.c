@@ -447,17 +447,16 @@ static int cg_reusable(const na__cgroups *cg, const na__cg_node *n, int f)
 	return (cg->gen + n->hash) % NA__CG_SPEC_EVERY != 0; /* else n's pass to re-read */
 }
 
-/* Kept file f of n as its last read left it, when it may be reused and its directory in that mount is
- * still there. */
+/* Kept file f of n as its last read left it (the kept copy itself, not cg->text: a caller that parsed
+ * the text when it was read can tell), when it may be reused and its directory in that mount is still
+ * there. */
 static int cg_kept(na__cgroups *cg, const na__cg_node *n, int f, const char **text)
 {
 	int slot = cg_keep_slot(f);
 	if (slot < 0 || !n->kept_len[slot] || n->stale || n->mgen[n->fmount[f]] != cg->gen ||
 	    !cg_reusable(cg, n, f))
 		return 0;
-	memcpy(cg->text, n->kept[slot], n->kept_len[slot]);
-	cg->text[n->kept_len[slot]] = '\0';
-	*text = cg->text;
+	*text = n->kept[slot];
 	return 1;
 }
 
@@ -468,16 +467,17 @@ static void cg_keep_text(na__cg_node *n, int f, const char *text, size_t len)
 	if (slot < 0)
 		return;
 	n->kept_len[slot] = 0;
-	if (len > n->kept_cap[slot] && len <= NA__CG_KEEP_MAX) {
-		size_t cap = len < 32 ? 32 : len;
+	if (len >= n->kept_cap[slot] && len < NA__CG_KEEP_MAX) {
+		size_t cap = len < 32 ? 32 : len + 1;
 		char *t = realloc(n->kept[slot], cap);
 		if (!t)
 			return;
 		n->kept[slot] = t, n->kept_cap[slot] = (unsigned short)cap;
 	}
-	if (len > n->kept_cap[slot])
+	if (len >= n->kept_cap[slot])
 		return;
 	memcpy(n->kept[slot], text, len);
+	n->kept[slot][len] = '\0';
 	n->kept_len[slot] = (unsigned short)len;
 }
 

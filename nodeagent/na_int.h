@@ -242,7 +242,7 @@ typedef struct na__cg_node {
 	signed char fmount[NA__F_COUNT]; /* mount file f was opened in, -1 = never opened */
 	unsigned short kept_len[NA__CG_KEEP_SLOTS]; /* bytes of the last read of each kept file, 0 = none */
 	unsigned short kept_cap[NA__CG_KEEP_SLOTS];
-	char *kept[NA__CG_KEEP_SLOTS];              /* malloc'd, grown to the longest text seen */
+	char *kept[NA__CG_KEEP_SLOTS];              /* malloc'd, NUL-terminated, grown to the longest text seen */
 	int kept_wd[NA__CG_KEEP_SLOTS]; /* inotify watch (IN_MODIFY) on a v1 limit file, 0 = none */
 	int quiet;                    /* activity files may be reused this pass (set by na_cgstat.c) */
 	int mem_quiet;                /* memory detail files may be reused this pass (na_cgstat.c) */
@@ -318,7 +318,8 @@ struct na__cgroups {
 
 na__cg_node *na__cg_find(const na__cgroups *cg, const char *id);
 const char *na__cg_file_name(const na__cgroups *cg, int f, char *buf, size_t cap);
-/* pread of file f into cg->text; CM_ENOENT when the node has no such file. */
+/* pread of file f into cg->text, or n's kept text of f when it may be reused (na_cgroup.c); CM_ENOENT
+ * when the node has no such file. */
 int na__cg_read(na__cgroups *cg, na__cg_node *n, int f, const char **text);
 void na__cg_parse_warn(na__cgroups *cg, const na__cg_node *n, int f, const char *what);
 int na__cg_labels(na__cgroups *cg, na__cg_node *n);
