@@ -36,6 +36,7 @@ typedef struct na__pass na_gen;
 struct na__collector {
 	na__cgroups *cgroups;
 	na__meta *meta;
+	na__node *nodestat; /* /proc files of the node collectors */
 	const char *proc_root;
 	char node[256];
 	char boot_id[64];
@@ -101,7 +102,7 @@ int na__collector_create(const na_config *cfg, na__collector **out, cm_err *err)
 	cm_arena_init(&c->gen[0].arena, 0);
 	cm_arena_init(&c->gen[1].arena, 0);
 	rc = na__cgroups_open(&co, &c->cgroups, err);
-	if (!rc && cm_wire_enc_create(WIRE_ZSTD_LEVEL, &c->enc))
+	if (!rc && (cm_wire_enc_create(WIRE_ZSTD_LEVEL, &c->enc) || na__node_open(cfg->proc_root, &c->nodestat)))
 		rc = cm_errf(err, CM_ENOMEM, "out of memory");
 	if (rc) {
 		na__collector_destroy(c);
@@ -117,6 +118,7 @@ void na__collector_destroy(na__collector *c)
 		return;
 	na__cgroups_close(c->cgroups);
 	na__meta_destroy(c->meta);
+	na__node_close(c->nodestat);
 	cm_wire_enc_destroy(c->enc);
 	for (int i = 0; i < 2; i++) {
 		cm_arena_close(&c->gen[i].arena);
@@ -598,7 +600,7 @@ int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, na__collect_stats
 	 * DNS endpoints built from it) has the new pod; its series get the labels next pass */
 	if (c->meta && na__meta_refresh(c->meta, c->now_ms, 0))
 		st->meta_errors++;
-	if (na__node_collect(c->proc_root, &emit, &cerr)) {
+	if (na__node_collect(c->nodestat, &emit, &cerr)) {
 		st->node_errors++;
 		CM_LOG_RL(&c->rl_node, CM_LOG_WARN, "agent", "node collection: %s", cerr.msg);
 	}

@@ -336,16 +336,26 @@ int na__meta_lookup(na__meta *m, const char *cgroup, const na__ident *id, na__me
 
 /* ---- node (na_node.c) --------------------------------------------------------------------------- */
 
-/* Reads <proc_root>/stat and <proc_root>/meminfo (proc_root NULL = /proc) and emits, with
- * node_exporter's names: node_cpu_seconds_total{cpu,mode} and node_memory_<Field>_bytes (no _bytes
- * suffix for fields without a unit, such as HugePages_Total, as node_exporter does). */
-int na__node_collect(const char *proc_root, const na_emit *emit, cm_err *err);
+/* The node collector's files, each opened once and read again from offset 0 every pass (a /proc file
+ * is made anew by each read from its start), and its texts of this pass. */
+enum { NA__NODE_STAT, NA__NODE_MEMINFO, NA__NODE_LOADAVG, NA__NODE_NETDEV, NA__NODE_DISKSTATS,
+       NA__NODE_MOUNTS, NA__NODE_BOOT_ID, NA__NODE_FILES };
+typedef struct na__node na__node;
+/* proc_root NULL = /proc; opens nothing yet. */
+int na__node_open(const char *proc_root, na__node **out);
+void na__node_close(na__node *nd);
+/* Reads <proc_root>/stat and <proc_root>/meminfo and emits, with node_exporter's names:
+ * node_cpu_seconds_total{cpu,mode} and node_memory_<Field>_bytes (no _bytes suffix for fields without
+ * a unit, such as HugePages_Total, as node_exporter does), then the devices below. Starts a pass. */
+int na__node_collect(na__node *nd, const na_emit *emit, cm_err *err);
 /* Load, network, disks, filesystems, boot (na_nodedev.c, names listed there). Every source is tried;
  * the first one that could not be read is returned (with err) after the others were collected; a
  * sink error stops at once. */
-int na__node_devices(const char *proc_root, const na_emit *emit, cm_err *err);
-/* A whole /proc file into a malloc'd, NUL-terminated buffer (grows to 16 MiB). */
-int na__node_read(const char *path, char **out);
+int na__node_devices(na__node *nd, const na_emit *emit, cm_err *err);
+/* File f's whole text (NUL-terminated, grows to 16 MiB), read once per pass; valid until the node is
+ * closed or f is read in a later pass. /proc/self/mounts is read again only when poll(2) says the
+ * mount table changed (a fixture's plain file, every pass); the boot id only once. */
+int na__node_text(na__node *nd, int f, const char **text, cm_err *err);
 
 /* ---- batch building (na_collect.c) ---------------------------------------------------------------- */
 

@@ -1,9 +1,10 @@
 /* na_node.c -- the node collector: per-CPU time from /proc/stat and /proc/meminfo, node_exporter's names.
  *
  * The batch builder (na_collect.c) calls na__node_collect once per interval; each value read becomes one
- * na_emit call. Reads two /proc files whole (a growing buffer: /proc/stat grows with CPUs and interrupt
- * sources), never writes, keeps no state between calls. A missing or unreadable file is an error with a
- * message; a line that does not parse is skipped.
+ * na_emit call. Every /proc file of the node collectors is opened once and read whole from offset 0
+ * each pass with pread (na__node_text: a buffer per file that grows, /proc/stat grows with CPUs and
+ * interrupt sources); nothing is written. A missing or unreadable file is an error with a message (and
+ * is opened again next pass); a line that does not parse is skipped.
  *
  * <proc>/stat, the lines used (every other line, and the aggregate "cpu " line, is ignored):
  *   "cpuN user nice system idle iowait irq softirq steal [guest guest_nice]\n"
@@ -20,15 +21,19 @@
  * read is reported in err while the rest is still collected).
  */
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <linux/magic.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "na_int.h"
 
-#define NA__NODE_READ_MIN (64 * 1024)
 #define NA__NODE_READ_MAX (16 * 1024 * 1024)
 #define NA__NODE_NAME_MAX 128
 
@@ -124,35 +129,107 @@ static int node_mem_line(const char *line, const char *eol, double hz, const na_
 
 /* ---- files --------------------------------------------------------------------------------------- */
 
-/* Reads a whole /proc file into a malloc'd, NUL-terminated buffer the caller frees. */
-int na__node_read(const char *path, char **out)
+static const char *const node_file_names[NA__NODE_FILES] = {
+	"stat", "meminfo", "loadavg", "net/dev", "diskstats", "mounts", "sys/kernel/random/boot_id"};
+
+struct na__node {
+	char root[PATH_MAX];
+	int fd[NA__NODE_FILES];       /* -1 = not open */
+	cm_buf text[NA__NODE_FILES];  /* the last read */
+	uint64_t read_pass[NA__NODE_FILES], pass;
+	int mounts_polled;            /* the mounts fd is a proc file: poll(2) says when the table changed */
+};
+
+int na__node_open(const char *proc_root, na__node **out)
 {
-	for (size_t cap = NA__NODE_READ_MIN;; cap *= 2) {
-		char *buf = malloc(cap);
-		if (!buf)
-			return CM_ENOMEM;
-		int rc = cm_read_file(path, buf, cap, NULL);
-		if (rc == CM_OK) {
-			*out = buf;
-			return CM_OK;
-		}
-		free(buf);
-		if (rc != CM_E2BIG || cap >= NA__NODE_READ_MAX)
-			return rc;
-	}
+	na__node *nd = calloc(1, sizeof(*nd));
+	if (!nd)
+		return CM_ENOMEM;
+	snprintf(nd->root, sizeof(nd->root), "%s", proc_root ? proc_root : "/proc");
+	for (int f = 0; f < NA__NODE_FILES; f++)
+		nd->fd[f] = -1;
+	*out = nd;
+	return CM_OK;
 }
 
-static int node_file(const char *proc_root, const char *name, node_line_fn fn, double hz,
-		     const na_emit *emit, cm_err *err)
+void na__node_close(na__node *nd)
 {
-	char path[PATH_MAX];
-	char *text;
-	int n = snprintf(path, sizeof(path), "%s/%s", proc_root, name);
-	if (n < 0 || (size_t)n >= sizeof(path))
-		return cm_errf(err, CM_E2BIG, "proc root path too long: %s", proc_root);
-	int rc = na__node_read(path, &text);
-	if (rc)
+	if (!nd)
+		return;
+	for (int f = 0; f < NA__NODE_FILES; f++) {
+		if (nd->fd[f] >= 0)
+			close(nd->fd[f]);
+		cm_buf_close(&nd->text[f]);
+	}
+	free(nd);
+}
+
+/* Whether f's text from an earlier pass is still what a read would give: the mount table's while a
+ * poll of its proc file reports no change since the last one (or since it was opened, proc(5)). */
+static int node_text_current(na__node *nd, int f)
+{
+	if (!nd->read_pass[f] || nd->fd[f] < 0)
+		return 0;
+	if (nd->read_pass[f] == nd->pass || f == NA__NODE_BOOT_ID)
+		return 1;
+	if (f != NA__NODE_MOUNTS || !nd->mounts_polled)
+		return 0;
+	struct pollfd p = {nd->fd[f], POLLPRI, 0};
+	return poll(&p, 1, 0) == 0;
+}
+
+static int node_pread_all(int fd, cm_buf *b)
+{
+	b->len = 0;
+	for (;;) {
+		if (b->cap - b->len < 4096 && (b->cap >= NA__NODE_READ_MAX || cm_buf_reserve(b, b->cap ? b->cap : 4096)))
+			return b->cap >= NA__NODE_READ_MAX ? CM_E2BIG : CM_ENOMEM;
+		ssize_t r = pread(fd, b->data + b->len, b->cap - b->len - 1, (off_t)b->len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			break;
+		b->len += (size_t)r;
+	}
+	b->data[b->len] = 0;
+	return CM_OK;
+}
+
+int na__node_text(na__node *nd, int f, const char **text, cm_err *err)
+{
+	if (node_text_current(nd, f)) {
+		*text = (const char *)nd->text[f].data;
+		return CM_OK;
+	}
+	char path[PATH_MAX + 32];
+	snprintf(path, sizeof(path), "%s/%s", nd->root, node_file_names[f]);
+	int rc = CM_OK;
+	if (nd->fd[f] < 0) {
+		nd->fd[f] = open(path, O_RDONLY | O_CLOEXEC);
+		if (nd->fd[f] < 0)
+			return cm_errf(err, -errno, "cannot read %s: %s", path, cm_strerror(-errno));
+		struct statfs st;
+		if (f == NA__NODE_MOUNTS)
+			nd->mounts_polled = !fstatfs(nd->fd[f], &st) && st.f_type == PROC_SUPER_MAGIC;
+	}
+	if ((rc = node_pread_all(nd->fd[f], &nd->text[f]))) {
+		close(nd->fd[f]);
+		nd->fd[f] = -1, nd->read_pass[f] = 0;
 		return cm_errf(err, rc, "cannot read %s: %s", path, cm_strerror(rc));
+	}
+	nd->read_pass[f] = nd->pass;
+	*text = (const char *)nd->text[f].data;
+	return CM_OK;
+}
+
+static int node_file(na__node *nd, int f, node_line_fn fn, double hz, const na_emit *emit, cm_err *err)
+{
+	const char *text;
+	int rc = na__node_text(nd, f, &text, err);
+	if (rc)
+		return rc;
 	for (const char *line = text; rc == CM_OK && *line;) {
 		const char *eol = strchr(line, '\n');
 		if (!eol)
@@ -160,9 +237,8 @@ static int node_file(const char *proc_root, const char *name, node_line_fn fn, d
 		rc = fn(line, eol, hz, emit);
 		line = *eol ? eol + 1 : eol;
 	}
-	free(text);
 	if (rc)
-		return cm_errf(err, rc, "%s: collection stopped: %s", path, cm_strerror(rc));
+		return cm_errf(err, rc, "%s/%s: collection stopped: %s", nd->root, node_file_names[f], cm_strerror(rc));
 	return CM_OK;
 }
 
@@ -183,23 +259,22 @@ static int node_machine_series(void *ctx, const char *metric, const na_lset *set
 	return m->inner->series(m->inner->ctx, metric, set, labels, n, v);
 }
 
-int na__node_collect(const char *proc_root, const na_emit *emit, cm_err *err)
+int na__node_collect(na__node *nd, const na_emit *emit, cm_err *err)
 {
 	long hz = sysconf(_SC_CLK_TCK);
 	node_machine m = {emit, 0, 0};
 	na_emit wrap = {node_machine_series, &m};
 	cm_label none = {NULL, NULL};
-	if (!proc_root)
-		proc_root = "/proc";
-	int rc = node_file(proc_root, "stat", node_cpu_line, hz > 0 ? (double)hz : 100.0, &wrap, err);
+	nd->pass++;
+	int rc = node_file(nd, NA__NODE_STAT, node_cpu_line, hz > 0 ? (double)hz : 100.0, &wrap, err);
 	if (rc == CM_OK)
-		rc = node_file(proc_root, "meminfo", node_mem_line, 0, &wrap, err);
+		rc = node_file(nd, NA__NODE_MEMINFO, node_mem_line, 0, &wrap, err);
 	if (rc == CM_OK && m.cpus > 0)
 		rc = emit->series(emit->ctx, "machine_cpu_cores", NULL, &none, 0, m.cpus);
 	if (rc == CM_OK && m.mem > 0)
 		rc = emit->series(emit->ctx, "machine_memory_bytes", NULL, &none, 0, m.mem);
 	cm_err derr = {{0}};
-	int drc = rc == CM_OK ? na__node_devices(proc_root, emit, &derr) : CM_OK;
+	int drc = rc == CM_OK ? na__node_devices(nd, emit, &derr) : CM_OK;
 	if (drc && err)
 		*err = derr;
 	return rc ? rc : drc;

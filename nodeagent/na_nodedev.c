@@ -2,8 +2,8 @@
  *
  * Called by na__node_collect (na_node.c) after CPU and memory; each source is independent: one that
  * is missing or unreadable is reported through err and the others are still collected. Reads whole
- * /proc files (na__node_read), never writes, keeps no state between calls. Names, labels and units are
- * node_exporter's:
+ * /proc files (na__node_text: kept open, the mount table re-read only when it changed, the boot id
+ * once), never writes. Names, labels and units are node_exporter's:
  *
  * <proc>/loadavg "L1 L5 L15 running/total lastpid" -> node_load1, node_load5, node_load15.
  * <proc>/stat "btime N" -> node_boot_time_seconds; with the pass's clock, node_time_seconds.
@@ -42,16 +42,6 @@ static int emit0(const na_emit *e, const char *name, double v)
 	return e->series(e->ctx, name, NULL, &none, 0, v);
 }
 
-/* Reads <proc_root>/<name> whole; the caller frees *text. */
-static int dev_read(const char *proc_root, const char *name, char **text, cm_err *err)
-{
-	char path[PATH_MAX];
-	if (snprintf(path, sizeof(path), "%s/%s", proc_root, name) >= (int)sizeof(path))
-		return cm_errf(err, CM_E2BIG, "proc root path too long");
-	int rc = na__node_read(path, text);
-	return rc ? cm_errf(err, rc, "cannot read %s: %s", path, cm_strerror(rc)) : CM_OK;
-}
-
 /* The next blank-separated word of [*p, end) into w (NUL-terminated, truncated to cap). */
 static size_t next_word(const char **p, const char *end, char *w, size_t cap)
 {
@@ -69,41 +59,38 @@ static size_t next_word(const char **p, const char *end, char *w, size_t cap)
 
 /* ---- load, boot ---------------------------------------------------------------------------------- */
 
-static int load_avg(const char *proc_root, const na_emit *e, cm_err *err)
+static int load_avg(na__node *nd, const na_emit *e, cm_err *err)
 {
-	char *t;
-	int rc = dev_read(proc_root, "loadavg", &t, err);
+	const char *t;
+	int rc = na__node_text(nd, NA__NODE_LOADAVG, &t, err);
 	if (rc)
 		return rc;
 	double l[3];
 	if (sscanf(t, "%lf %lf %lf", &l[0], &l[1], &l[2]) != 3)
-		rc = cm_errf(err, CM_EPROTO, "%s/loadavg: not three loads", proc_root);
+		return cm_errf(err, CM_EPROTO, "loadavg: not three loads");
 	static const char *const names[] = {"node_load1", "node_load5", "node_load15"};
 	for (int i = 0; i < 3 && !rc; i++)
 		rc = emit0(e, names[i], l[i]);
-	free(t);
 	return rc;
 }
 
-static int boot(const char *proc_root, const na_emit *e, cm_err *err)
+static int boot(na__node *nd, const na_emit *e, cm_err *err)
 {
-	char *t, id[64];
+	const char *t;
 	uint64_t v = 0;
 	int64_t now_ms = cm_now_ms();
-	int rc = dev_read(proc_root, "stat", &t, err);
+	int rc = na__node_text(nd, NA__NODE_STAT, &t, err);
 	if (rc)
 		return rc;
 	const char *b = strstr(t, "\nbtime ");
 	const char *p = b ? b + 7 : NULL;
 	if (!p || cm_scan_u64(&p, p + strlen(p), &v))
-		rc = cm_errf(err, CM_EPROTO, "%s/stat: no btime line", proc_root);
-	free(t);
-	rc = rc ? rc : emit0(e, "node_boot_time_seconds", (double)v);
+		return cm_errf(err, CM_EPROTO, "stat: no btime line");
+	rc = emit0(e, "node_boot_time_seconds", (double)v);
 	rc = rc ? rc : emit0(e, "node_time_seconds", (double)now_ms / 1000.0);
-	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s/sys/kernel/random/boot_id", proc_root);
-	if (!rc && !cm_read_file(path, id, sizeof(id), NULL)) {
-		id[strcspn(id, "\r\n")] = 0;
+	if (!rc && !na__node_text(nd, NA__NODE_BOOT_ID, &t, NULL)) {
+		char id[64];
+		snprintf(id, sizeof(id), "%.*s", (int)strcspn(t, "\r\n"), t);
 		cm_label l = {"boot_id", id};
 		rc = e->series(e->ctx, "corral_node_boot_info", NULL, &l, 1, 1);
 	}
@@ -287,10 +274,10 @@ static int mount_line(const char *line, const char *eol, const na_emit *e)
 
 typedef int (*dev_line_fn)(const char *line, const char *eol, const na_emit *e);
 
-static int dev_lines(const char *proc_root, const char *name, int skip, dev_line_fn fn, const na_emit *e, cm_err *err)
+static int dev_lines(na__node *nd, int f, int skip, dev_line_fn fn, const na_emit *e, cm_err *err)
 {
-	char *t;
-	int rc = dev_read(proc_root, name, &t, err);
+	const char *t;
+	int rc = na__node_text(nd, f, &t, err);
 	if (rc)
 		return rc;
 	for (const char *line = t; !rc && *line;) {
@@ -303,7 +290,6 @@ static int dev_lines(const char *proc_root, const char *name, int skip, dev_line
 			rc = fn(line, eol, e);
 		line = *eol ? eol + 1 : eol;
 	}
-	free(t);
 	return rc;
 }
 
@@ -322,18 +308,18 @@ static int guard_series(void *ctx, const char *metric, const na_lset *set, const
 	return rc;
 }
 
-int na__node_devices(const char *proc_root, const na_emit *emit, cm_err *err)
+int na__node_devices(na__node *nd, const na_emit *emit, cm_err *err)
 {
 	dev_guard g = {emit, CM_OK};
 	na_emit e = {guard_series, &g};
 	int first = CM_OK;
 	for (int i = 0; i < 5 && !g.rc; i++) {
 		cm_err one = {{0}};
-		int rc = i == 0   ? load_avg(proc_root, &e, &one)
-		         : i == 1 ? boot(proc_root, &e, &one)
-		         : i == 2 ? dev_lines(proc_root, "net/dev", 2, net_line, &e, &one)
-		         : i == 3 ? dev_lines(proc_root, "diskstats", 0, disk_line, &e, &one)
-		                  : dev_lines(proc_root, "mounts", 0, mount_line, &e, &one);
+		int rc = i == 0   ? load_avg(nd, &e, &one)
+		         : i == 1 ? boot(nd, &e, &one)
+		         : i == 2 ? dev_lines(nd, NA__NODE_NETDEV, 2, net_line, &e, &one)
+		         : i == 3 ? dev_lines(nd, NA__NODE_DISKSTATS, 0, disk_line, &e, &one)
+		                  : dev_lines(nd, NA__NODE_MOUNTS, 0, mount_line, &e, &one);
 		if (rc && !first) {
 			first = rc;
 			*err = one;

@@ -11,6 +11,9 @@
 
 #include <cmocka.h>
 
+#include <errno.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/statvfs.h>
 
 #include "na_test.h"
@@ -46,6 +49,16 @@ static double hz(void)
 	return v > 0 ? (double)v : 100.0;
 }
 
+/* One pass of a node collector made for it. */
+static int node_once(const char *root, const na_emit *e, cm_err *err)
+{
+	na__node *nd;
+	assert_int_equal(na__node_open(root, &nd), 0);
+	int rc = na__node_collect(nd, e, err);
+	na__node_close(nd);
+	return rc;
+}
+
 static size_t count_prefix(const sink *s, const char *prefix)
 {
 	size_t n = 0;
@@ -62,7 +75,7 @@ static void test_fixture_cpu(void **state)
 	na_emit e = sink_emit(&s);
 	cm_err err = {{0}};
 	data_path(root, "proc");
-	assert_int_equal(na__node_collect(root, &e, &err), 0);
+	assert_int_equal(node_once(root, &e, &err), 0);
 	assert_int_equal(s.dups, 0);
 	assert_int_equal(count_prefix(&s, "node_cpu_seconds_total{"), 4 * 8); /* no aggregate "cpu " line */
 	for (int cpu = 0; cpu < 4; cpu++) {
@@ -85,7 +98,7 @@ static void test_fixture_meminfo(void **state)
 	sink s = {0};
 	na_emit e = sink_emit(&s);
 	data_path(root, "proc");
-	assert_int_equal(na__node_collect(root, &e, NULL), 0);
+	assert_int_equal(node_once(root, &e, NULL), 0);
 	for (size_t i = 0; i < CM_ARRAY_LEN(mem_want); i++) {
 		const sink_rec *r = sink_find(&s, mem_want[i].key);
 		if (!r)
@@ -140,7 +153,7 @@ static void test_unparsable_lines_skipped(void **state)
 			 "HugePages_Total:   3\n"
 			 "Last(x):        7 kB");
 	/* no loadavg, net/dev, diskstats, mounts here: reported, while cpu and memory are still collected */
-	assert_int_equal(na__node_collect(dir, &e, NULL), CM_ENOENT);
+	assert_int_equal(node_once(dir, &e, NULL), CM_ENOENT);
 	assert_int_equal(count_prefix(&s, "node_cpu_seconds_total{cpu=\"0\""), 8);
 	assert_int_equal(count_prefix(&s, "node_cpu_seconds_total{cpu=\"4\""), 8);
 	assert_int_equal(count_prefix(&s, "node_cpu_seconds_total{"), 16);
@@ -166,11 +179,11 @@ static void test_missing_file_is_error(void **state)
 	na_emit e = sink_emit(&s);
 	cm_err err = {{0}};
 	temp_dir(dir, "proc");
-	assert_int_equal(na__node_collect(dir, &e, &err), CM_ENOENT);
+	assert_int_equal(node_once(dir, &e, &err), CM_ENOENT);
 	assert_non_null(strstr(err.msg, "/stat"));
 	fmt_into(path, sizeof(path), "%s/stat", dir);
 	write_file(path, "cpu0 1 1 1 1 1 1 1 1 0 0\n");
-	assert_int_equal(na__node_collect(dir, &e, &err), CM_ENOENT);
+	assert_int_equal(node_once(dir, &e, &err), CM_ENOENT);
 	assert_non_null(strstr(err.msg, "/meminfo"));
 	sink_clear(&s);
 	rm_tree(dir);
@@ -184,7 +197,7 @@ static void test_emit_error_stops(void **state)
 	na_emit e = sink_emit(&s);
 	cm_err err = {{0}};
 	data_path(root, "proc");
-	assert_int_equal(na__node_collect(root, &e, &err), SINK_STOP);
+	assert_int_equal(node_once(root, &e, &err), SINK_STOP);
 	assert_int_equal(s.n, 5);
 	sink_clear(&s);
 }
@@ -199,7 +212,7 @@ static void test_fixture_devices(void **state)
 	cm_err err = {{0}};
 	data_path(root, "proc");
 	int64_t t0 = cm_now_ms();
-	assert_int_equal(na__node_collect(root, &e, &err), 0);
+	assert_int_equal(node_once(root, &e, &err), 0);
 	assert_int_equal(s.dups, 0);
 	const want w[] = {
 		{"node_load1{}", 0.5}, {"node_load5{}", 1.25}, {"node_load15{}", 2.0},
@@ -277,7 +290,7 @@ static void test_device_source_missing(void **state)
 	sink s = {0};
 	na_emit e = sink_emit(&s);
 	cm_err err = {{0}};
-	assert_int_equal(na__node_collect(dir, &e, &err), CM_ENOENT);
+	assert_int_equal(node_once(dir, &e, &err), CM_ENOENT);
 	assert_non_null(strstr(err.msg, "diskstats"));
 	assert_int_equal(count_prefix(&s, "node_disk_"), 0);
 	assert_int_equal(count_prefix(&s, "node_network_"), 32);
@@ -293,7 +306,7 @@ static void test_real_proc(void **state)
 	sink s = {0};
 	na_emit e = sink_emit(&s);
 	cm_err err = {{0}};
-	if (na__node_collect(NULL, &e, &err))
+	if (node_once(NULL, &e, &err))
 		fail_msg("%s", err.msg);
 	const sink_rec *idle = sink_find(&s, "node_cpu_seconds_total{cpu=\"0\",mode=\"idle\"}");
 	const sink_rec *total = sink_find(&s, "node_memory_MemTotal_bytes{}");
@@ -304,6 +317,59 @@ static void test_real_proc(void **state)
 	assert_int_equal(count_prefix(&s, "node_cpu_seconds_total{") % 8, 0);
 	assert_int_equal(s.dups, 0);
 	sink_clear(&s);
+}
+
+/* Files stay open from pass to pass and are read again from their start: a fixture file rewritten
+ * between passes gives its new values, and on this host's /proc a filesystem mounted between passes
+ * (in a mount namespace of this test) is seen by the next pass through poll(2) on the mounts file. */
+static void test_files_kept_open(void **state)
+{
+	(void)state;
+	char src[PATH_MAX], dir[PATH_MAX], path[PATH_MAX + 16], mnt[PATH_MAX], key[PATH_MAX + 128];
+	data_path(src, "proc");
+	temp_dir(dir, "proc");
+	rm_tree(dir);
+	copy_tree(src, dir);
+	na__node *nd;
+	sink s = {0};
+	na_emit e = sink_emit(&s);
+	assert_int_equal(na__node_open(dir, &nd), 0);
+	assert_int_equal(na__node_collect(nd, &e, NULL), 0);
+	assert_true(sink_find(&s, "node_load1{}")->v != 9.5);
+	fmt_into(path, sizeof(path), "%s/loadavg", dir);
+	write_file(path, "9.50 0.25 0.12 1/100 4242\n");
+	sink_clear(&s);
+	assert_int_equal(na__node_collect(nd, &e, NULL), 0);
+	assert_true(sink_find(&s, "node_load1{}")->v == 9.5);
+	sink_clear(&s);
+	na__node_close(nd);
+	rm_tree(dir);
+
+	if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)) {
+		print_message("no mount namespace here (%s): the mounts poll is not tested\n", strerror(errno));
+		return;
+	}
+	temp_dir(mnt, "mnt");
+	fmt_into(key, sizeof(key), "node_filesystem_size_bytes{device=\"corraltest\",fstype=\"tmpfs\",mountpoint=\"%s\"}",
+		 mnt);
+	assert_int_equal(na__node_open(NULL, &nd), 0);
+	assert_int_equal(na__node_collect(nd, &e, NULL), 0);
+	assert_null(sink_find(&s, key));
+	sink_clear(&s);
+	assert_int_equal(na__node_collect(nd, &e, NULL), 0); /* no change: the kept text */
+	assert_null(sink_find(&s, key));
+	sink_clear(&s);
+	assert_int_equal(mount("corraltest", mnt, "tmpfs", 0, "size=1m"), 0);
+	assert_int_equal(na__node_collect(nd, &e, NULL), 0);
+	assert_non_null(sink_find(&s, key));
+	assert_true(sink_find(&s, key)->v == 1024.0 * 1024.0);
+	sink_clear(&s);
+	assert_int_equal(umount(mnt), 0);
+	assert_int_equal(na__node_collect(nd, &e, NULL), 0);
+	assert_null(sink_find(&s, key));
+	sink_clear(&s);
+	na__node_close(nd);
+	rmdir(mnt);
 }
 
 int main(void)
@@ -317,6 +383,7 @@ int main(void)
 		cmocka_unit_test(test_fixture_devices),
 		cmocka_unit_test(test_device_source_missing),
 		cmocka_unit_test(test_real_proc),
+		cmocka_unit_test(test_files_kept_open),
 	};
 	return cmocka_run_group_tests_name("na_node", tests, NULL, NULL);
 }
