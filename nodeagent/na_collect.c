@@ -37,7 +37,6 @@ struct na__collector {
 	na__cgroups *cgroups;
 	na__meta *meta;
 	na__node *nodestat; /* /proc files of the node collectors */
-	const char *proc_root;
 	char node[256];
 	char boot_id[64];
 	na_gen gen[2];
@@ -64,36 +63,28 @@ struct na__collector {
 #define MAX_EVENTS_PER_PASS 1024
 #define WIRE_ZSTD_LEVEL 1 /* as small as 3 on agent batches (24 vs 27 KB at 200 cgroups), half the context */
 
-static int read_boot_id(const char *proc_root, char *out, size_t cap)
-{
-	char path[4096];
-	snprintf(path, sizeof(path), "%s/sys/kernel/random/boot_id", proc_root);
-	int rc = cm_read_file(path, out, cap, NULL);
-	if (!rc)
-		out[strcspn(out, "\r\n")] = 0;
-	return rc;
-}
-
 int na__collector_create(const na_config *cfg, na__collector **out, cm_err *err)
 {
 	na__collector *c = calloc(1, sizeof(*c));
 	if (!c)
 		return cm_errf(err, CM_ENOMEM, "out of memory");
-	c->proc_root = cfg->proc_root;
 	c->inventory_ms = cfg->inventory_interval_ms > 0 ? cfg->inventory_interval_ms : 60000;
 	snprintf(c->node, sizeof(c->node), "%s", cfg->node);
-	int rc = read_boot_id(cfg->proc_root, c->boot_id, sizeof(c->boot_id));
-	if (rc) {
+	const char *id;
+	int rc = na__node_open(cfg->proc_root, &c->nodestat);
+	if (rc || (rc = na__node_text(c->nodestat, NA__NODE_BOOT_ID, &id, err))) {
+		na__node_close(c->nodestat);
 		free(c);
-		return cm_errf(err, rc, "cannot read %s/sys/kernel/random/boot_id: %s", cfg->proc_root,
-			       cm_strerror(rc));
+		return rc == CM_ENOMEM ? cm_errf(err, rc, "out of memory") : rc;
 	}
+	snprintf(c->boot_id, sizeof(c->boot_id), "%.*s", (int)strcspn(id, "\r\n"), id);
 	if (cfg->pods_dir || cfg->docker_root || cfg->kubelet_url) {
 		na__meta_opts mo = {.pods_dir = cfg->pods_dir, .docker_root = cfg->docker_root,
 				    .label_allowlist = cfg->label_allowlist, .kubelet_url = cfg->kubelet_url,
 				    .kubelet_token_file = cfg->kubelet_token_file, .kubelet_ca_file = cfg->kubelet_ca_file,
 				    .refresh_ms = cfg->meta_refresh_ms};
 		if ((rc = na__meta_create(&mo, &c->meta, err))) {
+			na__node_close(c->nodestat);
 			free(c);
 			return rc;
 		}
@@ -102,7 +93,7 @@ int na__collector_create(const na_config *cfg, na__collector **out, cm_err *err)
 	cm_arena_init(&c->gen[0].arena, 0);
 	cm_arena_init(&c->gen[1].arena, 0);
 	rc = na__cgroups_open(&co, &c->cgroups, err);
-	if (!rc && (cm_wire_enc_create(WIRE_ZSTD_LEVEL, &c->enc) || na__node_open(cfg->proc_root, &c->nodestat)))
+	if (!rc && cm_wire_enc_create(WIRE_ZSTD_LEVEL, &c->enc))
 		rc = cm_errf(err, CM_ENOMEM, "out of memory");
 	if (rc) {
 		na__collector_destroy(c);
