@@ -302,6 +302,13 @@ int cm_wire_labels_pb(cm_buf *out, const cm_label *l, size_t n);
 int cm_wire_series1_pb(cm_buf *out, const char *metric, const uint8_t *pre, size_t prelen, const cm_label *l,
 		       size_t n, int64_t t_ms, double v, size_t *labels_at, size_t *labels_len);
 int cm_wire_label_next(const uint8_t *p, size_t n, size_t *pos, cm_label_ref *out);
+/* Whether the len label bytes at lab are those cm_wire_series1_pb writes for metric (not NULL), pre and
+ * l. And the sample of a Series it wrote, rewritten in place (labels_end: where its label bytes end)
+ * for a timestamp whose varint is as long as the one there (cm_wire_varint_len). */
+int cm_wire_series1_same(const uint8_t *lab, size_t len, const char *metric, const uint8_t *pre, size_t prelen,
+			 const cm_label *l, size_t n);
+void cm_wire_series1_set(uint8_t *labels_end, int64_t t_ms, double v);
+size_t cm_wire_varint_len(uint64_t v);
 /* Decodes into arena-owned memory; on failure *out is untouched and err says why. */
 int cm_wire_decode(const void *frame, size_t n, const cm_wire_limits *lim, cm_arena *a, cm_batch *out,
 		   cm_err *err);

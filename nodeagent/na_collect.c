@@ -18,16 +18,18 @@
 
 #include "na_int.h"
 
-/* A series of a pass: its label bytes in the pass's section, its value. */
+/* A series of a pass: where its message and its label bytes are in the pass's section, its value. */
 typedef struct na_rec {
-	uint32_t lab, len;
+	uint32_t msg, lab, len;
 	double v;
 } na_rec;
 
 /* One pass's series; two alternate so the next pass can tell which series vanished. */
 struct na__pass {
 	cm_arena arena;       /* event and inventory strings, reset (blocks kept) at the start of the pass */
-	cm_buf sb;            /* Series messages (Batch field 6): the collected ones, then stale markers */
+	cm_buf *sb;           /* its section, one of the collector's two: Series messages (Batch field 6), */
+	size_t end;           /* the collected ones up to end, then stale markers */
+	int64_t t_ms;
 	na_rec *rec;          /* [0, n) the collected series */
 	size_t n, cap;
 };
@@ -41,6 +43,9 @@ struct na__collector {
 	char boot_id[64];
 	na_gen gen[2];
 	int cur;
+	cm_buf sec[2];        /* the last pass's section and a spare */
+	int in_place;         /* every series of this pass so far equals the last pass's at its index, in
+			       * order: their samples are rewritten in the last pass's section */
 	const na_gen *last;   /* the last pass that succeeded, NULL while one runs or after a failure */
 	cm_wire_enc *enc;     /* zstd context, message arena and packed bytes, reused from pass to pass */
 	size_t *table;        /* open addressing over the current pass: index + 1, 0 = empty */
@@ -113,7 +118,7 @@ void na__collector_destroy(na__collector *c)
 	cm_wire_enc_destroy(c->enc);
 	for (int i = 0; i < 2; i++) {
 		cm_arena_close(&c->gen[i].arena);
-		cm_buf_close(&c->gen[i].sb);
+		cm_buf_close(&c->sec[i]);
 		free(c->gen[i].rec);
 	}
 	free(c->table);
@@ -142,11 +147,27 @@ static int put_series(na__collector *c, const char *metric, const uint8_t *pre, 
 {
 	na_gen *g = &c->gen[c->cur];
 	size_t at, len;
-	if (cm_wire_series1_pb(&g->sb, metric, pre, prelen, l, n, c->now_ms, v, &at, &len))
+	size_t msg = g->sb->len;
+	if (cm_wire_series1_pb(g->sb, metric, pre, prelen, l, n, c->now_ms, v, &at, &len))
 		return CM_ENOMEM;
 	if (at + len > UINT32_MAX)
 		return CM_E2BIG;
-	*rec = (na_rec){(uint32_t)at, (uint32_t)len, v};
+	*rec = (na_rec){(uint32_t)msg, (uint32_t)at, (uint32_t)len, v};
+	return CM_OK;
+}
+
+/* The last pass's section is left for a spare one: the series written in place so far are copied to it,
+ * and the rest of this pass is written there. */
+static int leave_in_place(na__collector *c)
+{
+	na_gen *g = &c->gen[c->cur], *p = &c->gen[!c->cur];
+	cm_buf *spare = p->sb == &c->sec[0] ? &c->sec[1] : &c->sec[0];
+	size_t upto = g->n < p->n ? p->rec[g->n].msg : p->end;
+	spare->len = 0;
+	if (cm_buf_append(spare, p->sb->data, upto))
+		return CM_ENOMEM;
+	g->sb = spare;
+	c->in_place = 0;
 	return CM_OK;
 }
 
@@ -154,10 +175,22 @@ static int emit_series(void *ctx, const char *metric, const na_lset *set, const 
 		       double value)
 {
 	na__collector *c = ctx;
-	na_gen *g = &c->gen[c->cur];
+	na_gen *g = &c->gen[c->cur], *p = &c->gen[!c->cur];
+	const uint8_t *pre = set ? set->pb : NULL;
+	size_t prelen = set ? set->pblen : 0;
 	if (grow(g, g->n + 1))
 		return CM_ENOMEM;
-	int rc = put_series(c, metric, set ? set->pb : NULL, set ? set->pblen : 0, labels, nlabels, value, &g->rec[g->n]);
+	if (c->in_place && g->n < p->n) {
+		const na_rec *r = &p->rec[g->n];
+		if (cm_wire_series1_same(p->sb->data + r->lab, r->len, metric, pre, prelen, labels, nlabels)) {
+			cm_wire_series1_set(p->sb->data + r->lab + r->len, c->now_ms, value);
+			g->rec[g->n++] = (na_rec){r->msg, r->lab, r->len, value};
+			return CM_OK;
+		}
+	}
+	if (c->in_place && leave_in_place(c))
+		return CM_ENOMEM;
+	int rc = put_series(c, metric, pre, prelen, labels, nlabels, value, &g->rec[g->n]);
 	g->n += rc == CM_OK;
 	return rc;
 }
@@ -283,10 +316,10 @@ static int build_inventory(na__collector *c, cm_inventory *inv, int *due)
 
 static int same_series(const na_gen *a, const na_rec *ra, const na_gen *b, const na_rec *rb)
 {
-	return ra->len == rb->len && !memcmp(a->sb.data + ra->lab, b->sb.data + rb->lab, ra->len);
+	return ra->len == rb->len && !memcmp(a->sb->data + ra->lab, b->sb->data + rb->lab, ra->len);
 }
 
-static uint32_t series_hash(const na_gen *g, const na_rec *r) { return cm_crc32c(0, g->sb.data + r->lab, r->len); }
+static uint32_t series_hash(const na_gen *g, const na_rec *r) { return cm_crc32c(0, g->sb->data + r->lab, r->len); }
 
 static int index_current(na__collector *c, const na_gen *g)
 {
@@ -340,7 +373,7 @@ static int add_stale(na__collector *c, size_t *nstale)
 		if (in_current(c, g, p, r))
 			continue;
 		na_rec marker;
-		int rc = put_series(c, NULL, p->sb.data + r->lab, r->len, NULL, 0, stale, &marker);
+		int rc = put_series(c, NULL, p->sb->data + r->lab, r->len, NULL, 0, stale, &marker);
 		if (rc)
 			return rc;
 		(*nstale)++;
@@ -507,7 +540,7 @@ static size_t fmt_value(char *buf, size_t cap, double v)
 static int render_one(const na__pass *g, const render_row *row, cm_buf *out)
 {
 	const na_rec *r = &g->rec[row->i];
-	const uint8_t *lab = g->sb.data + r->lab;
+	const uint8_t *lab = g->sb->data + r->lab;
 	cm_label_ref l;
 	int rc = cm_buf_append(out, row->name, row->nlen), k = 0, more;
 	for (size_t pos = row->pos; !rc && (more = cm_wire_label_next(lab, r->len, &pos, &l)) > 0; k++) {
@@ -535,7 +568,7 @@ int na__pass_render(const na__pass *g, cm_buf *out)
 	for (size_t i = 0; i < g->n && !rc; i++) {
 		cm_label_ref l;
 		size_t pos = 0;
-		if (cm_wire_label_next(g->sb.data + g->rec[i].lab, g->rec[i].len, &pos, &l) != 1 || l.nlen != 8 ||
+		if (cm_wire_label_next(g->sb->data + g->rec[i].lab, g->rec[i].len, &pos, &l) != 1 || l.nlen != 8 ||
 		    memcmp(l.name, "__name__", 8))
 			rc = CM_EPROTO; /* not a series of emit_series */
 		order[i] = (render_row){l.value, l.vlen, pos, i};
@@ -571,10 +604,15 @@ int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, na__collect_stats
 	c->last = NULL;
 	c->cur = !c->cur;
 	na_gen *g = &c->gen[c->cur];
+	na_gen *p = &c->gen[!c->cur];
 	cm_arena_reset(&g->arena);
-	g->sb.len = 0;
 	g->n = 0;
-	c->now_ms = cm_now_ms();
+	g->t_ms = c->now_ms = cm_now_ms();
+	/* in place while the series repeat the last pass's (same timestamp length: the samples fit) */
+	c->in_place = p->sb && cm_wire_varint_len((uint64_t)p->t_ms) == cm_wire_varint_len((uint64_t)g->t_ms);
+	g->sb = c->in_place ? p->sb : p->sb == &c->sec[0] ? &c->sec[1] : &c->sec[0];
+	if (!c->in_place)
+		g->sb->len = 0;
 	na_emit emit = {emit_series, c};
 	cm_err cerr = {{0}};
 	size_t nstale = 0;
@@ -595,14 +633,24 @@ int na__collect(na__collector *c, uint64_t seq, cm_buf *frame, na__collect_stats
 		st->node_errors++;
 		CM_LOG_RL(&c->rl_node, CM_LOG_WARN, "agent", "node collection: %s", cerr.msg);
 	}
-	if (add_stale(c, &nstale))
+	if (c->in_place) { /* the series so far, without what came after them in the last pass */
+		g->end = g->n < p->n ? p->rec[g->n].msg : p->end;
+		g->sb->len = g->end;
+	}
+	/* the same series as the last pass: nothing vanished; else markers, in a section of this pass's own */
+	if (c->in_place && g->n < p->n && leave_in_place(c))
 		return cm_errf(err, CM_ENOMEM, "out of memory marking vanished series");
+	if (!c->in_place) {
+		g->end = g->sb->len;
+		if (add_stale(c, &nstale))
+			return cm_errf(err, CM_ENOMEM, "out of memory marking vanished series");
+	}
 	cm_inventory inv;
 	int inv_due = 0;
 	if (build_inventory(c, &inv, &inv_due))
 		return cm_errf(err, CM_ENOMEM, "out of memory building the inventory");
 	cm_batch b = {.node = c->node, .boot_id = c->boot_id, .agent_version = CM_VERSION, .seq = seq,
-		      .created_ms = c->now_ms, .series_pb = g->sb.data, .series_pblen = g->sb.len,
+		      .created_ms = c->now_ms, .series_pb = g->sb->data, .series_pblen = g->sb->len,
 		      .inventory = inv_due ? &inv : NULL, .events = c->ev, .nevents = c->nev,
 		      .log_streams = c->logs, .nlog_streams = c->nlogs};
 	const uint8_t *f;

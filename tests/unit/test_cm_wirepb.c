@@ -7,7 +7,8 @@
  * long enough for two-byte lengths, INT64_MIN and negative timestamps, NaN and -0.0, series without
  * samples or labels, many series with random value bits. The decoder must then read a valid batch back
  * equal (labels with an empty value dropped, value bits unchanged). Series written ahead of the batch
- * (cm_wire_series1_pb, the agent's way) must be the same bytes as those written from cm_series.
+ * (cm_wire_series1_pb, the agent's way) must be the same bytes as those written from cm_series, be
+ * recognised by cm_wire_series1_same (and nothing else), and take a new sample in place.
  *
  * The decoder reads the log streams (field 10) by hand: on Batches written here byte by byte with every
  * wire form protobuf allows (field 10 before and after the header fields, packed and unpacked
@@ -238,6 +239,16 @@ static void test_series_written_ahead(void **state)
 						    se->samples[0].v, &at2, &len2),
 				 0);
 		assert_int_equal(len2, len);
+		const cm_label *post = se->labels + split;
+		size_t npost = se->nlabels - split;
+		assert_true(cm_wire_series1_same(ahead.data + at, len, se->labels[0].value, pre.data, pre.len, post, npost));
+		assert_false(cm_wire_series1_same(ahead.data + at, len, "other_metric", pre.data, pre.len, post, npost));
+		if (pre.len)
+			assert_false(cm_wire_series1_same(ahead.data + at, len, se->labels[0].value, pre.data, pre.len - 1,
+							  post, npost));
+		if (npost)
+			assert_false(cm_wire_series1_same(ahead.data + at, len, se->labels[0].value, pre.data, pre.len, post,
+							  npost - 1));
 		cm_label_ref l;
 		size_t pos = 0, k = 0;
 		int more;
@@ -267,6 +278,18 @@ static void test_series_written_ahead(void **state)
 	assert_int_equal(e.len, r.len);
 	assert_memory_equal(e.data, r.data, r.len);
 	print_message("%zu series written ahead, %zu bytes identical\n", n, r.len);
+	/* a sample rewritten in place is the one a new series would carry */
+	size_t at, len;
+	cm_buf one_pb;
+	cm_buf_init(&one_pb);
+	assert_int_equal(cm_wire_series1_pb(&one_pb, "m", NULL, 0, NULL, 0, 1700000000000, 1.5, &at, &len), 0);
+	cm_wire_series1_set(one_pb.data + at + len, 1700000001234, -2.25);
+	cm_buf fresh;
+	cm_buf_init(&fresh);
+	assert_int_equal(cm_wire_series1_pb(&fresh, "m", NULL, 0, NULL, 0, 1700000001234, -2.25, &at, &len), 0);
+	assert_int_equal(one_pb.len, fresh.len);
+	assert_memory_equal(one_pb.data, fresh.data, fresh.len);
+	cm_buf_close(&one_pb), cm_buf_close(&fresh);
 	cm_buf_close(&r), cm_buf_close(&e), cm_buf_close(&ahead), cm_buf_close(&pre), cm_buf_close(&again);
 	cm_arena_close(&a);
 	free(one);

@@ -294,11 +294,13 @@ static void test_relabel_marks_old_series(void **state)
 }
 
 /* The /metrics text holds each live series of the batch, labels in batch order and escaped as the text
- * format wants, and nothing else: one sample line per series. */
+ * format wants, and nothing else: one sample line per series. Again on the passes after it, which
+ * repeat the first one's series and rewrite their samples in place: every sample has its own pass's
+ * timestamp, and a value changed in between (a cgroup's cpu usage) is the new one. */
 static void test_text_is_the_batch(void **state)
 {
 	(void)state;
-	char src[PATH_MAX], tmp[PATH_MAX], proc[PATH_MAX], pods[PATH_MAX];
+	char src[PATH_MAX], tmp[PATH_MAX], proc[PATH_MAX], pods[PATH_MAX], path[PATH_MAX + 32];
 	data_path(src, "cgroup-v2");
 	data_path(proc, "proc");
 	data_path(pods, "pods");
@@ -309,26 +311,46 @@ static void test_text_is_the_batch(void **state)
 	cm_err err = {{0}};
 	if (na__collector_create(&cfg, &c, &err))
 		fail_msg("create: %s", err.msg);
-	pass p;
-	run_pass(c, 1, &p);
-	size_t lines = 0;
-	for (const char *t = (const char *)p.text.data; *t; t = strchr(t, '\n') + 1)
-		lines += *t != '#';
-	assert_int_equal(lines, p.b.nseries);
-	for (size_t i = 0; i < p.b.nseries; i++) {
-		const cm_series *se = &p.b.series[i];
-		cm_buf line;
-		cm_buf_init(&line);
-		cm_buf_printf(&line, "\n%s", se->labels[0].value);
-		for (size_t j = 1; j < se->nlabels; j++)
-			cm_buf_printf(&line, "%s%s=\"%s\"", j > 1 ? "," : "{", se->labels[j].name, se->labels[j].value);
-		cm_buf_printf(&line, "%s ", se->nlabels > 1 ? "}" : "");
-		if (!strstr((char *)p.text.data, (char *)line.data))
-			fail_msg("not in /metrics:%s", (char *)line.data);
-		cm_buf_close(&line);
+	size_t first = 0;
+	for (int k = 0; k < 3; k++) {
+		pass p;
+		run_pass(c, 1 + (uint64_t)k, &p);
+		size_t lines = 0, usage = 0;
+		for (const char *t = (const char *)p.text.data; *t; t = strchr(t, '\n') + 1)
+			lines += *t != '#';
+		assert_int_equal(lines, p.b.nseries);
+		for (size_t i = 0; i < p.b.nseries; i++) {
+			const cm_series *se = &p.b.series[i];
+			assert_true(se->nsamples == 1 && se->samples[0].t_ms == p.b.created_ms);
+			cm_buf line;
+			cm_buf_init(&line);
+			cm_buf_printf(&line, "\n%s", se->labels[0].value);
+			for (size_t j = 1; j < se->nlabels; j++)
+				cm_buf_printf(&line, "%s%s=\"%s\"", j > 1 ? "," : "{", se->labels[j].name, se->labels[j].value);
+			cm_buf_printf(&line, "%s ", se->nlabels > 1 ? "}" : "");
+			if (!strstr((char *)p.text.data, (char *)line.data))
+				fail_msg("pass %d: not in /metrics:%s", k + 1, (char *)line.data);
+			cm_buf_close(&line);
+			if (!strcmp(se->labels[0].value, "container_cpu_usage_seconds_total") && !strcmp(label(se, "id"), GONE)) {
+				assert_true(se->samples[0].v == (k ? 7.0 + k : 50.0)); /* the fixture's, then ours */
+				usage++;
+			}
+		}
+		assert_int_equal(usage, 1);
+		if (!k)
+			first = p.b.nseries;
+		assert_int_equal(p.b.nseries, first);
+		pass_close(&p);
+		fmt_into(path, sizeof(path), "%s%s/cpu.stat", tmp, GONE);
+		char text[256];
+		fmt_into(text, sizeof(text),
+			 "usage_usec %d\nuser_usec 30000000\nsystem_usec 20000000\nnice_usec 0\nnr_periods 0\n"
+			 "nr_throttled 0\nthrottled_usec 0\nnr_bursts 0\nburst_usec 0\n",
+			 (8 + k) * 1000000);
+		write_file(path, text);
+		usleep(2000); /* a later timestamp for the next pass */
 	}
-	assert_true(p.b.nseries > 100);
-	pass_close(&p);
+	assert_true(first > 100);
 	na__collector_destroy(c);
 	rm_tree(tmp);
 }
