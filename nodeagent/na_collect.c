@@ -3,12 +3,14 @@
  * Called on a libuv worker thread once per interval (never two at once). Collectors emit series
  * through na_emit; this file stamps them with the pass's time and writes each straight into the
  * batch's series section as a wire Series message: a cgroup's labels come already encoded (na_lset),
- * so a series costs the metric name, its few own labels and the sample. Two passes alternate, each
- * keeping its section and, per series, where its label bytes are, so the next pass can tell which
- * series vanished by comparing label bytes. The encoder kept across passes compresses
- * the section with the batch's other fields. The Prometheus text of the agent's own /metrics is
- * rendered from a finished pass's section only when it is scraped (na__pass_render, on a worker while
- * the next pass may run: that pass only reads the one before it).
+ * so a series costs the metric name, its few own labels and the sample. Two sections alternate: while
+ * a pass emits the same series as the last one, in the same order, it only rewrites their samples in
+ * the last pass's section; at the first that differs, what matched is copied to the spare section and
+ * the pass goes on there. Each pass keeps, per series, where its label bytes are, so the next one can
+ * tell which series vanished by comparing label bytes. The encoder kept across passes compresses the
+ * section with the batch's other fields. The Prometheus text of the agent's own /metrics is rendered
+ * from a finished pass's label bytes and values only when it is scraped (na__pass_render, on a worker
+ * while the next pass may run: that pass writes only samples, never label bytes, of the one before).
  */
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <math.h>
