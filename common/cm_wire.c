@@ -207,7 +207,7 @@ int cm_wire_series1_same(const uint8_t *lab, size_t len, const char *metric, con
 			 const cm_label *l, size_t n)
 {
 	static const char name[] = "__name__";
-	uint8_t head[32], tail[256];
+	uint8_t head[32], tail[1024]; /* longer own labels compare as different: written anew */
 	size_t mlen = strlen(metric), tlen = labels_len(l, n);
 	if (!mlen || tlen > sizeof(tail))
 		return 0;
