@@ -246,26 +246,35 @@ static void test_stale_markers_whatever_vanishes(void **state)
 	assert_true(cases > 5);
 }
 
-/* A pod renamed in the pods directory relabels its cgroup's series: the next pass has them under the new
- * name and a stale marker for each under the old one, and no marker for anything else. */
-static void test_relabel_marks_old_series(void **state)
+/* A collector on a temp copy of the cgroup-v2 fixture in tmp, with a pods directory holding one file,
+ * path, of json (read again every pass). */
+static na__collector *with_pod(char *tmp, char *path, const char *json)
 {
-	(void)state;
-	char src[PATH_MAX], tmp[PATH_MAX], proc[PATH_MAX], pods[PATH_MAX + 8], path[PATH_MAX + 32];
+	char src[PATH_MAX], proc[PATH_MAX], pods[PATH_MAX + 8];
 	data_path(src, "cgroup-v2");
 	data_path(proc, "proc");
 	temp_dir(tmp, "collect");
 	copy_tree(src, tmp);
 	fmt_into(pods, sizeof(pods), "%s/pods", tmp);
 	assert_int_equal(mkdir(pods, 0755), 0);
-	fmt_into(path, sizeof(path), "%s/cron.json", pods);
-	write_file(path, "{\"name\": \"cron\", \"namespace\": \"host\", \"containers\": [{\"name\": \"c\", "
-			 "\"cgroup\": \"" GONE "\"}]}");
+	fmt_into(path, PATH_MAX + 32, "%s/pod.json", pods);
+	write_file(path, json);
 	na_config cfg = {.node = "n1", .cgroup_root = tmp, .proc_root = proc, .pods_dir = pods, .meta_refresh_ms = 1};
 	na__collector *c = NULL;
 	cm_err err = {{0}};
 	if (na__collector_create(&cfg, &c, &err))
 		fail_msg("create: %s", err.msg);
+	return c;
+}
+
+/* A pod renamed in the pods directory relabels its cgroup's series: the next pass has them under the new
+ * name and a stale marker for each under the old one, and no marker for anything else. */
+static void test_relabel_marks_old_series(void **state)
+{
+	(void)state;
+	char tmp[PATH_MAX], path[PATH_MAX + 32];
+	na__collector *c = with_pod(tmp, path, "{\"name\": \"cron\", \"namespace\": \"host\", \"containers\": "
+					       "[{\"name\": \"c\", \"cgroup\": \"" GONE "\"}]}");
 	pass p1, p2;
 	run_pass(c, 1, &p1);
 	write_file(path, "{\"name\": \"cron-renamed\", \"namespace\": \"host\", \"containers\": [{\"name\": "
@@ -361,21 +370,9 @@ static void test_text_is_the_batch(void **state)
 static void test_text_values_match_the_batch(void **state)
 {
 	(void)state;
-	char src[PATH_MAX], tmp[PATH_MAX], proc[PATH_MAX], pods[PATH_MAX + 8], path[PATH_MAX + 32];
-	data_path(src, "cgroup-v2");
-	data_path(proc, "proc");
-	temp_dir(tmp, "collect");
-	copy_tree(src, tmp);
-	fmt_into(pods, sizeof(pods), "%s/pods", tmp);
-	assert_int_equal(mkdir(pods, 0755), 0);
-	fmt_into(path, sizeof(path), "%s/odd.json", pods);
-	write_file(path, "{\"name\": \"we\\\"ird\\\\po\\nd\", \"namespace\": \"x\", \"containers\": "
-			 "[{\"name\": \"c\", \"cgroup\": \"/system.slice\"}]}");
-	na_config cfg = {.node = "n1", .cgroup_root = tmp, .proc_root = proc, .pods_dir = pods};
-	na__collector *c = NULL;
-	cm_err err = {{0}};
-	if (na__collector_create(&cfg, &c, &err))
-		fail_msg("create: %s", err.msg);
+	char tmp[PATH_MAX], path[PATH_MAX + 32];
+	na__collector *c = with_pod(tmp, path, "{\"name\": \"we\\\"ird\\\\po\\nd\", \"namespace\": \"x\", "
+					       "\"containers\": [{\"name\": \"c\", \"cgroup\": \"/system.slice\"}]}");
 	pass p;
 	run_pass(c, 1, &p);
 	size_t checked = 0, fractional = 0;
