@@ -58,6 +58,7 @@ typedef struct fixture {
 
 /* ---- shell steps ---------------------------------------------------------------------------------- */
 
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int sh(const char *fmt, ...)
 {
 	char cmd[2048];
