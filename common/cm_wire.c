@@ -207,34 +207,22 @@ int cm_wire_series1_same(const uint8_t *lab, size_t len, const char *metric, con
 			 const cm_label *l, size_t n)
 {
 	static const char name[] = "__name__";
-	uint8_t head[32], tail[1024]; /* longer own labels compare as different: written anew */
+	uint8_t head[288], tail[1024]; /* longer names or own labels compare as different: written anew */
 	size_t mlen = strlen(metric), tlen = labels_len(l, n);
-	if (!mlen || tlen > sizeof(tail))
+	if (!mlen || mlen > 256 || tlen > sizeof(tail))
 		return 0;
-	/* the name label up to its value's bytes: what put_label writes before them */
-	uint8_t *h = head;
-	*h++ = 1 << 3 | 2;
-	h = pb_varint(h, label_body(sizeof(name) - 1, mlen));
-	*h++ = 1 << 3 | 2;
-	*h++ = sizeof(name) - 1;
-	memcpy(h, name, sizeof(name) - 1), h += sizeof(name) - 1;
-	*h++ = 2 << 3 | 2;
-	h = pb_varint(h, mlen);
-	size_t hlen = (size_t)(h - head);
+	size_t hlen = (size_t)(put_label(head, name, sizeof(name) - 1, metric, mlen) - head);
 	put_labels(tail, l, n);
-	return len == hlen + mlen + prelen + tlen && !memcmp(lab, head, hlen) && !memcmp(lab + hlen, metric, mlen) &&
-	       (!prelen || !memcmp(lab + hlen + mlen, pre, prelen)) &&
-	       (!tlen || !memcmp(lab + hlen + mlen + prelen, tail, tlen));
+	return len == hlen + prelen + tlen && !memcmp(lab, head, hlen) && (!prelen || !memcmp(lab + hlen, pre, prelen)) &&
+	       (!tlen || !memcmp(lab + hlen + prelen, tail, tlen));
 }
 
 void cm_wire_series1_set(uint8_t *labels_end, int64_t t_ms, double v)
 {
-	uint8_t *p = labels_end + 2; /* the timestamps' tag and length */
-	p = pb_varint(p, (uint64_t)t_ms);
-	uint64_t bits;
-	memcpy(&bits, &v, 8);
-	cm_put_u32le(p + 2, (uint32_t)bits);
-	cm_put_u32le(p + 6, (uint32_t)(bits >> 32));
+	cm_sample s = {t_ms, v};
+	size_t tslen;
+	samples_len(&s, 1, &tslen);
+	put_samples(labels_end, &s, 1, tslen);
 }
 
 size_t cm_wire_varint_len(uint64_t v) { return pb_varint_len(v); }

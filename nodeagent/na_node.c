@@ -182,8 +182,12 @@ static int node_pread_all(int fd, cm_buf *b)
 {
 	b->len = 0;
 	for (;;) {
-		if (b->cap - b->len < 4096 && (b->cap >= NA__NODE_READ_MAX || cm_buf_reserve(b, b->cap ? b->cap : 4096)))
-			return b->cap >= NA__NODE_READ_MAX ? CM_E2BIG : CM_ENOMEM;
+		if (b->cap - b->len < 4096) { /* room for a page more, doubling up to NA__NODE_READ_MAX */
+			if (b->cap >= NA__NODE_READ_MAX)
+				return CM_E2BIG;
+			if (cm_buf_reserve(b, b->cap ? b->cap : 4096))
+				return CM_ENOMEM;
+		}
 		ssize_t r = pread(fd, b->data + b->len, b->cap - b->len - 1, (off_t)b->len);
 		if (r < 0 && errno == EINTR)
 			continue;
